@@ -1,0 +1,40 @@
+//! Kith's wire protocol: what travels between nodes and how it is sealed end to end.
+//!
+//! This crate is pure: no sockets, files, clocks or async runtime. Time (`now_ms`) and
+//! randomness (`&mut impl CryptoRngCore`) are arguments, and every state the node must
+//! keep (identity, prekeys, sessions) is a plain serializable value that the caller stores.
+//!
+//! # Layout
+//! - [`codec`]: the one bincode configuration, with its size limit, used for every format.
+//! - [`id`]: [`UserId`] (a libp2p PeerId) and [`MessageId`] (128-bit random).
+//! - [`identity`]: the local user's secrets ([`LocalIdentity`], [`PrekeyRing`]) and the
+//!   public, signed [`KeyBundle`] others use to seal to them.
+//! - [`envelope`]: the [`Envelope`], the only thing store peers and relays see.
+//! - [`seal`]: end-to-end sealing with Noise (`Noise_X_25519_ChaChaPoly_BLAKE2s`) and the
+//!   symmetric chain-key sessions that follow a handshake ([`PeerSessions`]).
+//! - [`payload`]: what is inside the seal: text, media references, receipts.
+//! - [`status`]: [`DeliveryStatus`], which only moves forward.
+//! - [`presence`]: signed [`PresenceRecord`]s and a monotonic [`PresenceTable`].
+//! - [`frame`]: length-prefixed framing with a maximum frame size.
+//! - [`wire`]: the frames of the `/kith/msg/1` protocol.
+//!
+//! The construction is written down exactly in `protocol/README.md`.
+
+pub mod codec;
+pub mod envelope;
+pub mod frame;
+pub mod id;
+pub mod identity;
+pub mod payload;
+pub mod presence;
+pub mod seal;
+pub mod status;
+pub mod wire;
+
+pub use envelope::{Envelope, EnvelopeHeader, PROTOCOL_VERSION};
+pub use id::{MessageId, UserId};
+pub use identity::{KeyBundle, LocalIdentity, PrekeyPolicy, PrekeyRing};
+pub use payload::{MediaRef, Payload, Plaintext, Receipt, ReceiptKind, Text};
+pub use presence::{PresenceRecord, PresenceTable, Visibility};
+pub use seal::{OpenError, PeerSessions, SealError, SealedBody, SessionPolicy};
+pub use status::DeliveryStatus;

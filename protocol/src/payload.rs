@@ -1,0 +1,240 @@
+//! What travels inside the seal: texts, media references and receipts.
+//!
+//! Every payload is a `(kind, bytes)` pair ([`RawPayload`]) so that a node meeting a kind it
+//! does not know yet reports [`Payload::Unknown`] instead of failing: newer nodes can add kinds.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{codec, MessageId};
+
+/// Longest text body, in bytes (48 KiB).
+///
+/// A first message travels inside one Noise handshake message, which Noise caps at 65,535
+/// bytes; 48 KiB of text plus metadata, the sender's bundle and the seal stays below that.
+pub const MAX_TEXT_LEN: usize = 48 * 1024;
+
+/// Longest client metadata (JSON text), in bytes.
+pub const MAX_CLIENT_META_LEN: usize = 4 * 1024;
+
+/// Most message ids one receipt may acknowledge.
+pub const MAX_RECEIPT_IDS: usize = 1024;
+
+/// Longest media file name or mime type, in bytes.
+pub const MAX_MEDIA_NAME_LEN: usize = 255;
+
+/// Largest inline preview (thumbnail) in a media reference, in bytes.
+pub const MAX_PREVIEW_LEN: usize = 8 * 1024;
+
+/// Payload kind numbers as they appear on the wire.
+pub mod kind {
+    /// [`super::Text`].
+    pub const TEXT: u16 = 1;
+    /// [`super::MediaRef`].
+    pub const MEDIA: u16 = 2;
+    /// [`super::Receipt`].
+    pub const RECEIPT: u16 = 3;
+}
+
+/// A text message, as the design's `SendMessage` carries it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Text {
+    /// The text, UTF-8, at most [`MAX_TEXT_LEN`] bytes.
+    pub body: String,
+    /// The sender's client metadata (`clientMetaData`): a JSON object as text, at most
+    /// [`MAX_CLIENT_META_LEN`] bytes; empty when none.
+    pub client_meta: String,
+}
+
+/// A reference to an encrypted media blob; the blob itself travels separately.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaRef {
+    /// BLAKE2s-256 of the encrypted blob: its name.
+    pub hash: [u8; 32],
+    /// Plaintext size in bytes.
+    pub size: u64,
+    /// Plaintext chunk size the blob was encrypted in.
+    pub chunk_size: u32,
+    /// MIME type, e.g. `image/jpeg`.
+    pub mime: String,
+    /// The file's name as the sender had it.
+    pub name: String,
+    /// The blob's symmetric key.
+    pub key: [u8; 32],
+    /// A small preview (thumbnail) to show before the download ends.
+    #[serde(with = "serde_bytes")]
+    pub preview: Vec<u8>,
+    /// Optional caption text.
+    pub caption: String,
+}
+
+/// Which tick a receipt gives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReceiptKind {
+    /// The recipient's node stored the messages (double tick).
+    Delivered,
+    /// The recipient read them (blue ticks).
+    Read,
+}
+
+/// An acknowledgement for messages the receiver got from the receipt's recipient.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// Delivered or read.
+    pub kind: ReceiptKind,
+    /// The messages it covers (at most [`MAX_RECEIPT_IDS`]).
+    pub ids: Vec<MessageId>,
+}
+
+/// A decoded payload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Payload {
+    /// A text message.
+    Text(Text),
+    /// A media message.
+    Media(MediaRef),
+    /// A delivered or read receipt.
+    Receipt(Receipt),
+    /// A kind this node does not know; the message is kept but not interpreted.
+    Unknown {
+        /// The kind number.
+        kind: u16,
+    },
+}
+
+/// A payload on the wire: kind number and that kind's encoding.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RawPayload {
+    /// See [`kind`].
+    pub kind: u16,
+    /// bincode of the kind's struct.
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
+}
+
+/// What the seal protects: the payload and when the sender composed it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plaintext {
+    /// When the sender composed the message, unix milliseconds (sender's clock).
+    pub sent_at_ms: u64,
+    /// The payload.
+    pub payload: RawPayload,
+}
+
+/// Why a payload is invalid.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PayloadError {
+    /// A field is longer than its limit.
+    #[error("{field} is {len} bytes, over the {max}-byte limit")]
+    TooLong {
+        /// Which field.
+        field: &'static str,
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A text with no characters.
+    #[error("text is empty")]
+    EmptyText,
+    /// A receipt covering no message.
+    #[error("receipt covers no message")]
+    EmptyReceipt,
+    /// The body is not a valid encoding of its kind.
+    #[error("malformed payload: {0}")]
+    Codec(#[from] codec::CodecError),
+}
+
+fn check_len(field: &'static str, len: usize, max: usize) -> Result<(), PayloadError> {
+    if len > max {
+        return Err(PayloadError::TooLong { field, len, max });
+    }
+    Ok(())
+}
+
+impl Text {
+    /// Checks the limits.
+    pub fn validate(&self) -> Result<(), PayloadError> {
+        if self.body.is_empty() {
+            return Err(PayloadError::EmptyText);
+        }
+        check_len("text", self.body.len(), MAX_TEXT_LEN)?;
+        check_len("client_meta", self.client_meta.len(), MAX_CLIENT_META_LEN)
+    }
+}
+
+impl MediaRef {
+    /// Checks the limits.
+    pub fn validate(&self) -> Result<(), PayloadError> {
+        check_len("mime", self.mime.len(), MAX_MEDIA_NAME_LEN)?;
+        check_len("name", self.name.len(), MAX_MEDIA_NAME_LEN)?;
+        check_len("preview", self.preview.len(), MAX_PREVIEW_LEN)?;
+        check_len("caption", self.caption.len(), MAX_TEXT_LEN)
+    }
+}
+
+impl Receipt {
+    /// Checks the limits.
+    pub fn validate(&self) -> Result<(), PayloadError> {
+        if self.ids.is_empty() {
+            return Err(PayloadError::EmptyReceipt);
+        }
+        check_len("receipt ids", self.ids.len(), MAX_RECEIPT_IDS)
+    }
+}
+
+impl Payload {
+    /// Validates and encodes the payload. `Unknown` cannot be encoded (there is nothing in it).
+    pub fn to_raw(&self) -> Result<RawPayload, PayloadError> {
+        let (kind, body) = match self {
+            Payload::Text(t) => {
+                t.validate()?;
+                (kind::TEXT, codec::encode(t)?)
+            }
+            Payload::Media(m) => {
+                m.validate()?;
+                (kind::MEDIA, codec::encode(m)?)
+            }
+            Payload::Receipt(r) => {
+                r.validate()?;
+                (kind::RECEIPT, codec::encode(r)?)
+            }
+            Payload::Unknown { kind } => (*kind, Vec::new()),
+        };
+        Ok(RawPayload { kind, body })
+    }
+}
+
+impl RawPayload {
+    /// Decodes and validates the payload; an unknown kind is `Ok(Payload::Unknown)`.
+    pub fn decode(&self) -> Result<Payload, PayloadError> {
+        Ok(match self.kind {
+            kind::TEXT => {
+                let t: Text = codec::decode(&self.body)?;
+                t.validate()?;
+                Payload::Text(t)
+            }
+            kind::MEDIA => {
+                let m: MediaRef = codec::decode(&self.body)?;
+                m.validate()?;
+                Payload::Media(m)
+            }
+            kind::RECEIPT => {
+                let r: Receipt = codec::decode(&self.body)?;
+                r.validate()?;
+                Payload::Receipt(r)
+            }
+            other => Payload::Unknown { kind: other },
+        })
+    }
+}
+
+impl Plaintext {
+    /// A plaintext for `payload` composed at `sent_at_ms`.
+    pub fn new(payload: &Payload, sent_at_ms: u64) -> Result<Self, PayloadError> {
+        Ok(Plaintext {
+            sent_at_ms,
+            payload: payload.to_raw()?,
+        })
+    }
+}
