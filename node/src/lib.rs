@@ -1,1 +1,32 @@
-//! placeholder
+//! The Kith desktop node: delivers messages straight to contacts' nodes over libp2p, keeps
+//! everything in sled, and serves the local REST API.
+//!
+//! # Layout
+//! - [`config`]: the node's configuration.
+//! - [`store`]: sled storage (identity, contacts, conversations, outbox, sessions) with group
+//!   commit.
+//! - [`net`]: the libp2p pieces shared with `kith-bootstrap`: behaviour, transport, the swarm
+//!   task and its [`net::Network`] handle.
+//! - [`link`]: one long-lived `/kith/msg/1` stream per peer and direction, batched.
+//! - [`messenger`]: the task that owns sessions, the outbox and statuses; seals and opens.
+//! - [`handle`]: [`Node`], the cloneable handle everything else uses.
+//! - [`invite`]: invite strings (user id, addresses, key bundle).
+//! - [`api`]: the REST API (axum) and its error mapping.
+//! - [`client`]: a REST client, used by the CLI.
+//! - [`run`]: [`run::start`] and [`run::run`], which wire it all together.
+
+pub mod api;
+pub mod client;
+pub mod config;
+pub mod handle;
+pub mod invite;
+pub mod link;
+pub mod messenger;
+pub mod net;
+pub mod run;
+pub mod store;
+pub mod time;
+
+pub use config::Config;
+pub use handle::{Event, Node, NodeError};
+pub use run::{run, start, RunError, RunningNode};

@@ -1,1 +1,449 @@
-fn main() {}
+//! The `kith` binary: parses the command line and either runs a node (`kith run`) or talks to
+//! a running one through its REST API. Everything else lives in the `kith_node` library so
+//! tests can start nodes in-process.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::{Duration, UNIX_EPOCH},
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use kith_node::{client::ApiClient, handle::MessageView, Config};
+use kith_protocol::DeliveryStatus;
+use libp2p::Multiaddr;
+
+/// Kith: a peer-to-peer messenger. Your node delivers messages straight to your contacts'
+/// nodes; there is no server.
+#[derive(Parser, Debug)]
+#[command(name = "kith", version, about, long_about = None, after_help = EXAMPLES)]
+struct Cli {
+    /// Where this node keeps its identity, API token and messages.
+    #[arg(long, env = "KITH_DATA_DIR", global = true, default_value_os_t = Config::default_data_dir())]
+    data_dir: PathBuf,
+
+    /// The node's REST API: the address `kith run` serves on and other commands talk to.
+    #[arg(long, env = "KITH_API", global = true, default_value = kith_node::config::DEFAULT_API)]
+    api: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+const EXAMPLES: &str = "\
+Examples:
+  kith init                          create an identity in the data directory
+  kith run --mdns                    run the node (keep it running in its own terminal)
+  kith invite                        print your invite; give it to a friend
+  kith contacts add <invite> --name Ana
+  kith send <user> 'hello'           send a message
+  kith history <user>                show the conversation with ticks
+  kith presence <user>               online, or when last seen
+
+Two nodes on one machine:
+  kith --data-dir /tmp/a init && kith --data-dir /tmp/a --api 127.0.0.1:7001 run
+  kith --data-dir /tmp/b init && kith --data-dir /tmp/b --api 127.0.0.1:7002 run";
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create this node's identity and API token in the data directory (once).
+    Init,
+    /// Run the node in the foreground until Ctrl-C or SIGTERM.
+    #[command(after_help = "\
+Examples:
+  kith run
+  kith run --listen /ip4/0.0.0.0/tcp/4001 --bootstrap /ip4/203.0.113.5/tcp/4001/p2p/12D3KooW...
+  KITH_BOOTSTRAP=/ip4/203.0.113.5/tcp/4001/p2p/12D3KooW...,/ip4/198.51.100.7/tcp/4001/p2p/12D3KooW... kith run
+  RUST_LOG=kith_node=debug kith run")]
+    Run(RunArgs),
+    /// Print the API token (send it as `Authorization: Bearer <token>`).
+    Token,
+    /// Print your invite: one string a contact adds with `kith contacts add`.
+    Invite,
+    /// Add or list contacts.
+    #[command(subcommand)]
+    Contacts(ContactsCommand),
+    /// Send a text message to a contact.
+    #[command(after_help = "\
+Examples:
+  kith send 12D3KooW... 'see you at 8'
+  kith send 12D3KooW... 'draft' --meta '{\"client\":\"cli\"}'")]
+    Send {
+        /// The contact's user id.
+        user: String,
+        /// The message text.
+        text: String,
+        /// Client metadata stored with the message: a JSON object.
+        #[arg(long, value_name = "JSON")]
+        meta: Option<String>,
+    },
+    /// Show a page of the conversation with a contact, oldest first.
+    ///
+    /// Outgoing messages show their ticks: `…` pending, `✓` sent, `✓✓` delivered,
+    /// `✓✓ read` read.
+    History {
+        /// The contact's user id.
+        user: String,
+        /// Skip this many newest messages (the previous page prints the next value).
+        #[arg(long, default_value_t = 0)]
+        offset: usize,
+        /// How many messages to show, 1 to 200 [default: 50].
+        #[arg(long)]
+        count: Option<usize>,
+    },
+    /// Mark the conversation with a contact read (sends a read receipt).
+    Read {
+        /// The contact's user id.
+        user: String,
+    },
+    /// Show whether a contact is online, or when they were last seen.
+    Presence {
+        /// The contact's user id.
+        user: String,
+    },
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// A libp2p address to listen on (repeatable) [default: /ip4/0.0.0.0/tcp/0].
+    #[arg(long, value_name = "MULTIADDR")]
+    listen: Vec<Multiaddr>,
+
+    /// A bootstrap peer, `/ip4/.../tcp/.../p2p/<id>` (repeatable, or comma-separated).
+    #[arg(
+        long,
+        value_name = "MULTIADDR",
+        env = "KITH_BOOTSTRAP",
+        value_delimiter = ','
+    )]
+    bootstrap: Vec<Multiaddr>,
+
+    /// How often to send presence heartbeats, e.g. `5s`, `1m` [default: 5s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    heartbeat: Option<Duration>,
+
+    /// Find peers on the local network with mDNS.
+    #[arg(long)]
+    mdns: bool,
+
+    /// Allow `--api` on a non-loopback address (anyone who can reach it still needs the token).
+    #[arg(long)]
+    api_public: bool,
+
+    /// Hide your last seen and online status (you then see no one else's either).
+    #[arg(long)]
+    hide_last_seen: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum ContactsCommand {
+    /// Add a contact from their invite (`kith invite` on their machine prints it).
+    Add {
+        /// The invite string.
+        invite: String,
+        /// A name to show for them.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List your contacts.
+    List,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("kith: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<()> {
+    let data_dir = cli.data_dir;
+    match cli.command {
+        Command::Init => init(&data_dir),
+        Command::Run(args) => run(data_dir, &cli.api, args).await,
+        Command::Token => {
+            println!("{}", token(&data_dir)?);
+            Ok(())
+        }
+        command => {
+            init_tracing("warn");
+            let client = ApiClient::new(&cli.api, token(&data_dir)?)?;
+            client_command(&client, command).await
+        }
+    }
+}
+
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn init(data_dir: &Path) -> Result<()> {
+    let info = kith_node::run::init(data_dir)
+        .with_context(|| format!("creating an identity in {}", data_dir.display()))?;
+    println!("kith: user {}", info.user_id);
+    println!("kith: data in {}", data_dir.display());
+    println!("kith: API token in {}", info.token_path.display());
+    println!("kith: start the node with `kith run`; `kith token` prints the token");
+    Ok(())
+}
+
+fn token(data_dir: &Path) -> Result<String> {
+    kith_node::run::read_token(data_dir).with_context(|| {
+        format!(
+            "reading the API token in {} (run `kith init` first, or pass --data-dir)",
+            data_dir.display()
+        )
+    })
+}
+
+async fn run(data_dir: PathBuf, api: &str, args: RunArgs) -> Result<()> {
+    init_tracing("info");
+    let mut config = Config::new(data_dir);
+    config.api = api
+        .parse::<SocketAddr>()
+        .with_context(|| format!("--api `{api}` must be an ip:port such as 127.0.0.1:7878"))?;
+    if !args.listen.is_empty() {
+        config.listen = args.listen;
+    }
+    config.bootstrap = args.bootstrap;
+    if let Some(heartbeat) = args.heartbeat {
+        if heartbeat.is_zero() {
+            bail!("--heartbeat must be longer than zero");
+        }
+        config.heartbeat = heartbeat;
+    }
+    config.mdns = args.mdns;
+    config.api_public = args.api_public;
+    config.share_last_seen = !args.hide_last_seen;
+
+    let running = kith_node::run::start(config)
+        .await
+        .context("starting the node")?;
+    println!("kith: user {}", running.node.user_id());
+    println!("kith: api http://{}", running.api_addr);
+    // The swarm reports its listen addresses asynchronously; give it a moment.
+    let mut addrs = running.node.listen_addrs();
+    for _ in 0..40 {
+        if !addrs.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        addrs = running.node.listen_addrs();
+    }
+    for addr in addrs {
+        println!("kith: listening on {addr}");
+    }
+
+    shutdown_signal().await?;
+    eprintln!("kith: shutting down (press Ctrl-C again to exit at once)");
+    tokio::select! {
+        result = running.shutdown() => result.context("shutting down the node")?,
+        _ = tokio::signal::ctrl_c() => bail!("interrupted again; exited without a clean shutdown"),
+    }
+    Ok(())
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
+async fn shutdown_signal() -> Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => result.context("listening for Ctrl-C")?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c()
+        .await
+        .context("listening for Ctrl-C")?;
+    Ok(())
+}
+
+async fn client_command(client: &ApiClient, command: Command) -> Result<()> {
+    match command {
+        Command::Invite => {
+            let me = client.me().await?;
+            println!("{}", me.invite);
+        }
+        Command::Contacts(ContactsCommand::Add { invite, name }) => {
+            let contact = client.add_contact(&invite, name.as_deref()).await?;
+            println!("added {}", contact_line(&contact.user_id, &contact.name));
+        }
+        Command::Contacts(ContactsCommand::List) => {
+            let contacts = client.contacts().await?;
+            if contacts.is_empty() {
+                println!("no contacts yet; add one with `kith contacts add <invite>`");
+            }
+            for contact in contacts {
+                println!("{}", contact_line(&contact.user_id, &contact.name));
+            }
+        }
+        Command::Send { user, text, meta } => {
+            let meta = match meta {
+                None => None,
+                Some(raw) => {
+                    let value: serde_json::Value =
+                        serde_json::from_str(&raw).context("--meta is not valid JSON")?;
+                    if !value.is_object() {
+                        bail!("--meta must be a JSON object, like '{{\"key\":\"value\"}}'");
+                    }
+                    Some(value)
+                }
+            };
+            let sent = client.send_text(&user, &text, meta.as_ref()).await?;
+            println!("{} {}", sent.id, status_word(sent.status));
+        }
+        Command::History {
+            user,
+            offset,
+            count,
+        } => {
+            let page = client
+                .conversation(&user, Some(offset), count, None)
+                .await?;
+            if page.messages.is_empty() {
+                println!("no messages");
+            }
+            for message in page.messages.iter().rev() {
+                println!("{}", history_line(message));
+            }
+            if let Some(next) = page.next_offset {
+                let count = count.map(|c| format!(" --count {c}")).unwrap_or_default();
+                println!("-- older: kith history {user} --offset {next}{count}");
+            }
+        }
+        Command::Read { user } => {
+            let marked = client.mark_read(&user).await?;
+            println!(
+                "marked {marked} message{} read",
+                if marked == 1 { "" } else { "s" }
+            );
+        }
+        Command::Presence { user } => {
+            let presence = client.presence(&user).await?;
+            if presence.online {
+                println!("online");
+            } else if let Some(ms) = presence.last_seen_ms {
+                println!("last seen {}", time_of(ms));
+            } else {
+                println!("last seen hidden");
+            }
+        }
+        Command::Init | Command::Run(_) | Command::Token => {
+            bail!("internal: command does not use the API")
+        }
+    }
+    Ok(())
+}
+
+fn contact_line(user_id: &str, name: &str) -> String {
+    if name.is_empty() {
+        user_id.to_string()
+    } else {
+        format!("{user_id}  {name}")
+    }
+}
+
+/// A unix-millisecond time as RFC 3339 to the second (UTC).
+fn time_of(ms: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+fn status_word(status: DeliveryStatus) -> &'static str {
+    match status {
+        DeliveryStatus::Pending => "pending",
+        DeliveryStatus::Sent => "sent",
+        DeliveryStatus::Delivered => "delivered",
+        DeliveryStatus::Read => "read",
+    }
+}
+
+fn tick(status: DeliveryStatus) -> &'static str {
+    match status {
+        DeliveryStatus::Pending => "…",
+        DeliveryStatus::Sent => "✓",
+        DeliveryStatus::Delivered => "✓✓",
+        DeliveryStatus::Read => "✓✓ read",
+    }
+}
+
+/// `time  →  text  tick` for outgoing, `time  ←  text` for incoming; continuation lines of a
+/// multi-line text are indented under the first.
+fn history_line(message: &MessageView) -> String {
+    let time = time_of(message.sent_at_ms);
+    let arrow = if message.outgoing { "→" } else { "←" };
+    let indent = " ".repeat(time.chars().count() + 5);
+    let text = message.text.replace('\n', &format!("\n{indent}"));
+    if message.outgoing {
+        format!("{time}  {arrow}  {text}  {}", tick(message.status))
+    } else {
+        format!("{time}  {arrow}  {text}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn bootstrap_accepts_comma_separated_addresses() {
+        let cli = Cli::try_parse_from([
+            "kith",
+            "run",
+            "--bootstrap",
+            "/ip4/127.0.0.1/tcp/1,/ip4/127.0.0.1/tcp/2",
+            "--heartbeat",
+            "2s",
+        ])
+        .expect("valid flags");
+        let Command::Run(args) = cli.command else {
+            panic!("expected run");
+        };
+        assert_eq!(args.bootstrap.len(), 2);
+        assert_eq!(args.heartbeat, Some(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn history_lines_show_direction_and_ticks() {
+        let message = MessageView {
+            id: "00".into(),
+            from: "a".into(),
+            to: "b".into(),
+            text: "hi".into(),
+            client_meta: serde_json::json!({}),
+            sent_at: String::new(),
+            sent_at_ms: 1_000,
+            status: DeliveryStatus::Read,
+            outgoing: true,
+        };
+        assert_eq!(
+            history_line(&message),
+            "1970-01-01T00:00:01Z  →  hi  ✓✓ read"
+        );
+        let incoming = MessageView {
+            outgoing: false,
+            ..message
+        };
+        assert_eq!(history_line(&incoming), "1970-01-01T00:00:01Z  ←  hi");
+    }
+}

@@ -1,0 +1,94 @@
+//! The node's configuration: one struct, with defaults that work on a laptop.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use libp2p::Multiaddr;
+
+/// Default REST API address.
+pub const DEFAULT_API: &str = "127.0.0.1:7878";
+
+/// Everything a node needs to start.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where identity, token and the sled database live.
+    pub data_dir: PathBuf,
+    /// libp2p listen addresses.
+    pub listen: Vec<Multiaddr>,
+    /// REST API address (port 0 picks a free port).
+    pub api: SocketAddr,
+    /// Allow the API on a non-loopback address.
+    pub api_public: bool,
+    /// Bootstrap peers (full multiaddrs with `/p2p/<id>`).
+    pub bootstrap: Vec<Multiaddr>,
+    /// How often to send heartbeats (presence) to connected contacts.
+    pub heartbeat: Duration,
+    /// Discover peers on the local network with mDNS.
+    pub mdns: bool,
+    /// Share last seen / online with others (if off, the node sees nobody else's either).
+    pub share_last_seen: bool,
+    /// How long a message may wait for delivery before it expires.
+    pub message_lifetime: Duration,
+    /// Depth of the command queue between handles and the messenger task.
+    pub command_queue: usize,
+    /// Depth of each peer link's send queue (envelopes waiting to be written).
+    pub link_queue: usize,
+    /// Most envelopes in flight (sent, not yet acknowledged) per peer.
+    pub max_in_flight: usize,
+    /// How long an unacknowledged envelope waits before it is sent again.
+    pub ack_timeout: Duration,
+    /// First redial delay after a failed dial or a lost connection; doubles up to `max_backoff`.
+    pub min_backoff: Duration,
+    /// Longest redial delay.
+    pub max_backoff: Duration,
+    /// Most concurrent inbound message streams.
+    pub max_inbound_streams: usize,
+    /// Longest wait for a group commit before it flushes anyway (0: flush at once).
+    pub commit_delay: Duration,
+}
+
+impl Config {
+    /// Defaults for a data directory: listen on all interfaces, API on 127.0.0.1:7878.
+    pub fn new(data_dir: PathBuf) -> Self {
+        Config {
+            data_dir,
+            listen: vec!["/ip4/0.0.0.0/tcp/0"
+                .parse()
+                .unwrap_or_else(|_| Multiaddr::empty())],
+            api: DEFAULT_API
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 7878))),
+            api_public: false,
+            bootstrap: Vec::new(),
+            heartbeat: Duration::from_secs(5),
+            mdns: false,
+            share_last_seen: true,
+            message_lifetime: Duration::from_secs(30 * 24 * 3600),
+            command_queue: 1024,
+            link_queue: 4096,
+            max_in_flight: 4096,
+            ack_timeout: Duration::from_secs(10),
+            min_backoff: Duration::from_millis(250),
+            max_backoff: Duration::from_secs(60),
+            max_inbound_streams: 256,
+            commit_delay: Duration::ZERO,
+        }
+    }
+
+    /// A configuration for tests and local meshes: loopback only, API on a free port.
+    pub fn loopback(data_dir: PathBuf) -> Self {
+        Config {
+            listen: vec!["/ip4/127.0.0.1/tcp/0"
+                .parse()
+                .unwrap_or_else(|_| Multiaddr::empty())],
+            api: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ..Config::new(data_dir)
+        }
+    }
+
+    /// The platform's data directory for Kith (e.g. `~/.local/share/kith`).
+    pub fn default_data_dir() -> PathBuf {
+        dirs::data_dir()
+            .unwrap_or_else(|| PathBuf::from("."))
+            .join("kith")
+    }
+}

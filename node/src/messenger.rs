@@ -1,0 +1,1243 @@
+//! The messenger: the one task that owns conversation state in motion — sessions, the outbox,
+//! per-peer send queues, statuses and presence — and seals and opens every envelope.
+//!
+//! Keeping all of it in one task (mini-redis's `db` and rust-libp2p's `EventLoop` pattern)
+//! means no locks: handles, links and the network talk to it over bounded channels. The task
+//! never waits on I/O itself: durability waits ([`Store::commit`]) run in small spawned
+//! futures that answer the caller, or report back, once the group commit has flushed.
+//!
+//! The life of an outgoing message: the API's send stores the message and its outbox entry,
+//! queues it for the peer and answers once the write is durable; the queue is drained into
+//! the peer's link (sealing each entry just before it leaves); the peer's ack removes the
+//! entry (*sent*); the peer's sealed receipts move the status to *delivered* and *read*.
+//! A lost link requeues what was in flight; a dial that fails is retried with backoff.
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    time::{Duration, Instant},
+};
+
+use kith_protocol::{
+    payload::{self, Receipt, ReceiptKind, Text},
+    seal::{open_handshake, OpenError, SessionId},
+    wire::{MsgFrame, RejectReason, MAX_ACK_IDS},
+    DeliveryStatus, Envelope, EnvelopeHeader, KeyBundle, LocalIdentity, MessageId, Payload,
+    PeerSessions, Plaintext, PresenceRecord, SessionPolicy, UserId, Visibility,
+};
+use libp2p::PeerId;
+use rand::{rngs::StdRng, SeedableRng};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    handle::{ContactView, Event, Me, NodeError, PresenceView, Sent},
+    invite::Invite,
+    link::{self, LinkEvent},
+    net::{NetEvent, Network},
+    store::{Contact, OutboxEntry, Store, StoreError, StoredMessage},
+    time::{now_ms, rfc3339},
+    Config,
+};
+
+/// A request from a [`crate::Node`] handle.
+pub(crate) enum Command {
+    Me {
+        reply: oneshot::Sender<Result<Me, NodeError>>,
+    },
+    AddContact {
+        invite: String,
+        name: Option<String>,
+        reply: oneshot::Sender<Result<ContactView, NodeError>>,
+    },
+    SendText {
+        to: UserId,
+        text: String,
+        client_meta: serde_json::Value,
+        reply: oneshot::Sender<Result<Sent, NodeError>>,
+    },
+    MarkRead {
+        peer: UserId,
+        reply: oneshot::Sender<Result<usize, NodeError>>,
+    },
+    Presence {
+        peer: UserId,
+        reply: oneshot::Sender<Result<PresenceView, NodeError>>,
+    },
+    SetSharePresence {
+        share: bool,
+        reply: oneshot::Sender<Result<(), NodeError>>,
+    },
+}
+
+/// Reports from the futures the messenger spawned.
+pub(crate) enum Internal {
+    /// These outbox entries are durable: they may leave now.
+    Committed(Vec<MessageId>),
+}
+
+/// How many times an envelope the peer refused as invalid is resealed and sent again (with a
+/// fresh handshake) before it is given up.
+const MAX_INVALID_RETRIES: u32 = 3;
+
+/// How long a dial may stay silent before it counts as failed.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A heartbeat older than this many intervals means the contact is no longer online.
+const ONLINE_GRACE_INTERVALS: u32 = 3;
+
+struct ActiveLink {
+    generation: u64,
+    tx: mpsc::Sender<MsgFrame>,
+}
+
+/// What the messenger knows about one peer.
+struct PeerState {
+    /// Outbox ids waiting to be sent, in order.
+    queue: VecDeque<MessageId>,
+    /// Ids sent and not yet acknowledged, in send order (may hold ids already acked; the map
+    /// is the truth).
+    in_flight_order: VecDeque<MessageId>,
+    in_flight: HashMap<MessageId, Instant>,
+    link: Option<ActiveLink>,
+    connected: bool,
+    /// A dial is under way until this instant (after it, a silent dial counts as failed).
+    dialing_until: Option<Instant>,
+    backoff: Duration,
+    retry_at: Option<Instant>,
+    invalid_retries: HashMap<MessageId, u32>,
+    presence: Option<PresenceRecord>,
+    last_heard_ms: Option<u64>,
+    online: bool,
+}
+
+impl PeerState {
+    fn new(min_backoff: Duration) -> Self {
+        PeerState {
+            queue: VecDeque::new(),
+            in_flight_order: VecDeque::new(),
+            in_flight: HashMap::new(),
+            link: None,
+            connected: false,
+            dialing_until: None,
+            backoff: min_backoff,
+            retry_at: None,
+            invalid_retries: HashMap::new(),
+            presence: None,
+            last_heard_ms: None,
+            online: false,
+        }
+    }
+
+    /// Puts everything in flight back at the front of the queue, in send order.
+    fn requeue_in_flight(&mut self) {
+        let mut back: Vec<MessageId> = Vec::new();
+        for id in self.in_flight_order.drain(..) {
+            if self.in_flight.remove(&id).is_some() {
+                back.push(id);
+            }
+        }
+        for id in back.into_iter().rev() {
+            self.queue.push_front(id);
+        }
+    }
+
+    fn ack(&mut self, id: &MessageId) -> bool {
+        let was = self.in_flight.remove(id).is_some();
+        while let Some(front) = self.in_flight_order.front() {
+            if self.in_flight.contains_key(front) {
+                break;
+            }
+            self.in_flight_order.pop_front();
+        }
+        was
+    }
+}
+
+/// The messenger task's state.
+pub(crate) struct Messenger {
+    me: LocalIdentity,
+    user: UserId,
+    store: Store,
+    net: Network,
+    cfg: Config,
+    events: broadcast::Sender<Event>,
+    link_tx: mpsc::Sender<LinkEvent>,
+    internal_tx: mpsc::Sender<Internal>,
+    contacts: HashMap<UserId, Contact>,
+    sessions: HashMap<UserId, PeerSessions>,
+    session_owner: HashMap<SessionId, UserId>,
+    outbox: HashMap<MessageId, OutboxEntry>,
+    peers: HashMap<UserId, PeerState>,
+    share_presence: bool,
+    presence_seq: u64,
+    policy: SessionPolicy,
+    rng: StdRng,
+    cancel: CancellationToken,
+    next_generation: u64,
+}
+
+/// The channels the messenger task reads.
+pub(crate) struct Inputs {
+    pub(crate) commands: mpsc::Receiver<Command>,
+    pub(crate) net_events: mpsc::Receiver<NetEvent>,
+    pub(crate) link_events: mpsc::Receiver<LinkEvent>,
+}
+
+fn store_err(e: StoreError) -> NodeError {
+    tracing::error!(error = %e, "storage failure");
+    NodeError::Storage(e)
+}
+
+impl Messenger {
+    /// Builds the messenger from what is stored.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        me: LocalIdentity,
+        store: Store,
+        net: Network,
+        cfg: Config,
+        events: broadcast::Sender<Event>,
+        link_tx: mpsc::Sender<LinkEvent>,
+        cancel: CancellationToken,
+    ) -> Result<(Self, mpsc::Receiver<Internal>), StoreError> {
+        let (internal_tx, internal_rx) = mpsc::channel(1024);
+        let user = me.user_id();
+        let mut m = Messenger {
+            user,
+            me,
+            net,
+            events,
+            link_tx,
+            internal_tx,
+            contacts: HashMap::new(),
+            sessions: HashMap::new(),
+            session_owner: HashMap::new(),
+            outbox: HashMap::new(),
+            peers: HashMap::new(),
+            share_presence: cfg.share_last_seen,
+            presence_seq: now_ms(),
+            policy: SessionPolicy::default(),
+            rng: StdRng::from_entropy(),
+            cancel,
+            next_generation: 0,
+            cfg,
+            store,
+        };
+        for c in m.store.contacts()? {
+            m.peers.insert(c.user, PeerState::new(m.cfg.min_backoff));
+            m.contacts.insert(c.user, c);
+        }
+        for entry in m.store.outbox_all()? {
+            m.peer(entry.to).queue.push_back(entry.id);
+            m.outbox.insert(entry.id, entry);
+        }
+        tracing::info!(
+            user = %m.user,
+            contacts = m.contacts.len(),
+            outbox = m.outbox.len(),
+            "messenger ready"
+        );
+        Ok((m, internal_rx))
+    }
+
+    fn peer(&mut self, user: UserId) -> &mut PeerState {
+        let min = self.cfg.min_backoff;
+        self.peers
+            .entry(user)
+            .or_insert_with(|| PeerState::new(min))
+    }
+
+    /// Runs until cancelled.
+    pub(crate) async fn run(mut self, mut inputs: Inputs, mut internal: mpsc::Receiver<Internal>) {
+        let mut maintenance = tokio::time::interval(Duration::from_millis(250));
+        maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut heartbeat = tokio::time::interval(self.cfg.heartbeat);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Connect to every contact (presence, and anything left in the outbox).
+        let users: Vec<UserId> = self.contacts.keys().copied().collect();
+        for u in users {
+            self.ensure_link(u);
+        }
+        loop {
+            tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                Some(cmd) = inputs.commands.recv() => self.on_command(cmd),
+                Some(ev) = inputs.net_events.recv() => self.on_net(ev),
+                Some(ev) = inputs.link_events.recv() => self.on_link(ev),
+                Some(ev) = internal.recv() => self.on_internal(ev),
+                _ = maintenance.tick() => self.on_maintenance(),
+                _ = heartbeat.tick() => self.on_heartbeat(),
+            }
+        }
+        if let Err(e) = self.store.flush_now() {
+            tracing::error!(error = %e, "flush at shutdown failed");
+        }
+        tracing::debug!("messenger stopped");
+    }
+
+    fn emit(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+
+    // ---- commands -------------------------------------------------------------------
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Me { reply } => {
+                let _ = reply.send(self.me_view());
+            }
+            Command::AddContact {
+                invite,
+                name,
+                reply,
+            } => {
+                let result = self.add_contact(&invite, name);
+                match result {
+                    Ok(view) => self.reply_after_commit(reply, view, Vec::new()),
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            Command::SendText {
+                to,
+                text,
+                client_meta,
+                reply,
+            } => match self.send_text(to, text, client_meta) {
+                Ok(sent) => self.reply_after_commit(reply, sent, Vec::new()),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
+            Command::MarkRead { peer, reply } => match self.mark_read(peer) {
+                Ok((n, receipts)) => self.reply_after_commit(reply, n, receipts),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
+            Command::Presence { peer, reply } => {
+                let _ = reply.send(self.presence_view(&peer));
+            }
+            Command::SetSharePresence { share, reply } => {
+                self.share_presence = share;
+                self.on_heartbeat();
+                let _ = reply.send(Ok(()));
+            }
+        }
+    }
+
+    /// Answers `reply` with `value` once everything written so far is durable, then lets the
+    /// outbox entries `release` leave.
+    fn reply_after_commit<T: Send + 'static>(
+        &self,
+        reply: oneshot::Sender<Result<T, NodeError>>,
+        value: T,
+        release: Vec<MessageId>,
+    ) {
+        let commit = self.store.commit();
+        let internal = self.internal_tx.clone();
+        tokio::spawn(async move {
+            let result = commit.await;
+            if result.is_ok() && !release.is_empty() {
+                let _ = internal.send(Internal::Committed(release)).await;
+            }
+            let _ = reply.send(result.map(|_| value).map_err(store_err));
+        });
+    }
+
+    fn me_view(&self) -> Result<Me, NodeError> {
+        let addrs = self.net.listen_addrs();
+        let invite = Invite::new(self.me.bundle(), &addrs)
+            .encode()
+            .map_err(|e| NodeError::InvalidInput(e.to_string()))?;
+        let peer = self.user.peer_id();
+        Ok(Me {
+            user_id: self.user.to_string(),
+            listen_addrs: addrs
+                .into_iter()
+                .map(|a| a.with_p2p(peer).unwrap_or_else(|a| a).to_string())
+                .collect(),
+            invite,
+        })
+    }
+
+    fn add_contact(
+        &mut self,
+        invite: &str,
+        name: Option<String>,
+    ) -> Result<ContactView, NodeError> {
+        let invite = Invite::decode(invite).map_err(|e| NodeError::BadInvite(e.to_string()))?;
+        let user = invite.user();
+        if user == self.user {
+            return Err(NodeError::InvalidInput("that invite is your own".into()));
+        }
+        let addrs = invite.multiaddrs();
+        let contact = match self.contacts.get(&user) {
+            Some(old) => {
+                let mut c = old.clone();
+                if invite.bundle.created_at_ms() >= c.bundle.created_at_ms() {
+                    c.bundle = invite.bundle.clone();
+                }
+                for a in &invite.addrs {
+                    if !c.addrs.contains(a) {
+                        c.addrs.push(a.clone());
+                    }
+                }
+                if let Some(n) = name {
+                    c.name = n;
+                }
+                c
+            }
+            None => Contact {
+                user,
+                name: name.unwrap_or_default(),
+                bundle: invite.bundle.clone(),
+                addrs: invite.addrs.clone(),
+                added_at_ms: now_ms(),
+            },
+        };
+        self.store.put_contact(&contact).map_err(store_err)?;
+        let view = contact.view();
+        self.contacts.insert(user, contact);
+        self.peer(user).retry_at = None;
+        self.peer(user).dialing_until = Some(Instant::now() + DIAL_TIMEOUT);
+        self.net.dial(user.peer_id(), addrs);
+        Ok(view)
+    }
+
+    fn send_text(
+        &mut self,
+        to: UserId,
+        text: String,
+        client_meta: serde_json::Value,
+    ) -> Result<Sent, NodeError> {
+        if !self.contacts.contains_key(&to) {
+            return Err(NodeError::UnknownContact(to.to_string()));
+        }
+        if text.trim().is_empty() {
+            return Err(NodeError::InvalidInput("text is empty".into()));
+        }
+        if text.len() > payload::MAX_TEXT_LEN {
+            return Err(NodeError::TooLarge {
+                what: "text",
+                len: text.len(),
+                max: payload::MAX_TEXT_LEN,
+            });
+        }
+        if !client_meta.is_object() {
+            return Err(NodeError::InvalidInput(
+                "client_meta must be a JSON object".into(),
+            ));
+        }
+        let meta = client_meta.to_string();
+        if meta.len() > payload::MAX_CLIENT_META_LEN {
+            return Err(NodeError::TooLarge {
+                what: "client_meta",
+                len: meta.len(),
+                max: payload::MAX_CLIENT_META_LEN,
+            });
+        }
+        let now = now_ms();
+        let id = MessageId::random(&mut self.rng);
+        let payload = Payload::Text(Text {
+            body: text.clone(),
+            client_meta: meta.clone(),
+        });
+        let plaintext =
+            Plaintext::new(&payload, now).map_err(|e| NodeError::InvalidInput(e.to_string()))?;
+        let msg = StoredMessage {
+            id,
+            peer: to,
+            outgoing: true,
+            text,
+            client_meta: meta,
+            sent_at_ms: now,
+            stored_at_ms: now,
+            status: DeliveryStatus::Pending,
+        };
+        let entry = OutboxEntry {
+            seq: self.store.next_seq().map_err(store_err)?,
+            id,
+            to,
+            plaintext,
+            expires_at_ms: now.saturating_add(self.cfg.message_lifetime.as_millis() as u64),
+            tracked: true,
+        };
+        self.store.insert_message(&msg).map_err(store_err)?;
+        self.store.outbox_put(&entry).map_err(store_err)?;
+        self.outbox.insert(id, entry);
+        self.emit(Event::Message {
+            peer: to.to_string(),
+            message: msg.view(&self.user),
+        });
+        // The envelope may leave while the local write is still being flushed: the API only
+        // answers after the flush, and a copy that left early is deduplicated by id.
+        self.peer(to).queue.push_back(id);
+        self.pump(to);
+        Ok(Sent {
+            id: id.to_string(),
+            status: DeliveryStatus::Pending,
+        })
+    }
+
+    fn mark_read(&mut self, peer: UserId) -> Result<(usize, Vec<MessageId>), NodeError> {
+        if !self.contacts.contains_key(&peer) {
+            return Err(NodeError::UnknownContact(peer.to_string()));
+        }
+        let ids = self.store.mark_read(&peer).map_err(store_err)?;
+        let receipts = self
+            .queue_receipts(peer, ReceiptKind::Read, &ids)
+            .map_err(store_err)?;
+        Ok((ids.len(), receipts))
+    }
+
+    /// Writes receipt entries for `ids` to the outbox (not yet queued: they leave once
+    /// durable, via [`Internal::Committed`]). Returns their ids.
+    fn queue_receipts(
+        &mut self,
+        to: UserId,
+        kind: ReceiptKind,
+        ids: &[MessageId],
+    ) -> Result<Vec<MessageId>, StoreError> {
+        let mut out = Vec::new();
+        let now = now_ms();
+        for chunk in ids.chunks(payload::MAX_RECEIPT_IDS) {
+            let payload = Payload::Receipt(Receipt {
+                kind,
+                ids: chunk.to_vec(),
+            });
+            let Ok(plaintext) = Plaintext::new(&payload, now) else {
+                continue;
+            };
+            let entry = OutboxEntry {
+                seq: self.store.next_seq()?,
+                id: MessageId::random(&mut self.rng),
+                to,
+                plaintext,
+                expires_at_ms: now.saturating_add(self.cfg.message_lifetime.as_millis() as u64),
+                tracked: false,
+            };
+            self.store.outbox_put(&entry)?;
+            out.push(entry.id);
+            self.outbox.insert(entry.id, entry);
+        }
+        Ok(out)
+    }
+
+    fn presence_view(&self, peer: &UserId) -> Result<PresenceView, NodeError> {
+        if !self.contacts.contains_key(peer) {
+            return Err(NodeError::UnknownContact(peer.to_string()));
+        }
+        let hidden = PresenceView {
+            online: false,
+            last_seen: None,
+            last_seen_ms: None,
+        };
+        // Mutual: whoever hides their own last seen sees no one else's.
+        if !self.share_presence {
+            return Ok(hidden);
+        }
+        let Some(state) = self.peers.get(peer) else {
+            return Ok(hidden);
+        };
+        if matches!(
+            state.presence.as_ref().map(|r| r.visibility),
+            Some(Visibility::Nobody)
+        ) {
+            return Ok(hidden);
+        }
+        let last = if state.online {
+            Some(now_ms())
+        } else {
+            state.last_heard_ms
+        };
+        Ok(PresenceView {
+            online: state.online,
+            last_seen: last.map(rfc3339),
+            last_seen_ms: last,
+        })
+    }
+
+    fn presence_event(&self, peer: &UserId) {
+        if let Ok(view) = self.presence_view(peer) {
+            self.emit(Event::Presence {
+                user: peer.to_string(),
+                presence: view,
+            });
+        }
+    }
+
+    // ---- sending --------------------------------------------------------------------
+
+    /// Makes sure a link to `user` exists or is being made.
+    fn ensure_link(&mut self, user: UserId) {
+        let addrs = self
+            .contacts
+            .get(&user)
+            .map(|c| c.multiaddrs())
+            .unwrap_or_default();
+        let now = Instant::now();
+        let state = self.peer(user);
+        if state.link.is_some() {
+            return;
+        }
+        if state.connected {
+            self.open_link(user);
+            return;
+        }
+        if state.dialing_until.is_some_and(|t| t > now) || state.retry_at.is_some_and(|t| t > now) {
+            return;
+        }
+        state.dialing_until = Some(now + DIAL_TIMEOUT);
+        self.net.dial(user.peer_id(), addrs);
+    }
+
+    fn open_link(&mut self, user: UserId) {
+        self.next_generation += 1;
+        let generation = self.next_generation;
+        let (tx, rx) = mpsc::channel(self.cfg.link_queue);
+        link::spawn_outbound(
+            user.peer_id(),
+            generation,
+            self.net.control(),
+            rx,
+            self.link_tx.clone(),
+            self.cancel.child_token(),
+        );
+        let record = self.presence_record();
+        let _ = tx.try_send(MsgFrame::Presence(record));
+        self.peer(user).link = Some(ActiveLink { generation, tx });
+        self.pump(user);
+    }
+
+    /// Sends as much of `user`'s queue as the link and the in-flight window allow.
+    fn pump(&mut self, user: UserId) {
+        let Some(mut state) = self.peers.remove(&user) else {
+            return;
+        };
+        if state.link.is_none() {
+            self.peers.insert(user, state);
+            if self.peers.get(&user).is_some_and(|s| !s.queue.is_empty()) {
+                self.ensure_link(user);
+            }
+            return;
+        }
+        let now_ms = now_ms();
+        while state.in_flight.len() < self.cfg.max_in_flight {
+            let Some(id) = state.queue.pop_front() else {
+                break;
+            };
+            if state.in_flight.contains_key(&id) {
+                continue;
+            }
+            let Some(entry) = self.outbox.get(&id).cloned() else {
+                continue;
+            };
+            if entry.expires_at_ms <= now_ms {
+                self.expire(&entry);
+                continue;
+            }
+            let envelope = match self.seal(&entry, now_ms) {
+                Ok(env) => env,
+                Err(e) => {
+                    tracing::warn!(%id, to = %user, error = %e, "cannot seal; message stays queued");
+                    state.queue.push_front(id);
+                    break;
+                }
+            };
+            let Some(link) = state.link.as_ref() else {
+                break;
+            };
+            match link.tx.try_send(MsgFrame::Envelope(envelope)) {
+                Ok(()) => {
+                    state.in_flight.insert(id, Instant::now());
+                    state.in_flight_order.push_back(id);
+                }
+                Err(_) => {
+                    // Link queue full (it drains and we pump again on acks) or link closing
+                    // (its Down event requeues).
+                    state.queue.push_front(id);
+                    break;
+                }
+            }
+        }
+        self.peers.insert(user, state);
+    }
+
+    fn seal(&mut self, entry: &OutboxEntry, now_ms: u64) -> Result<Envelope, String> {
+        let bundle: KeyBundle = self
+            .contacts
+            .get(&entry.to)
+            .map(|c| c.bundle.clone())
+            .ok_or_else(|| "recipient is not a contact".to_string())?;
+        let header = EnvelopeHeader::new(entry.id, entry.to, entry.expires_at_ms);
+        self.load_sessions(entry.to);
+        let sessions = self.sessions.entry(entry.to).or_default();
+        let body = sessions
+            .seal(
+                &self.me,
+                &bundle,
+                &header,
+                &entry.plaintext,
+                now_ms,
+                &self.policy,
+                &mut self.rng,
+            )
+            .map_err(|e| e.to_string())?;
+        Ok(Envelope { header, body })
+    }
+
+    fn load_sessions(&mut self, user: UserId) {
+        if self.sessions.contains_key(&user) {
+            return;
+        }
+        let s = match self.store.sessions(&user) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(%user, error = %e, "stored sessions unreadable; starting fresh");
+                PeerSessions::default()
+            }
+        };
+        for id in s.inbound_ids() {
+            self.session_owner.insert(id, user);
+        }
+        self.sessions.insert(user, s);
+    }
+
+    fn expire(&mut self, entry: &OutboxEntry) {
+        tracing::info!(id = %entry.id, to = %entry.to, "message expired undelivered");
+        if let Err(e) = self.store.outbox_remove(entry) {
+            tracing::error!(error = %e, "cannot remove expired outbox entry");
+        }
+        self.outbox.remove(&entry.id);
+    }
+
+    fn on_acked(&mut self, user: UserId, ids: Vec<MessageId>) {
+        for id in ids {
+            let state = self.peer(user);
+            state.ack(&id);
+            state.invalid_retries.remove(&id);
+            let Some(entry) = self.outbox.remove(&id) else {
+                continue;
+            };
+            if let Err(e) = self.store.outbox_remove(&entry) {
+                tracing::error!(error = %e, "cannot remove acked outbox entry");
+            }
+            if entry.tracked {
+                self.set_status(&id, DeliveryStatus::Sent);
+            }
+        }
+        self.pump(user);
+    }
+
+    fn set_status(&mut self, id: &MessageId, status: DeliveryStatus) {
+        match self.store.advance_status(id, status) {
+            Ok(Some(msg)) => self.emit(Event::Status {
+                peer: msg.peer.to_string(),
+                id: id.to_string(),
+                status: msg.status,
+            }),
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "cannot update status"),
+        }
+    }
+
+    fn on_rejected(&mut self, user: UserId, id: MessageId, reason: RejectReason) {
+        let state = self.peer(user);
+        state.ack(&id);
+        match reason {
+            RejectReason::Busy => {
+                state.queue.push_back(id);
+            }
+            RejectReason::Invalid => {
+                let tries = state.invalid_retries.entry(id).or_insert(0);
+                *tries += 1;
+                if *tries <= MAX_INVALID_RETRIES {
+                    // Most likely the peer lost the session (restored an older state): start a
+                    // fresh one and try again.
+                    tracing::info!(%id, to = %user, "peer could not open envelope; resealing with a new handshake");
+                    state.queue.push_front(id);
+                    self.load_sessions(user);
+                    if let Some(s) = self.sessions.get_mut(&user) {
+                        s.forget_outbound();
+                    }
+                } else {
+                    tracing::warn!(%id, to = %user, "peer keeps refusing envelope; giving up");
+                    state.invalid_retries.remove(&id);
+                    if let Some(entry) = self.outbox.remove(&id) {
+                        let _ = self.store.outbox_remove(&entry);
+                    }
+                }
+            }
+            RejectReason::Misaddressed | RejectReason::Expired => {
+                tracing::warn!(%id, to = %user, ?reason, "envelope refused; dropped");
+                if let Some(entry) = self.outbox.remove(&id) {
+                    let _ = self.store.outbox_remove(&entry);
+                }
+            }
+        }
+        self.pump(user);
+    }
+
+    // ---- receiving ------------------------------------------------------------------
+
+    fn on_inbound(
+        &mut self,
+        from: PeerId,
+        frames: Vec<MsgFrame>,
+        reply: oneshot::Sender<Vec<MsgFrame>>,
+    ) {
+        let mut acked = Vec::new();
+        let mut answers = Vec::new();
+        let mut touched: HashSet<UserId> = HashSet::new();
+        let mut delivered: HashMap<UserId, Vec<MessageId>> = HashMap::new();
+        for frame in frames {
+            match frame {
+                MsgFrame::Envelope(env) => {
+                    let id = env.id();
+                    match self.receive(env, &mut touched, &mut delivered) {
+                        Ok(()) => acked.push(id),
+                        Err(reason) => answers.push(MsgFrame::Reject(id, reason)),
+                    }
+                }
+                MsgFrame::Presence(record) => self.on_presence(record),
+                other => tracing::debug!(peer = %from, ?other, "unexpected frame on inbound link"),
+            }
+        }
+        for user in &touched {
+            if let Some(s) = self.sessions.get(user) {
+                if let Err(e) = self.store.put_sessions(user, s) {
+                    tracing::error!(error = %e, "cannot store sessions");
+                }
+            }
+        }
+        let mut release = Vec::new();
+        for (sender, ids) in delivered {
+            match self.queue_receipts(sender, ReceiptKind::Delivered, &ids) {
+                Ok(r) => release.extend(r),
+                Err(e) => tracing::error!(error = %e, "cannot queue delivered receipts"),
+            }
+        }
+        for chunk in acked.chunks(MAX_ACK_IDS).rev() {
+            answers.insert(0, MsgFrame::Ack(chunk.to_vec()));
+        }
+        if acked.is_empty() && release.is_empty() {
+            let _ = reply.send(answers);
+            return;
+        }
+        // Acks and delivered receipts leave only once what they vouch for is durable.
+        let commit = self.store.commit();
+        let internal = self.internal_tx.clone();
+        tokio::spawn(async move {
+            match commit.await {
+                Ok(()) => {
+                    let _ = reply.send(answers);
+                    if !release.is_empty() {
+                        let _ = internal.send(Internal::Committed(release)).await;
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "commit failed; not acknowledging"),
+            }
+        });
+    }
+
+    /// Opens, deduplicates and stores one envelope. `Ok` means "acknowledge it".
+    fn receive(
+        &mut self,
+        env: Envelope,
+        touched: &mut HashSet<UserId>,
+        delivered: &mut HashMap<UserId, Vec<MessageId>>,
+    ) -> Result<(), RejectReason> {
+        let id = env.id();
+        if env.header.recipient != self.user {
+            tracing::warn!(%id, "envelope for another user; refused");
+            return Err(RejectReason::Misaddressed);
+        }
+        if env.check().is_err() {
+            return Err(RejectReason::Invalid);
+        }
+        let now = now_ms();
+        if env.header.expires_at_ms <= now {
+            return Err(RejectReason::Expired);
+        }
+        let already = self.store.has_message(&id).unwrap_or(false);
+        let opened = match &env.body {
+            kith_protocol::SealedBody::Handshake(body) => {
+                match open_handshake(&self.me, &env.header, body) {
+                    Ok(opened) => {
+                        let sender = opened.sender.user;
+                        if sender == self.user {
+                            tracing::warn!(%id, "handshake claims to come from ourselves; dropped");
+                            return Err(RejectReason::Invalid);
+                        }
+                        self.learn_bundle(&opened.sender);
+                        self.load_sessions(sender);
+                        let session_id = opened.session.id();
+                        let sessions = self.sessions.entry(sender).or_default();
+                        match sessions.accept(opened.session) {
+                            Ok(()) => {
+                                self.session_owner.insert(session_id, sender);
+                                touched.insert(sender);
+                            }
+                            Err(OpenError::Replayed) if already => return Ok(()),
+                            Err(e) => {
+                                tracing::warn!(%id, %sender, error = %e, "replayed handshake dropped");
+                                return Err(RejectReason::Invalid);
+                            }
+                        }
+                        (sender, opened.plaintext)
+                    }
+                    Err(e) => {
+                        tracing::warn!(%id, error = %e, "cannot open first message; dropped");
+                        return Err(RejectReason::Invalid);
+                    }
+                }
+            }
+            kith_protocol::SealedBody::Session(body) => {
+                let owner = match self.session_owner.get(&body.session) {
+                    Some(u) => Some(*u),
+                    None => self.store.session_peer(&body.session).ok().flatten(),
+                };
+                let Some(sender) = owner else {
+                    if already {
+                        return Ok(());
+                    }
+                    tracing::info!(%id, "message in an unknown session; asking the sender to resend");
+                    return Err(RejectReason::Invalid);
+                };
+                self.load_sessions(sender);
+                let sessions = self.sessions.entry(sender).or_default();
+                match sessions.open(&env.header, body) {
+                    Ok(p) => {
+                        touched.insert(sender);
+                        (sender, p)
+                    }
+                    Err(OpenError::Replayed) if already => return Ok(()),
+                    Err(e) => {
+                        tracing::warn!(%id, %sender, error = %e, "cannot open message; dropped");
+                        return Err(RejectReason::Invalid);
+                    }
+                }
+            }
+        };
+        let (sender, plaintext) = opened;
+        if already {
+            tracing::debug!(%id, %sender, "duplicate message; acknowledged again");
+            return Ok(());
+        }
+        match plaintext.payload.decode() {
+            Ok(Payload::Text(t)) => {
+                let msg = StoredMessage {
+                    id,
+                    peer: sender,
+                    outgoing: false,
+                    text: t.body,
+                    client_meta: t.client_meta,
+                    sent_at_ms: plaintext.sent_at_ms,
+                    stored_at_ms: now,
+                    status: DeliveryStatus::Delivered,
+                };
+                match self.store.insert_message(&msg) {
+                    Ok(true) => {
+                        self.emit(Event::Message {
+                            peer: sender.to_string(),
+                            message: msg.view(&self.user),
+                        });
+                        delivered.entry(sender).or_default().push(id);
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot store message");
+                        return Err(RejectReason::Busy);
+                    }
+                }
+            }
+            Ok(Payload::Receipt(r)) => {
+                let to = match r.kind {
+                    ReceiptKind::Delivered => DeliveryStatus::Delivered,
+                    ReceiptKind::Read => DeliveryStatus::Read,
+                };
+                for mid in r.ids {
+                    // Only the conversation's peer may tick our messages to them.
+                    match self.store.message(&mid) {
+                        Ok(Some(m)) if m.outgoing && m.peer == sender => self.set_status(&mid, to),
+                        Ok(_) => {
+                            tracing::debug!(%mid, %sender, "receipt for a message not sent to them; ignored")
+                        }
+                        Err(e) => tracing::error!(error = %e, "cannot read message for receipt"),
+                    }
+                }
+            }
+            Ok(Payload::Media(_)) => {
+                tracing::info!(%id, %sender, "media messages are not supported yet; acknowledged");
+            }
+            Ok(Payload::Unknown { kind }) => {
+                tracing::info!(%id, %sender, kind, "payload of an unknown kind; acknowledged, not shown");
+            }
+            Err(e) => {
+                tracing::warn!(%id, %sender, error = %e, "invalid payload; dropped");
+                return Err(RejectReason::Invalid);
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes a newer bundle for a contact, or adds the sender as a contact: the handshake
+    /// authenticated them, and replies need their bundle.
+    fn learn_bundle(&mut self, bundle: &KeyBundle) {
+        let user = bundle.user;
+        let updated = match self.contacts.get(&user) {
+            Some(c) if c.bundle.created_at_ms() >= bundle.created_at_ms() => return,
+            Some(c) => Contact {
+                bundle: bundle.clone(),
+                ..c.clone()
+            },
+            None => {
+                tracing::info!(%user, "message from a new user; added as a contact");
+                Contact {
+                    user,
+                    name: String::new(),
+                    bundle: bundle.clone(),
+                    addrs: Vec::new(),
+                    added_at_ms: now_ms(),
+                }
+            }
+        };
+        if let Err(e) = self.store.put_contact(&updated) {
+            tracing::error!(error = %e, "cannot store contact");
+        }
+        self.contacts.insert(user, updated);
+        self.peer(user);
+    }
+
+    fn on_presence(&mut self, record: PresenceRecord) {
+        let user = record.user;
+        if !self.contacts.contains_key(&user) {
+            return;
+        }
+        if let Err(e) = record.verify() {
+            tracing::warn!(%user, error = %e, "forged presence record dropped");
+            return;
+        }
+        let state = self.peer(user);
+        if state.presence.as_ref().is_some_and(|p| p.seq >= record.seq) {
+            return;
+        }
+        let was_online = state.online;
+        state.online = record.online;
+        state.last_heard_ms = Some(now_ms());
+        state.presence = Some(record);
+        if was_online != state.online {
+            self.presence_event(&user);
+        }
+    }
+
+    fn presence_record(&mut self) -> PresenceRecord {
+        self.presence_seq = self.presence_seq.max(now_ms()).saturating_add(1);
+        let visibility = if self.share_presence {
+            Visibility::Everyone
+        } else {
+            Visibility::Nobody
+        };
+        PresenceRecord::sign(&self.me, self.presence_seq, now_ms(), true, visibility)
+    }
+
+    // ---- events ---------------------------------------------------------------------
+
+    fn on_net(&mut self, ev: NetEvent) {
+        match ev {
+            NetEvent::Connected(peer) => {
+                let Ok(user) = UserId::from_peer_id(peer) else {
+                    return;
+                };
+                if !self.contacts.contains_key(&user) {
+                    return;
+                }
+                let min = self.cfg.min_backoff;
+                let state = self.peer(user);
+                state.connected = true;
+                state.dialing_until = None;
+                state.backoff = min;
+                state.retry_at = None;
+                if state.link.is_none() {
+                    self.open_link(user);
+                }
+            }
+            NetEvent::Disconnected(peer) => {
+                let Ok(user) = UserId::from_peer_id(peer) else {
+                    return;
+                };
+                let Some(state) = self.peers.get_mut(&user) else {
+                    return;
+                };
+                state.connected = false;
+                let was_online = state.online;
+                state.online = false;
+                // Redial after the first backoff step: a contact we lost may come back.
+                state.retry_at = Some(Instant::now() + state.backoff);
+                if was_online {
+                    self.presence_event(&user);
+                }
+            }
+            NetEvent::DialFailed(peer) => {
+                let Ok(user) = UserId::from_peer_id(peer) else {
+                    return;
+                };
+                let max = self.cfg.max_backoff;
+                let Some(state) = self.peers.get_mut(&user) else {
+                    return;
+                };
+                if state.connected {
+                    return;
+                }
+                state.dialing_until = None;
+                state.retry_at = Some(Instant::now() + state.backoff);
+                state.backoff = (state.backoff * 2).min(max);
+            }
+            NetEvent::Discovered(peer, addrs) => {
+                let Ok(user) = UserId::from_peer_id(peer) else {
+                    return;
+                };
+                if let Some(c) = self.contacts.get_mut(&user) {
+                    let mut changed = false;
+                    for a in addrs.iter().take(crate::invite::MAX_ADDRS) {
+                        let bytes = a.to_vec();
+                        if !c.addrs.contains(&bytes) && c.addrs.len() < crate::invite::MAX_ADDRS {
+                            c.addrs.push(bytes);
+                            changed = true;
+                        }
+                    }
+                    if changed {
+                        let _ = self.store.put_contact(c);
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_link(&mut self, ev: LinkEvent) {
+        match ev {
+            LinkEvent::Up { peer, generation } => {
+                tracing::debug!(%peer, generation, "link up");
+            }
+            LinkEvent::Acked { peer, ids } => {
+                if let Ok(user) = UserId::from_peer_id(peer) {
+                    self.on_acked(user, ids);
+                }
+            }
+            LinkEvent::Rejected { peer, id, reason } => {
+                if let Ok(user) = UserId::from_peer_id(peer) {
+                    self.on_rejected(user, id, reason);
+                }
+            }
+            LinkEvent::Down { peer, generation } => {
+                let Ok(user) = UserId::from_peer_id(peer) else {
+                    return;
+                };
+                let max = self.cfg.max_backoff;
+                let Some(state) = self.peers.get_mut(&user) else {
+                    return;
+                };
+                if state.link.as_ref().map(|l| l.generation) != Some(generation) {
+                    return;
+                }
+                state.link = None;
+                state.requeue_in_flight();
+                state.retry_at = Some(Instant::now() + state.backoff);
+                state.backoff = (state.backoff * 2).min(max);
+                // A new stream must start with a fresh session: the peer may not have opened
+                // the last messages of the old one.
+                if let Some(s) = self.sessions.get_mut(&user) {
+                    s.forget_outbound();
+                }
+            }
+            LinkEvent::Inbound {
+                peer,
+                frames,
+                reply,
+            } => self.on_inbound(peer, frames, reply),
+        }
+    }
+
+    fn on_internal(&mut self, ev: Internal) {
+        match ev {
+            Internal::Committed(ids) => {
+                let mut users = HashSet::new();
+                for id in ids {
+                    if let Some(entry) = self.outbox.get(&id) {
+                        let to = entry.to;
+                        self.peer(to).queue.push_back(id);
+                        users.insert(to);
+                    }
+                }
+                for u in users {
+                    self.pump(u);
+                }
+            }
+        }
+    }
+
+    fn on_maintenance(&mut self) {
+        let now = Instant::now();
+        let now_wall = now_ms();
+        let timeout = self.cfg.ack_timeout;
+        let grace = self.cfg.heartbeat * ONLINE_GRACE_INTERVALS;
+        let users: Vec<UserId> = self.peers.keys().copied().collect();
+        for user in users {
+            let Some(state) = self.peers.get_mut(&user) else {
+                continue;
+            };
+            // Envelopes unacknowledged for too long are sent again (the peer dedupes).
+            let stale: Vec<MessageId> = state
+                .in_flight
+                .iter()
+                .filter(|(_, t)| now.duration_since(**t) > timeout)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in stale.iter().rev() {
+                state.ack(id);
+                state.queue.push_front(*id);
+            }
+            if state.online
+                && state
+                    .last_heard_ms
+                    .is_some_and(|t| now_wall.saturating_sub(t) > grace.as_millis() as u64)
+            {
+                state.online = false;
+                self.presence_event(&user);
+            }
+            let Some(state) = self.peers.get(&user) else {
+                continue;
+            };
+            let wants_link = !state.queue.is_empty() || self.contacts.contains_key(&user);
+            if state.link.is_none() && wants_link && state.retry_at.is_none_or(|t| t <= now) {
+                if let Some(s) = self.peers.get_mut(&user) {
+                    s.retry_at = None;
+                }
+                self.ensure_link(user);
+            }
+            if !stale.is_empty() {
+                self.pump(user);
+            }
+        }
+        let expired: Vec<OutboxEntry> = self
+            .outbox
+            .values()
+            .filter(|e| e.expires_at_ms <= now_wall)
+            .cloned()
+            .collect();
+        for e in expired {
+            self.expire(&e);
+        }
+    }
+
+    fn on_heartbeat(&mut self) {
+        let record = self.presence_record();
+        for state in self.peers.values() {
+            if let Some(link) = &state.link {
+                let _ = link.tx.try_send(MsgFrame::Presence(record.clone()));
+            }
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! Wiring: opens the store, starts the network, the links, the messenger and the REST API,
+//! and stops them all again. `main.rs` only parses flags and calls into here, so tests start
+//! whole nodes in-process.
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use kith_protocol::{identity::PrekeyPolicy, UserId};
+use rand::RngCore;
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    api,
+    handle::Node,
+    link,
+    messenger::{Inputs, Messenger},
+    net::{self, NetConfig},
+    store::{self, Store, StoreError},
+    time::now_ms,
+    Config,
+};
+
+/// Name of the API token file in the data directory.
+pub const TOKEN_FILE: &str = "api-token";
+
+/// Name of the sled database directory in the data directory.
+pub const DB_DIR: &str = "db";
+
+/// Depth of the link-event queue into the messenger.
+const LINK_EVENT_QUEUE: usize = 4096;
+
+/// Depth of the event broadcast (slow SSE subscribers skip ahead past this).
+const EVENT_BROADCAST: usize = 4096;
+
+/// Why a node could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// A file in the data directory could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// Which file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The store failed to open (another `kith run` on the same data dir?).
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+    /// The network failed to start.
+    #[error(transparent)]
+    Net(#[from] net::NetError),
+    /// The API address is not loopback and `--api-public` was not given.
+    #[error("refusing to serve the API on non-loopback address {0} without --api-public")]
+    PublicApi(SocketAddr),
+    /// No token: the data directory was never initialised.
+    #[error("no API token in {0}: run `kith init` first")]
+    NoToken(PathBuf),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
+    move |source| RunError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What `kith init` reports.
+#[derive(Debug, Clone)]
+pub struct InitInfo {
+    /// The user id.
+    pub user_id: String,
+    /// The API token.
+    pub token: String,
+    /// Where the token is stored.
+    pub token_path: PathBuf,
+}
+
+/// Creates the data directory, the identity and the API token if they do not exist yet.
+/// Idempotent: an initialised directory is left as it is.
+pub fn init(data_dir: &Path) -> Result<InitInfo, RunError> {
+    std::fs::create_dir_all(data_dir).map_err(io_err(data_dir))?;
+    restrict(data_dir, 0o700);
+    let token_path = data_dir.join(TOKEN_FILE);
+    if !token_path.exists() {
+        let mut bytes = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        let token = hex::encode(bytes);
+        let tmp = data_dir.join(format!("{TOKEN_FILE}.tmp"));
+        std::fs::write(&tmp, format!("{token}\n")).map_err(io_err(&tmp))?;
+        restrict(&tmp, 0o600);
+        std::fs::rename(&tmp, &token_path).map_err(io_err(&token_path))?;
+    }
+    let identity = store::ensure_identity(&data_dir.join(DB_DIR))?;
+    Ok(InitInfo {
+        user_id: identity.user_id().to_string(),
+        token: read_token(data_dir)?,
+        token_path,
+    })
+}
+
+#[cfg(unix)]
+fn restrict(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
+}
+
+#[cfg(not(unix))]
+fn restrict(_path: &Path, _mode: u32) {}
+
+/// The API token stored in the data directory.
+pub fn read_token(data_dir: &Path) -> Result<String, RunError> {
+    let path = data_dir.join(TOKEN_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(t) => Ok(t.trim().to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(RunError::NoToken(data_dir.to_path_buf()))
+        }
+        Err(e) => Err(RunError::Io { path, source: e }),
+    }
+}
+
+/// A node running in this process.
+pub struct RunningNode {
+    /// Handle to talk to it.
+    pub node: Node,
+    /// Where its REST API listens.
+    pub api_addr: SocketAddr,
+    /// The API token.
+    pub token: String,
+    cancel: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    store: Store,
+}
+
+impl RunningNode {
+    /// The user id.
+    pub fn user_id(&self) -> UserId {
+        self.node.user_id()
+    }
+
+    /// Stops every task and flushes the store.
+    pub async fn shutdown(self) -> Result<(), RunError> {
+        self.cancel.cancel();
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+        self.store.flush_now()?;
+        tracing::info!("node stopped");
+        Ok(())
+    }
+
+    /// Stops every task without flushing anything further: what a crash leaves behind (used
+    /// by tests; a real `kill -9` is tested with the binary).
+    pub async fn abort(self) {
+        self.cancel.cancel();
+        for t in self.tasks {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+}
+
+/// Starts a node: store, network, links, messenger and API. Returns once it listens.
+pub async fn start(config: Config) -> Result<RunningNode, RunError> {
+    if !config.api.ip().is_loopback() && !config.api_public {
+        return Err(RunError::PublicApi(config.api));
+    }
+    let info = init(&config.data_dir)?;
+    let store = Store::open(&config.data_dir.join(DB_DIR), config.commit_delay)?;
+    let mut me = store
+        .identity()?
+        .ok_or_else(|| StoreError::Identity("missing after init".into()))?;
+    if me.maintain_prekeys(now_ms(), &PrekeyPolicy::default(), &mut rand::rngs::OsRng) {
+        store.set_identity(&me)?;
+        tracing::info!(prekey = me.prekeys().current().id, "prekey rotated");
+    }
+    let keypair = libp2p::identity::Keypair::from(me.keypair().clone());
+    let net_cfg = NetConfig {
+        listen: config.listen.clone(),
+        bootstrap: config.bootstrap.clone(),
+        mdns: config.mdns,
+        kad_server: true,
+        idle_timeout: Duration::from_secs(120),
+    };
+    let cancel = CancellationToken::new();
+    let swarm = net::build_swarm(keypair, &net_cfg)?;
+    let (network, net_events, net_task) = net::spawn(swarm, &net_cfg, cancel.clone()).await?;
+
+    let (link_tx, link_rx) = mpsc::channel(LINK_EVENT_QUEUE);
+    let acceptor = link::spawn_acceptor(
+        network.control(),
+        link_tx.clone(),
+        config.max_inbound_streams,
+        cancel.clone(),
+    )?;
+    let (events, _) = broadcast::channel(EVENT_BROADCAST);
+    let (cmd_tx, cmd_rx) = mpsc::channel(config.command_queue);
+    let user = me.user_id();
+    let (messenger, internal) = Messenger::new(
+        me,
+        store.clone(),
+        network.clone(),
+        config.clone(),
+        events.clone(),
+        link_tx,
+        cancel.clone(),
+    )?;
+    let messenger_task = tokio::spawn(messenger.run(
+        Inputs {
+            commands: cmd_rx,
+            net_events,
+            link_events: link_rx,
+        },
+        internal,
+    ));
+    let node = Node {
+        commands: cmd_tx,
+        events,
+        store: store.clone(),
+        user,
+        net: network,
+    };
+    let listener = tokio::net::TcpListener::bind(config.api)
+        .await
+        .map_err(io_err(Path::new("api")))?;
+    let api_addr = listener.local_addr().map_err(io_err(Path::new("api")))?;
+    let api_node = node.clone();
+    let api_cancel = cancel.clone();
+    let token = info.token.clone();
+    let api_task = tokio::spawn(async move {
+        if let Err(e) = api::serve(listener, api_node, token, api_cancel).await {
+            tracing::error!(error = %e, "API server failed");
+        }
+    });
+    tracing::info!(%user, %api_addr, "node started");
+    Ok(RunningNode {
+        node,
+        api_addr,
+        token: info.token,
+        cancel,
+        tasks: vec![messenger_task, api_task, acceptor, net_task],
+        store,
+    })
+}
+
+/// Runs a node until `shutdown` resolves, then stops it cleanly.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    let node = start(config).await?;
+    shutdown.await;
+    node.shutdown().await
+}

@@ -1,0 +1,481 @@
+//! The node's storage in sled: identity, contacts, conversations, the outbox, statuses and
+//! session state, plus the group committer that makes writes durable in batches.
+//!
+//! Durability: a write is durable once [`Store::commit`] resolves. Commits are grouped: one
+//! task drains every waiting request and flushes once, so a burst of sends costs one flush.
+//! sled's flush is `sync_file_range`-based, not `fsync`: it survives `kill -9` of the process;
+//! a power loss may lose the last writes the disk's volatile cache still held, and sled's log
+//! recovers to a consistent prefix.
+//!
+//! Layout (all keys big-endian so sled's order is the logical order):
+//! - `meta`: `identity` → [`LocalIdentity`]; `presence_seq` → u64; `share_last_seen` → bool.
+//! - `contacts`: user id bytes → [`Contact`].
+//! - `messages`: `len(peer) ‖ peer ‖ seq` → [`StoredMessage`] (seq from sled's monotonic ids,
+//!   so a conversation is in arrival order).
+//! - `message_ids`: message id → key in `messages` (dedupe and status updates).
+//! - `unread`: key in `messages` → (), for received messages the user has not read.
+//! - `outbox`: `seq ‖ message id` → [`OutboxEntry`] (what still has to leave this node).
+//! - `sessions`: peer → inbound [`PeerSessions`]; `session_index`: session id → peer.
+
+use std::path::Path;
+
+use kith_protocol::{
+    codec, identity::KeyBundle, payload::Plaintext, seal::SessionId, DeliveryStatus, LocalIdentity,
+    MessageId, PeerSessions, UserId,
+};
+use libp2p::Multiaddr;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::handle::{ContactView, MessageView};
+
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// sled failed (I/O, or the database is corrupt).
+    #[error("database: {0}")]
+    Sled(#[from] sled::Error),
+    /// A stored value does not decode.
+    #[error("stored value does not decode: {0}")]
+    Codec(#[from] codec::CodecError),
+    /// The stored identity is invalid.
+    #[error("stored identity is invalid: {0}")]
+    Identity(String),
+    /// The committer task has stopped.
+    #[error("the commit task has stopped")]
+    CommitterStopped,
+}
+
+/// A contact: someone we can message.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Contact {
+    /// Their user id.
+    pub user: UserId,
+    /// The name the local user gave them.
+    pub name: String,
+    /// Their latest verified key bundle.
+    pub bundle: KeyBundle,
+    /// Their known addresses (multiaddr bytes).
+    pub addrs: Vec<Vec<u8>>,
+    /// When they were added, unix ms.
+    pub added_at_ms: u64,
+}
+
+impl Contact {
+    /// Known addresses, parsed.
+    pub fn multiaddrs(&self) -> Vec<Multiaddr> {
+        self.addrs
+            .iter()
+            .filter_map(|a| Multiaddr::try_from(a.clone()).ok())
+            .collect()
+    }
+
+    /// The API view.
+    pub fn view(&self) -> ContactView {
+        ContactView {
+            user_id: self.user.to_string(),
+            name: self.name.clone(),
+            addrs: self.multiaddrs().iter().map(|a| a.to_string()).collect(),
+        }
+    }
+}
+
+/// A message of a conversation as stored.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StoredMessage {
+    /// Its id.
+    pub id: MessageId,
+    /// The other user of the conversation.
+    pub peer: UserId,
+    /// Sent by the local user (else received from `peer`).
+    pub outgoing: bool,
+    /// The text.
+    pub text: String,
+    /// Client metadata, JSON text.
+    pub client_meta: String,
+    /// When the sender composed it, unix ms.
+    pub sent_at_ms: u64,
+    /// When this node stored it, unix ms.
+    pub stored_at_ms: u64,
+    /// Delivery status (outgoing), or delivered/read (incoming).
+    pub status: DeliveryStatus,
+}
+
+impl StoredMessage {
+    /// The API view, given the local user.
+    pub fn view(&self, me: &UserId) -> MessageView {
+        let (from, to) = if self.outgoing {
+            (*me, self.peer)
+        } else {
+            (self.peer, *me)
+        };
+        MessageView {
+            id: self.id.to_string(),
+            from: from.to_string(),
+            to: to.to_string(),
+            text: self.text.clone(),
+            client_meta: serde_json::from_str(&self.client_meta)
+                .unwrap_or_else(|_| serde_json::Value::Object(Default::default())),
+            sent_at: crate::time::rfc3339(self.sent_at_ms),
+            sent_at_ms: self.sent_at_ms,
+            status: self.status,
+            outgoing: self.outgoing,
+        }
+    }
+}
+
+/// Something that must still leave this node: a message or a receipt, kept as plaintext and
+/// sealed at each attempt (sealing state is per process, see [`PeerSessions`]).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    /// Position in the outbox: entries leave in this order, also after a restart.
+    pub seq: u64,
+    /// The message id (also the envelope id).
+    pub id: MessageId,
+    /// Recipient.
+    pub to: UserId,
+    /// What to seal.
+    pub plaintext: Plaintext,
+    /// When it expires, unix ms.
+    pub expires_at_ms: u64,
+    /// Whether it is a conversation message (its status is tracked) or a receipt.
+    pub tracked: bool,
+}
+
+/// The sled database and the handle to its group committer.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    meta: sled::Tree,
+    contacts: sled::Tree,
+    messages: sled::Tree,
+    message_ids: sled::Tree,
+    unread: sled::Tree,
+    outbox: sled::Tree,
+    sessions: sled::Tree,
+    session_index: sled::Tree,
+    commits: mpsc::Sender<oneshot::Sender<Result<(), StoreError>>>,
+}
+
+fn conv_prefix(peer: &UserId) -> Vec<u8> {
+    let bytes = peer.to_bytes();
+    let mut key = Vec::with_capacity(1 + bytes.len() + 8);
+    key.push(bytes.len() as u8);
+    key.extend_from_slice(&bytes);
+    key
+}
+
+fn conv_key(peer: &UserId, seq: u64) -> Vec<u8> {
+    let mut key = conv_prefix(peer);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+impl Store {
+    /// Opens (or creates) the database under `dir` and starts its committer task, which waits
+    /// up to `commit_delay` to gather more writes into one flush. Must run inside a tokio runtime.
+    pub fn open(dir: &Path, commit_delay: std::time::Duration) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
+        let (commits, rx) = mpsc::channel(4096);
+        tokio::spawn(run_committer(db.clone(), rx, commit_delay));
+        Ok(Store {
+            meta: db.open_tree("meta")?,
+            contacts: db.open_tree("contacts")?,
+            messages: db.open_tree("messages")?,
+            message_ids: db.open_tree("message_ids")?,
+            unread: db.open_tree("unread")?,
+            outbox: db.open_tree("outbox")?,
+            sessions: db.open_tree("sessions")?,
+            session_index: db.open_tree("session_index")?,
+            db,
+            commits,
+        })
+    }
+
+    /// Resolves once every write made before the call is durable (group commit).
+    pub fn commit(
+        &self,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send + 'static {
+        let commits = self.commits.clone();
+        async move {
+            let (tx, rx) = oneshot::channel();
+            commits
+                .send(tx)
+                .await
+                .map_err(|_| StoreError::CommitterStopped)?;
+            rx.await.map_err(|_| StoreError::CommitterStopped)?
+        }
+    }
+
+    /// Flushes everything now (used at shutdown).
+    pub fn flush_now(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// The stored identity, if any.
+    pub fn identity(&self) -> Result<Option<LocalIdentity>, StoreError> {
+        match self.meta.get("identity")? {
+            None => Ok(None),
+            Some(bytes) => LocalIdentity::from_bytes(&bytes)
+                .map(Some)
+                .map_err(|e| StoreError::Identity(e.to_string())),
+        }
+    }
+
+    /// Stores the identity (flushes at once: it is written rarely and must never be lost).
+    pub fn set_identity(&self, id: &LocalIdentity) -> Result<(), StoreError> {
+        self.meta.insert("identity", id.to_bytes()?)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// A u64 kept in `meta`.
+    pub fn meta_u64(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self.meta.get(key)?.and_then(|v| {
+            let arr: [u8; 8] = v.as_ref().try_into().ok()?;
+            Some(u64::from_be_bytes(arr))
+        }))
+    }
+
+    /// Sets a u64 in `meta`.
+    pub fn set_meta_u64(&self, key: &str, value: u64) -> Result<(), StoreError> {
+        self.meta.insert(key, &value.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// A contact by user id.
+    pub fn contact(&self, user: &UserId) -> Result<Option<Contact>, StoreError> {
+        match self.contacts.get(user.to_bytes())? {
+            None => Ok(None),
+            Some(v) => Ok(Some(codec::decode(&v)?)),
+        }
+    }
+
+    /// All contacts.
+    pub fn contacts(&self) -> Result<Vec<Contact>, StoreError> {
+        self.contacts
+            .iter()
+            .values()
+            .map(|v| Ok(codec::decode(&v?)?))
+            .collect()
+    }
+
+    /// Adds or replaces a contact.
+    pub fn put_contact(&self, contact: &Contact) -> Result<(), StoreError> {
+        self.contacts
+            .insert(contact.user.to_bytes(), codec::encode(contact)?)?;
+        Ok(())
+    }
+
+    /// Whether a message with this id is already stored (dedupe).
+    pub fn has_message(&self, id: &MessageId) -> Result<bool, StoreError> {
+        Ok(self.message_ids.contains_key(id.as_bytes())?)
+    }
+
+    /// Stores a conversation message (outgoing or incoming). Returns false, writing nothing,
+    /// when a message with that id is already stored.
+    pub fn insert_message(&self, msg: &StoredMessage) -> Result<bool, StoreError> {
+        if self.has_message(&msg.id)? {
+            return Ok(false);
+        }
+        let key = conv_key(&msg.peer, self.db.generate_id()?);
+        self.messages.insert(&key, codec::encode(msg)?)?;
+        if !msg.outgoing && msg.status < DeliveryStatus::Read {
+            self.unread.insert(&key, &[])?;
+        }
+        // The id index goes last: if a crash cuts this sequence short, the message is either
+        // fully indexed or will be stored again on redelivery.
+        self.message_ids.insert(msg.id.as_bytes(), key)?;
+        Ok(true)
+    }
+
+    /// A stored message by id.
+    pub fn message(&self, id: &MessageId) -> Result<Option<StoredMessage>, StoreError> {
+        let Some(key) = self.message_ids.get(id.as_bytes())? else {
+            return Ok(None);
+        };
+        match self.messages.get(&key)? {
+            None => Ok(None),
+            Some(v) => Ok(Some(codec::decode(&v)?)),
+        }
+    }
+
+    /// Moves an outgoing message's status forward. Returns the message if it changed.
+    pub fn advance_status(
+        &self,
+        id: &MessageId,
+        to: DeliveryStatus,
+    ) -> Result<Option<StoredMessage>, StoreError> {
+        let Some(key) = self.message_ids.get(id.as_bytes())? else {
+            return Ok(None);
+        };
+        let Some(v) = self.messages.get(&key)? else {
+            return Ok(None);
+        };
+        let mut msg: StoredMessage = codec::decode(&v)?;
+        if !msg.outgoing || !msg.status.advance(to) {
+            return Ok(None);
+        }
+        self.messages.insert(&key, codec::encode(&msg)?)?;
+        Ok(Some(msg))
+    }
+
+    /// Marks every unread received message from `peer` read; returns their ids, oldest first.
+    pub fn mark_read(&self, peer: &UserId) -> Result<Vec<MessageId>, StoreError> {
+        let mut ids = Vec::new();
+        for item in self.unread.scan_prefix(conv_prefix(peer)) {
+            let (key, _) = item?;
+            if let Some(v) = self.messages.get(&key)? {
+                let mut msg: StoredMessage = codec::decode(&v)?;
+                if msg.status.advance(DeliveryStatus::Read) {
+                    self.messages.insert(&key, codec::encode(&msg)?)?;
+                }
+                ids.push(msg.id);
+            }
+            self.unread.remove(&key)?;
+        }
+        Ok(ids)
+    }
+
+    /// How many received messages from `peer` are unread.
+    pub fn unread_count(&self, peer: &UserId) -> usize {
+        self.unread.scan_prefix(conv_prefix(peer)).count()
+    }
+
+    /// A page of the conversation with `peer`, newest first: skip `offset`, take `count`,
+    /// only messages composed after `since_ms`. Also says whether older messages remain.
+    pub fn page(
+        &self,
+        me: &UserId,
+        peer: &UserId,
+        offset: usize,
+        count: usize,
+        since_ms: Option<u64>,
+    ) -> Result<(Vec<MessageView>, bool), StoreError> {
+        let mut out = Vec::with_capacity(count);
+        let mut skipped = 0usize;
+        for item in self.messages.scan_prefix(conv_prefix(peer)).rev() {
+            let (_, v) = item?;
+            let msg: StoredMessage = codec::decode(&v)?;
+            if let Some(since) = since_ms {
+                if msg.sent_at_ms <= since {
+                    continue;
+                }
+            }
+            if skipped < offset {
+                skipped += 1;
+                continue;
+            }
+            if out.len() == count {
+                return Ok((out, true));
+            }
+            out.push(msg.view(me));
+        }
+        Ok((out, false))
+    }
+
+    /// A fresh number, larger than every number handed out before (also across restarts).
+    pub fn next_seq(&self) -> Result<u64, StoreError> {
+        Ok(self.db.generate_id()?)
+    }
+
+    fn outbox_key(entry: &OutboxEntry) -> Vec<u8> {
+        let mut key = entry.seq.to_be_bytes().to_vec();
+        key.extend_from_slice(entry.id.as_bytes());
+        key
+    }
+
+    /// Adds an outbox entry.
+    pub fn outbox_put(&self, entry: &OutboxEntry) -> Result<(), StoreError> {
+        self.outbox
+            .insert(Self::outbox_key(entry), codec::encode(entry)?)?;
+        Ok(())
+    }
+
+    /// Removes an outbox entry (it left, or expired).
+    pub fn outbox_remove(&self, entry: &OutboxEntry) -> Result<(), StoreError> {
+        self.outbox.remove(Self::outbox_key(entry))?;
+        Ok(())
+    }
+
+    /// Every outbox entry, oldest first.
+    pub fn outbox_all(&self) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.outbox
+            .iter()
+            .values()
+            .map(|v| Ok(codec::decode(&v?)?))
+            .collect()
+    }
+
+    /// The stored (inbound) sessions with `peer`.
+    pub fn sessions(&self, peer: &UserId) -> Result<PeerSessions, StoreError> {
+        match self.sessions.get(peer.to_bytes())? {
+            None => Ok(PeerSessions::default()),
+            Some(v) => Ok(codec::decode(&v)?),
+        }
+    }
+
+    /// Stores the sessions with `peer` and indexes their inbound session ids.
+    pub fn put_sessions(&self, peer: &UserId, sessions: &PeerSessions) -> Result<(), StoreError> {
+        let peer_bytes = peer.to_bytes();
+        for id in sessions.inbound_ids() {
+            self.session_index.insert(id.0, peer_bytes.as_slice())?;
+        }
+        self.sessions.insert(peer_bytes, codec::encode(sessions)?)?;
+        Ok(())
+    }
+
+    /// Which peer an inbound session belongs to.
+    pub fn session_peer(&self, id: &SessionId) -> Result<Option<UserId>, StoreError> {
+        match self.session_index.get(id.0)? {
+            None => Ok(None),
+            Some(v) => Ok(UserId::from_bytes(&v).ok()),
+        }
+    }
+}
+
+/// Opens the database without the committer (for `kith init`, outside a runtime), loads or
+/// creates the identity, and closes it again.
+pub fn ensure_identity(dir: &Path) -> Result<LocalIdentity, StoreError> {
+    let db = sled::open(dir)?;
+    let meta = db.open_tree("meta")?;
+    if let Some(bytes) = meta.get("identity")? {
+        return LocalIdentity::from_bytes(&bytes).map_err(|e| StoreError::Identity(e.to_string()));
+    }
+    let mut rng = rand::rngs::OsRng;
+    let id = LocalIdentity::generate(crate::time::now_ms(), &mut rng);
+    meta.insert("identity", id.to_bytes()?)?;
+    db.flush()?;
+    Ok(id)
+}
+
+/// The group committer: one flush for every batch of waiting commit requests.
+async fn run_committer(
+    db: sled::Db,
+    mut rx: mpsc::Receiver<oneshot::Sender<Result<(), StoreError>>>,
+    delay: std::time::Duration,
+) {
+    while let Some(first) = rx.recv().await {
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let mut waiting = vec![first];
+        while let Ok(next) = rx.try_recv() {
+            waiting.push(next);
+        }
+        let db2 = db.clone();
+        let result = match tokio::task::spawn_blocking(move || db2.flush()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(sled::Error::ReportableBug("flush task panicked".into())),
+        };
+        for w in waiting {
+            let _ = w.send(result.clone().map_err(StoreError::from));
+        }
+    }
+}
