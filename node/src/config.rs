@@ -44,6 +44,10 @@ pub struct Config {
     pub max_inbound_streams: usize,
     /// Longest wait for a group commit before it flushes anyway (0: flush at once).
     pub commit_delay: Duration,
+    /// How many store peers hold each user's mailbox (R).
+    pub replication: usize,
+    /// How many store peers must hold a deposit before it counts as sent (W).
+    pub write_quorum: usize,
 }
 
 impl Config {
@@ -71,6 +75,8 @@ impl Config {
             max_backoff: Duration::from_secs(60),
             max_inbound_streams: 256,
             commit_delay: Duration::ZERO,
+            replication: 3,
+            write_quorum: 2,
         }
     }
 

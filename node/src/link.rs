@@ -12,10 +12,10 @@
 use std::sync::Arc;
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWriteExt, StreamExt};
+use serde::{de::DeserializeOwned, Serialize};
 use kith_protocol::{
     frame::{self, FrameError, LEN_PREFIX},
-    wire::{MsgFrame, RejectReason},
-    MessageId,
+    wire::MsgFrame,
 };
 use libp2p::PeerId;
 use libp2p_stream::Control;
@@ -40,21 +40,12 @@ pub enum LinkEvent {
         /// Which link incarnation.
         generation: u64,
     },
-    /// The peer durably stored these envelopes.
-    Acked {
+    /// Frames the peer sent back on our outbound stream (acks and rejects).
+    Answers {
         /// The peer.
         peer: PeerId,
-        /// The envelopes' ids.
-        ids: Vec<MessageId>,
-    },
-    /// The peer refused an envelope.
-    Rejected {
-        /// The peer.
-        peer: PeerId,
-        /// The envelope's id.
-        id: MessageId,
-        /// Why.
-        reason: RejectReason,
+        /// The frames.
+        frames: Vec<MsgFrame>,
     },
     /// The outbound link to `peer` is gone (stream failed or closed).
     Down {
@@ -90,14 +81,15 @@ enum LinkError {
 
 /// Reads length-prefixed frames from a byte stream without ever buffering more than one
 /// maximum frame beyond what was already decoded.
-pub(crate) struct FrameReader<R> {
+pub struct FrameReader<R> {
     inner: R,
     buf: Vec<u8>,
     start: usize,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
-    pub(crate) fn new(inner: R) -> Self {
+    /// Wraps a byte stream.
+    pub fn new(inner: R) -> Self {
         FrameReader {
             inner,
             buf: Vec::with_capacity(64 * 1024),
@@ -105,15 +97,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
-    /// Every complete frame available (at least one), or `None` at a clean end of stream.
-    pub(crate) async fn next_batch(
-        &mut self,
-        max: usize,
-    ) -> Result<Option<Vec<MsgFrame>>, LinkErrorPub> {
+    /// Every complete frame available (at least one, at most `max`), or `None` at a clean end
+    /// of stream.
+    pub async fn next_batch<T: DeserializeOwned>(&mut self, max: usize) -> Result<Option<Vec<T>>, LinkErrorPub> {
         loop {
             let mut out = Vec::new();
             while out.len() < max {
-                match frame::decode::<MsgFrame>(&self.buf[self.start..]) {
+                match frame::decode::<T>(&self.buf[self.start..]) {
                     Ok(Some((f, used))) => {
                         self.start += used;
                         out.push(f);
@@ -167,7 +157,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 pub struct LinkErrorPub(LinkError);
 
 /// Encodes frames into one buffer (skipping, and logging, any that cannot be encoded).
-fn encode_frames<'a>(frames: impl IntoIterator<Item = &'a MsgFrame>, buf: &mut Vec<u8>) {
+pub fn encode_frames<'a, T: Serialize + 'a>(frames: impl IntoIterator<Item = &'a T>, buf: &mut Vec<u8>) {
     for f in frames {
         if let Err(e) = frame::encode(f, buf) {
             tracing::error!(error = %e, "cannot encode frame; dropped");
@@ -175,52 +165,53 @@ fn encode_frames<'a>(frames: impl IntoIterator<Item = &'a MsgFrame>, buf: &mut V
     }
 }
 
-/// Starts the writer side of a link to `peer`: opens the stream, then writes whatever
-/// arrives on `outgoing` in batches, and reports acks. Reports [`LinkEvent::Down`] when done.
-pub fn spawn_outbound(
+/// What a generic outbound link reports.
+#[derive(Debug)]
+pub enum LinkSignal<In> {
+    /// The stream is open.
+    Up,
+    /// Frames the peer sent back.
+    Frames(Vec<In>),
+    /// The stream is gone.
+    Down,
+}
+
+/// Starts an outbound stream link to `peer` on `protocol`: opens the stream, writes whatever
+/// arrives on `outgoing` in batches (one write and flush per batch), and reports what the peer
+/// sends back through `wrap`. Reports [`LinkSignal::Down`] last, whatever happened.
+#[allow(clippy::too_many_arguments)]
+pub fn spawn_stream_link<Out, In, E>(
     peer: PeerId,
-    generation: u64,
+    protocol: libp2p::StreamProtocol,
     mut control: Control,
-    mut outgoing: mpsc::Receiver<MsgFrame>,
-    events: mpsc::Sender<LinkEvent>,
+    mut outgoing: mpsc::Receiver<Out>,
+    events: mpsc::Sender<E>,
+    wrap: impl Fn(LinkSignal<In>) -> E + Send + Sync + 'static,
     cancel: CancellationToken,
-) -> tokio::task::JoinHandle<()> {
+) -> tokio::task::JoinHandle<()>
+where
+    Out: Serialize + Send + 'static,
+    In: DeserializeOwned + Send + 'static,
+    E: Send + 'static,
+{
+    let wrap = Arc::new(wrap);
     tokio::spawn(async move {
         let result: Result<(), LinkError> = async {
             let stream = control
-                .open_stream(peer, MSG_PROTOCOL)
+                .open_stream(peer, protocol)
                 .await
                 .map_err(|e| LinkError::Open(format!("{e:?}")))?;
-            events
-                .send(LinkEvent::Up { peer, generation })
-                .await
-                .map_err(|_| LinkError::Closed)?;
+            events.send(wrap(LinkSignal::Up)).await.map_err(|_| LinkError::Closed)?;
             let (read_half, mut write_half) = stream.split();
             let reader_events = events.clone();
+            let reader_wrap = wrap.clone();
             let reader = async move {
                 let mut reader = FrameReader::new(read_half);
-                while let Some(frames) = reader.next_batch(MAX_READ_BATCH).await.map_err(|e| e.0)? {
-                    let mut acked = Vec::new();
-                    for f in frames {
-                        match f {
-                            MsgFrame::Ack(ids) => acked.extend(ids),
-                            MsgFrame::Reject(id, reason) => {
-                                reader_events
-                                    .send(LinkEvent::Rejected { peer, id, reason })
-                                    .await
-                                    .map_err(|_| LinkError::Closed)?;
-                            }
-                            other => {
-                                tracing::debug!(%peer, ?other, "unexpected frame on outbound link")
-                            }
-                        }
-                    }
-                    if !acked.is_empty() {
-                        reader_events
-                            .send(LinkEvent::Acked { peer, ids: acked })
-                            .await
-                            .map_err(|_| LinkError::Closed)?;
-                    }
+                while let Some(frames) = reader.next_batch::<In>(MAX_READ_BATCH).await.map_err(|e| e.0)? {
+                    reader_events
+                        .send(reader_wrap(LinkSignal::Frames(frames)))
+                        .await
+                        .map_err(|_| LinkError::Closed)?;
                 }
                 Ok::<(), LinkError>(())
             };
@@ -251,8 +242,32 @@ pub fn spawn_outbound(
         if let Err(e) = result {
             tracing::debug!(%peer, error = %e, "outbound link ended");
         }
-        let _ = events.send(LinkEvent::Down { peer, generation }).await;
+        let _ = events.send(wrap(LinkSignal::Down)).await;
     })
+}
+
+/// Starts the writer side of a `/kith/msg/1` link to `peer`, reporting acks and rejects.
+pub fn spawn_outbound(
+    peer: PeerId,
+    generation: u64,
+    control: Control,
+    outgoing: mpsc::Receiver<MsgFrame>,
+    events: mpsc::Sender<LinkEvent>,
+    cancel: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    spawn_stream_link(
+        peer,
+        MSG_PROTOCOL,
+        control,
+        outgoing,
+        events,
+        move |signal: LinkSignal<MsgFrame>| match signal {
+            LinkSignal::Up => LinkEvent::Up { peer, generation },
+            LinkSignal::Down => LinkEvent::Down { peer, generation },
+            LinkSignal::Frames(frames) => LinkEvent::Answers { peer, frames },
+        },
+        cancel,
+    )
 }
 
 /// Accepts inbound `/kith/msg/1` streams (at most `max_streams` at once) and serves each.
@@ -302,7 +317,7 @@ async fn serve_inbound(
     let (read_half, mut write_half) = stream.split();
     let mut reader = FrameReader::new(read_half);
     let mut buf = Vec::new();
-    while let Some(frames) = reader.next_batch(MAX_READ_BATCH).await.map_err(|e| e.0)? {
+    while let Some(frames) = reader.next_batch::<MsgFrame>(MAX_READ_BATCH).await.map_err(|e| e.0)? {
         let (reply, answer) = oneshot::channel();
         events
             .send(LinkEvent::Inbound {

@@ -18,6 +18,7 @@ use std::{
 };
 
 use kith_protocol::{
+    mailbox::{MailboxRequest, MailboxResponse, RefuseReason, MAILBOX_PROTOCOL, MAX_DELETE_IDS},
     payload::{self, Receipt, ReceiptKind, Text},
     seal::{open_handshake, OpenError, SessionId},
     wire::{MsgFrame, RejectReason, MAX_ACK_IDS},
@@ -32,8 +33,8 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     handle::{ContactView, Event, Me, NodeError, PresenceView, Sent},
     invite::Invite,
-    link::{self, LinkEvent},
-    net::{NetEvent, Network},
+    link::{self, LinkEvent, LinkSignal},
+    net::{closest_peers, NetEvent, Network},
     store::{Contact, OutboxEntry, Store, StoreError, StoredMessage},
     time::{now_ms, rfc3339},
     Config,
@@ -108,6 +109,8 @@ struct PeerState {
     presence: Option<PresenceRecord>,
     last_heard_ms: Option<u64>,
     online: bool,
+    /// The last attempt to reach the peer directly failed: use its store peers.
+    unreachable: bool,
 }
 
 impl PeerState {
@@ -125,6 +128,7 @@ impl PeerState {
             presence: None,
             last_heard_ms: None,
             online: false,
+            unreachable: false,
         }
     }
 
@@ -174,6 +178,34 @@ pub(crate) struct Messenger {
     rng: StdRng,
     cancel: CancellationToken,
     next_generation: u64,
+    /// Known store-and-forward peers (they advertise `/kith/mailbox/1`).
+    stores: HashMap<PeerId, StoreState>,
+    store_tx: mpsc::Sender<StoreEvent>,
+    store_rx: Option<mpsc::Receiver<StoreEvent>>,
+    /// Deposits waiting for W store peers to hold them.
+    deposits: HashMap<MessageId, DepositState>,
+}
+
+struct StoreState {
+    link: Option<ActiveStoreLink>,
+}
+
+struct ActiveStoreLink {
+    generation: u64,
+    tx: mpsc::Sender<MailboxRequest>,
+}
+
+struct DepositState {
+    to: UserId,
+    acks: HashSet<PeerId>,
+    needed: usize,
+}
+
+/// What a link to a store peer reports.
+pub(crate) struct StoreEvent {
+    store: PeerId,
+    generation: u64,
+    signal: LinkSignal<MailboxResponse>,
 }
 
 /// The channels the messenger task reads.
@@ -201,6 +233,7 @@ impl Messenger {
         cancel: CancellationToken,
     ) -> Result<(Self, mpsc::Receiver<Internal>), StoreError> {
         let (internal_tx, internal_rx) = mpsc::channel(1024);
+        let (store_tx, store_rx) = mpsc::channel(4096);
         let user = me.user_id();
         let mut m = Messenger {
             user,
@@ -220,6 +253,10 @@ impl Messenger {
             rng: StdRng::from_entropy(),
             cancel,
             next_generation: 0,
+            stores: HashMap::new(),
+            store_tx,
+            store_rx: Some(store_rx),
+            deposits: HashMap::new(),
             cfg,
             store,
         };
@@ -258,6 +295,10 @@ impl Messenger {
         for u in users {
             self.ensure_link(u);
         }
+        let mut store_rx = match self.store_rx.take() {
+            Some(rx) => rx,
+            None => mpsc::channel(1).1,
+        };
         loop {
             tokio::select! {
                 _ = self.cancel.cancelled() => break,
@@ -265,6 +306,7 @@ impl Messenger {
                 Some(ev) = inputs.net_events.recv() => self.on_net(ev),
                 Some(ev) = inputs.link_events.recv() => self.on_link(ev),
                 Some(ev) = internal.recv() => self.on_internal(ev),
+                Some(ev) = store_rx.recv() => self.on_store(ev),
                 _ = maintenance.tick() => self.on_maintenance(),
                 _ = heartbeat.tick() => self.on_heartbeat(),
             }
@@ -547,10 +589,15 @@ impl Messenger {
         ) {
             return Ok(hidden);
         }
+        let from_record = state
+            .presence
+            .as_ref()
+            .map(|r| r.last_seen_ms)
+            .filter(|t| *t > 0);
         let last = if state.online {
             Some(now_ms())
         } else {
-            state.last_heard_ms
+            state.last_heard_ms.max(from_record)
         };
         Ok(PresenceView {
             online: state.online,
@@ -617,7 +664,11 @@ impl Messenger {
             return;
         };
         if state.link.is_none() {
+            let deposit = state.unreachable && !state.queue.is_empty();
             self.peers.insert(user, state);
+            if deposit {
+                self.deposit_queue(user);
+            }
             if self.peers.get(&user).is_some_and(|s| !s.queue.is_empty()) {
                 self.ensure_link(user);
             }
@@ -1057,6 +1108,7 @@ impl Messenger {
                 let min = self.cfg.min_backoff;
                 let state = self.peer(user);
                 state.connected = true;
+                state.unreachable = false;
                 state.dialing_until = None;
                 state.backoff = min;
                 state.retry_at = None;
@@ -1092,10 +1144,31 @@ impl Messenger {
                     return;
                 }
                 state.dialing_until = None;
+                state.unreachable = true;
                 state.retry_at = Some(Instant::now() + state.backoff);
                 state.backoff = (state.backoff * 2).min(max);
+                self.pump(user);
             }
-            NetEvent::Discovered(peer, addrs) => {
+            NetEvent::Identified { peer, protocols, .. }
+                if protocols.iter().any(|p| p == MAILBOX_PROTOCOL) =>
+            {
+                if !self.stores.contains_key(&peer) {
+                    tracing::info!(store = %peer, "store peer found");
+                    self.stores.insert(peer, StoreState { link: None });
+                    self.subscribe_mailbox();
+                    // Anything waiting for an unreachable contact may now be deposited.
+                    let waiting: Vec<UserId> = self
+                        .peers
+                        .iter()
+                        .filter(|(_, s)| s.unreachable && !s.queue.is_empty())
+                        .map(|(u, _)| *u)
+                        .collect();
+                    for u in waiting {
+                        self.pump(u);
+                    }
+                }
+            }
+            NetEvent::Discovered(peer, addrs) | NetEvent::Identified { peer, addrs, .. } => {
                 let Ok(user) = UserId::from_peer_id(peer) else {
                     return;
                 };
@@ -1121,14 +1194,18 @@ impl Messenger {
             LinkEvent::Up { peer, generation } => {
                 tracing::debug!(%peer, generation, "link up");
             }
-            LinkEvent::Acked { peer, ids } => {
-                if let Ok(user) = UserId::from_peer_id(peer) {
-                    self.on_acked(user, ids);
+            LinkEvent::Answers { peer, frames } => {
+                let Ok(user) = UserId::from_peer_id(peer) else { return };
+                let mut acked = Vec::new();
+                for f in frames {
+                    match f {
+                        MsgFrame::Ack(ids) => acked.extend(ids),
+                        MsgFrame::Reject(id, reason) => self.on_rejected(user, id, reason),
+                        other => tracing::debug!(%peer, ?other, "unexpected frame on outbound link"),
+                    }
                 }
-            }
-            LinkEvent::Rejected { peer, id, reason } => {
-                if let Ok(user) = UserId::from_peer_id(peer) {
-                    self.on_rejected(user, id, reason);
+                if !acked.is_empty() {
+                    self.on_acked(user, acked);
                 }
             }
             LinkEvent::Down { peer, generation } => {
@@ -1143,6 +1220,7 @@ impl Messenger {
                     return;
                 }
                 state.link = None;
+                state.unreachable = !state.connected;
                 state.requeue_in_flight();
                 state.retry_at = Some(Instant::now() + state.backoff);
                 state.backoff = (state.backoff * 2).min(max);
@@ -1239,5 +1317,269 @@ impl Messenger {
                 let _ = link.tx.try_send(MsgFrame::Presence(record.clone()));
             }
         }
+        for store in self.my_stores() {
+            if let Some(link) = self.stores.get(&store).and_then(|s| s.link.as_ref()) {
+                let _ = link.tx.try_send(MailboxRequest::Presence(record.clone()));
+            }
+        }
+        // Last seen of contacts we cannot hear directly comes from their store peers.
+        if self.share_presence {
+            let offline: Vec<UserId> = self
+                .contacts
+                .keys()
+                .filter(|u| !self.peers.get(u).is_some_and(|s| s.connected))
+                .copied()
+                .collect();
+            for user in offline {
+                let set = self.store_set(&user, self.cfg.replication);
+                let link = set
+                    .iter()
+                    .find_map(|p| self.stores.get(p).and_then(|s| s.link.as_ref()))
+                    .map(|l| l.tx.clone());
+                match link {
+                    Some(tx) => {
+                        let _ = tx.try_send(MailboxRequest::GetPresence(user));
+                    }
+                    None => {
+                        if let Some(first) = set.first().copied() {
+                            self.store_link(first);
+                        }
+                    }
+                }
+            }
+        }
     }
+
+    // ---- store-and-forward ------------------------------------------------------------
+
+    /// The `r` known store peers closest to `user` (its mailbox set).
+    fn store_set(&self, user: &UserId, r: usize) -> Vec<PeerId> {
+        closest_peers(&user.peer_id(), self.stores.keys().copied(), r)
+    }
+
+    /// The store peers we fetch our own mailbox from: our set, and as many again beyond it,
+    /// which still hold messages deposited before the set last changed.
+    fn my_stores(&self) -> Vec<PeerId> {
+        self.store_set(&self.user, self.cfg.replication * 2)
+    }
+
+    /// Opens links to our mailbox's store peers (each subscribes on open).
+    fn subscribe_mailbox(&mut self) {
+        for store in self.my_stores() {
+            self.store_link(store);
+        }
+    }
+
+    /// The link to a store peer, opened if needed; a link to one of our own store peers
+    /// subscribes to our mailbox and carries our heartbeats.
+    fn store_link(&mut self, store: PeerId) -> Option<mpsc::Sender<MailboxRequest>> {
+        if let Some(link) = self.stores.get(&store)?.link.as_ref() {
+            if !link.tx.is_closed() {
+                return Some(link.tx.clone());
+            }
+        }
+        self.next_generation += 1;
+        let generation = self.next_generation;
+        let (tx, rx) = mpsc::channel(self.cfg.link_queue);
+        link::spawn_stream_link(
+            store,
+            libp2p::StreamProtocol::new(MAILBOX_PROTOCOL),
+            self.net.control(),
+            rx,
+            self.store_tx.clone(),
+            move |signal: LinkSignal<MailboxResponse>| StoreEvent {
+                store,
+                generation,
+                signal,
+            },
+            self.cancel.child_token(),
+        );
+        if self.my_stores().contains(&store) {
+            let _ = tx.try_send(MailboxRequest::Subscribe);
+            let record = self.presence_record();
+            let _ = tx.try_send(MailboxRequest::Presence(record));
+        }
+        let state = self.stores.get_mut(&store)?;
+        state.link = Some(ActiveStoreLink {
+            generation,
+            tx: tx.clone(),
+        });
+        Some(tx)
+    }
+
+    /// Seals what is queued for an unreachable `user` and deposits it on their mailbox set.
+    fn deposit_queue(&mut self, user: UserId) {
+        let set = self.store_set(&user, self.cfg.replication);
+        let needed = self.cfg.write_quorum.min(self.cfg.replication).max(1);
+        if set.len() < needed {
+            tracing::debug!(%user, known = set.len(), needed, "not enough store peers known to deposit yet");
+            return;
+        }
+        let links: Vec<mpsc::Sender<MailboxRequest>> =
+            set.iter().filter_map(|p| self.store_link(*p)).collect();
+        let Some(mut state) = self.peers.remove(&user) else {
+            return;
+        };
+        let now = now_ms();
+        while state.in_flight.len() < self.cfg.max_in_flight {
+            let Some(id) = state.queue.pop_front() else {
+                break;
+            };
+            if state.in_flight.contains_key(&id) {
+                continue;
+            }
+            let Some(entry) = self.outbox.get(&id).cloned() else {
+                continue;
+            };
+            if entry.expires_at_ms <= now {
+                self.expire(&entry);
+                continue;
+            }
+            let envelope = match self.seal(&entry, now) {
+                Ok(env) => env,
+                Err(e) => {
+                    tracing::warn!(%id, to = %user, error = %e, "cannot seal; message stays queued");
+                    state.queue.push_front(id);
+                    break;
+                }
+            };
+            let mut sent = 0;
+            for l in &links {
+                if l.try_send(MailboxRequest::Deposit(envelope.clone())).is_ok() {
+                    sent += 1;
+                }
+            }
+            if sent < needed {
+                state.queue.push_front(id);
+                break;
+            }
+            self.deposits.insert(
+                id,
+                DepositState {
+                    to: user,
+                    acks: HashSet::new(),
+                    needed,
+                },
+            );
+            state.in_flight.insert(id, Instant::now());
+            state.in_flight_order.push_back(id);
+        }
+        self.peers.insert(user, state);
+    }
+
+    fn on_store(&mut self, ev: StoreEvent) {
+        let StoreEvent {
+            store,
+            generation,
+            signal,
+        } = ev;
+        match signal {
+            LinkSignal::Up => tracing::debug!(%store, "store link up"),
+            LinkSignal::Down => {
+                if let Some(s) = self.stores.get_mut(&store) {
+                    if s.link.as_ref().map(|l| l.generation) == Some(generation) {
+                        s.link = None;
+                    }
+                }
+            }
+            LinkSignal::Frames(frames) => {
+                for f in frames {
+                    match f {
+                        MailboxResponse::Stored(id) => self.on_deposit_stored(store, id),
+                        MailboxResponse::Refused(id, reason) => {
+                            self.on_deposit_refused(store, id, reason)
+                        }
+                        MailboxResponse::Deliver(envs) => self.on_mailbox_deliver(store, envs),
+                        MailboxResponse::Presence(user, Some(record)) if record.user == user => {
+                            self.on_stored_presence(record)
+                        }
+                        MailboxResponse::Presence(..) | MailboxResponse::Replicated(_) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_deposit_stored(&mut self, store: PeerId, id: MessageId) {
+        let Some(d) = self.deposits.get_mut(&id) else {
+            return;
+        };
+        d.acks.insert(store);
+        if d.acks.len() >= d.needed {
+            let to = d.to;
+            self.deposits.remove(&id);
+            tracing::debug!(%id, %to, "deposit held by W store peers");
+            self.on_acked(to, vec![id]);
+        }
+    }
+
+    fn on_deposit_refused(&mut self, store: PeerId, id: MessageId, reason: RefuseReason) {
+        tracing::warn!(%store, %id, ?reason, "store peer refused deposit");
+        let permanent = matches!(
+            reason,
+            RefuseReason::TooLarge | RefuseReason::Malformed | RefuseReason::Expired
+        );
+        if permanent {
+            if let Some(d) = self.deposits.remove(&id) {
+                self.peer(d.to).ack(&id);
+                if let Some(entry) = self.outbox.remove(&id) {
+                    let _ = self.store.outbox_remove(&entry);
+                }
+            }
+        }
+        // Quota and rate refusals: the entry stays in flight and is deposited again after
+        // the ack timeout.
+    }
+
+    /// Envelopes from our mailbox: received like direct ones; once they are durable here,
+    /// every store peer of ours is asked to delete them.
+    fn on_mailbox_deliver(&mut self, store: PeerId, envs: Vec<Envelope>) {
+        let frames = envs.into_iter().map(MsgFrame::Envelope).collect();
+        let (reply, answer) = oneshot::channel();
+        self.on_inbound(store, frames, reply);
+        let links: Vec<mpsc::Sender<MailboxRequest>> = self
+            .my_stores()
+            .iter()
+            .filter_map(|p| {
+                self.stores
+                    .get(p)
+                    .and_then(|s| s.link.as_ref())
+                    .map(|l| l.tx.clone())
+            })
+            .collect();
+        tokio::spawn(async move {
+            // The answer comes after the commit. Delete what is stored here (or was already),
+            // and what can never be delivered; keep what could not be opened *yet* (e.g. a
+            // message whose session's first message is still on its way).
+            let Ok(answers) = answer.await else { return };
+            let mut done = Vec::new();
+            for a in answers {
+                match a {
+                    MsgFrame::Ack(ids) => done.extend(ids),
+                    MsgFrame::Reject(id, RejectReason::Expired | RejectReason::Misaddressed) => {
+                        done.push(id)
+                    }
+                    _ => {}
+                }
+            }
+            for chunk in done.chunks(MAX_DELETE_IDS) {
+                for l in &links {
+                    let _ = l.send(MailboxRequest::Delete(chunk.to_vec())).await;
+                }
+            }
+        });
+    }
+
+    fn on_stored_presence(&mut self, record: PresenceRecord) {
+        let user = record.user;
+        if !self.contacts.contains_key(&user) || record.verify().is_err() {
+            return;
+        }
+        let state = self.peer(user);
+        if state.presence.as_ref().is_some_and(|p| p.seq >= record.seq) {
+            return;
+        }
+        state.presence = Some(record);
+    }
+
 }

@@ -48,7 +48,7 @@ pub use behaviour::{Behaviour, BehaviourEvent};
 mod behaviour {
     #![allow(missing_docs)]
     use libp2p::{
-        identify, kad, mdns, ping, swarm::behaviour::toggle::Toggle, swarm::NetworkBehaviour,
+        identify, kad, mdns, ping, relay, swarm::behaviour::toggle::Toggle, swarm::NetworkBehaviour,
     };
 
     /// The behaviours every Kith peer runs, composed in one struct.
@@ -64,6 +64,8 @@ mod behaviour {
         pub stream: libp2p_stream::Behaviour,
         /// Local-network discovery, when enabled.
         pub mdns: Toggle<mdns::tokio::Behaviour>,
+        /// A circuit-relay v2 server, on operators' peers that enable it.
+        pub relay: Toggle<relay::Behaviour>,
     }
 }
 
@@ -81,6 +83,32 @@ pub struct NetConfig {
     pub kad_server: bool,
     /// Close a connection idle for this long.
     pub idle_timeout: Duration,
+    /// Run a circuit-relay v2 server with these limits.
+    pub relay: Option<RelayLimits>,
+}
+
+/// Limits of a circuit-relay v2 server.
+#[derive(Clone, Debug)]
+pub struct RelayLimits {
+    /// Most reservations held at once.
+    pub max_reservations: usize,
+    /// Most circuits relayed at once.
+    pub max_circuits: usize,
+    /// Longest a circuit may last.
+    pub max_circuit_duration: Duration,
+    /// Most bytes one circuit may carry.
+    pub max_circuit_bytes: u64,
+}
+
+impl Default for RelayLimits {
+    fn default() -> Self {
+        RelayLimits {
+            max_reservations: 128,
+            max_circuits: 16,
+            max_circuit_duration: Duration::from_secs(120),
+            max_circuit_bytes: 1 << 20,
+        }
+    }
 }
 
 /// Why the network could not start.
@@ -112,8 +140,17 @@ pub enum NetEvent {
     Disconnected(PeerId),
     /// Dialing a peer failed.
     DialFailed(PeerId),
-    /// A peer was found (mDNS or identify) at these addresses.
+    /// A peer was found on the local network (mDNS) at these addresses.
     Discovered(PeerId, Vec<Multiaddr>),
+    /// A connected peer told us (identify) where it listens and which protocols it speaks.
+    Identified {
+        /// The peer.
+        peer: PeerId,
+        /// Its listen addresses.
+        addrs: Vec<Multiaddr>,
+        /// The protocols it supports.
+        protocols: Vec<String>,
+    },
 }
 
 /// Commands to the swarm task.
@@ -210,6 +247,8 @@ pub fn build_swarm(
 ) -> Result<Swarm<Behaviour>, NetError> {
     let mdns_enabled = cfg.mdns;
     let kad_server = cfg.kad_server;
+    let relay_limits = cfg.relay.clone();
+    let has_bootstrap = !cfg.bootstrap.is_empty();
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_tcp(
@@ -222,6 +261,10 @@ pub fn build_swarm(
             let peer = key.public().to_peer_id();
             let mut kad_cfg = kad::Config::new(KAD_PROTOCOL);
             kad_cfg.set_query_timeout(Duration::from_secs(30));
+            if !has_bootstrap {
+                // Nothing to refresh from: without this, kad warns every few minutes.
+                kad_cfg.set_periodic_bootstrap_interval(None);
+            }
             let mut kad =
                 kad::Behaviour::with_config(peer, kad::store::MemoryStore::new(peer), kad_cfg);
             kad.set_mode(Some(if kad_server {
@@ -243,6 +286,18 @@ pub fn build_swarm(
                 kad,
                 stream: libp2p_stream::Behaviour::new(),
                 mdns: Toggle::from(mdns),
+                relay: Toggle::from(relay_limits.map(|l| {
+                    libp2p::relay::Behaviour::new(
+                        peer,
+                        libp2p::relay::Config {
+                            max_reservations: l.max_reservations,
+                            max_circuits: l.max_circuits,
+                            max_circuit_duration: l.max_circuit_duration,
+                            max_circuit_bytes: l.max_circuit_bytes,
+                            ..Default::default()
+                        },
+                    )
+                })),
             }
         })
         .map_err(|e| NetError::Transport(e.to_string()))?
@@ -338,6 +393,19 @@ pub async fn spawn(
         ev_rx,
         handle,
     ))
+}
+
+/// The `r` peers of `candidates` closest to `target` in Kademlia's XOR metric, closest first.
+/// Senders and recipients that know the same candidates compute the same set.
+pub fn closest_peers(target: &PeerId, candidates: impl IntoIterator<Item = PeerId>, r: usize) -> Vec<PeerId> {
+    let key = kad::KBucketKey::from(*target);
+    let mut all: Vec<(kad::KBucketDistance, PeerId)> = candidates
+        .into_iter()
+        .map(|p| (kad::KBucketKey::from(p).distance(&key), p))
+        .collect();
+    all.sort();
+    all.dedup_by(|a, b| a.1 == b.1);
+    all.into_iter().take(r).map(|(_, p)| p).collect()
 }
 
 /// The peer id at the end of a multiaddr, if any.
@@ -483,7 +551,11 @@ impl SwarmTask {
                     }
                 }
                 self.remember(peer_id, info.listen_addrs.clone());
-                self.emit(NetEvent::Discovered(peer_id, info.listen_addrs));
+                self.emit(NetEvent::Identified {
+                    peer: peer_id,
+                    addrs: info.listen_addrs,
+                    protocols: info.protocols.iter().map(|p| p.to_string()).collect(),
+                });
             }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                 let mut by_peer: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();

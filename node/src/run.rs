@@ -187,6 +187,7 @@ pub async fn start(config: Config) -> Result<RunningNode, RunError> {
         mdns: config.mdns,
         kad_server: true,
         idle_timeout: Duration::from_secs(120),
+        relay: None,
     };
     let cancel = CancellationToken::new();
     let swarm = net::build_swarm(keypair, &net_cfg)?;

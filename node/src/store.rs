@@ -42,9 +42,6 @@ pub enum StoreError {
     /// The stored identity is invalid.
     #[error("stored identity is invalid: {0}")]
     Identity(String),
-    /// The committer task has stopped.
-    #[error("the commit task has stopped")]
-    CommitterStopped,
 }
 
 /// A contact: someone we can message.
@@ -155,7 +152,35 @@ pub struct Store {
     outbox: sled::Tree,
     sessions: sled::Tree,
     session_index: sled::Tree,
-    commits: mpsc::Sender<oneshot::Sender<Result<(), StoreError>>>,
+    committer: Committer,
+}
+
+/// Group commit for a sled database: [`Committer::commit`] resolves once every write made
+/// before the call is flushed; one flush serves every request waiting at that moment.
+#[derive(Clone)]
+pub struct Committer {
+    requests: mpsc::Sender<oneshot::Sender<Result<(), sled::Error>>>,
+}
+
+impl Committer {
+    /// Starts the committer task for `db`; it waits up to `delay` to gather more requests.
+    /// Must run inside a tokio runtime.
+    pub fn spawn(db: sled::Db, delay: std::time::Duration) -> Self {
+        let (requests, rx) = mpsc::channel(4096);
+        tokio::spawn(run_committer(db, rx, delay));
+        Committer { requests }
+    }
+
+    /// Resolves once everything written before the call is durable.
+    pub fn commit(&self) -> impl std::future::Future<Output = Result<(), sled::Error>> + Send + 'static {
+        let requests = self.requests.clone();
+        async move {
+            let (tx, rx) = oneshot::channel();
+            let stopped = || sled::Error::ReportableBug("commit task stopped".into());
+            requests.send(tx).await.map_err(|_| stopped())?;
+            rx.await.map_err(|_| stopped())?
+        }
+    }
 }
 
 fn conv_prefix(peer: &UserId) -> Vec<u8> {
@@ -180,8 +205,7 @@ impl Store {
             .path(dir)
             .mode(sled::Mode::HighThroughput)
             .open()?;
-        let (commits, rx) = mpsc::channel(4096);
-        tokio::spawn(run_committer(db.clone(), rx, commit_delay));
+        let committer = Committer::spawn(db.clone(), commit_delay);
         Ok(Store {
             meta: db.open_tree("meta")?,
             contacts: db.open_tree("contacts")?,
@@ -192,7 +216,7 @@ impl Store {
             sessions: db.open_tree("sessions")?,
             session_index: db.open_tree("session_index")?,
             db,
-            commits,
+            committer,
         })
     }
 
@@ -200,15 +224,8 @@ impl Store {
     pub fn commit(
         &self,
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send + 'static {
-        let commits = self.commits.clone();
-        async move {
-            let (tx, rx) = oneshot::channel();
-            commits
-                .send(tx)
-                .await
-                .map_err(|_| StoreError::CommitterStopped)?;
-            rx.await.map_err(|_| StoreError::CommitterStopped)?
-        }
+        let commit = self.committer.commit();
+        async move { commit.await.map_err(StoreError::from) }
     }
 
     /// Flushes everything now (used at shutdown).
@@ -457,7 +474,7 @@ pub fn ensure_identity(dir: &Path) -> Result<LocalIdentity, StoreError> {
 /// The group committer: one flush for every batch of waiting commit requests.
 async fn run_committer(
     db: sled::Db,
-    mut rx: mpsc::Receiver<oneshot::Sender<Result<(), StoreError>>>,
+    mut rx: mpsc::Receiver<oneshot::Sender<Result<(), sled::Error>>>,
     delay: std::time::Duration,
 ) {
     while let Some(first) = rx.recv().await {
@@ -475,7 +492,7 @@ async fn run_committer(
             Err(_) => Err(sled::Error::ReportableBug("flush task panicked".into())),
         };
         for w in waiting {
-            let _ = w.send(result.clone().map_err(StoreError::from));
+            let _ = w.send(result.clone());
         }
     }
 }

@@ -17,6 +17,7 @@
 //! - [`presence`]: signed [`PresenceRecord`]s and a monotonic [`PresenceTable`].
 //! - [`frame`]: length-prefixed framing with a maximum frame size.
 //! - [`wire`]: the frames of the `/kith/msg/1` protocol.
+//! - [`mailbox`]: the frames of the `/kith/mailbox/1` protocol (store-and-forward peers).
 //!
 //! The construction is written down exactly in `protocol/README.md`.
 
@@ -25,6 +26,7 @@ pub mod envelope;
 pub mod frame;
 pub mod id;
 pub mod identity;
+pub mod mailbox;
 pub mod payload;
 pub mod presence;
 pub mod seal;

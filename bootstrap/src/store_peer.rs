@@ -1,0 +1,572 @@
+//! The store-and-forward service: holds sealed envelopes for offline users on
+//! `/kith/mailbox/1`, pushes them to their owner, keeps presence records, and repairs
+//! replication when store peers come and go.
+//!
+//! One task (the [`StorePeer`] actor) owns the subscriptions, rate limits, presence table and
+//! replication bookkeeping; each inbound stream has a reader that forwards requests to it and
+//! a writer that sends its answers. Answers that promise durability (`Stored`, `Replicated`)
+//! leave only after the group commit that covers them.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{atomic::Ordering, Arc},
+    time::{Duration, Instant},
+};
+
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use kith_node::{
+    link::{encode_frames, spawn_stream_link, FrameReader, LinkSignal},
+    net::{closest_peers, NetEvent, Network},
+    time::now_ms,
+};
+use kith_protocol::{
+    mailbox::{MailboxRequest, MailboxResponse, RefuseReason, MAILBOX_PROTOCOL, MAX_BATCH},
+    presence::PresenceTable,
+    Envelope, MessageId, UserId, Visibility,
+};
+use libp2p::{PeerId, StreamProtocol};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    mailboxes::{Deposit, Limits, Mailboxes},
+    metrics::Metrics,
+};
+
+/// The mailbox protocol name as a libp2p stream protocol.
+pub const MAILBOX: StreamProtocol = StreamProtocol::new(MAILBOX_PROTOCOL);
+
+/// How a store peer behaves.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// Quotas and lifetimes.
+    pub limits: Limits,
+    /// How many store peers hold each mailbox (R).
+    pub replication: usize,
+    /// How often to check that every held message has R copies.
+    pub repair_interval: Duration,
+    /// How often to delete expired messages.
+    pub expiry_interval: Duration,
+    /// Most users whose presence is kept.
+    pub presence_capacity: usize,
+    /// Most concurrent mailbox streams.
+    pub max_streams: usize,
+    /// Depth of each stream's answer queue.
+    pub stream_queue: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            limits: Limits::default(),
+            replication: 3,
+            repair_interval: Duration::from_secs(30),
+            expiry_interval: Duration::from_secs(60),
+            presence_capacity: 100_000,
+            max_streams: 1024,
+            stream_queue: 1024,
+        }
+    }
+}
+
+enum Input {
+    Requests {
+        peer: PeerId,
+        conn: u64,
+        requests: Vec<MailboxRequest>,
+        out: mpsc::Sender<MailboxResponse>,
+    },
+    StreamClosed {
+        peer: PeerId,
+        conn: u64,
+    },
+    Replica {
+        peer: PeerId,
+        generation: u64,
+        signal: LinkSignal<MailboxResponse>,
+    },
+    /// Writes are durable: send these answers and pushes.
+    Committed {
+        answers: Vec<(mpsc::Sender<MailboxResponse>, MailboxResponse)>,
+        pushes: Vec<(UserId, Envelope)>,
+    },
+}
+
+struct ReplicaLink {
+    generation: u64,
+    tx: mpsc::Sender<MailboxRequest>,
+}
+
+/// The store-and-forward actor.
+pub struct StorePeer {
+    cfg: StoreConfig,
+    local: PeerId,
+    mailboxes: Mailboxes,
+    net: Network,
+    metrics: Arc<Metrics>,
+    inputs: mpsc::Sender<Input>,
+    subscribers: HashMap<UserId, Vec<(u64, mpsc::Sender<MailboxResponse>)>>,
+    rate: HashMap<PeerId, (Instant, u32)>,
+    presence: PresenceTable,
+    stores: HashSet<PeerId>,
+    replica_links: HashMap<PeerId, ReplicaLink>,
+    replicated: HashMap<PeerId, HashSet<MessageId>>,
+    next_generation: u64,
+    cancel: CancellationToken,
+}
+
+/// Starts the store service on `net`; returns its task.
+pub fn spawn(
+    cfg: StoreConfig,
+    mailboxes: Mailboxes,
+    net: Network,
+    mut net_events: mpsc::Receiver<NetEvent>,
+    known_stores: Vec<PeerId>,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, kith_node::net::NetError> {
+    let mut control = net.control();
+    let mut incoming = control
+        .accept(MAILBOX)
+        .map_err(|_| kith_node::net::NetError::AlreadyRegistered)?;
+    let (tx, mut rx) = mpsc::channel::<Input>(4096);
+    let mut actor = StorePeer {
+        local: net.local_peer_id(),
+        presence: PresenceTable::new(cfg.presence_capacity),
+        stores: known_stores.into_iter().collect(),
+        cfg,
+        mailboxes,
+        net,
+        metrics,
+        inputs: tx.clone(),
+        subscribers: HashMap::new(),
+        rate: HashMap::new(),
+        replica_links: HashMap::new(),
+        replicated: HashMap::new(),
+        next_generation: 0,
+        cancel: cancel.clone(),
+    };
+    actor.update_gauges();
+    let limit = Arc::new(tokio::sync::Semaphore::new(actor.cfg.max_streams));
+    let stream_queue = actor.cfg.stream_queue;
+    Ok(tokio::spawn(async move {
+        let mut repair = tokio::time::interval(actor.cfg.repair_interval);
+        let mut expiry = tokio::time::interval(actor.cfg.expiry_interval);
+        let mut conn_ids = 0u64;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                Some((peer, stream)) = incoming.next() => {
+                    let Ok(permit) = limit.clone().try_acquire_owned() else {
+                        tracing::warn!(%peer, "too many mailbox streams; refused");
+                        continue;
+                    };
+                    conn_ids += 1;
+                    serve_stream(peer, conn_ids, stream, tx.clone(), stream_queue, permit, cancel.clone());
+                }
+                Some(input) = rx.recv() => actor.on_input(input),
+                Some(ev) = net_events.recv() => actor.on_net(ev),
+                _ = repair.tick() => actor.repair(),
+                _ = expiry.tick() => actor.expire(),
+            }
+        }
+        if let Err(e) = actor.mailboxes.flush() {
+            tracing::error!(error = %e, "flush at shutdown failed");
+        }
+    }))
+}
+
+/// Reads requests from one inbound stream and writes the actor's answers back.
+fn serve_stream(
+    peer: PeerId,
+    conn: u64,
+    stream: libp2p::Stream,
+    inputs: mpsc::Sender<Input>,
+    queue: usize,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    cancel: CancellationToken,
+) {
+    let (out_tx, mut out_rx) = mpsc::channel::<MailboxResponse>(queue);
+    tokio::spawn(async move {
+        let _permit = permit;
+        let (read_half, mut write_half) = stream.split();
+        let reader_inputs = inputs.clone();
+        let reader = async move {
+            let mut reader = FrameReader::new(read_half);
+            loop {
+                match reader.next_batch::<MailboxRequest>(MAX_BATCH).await {
+                    Ok(Some(requests)) => {
+                        let input = Input::Requests {
+                            peer,
+                            conn,
+                            requests,
+                            out: out_tx.clone(),
+                        };
+                        if reader_inputs.send(input).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "mailbox stream: bad input; closing");
+                        break;
+                    }
+                }
+            }
+        };
+        let writer = async move {
+            let mut buf = Vec::new();
+            while let Some(first) = out_rx.recv().await {
+                buf.clear();
+                encode_frames([&first], &mut buf);
+                while buf.len() < 256 * 1024 {
+                    match out_rx.try_recv() {
+                        Ok(next) => encode_frames([&next], &mut buf),
+                        Err(_) => break,
+                    }
+                }
+                if write_half.write_all(&buf).await.is_err() || write_half.flush().await.is_err() {
+                    break;
+                }
+            }
+        };
+        tokio::select! {
+            _ = reader => {},
+            _ = writer => {},
+            _ = cancel.cancelled() => {},
+        }
+        let _ = inputs.send(Input::StreamClosed { peer, conn }).await;
+    });
+}
+
+impl StorePeer {
+    fn on_input(&mut self, input: Input) {
+        match input {
+            Input::Requests {
+                peer,
+                conn,
+                requests,
+                out,
+            } => self.on_requests(peer, conn, requests, out),
+            Input::StreamClosed { peer, conn } => {
+                if let Ok(user) = UserId::from_peer_id(peer) {
+                    if let Some(list) = self.subscribers.get_mut(&user) {
+                        list.retain(|(c, _)| *c != conn);
+                        if list.is_empty() {
+                            self.subscribers.remove(&user);
+                        }
+                    }
+                }
+            }
+            Input::Replica {
+                peer,
+                generation,
+                signal,
+            } => match signal {
+                LinkSignal::Up => {}
+                LinkSignal::Frames(frames) => {
+                    for f in frames {
+                        if let MailboxResponse::Replicated(ids) = f {
+                            self.replicated.entry(peer).or_default().extend(ids);
+                        }
+                    }
+                }
+                LinkSignal::Down => {
+                    if self.replica_links.get(&peer).map(|l| l.generation) == Some(generation) {
+                        self.replica_links.remove(&peer);
+                    }
+                }
+            },
+            Input::Committed { answers, pushes } => {
+                for (out, answer) in answers {
+                    let _ = out.try_send(answer);
+                }
+                let mut by_user: HashMap<UserId, Vec<Envelope>> = HashMap::new();
+                for (u, env) in pushes {
+                    by_user.entry(u).or_default().push(env);
+                }
+                for (u, envs) in by_user {
+                    self.push(&u, envs);
+                }
+            }
+        }
+    }
+
+    /// Sends `envs` to every live subscriber of `user`'s mailbox.
+    fn push(&self, user: &UserId, envs: Vec<Envelope>) {
+        let Some(subs) = self.subscribers.get(user) else { return };
+        for chunk in envs.chunks(MAX_BATCH) {
+            for (_, out) in subs {
+                if out.try_send(MailboxResponse::Deliver(chunk.to_vec())).is_ok() {
+                    self.metrics.fetched.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    fn rate_ok(&mut self, peer: PeerId) -> bool {
+        let now = Instant::now();
+        let limit = self.cfg.limits.deposits_per_minute;
+        let entry = self.rate.entry(peer).or_insert((now, 0));
+        if now.duration_since(entry.0) >= Duration::from_secs(60) {
+            *entry = (now, 0);
+        }
+        if entry.1 >= limit {
+            return false;
+        }
+        entry.1 += 1;
+        true
+    }
+
+    fn on_requests(&mut self, peer: PeerId, conn: u64, requests: Vec<MailboxRequest>, out: mpsc::Sender<MailboxResponse>) {
+        let now = now_ms();
+        let mut answers = Vec::new();
+        let mut pushes = Vec::new();
+        let mut wrote = false;
+        for req in requests {
+            match req {
+                MailboxRequest::Deposit(env) => {
+                    let id = env.id();
+                    if !self.rate_ok(peer) {
+                        self.metrics.reject(RefuseReason::RateLimited);
+                        answers.push((out.clone(), MailboxResponse::Refused(id, RefuseReason::RateLimited)));
+                        continue;
+                    }
+                    match self.store_one(&env, now) {
+                        Ok(Deposit::Stored) => {
+                            wrote = true;
+                            self.metrics.deposits.fetch_add(1, Ordering::Relaxed);
+                            pushes.push((env.header.recipient, env));
+                            answers.push((out.clone(), MailboxResponse::Stored(id)));
+                        }
+                        Ok(Deposit::Duplicate) => {
+                            wrote = true;
+                            answers.push((out.clone(), MailboxResponse::Stored(id)));
+                        }
+                        Err(reason) => {
+                            self.metrics.reject(reason);
+                            tracing::debug!(%peer, %id, ?reason, "deposit refused");
+                            answers.push((out.clone(), MailboxResponse::Refused(id, reason)));
+                        }
+                    }
+                }
+                MailboxRequest::Replicate(envs) => {
+                    if !self.stores.contains(&peer) {
+                        tracing::warn!(%peer, "replicas from a peer that is not a known store peer; refused");
+                        for e in &envs {
+                            answers.push((out.clone(), MailboxResponse::Refused(e.id(), RefuseReason::NotAStore)));
+                        }
+                        continue;
+                    }
+                    let mut ids = Vec::new();
+                    for env in envs {
+                        match self.store_one(&env, now) {
+                            Ok(Deposit::Stored) => {
+                                self.metrics.replicas.fetch_add(1, Ordering::Relaxed);
+                                ids.push(env.id());
+                                pushes.push((env.header.recipient, env));
+                            }
+                            Ok(Deposit::Duplicate) => ids.push(env.id()),
+                            Err(reason) => self.metrics.reject(reason),
+                        }
+                    }
+                    wrote = true;
+                    answers.push((out.clone(), MailboxResponse::Replicated(ids)));
+                }
+                MailboxRequest::Subscribe => {
+                    let Ok(user) = UserId::from_peer_id(peer) else { continue };
+                    let list = self.subscribers.entry(user).or_default();
+                    if !list.iter().any(|(c, _)| *c == conn) {
+                        list.push((conn, out.clone()));
+                    }
+                    match self.mailboxes.list(&user) {
+                        Ok(held) => {
+                            let envs: Vec<Envelope> =
+                                held.iter().filter_map(|(_, b)| Envelope::from_bytes(b).ok()).collect();
+                            tracing::debug!(%user, held = envs.len(), "owner subscribed");
+                            for chunk in envs.chunks(MAX_BATCH) {
+                                if out.try_send(MailboxResponse::Deliver(chunk.to_vec())).is_ok() {
+                                    self.metrics.fetched.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                                }
+                            }
+                        }
+                        Err(e) => tracing::error!(error = %e, "cannot list mailbox"),
+                    }
+                }
+                MailboxRequest::Delete(ids) => {
+                    // Only the mailbox's owner — the connection's authenticated peer — deletes.
+                    let Ok(owner) = UserId::from_peer_id(peer) else { continue };
+                    let until = now.saturating_add(self.cfg.limits.max_lifetime_ms);
+                    match self.mailboxes.delete(&owner, &ids, until) {
+                        Ok(n) => {
+                            wrote = true;
+                            self.metrics.deleted.fetch_add(n as u64, Ordering::Relaxed);
+                        }
+                        Err(e) => tracing::error!(error = %e, "cannot delete"),
+                    }
+                }
+                MailboxRequest::Presence(record) => {
+                    if record.user.peer_id() != peer {
+                        tracing::debug!(%peer, "presence record for another user; ignored");
+                        continue;
+                    }
+                    if self.presence.accept(record).is_ok() {
+                        self.metrics.heartbeats.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                MailboxRequest::GetPresence(user) => {
+                    let record = self
+                        .presence
+                        .get(&user)
+                        .filter(|r| r.visibility == Visibility::Everyone)
+                        .cloned();
+                    answers.push((out.clone(), MailboxResponse::Presence(user, record)));
+                }
+            }
+        }
+        self.update_gauges();
+        if !wrote {
+            for (o, a) in answers {
+                let _ = o.try_send(a);
+            }
+            return;
+        }
+        let commit = self.mailboxes.commit();
+        let inputs = self.inputs.clone();
+        tokio::spawn(async move {
+            match commit.await {
+                Ok(()) => {
+                    let _ = inputs.send(Input::Committed { answers, pushes }).await;
+                }
+                Err(e) => tracing::error!(error = %e, "commit failed; deposits not acknowledged"),
+            }
+        });
+    }
+
+    fn store_one(&mut self, env: &Envelope, now: u64) -> Result<Deposit, RefuseReason> {
+        if env.check().is_err() {
+            return Err(RefuseReason::Malformed);
+        }
+        let bytes = env.to_bytes().map_err(|_| RefuseReason::TooLarge)?;
+        match self.mailboxes.deposit(env, &bytes, &self.cfg.limits, now) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot store envelope");
+                Err(RefuseReason::MailboxFull)
+            }
+        }
+    }
+
+    fn on_net(&mut self, ev: NetEvent) {
+        match ev {
+            NetEvent::Connected(_) => {
+                self.metrics.connected_peers.fetch_add(1, Ordering::Relaxed);
+            }
+            NetEvent::Disconnected(peer) => {
+                let _ = self
+                    .metrics
+                    .connected_peers
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(1)));
+                // It may come back without what we gave it: give it everything again then.
+                self.replicated.remove(&peer);
+            }
+            NetEvent::Identified { peer, protocols, .. } => {
+                if protocols.iter().any(|p| p == MAILBOX_PROTOCOL) && self.stores.insert(peer) {
+                    tracing::info!(%peer, "store peer joined; repairing");
+                    self.repair();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Copies what this peer holds to every other peer now responsible for it.
+    fn repair(&mut self) {
+        let mut candidates: Vec<PeerId> = self.stores.iter().copied().collect();
+        candidates.push(self.local);
+        for (user, _, _) in self.mailboxes.usage() {
+            let set = closest_peers(&user.peer_id(), candidates.iter().copied(), self.cfg.replication);
+            let held = match self.mailboxes.list(&user) {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot list mailbox for repair");
+                    continue;
+                }
+            };
+            let local = self.local;
+            for p in set.into_iter().filter(|p| *p != local) {
+                let done = self.replicated.entry(p).or_default();
+                let missing: Vec<Envelope> = held
+                    .iter()
+                    .filter(|(id, _)| !done.contains(id))
+                    .filter_map(|(_, b)| Envelope::from_bytes(b).ok())
+                    .collect();
+                if missing.is_empty() {
+                    continue;
+                }
+                tracing::debug!(to = %p, %user, n = missing.len(), "replicating");
+                let tx = self.replica_link(p);
+                for chunk in missing.chunks(MAX_BATCH) {
+                    if tx.try_send(MailboxRequest::Replicate(chunk.to_vec())).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    fn replica_link(&mut self, peer: PeerId) -> mpsc::Sender<MailboxRequest> {
+        if let Some(l) = self.replica_links.get(&peer) {
+            if !l.tx.is_closed() {
+                return l.tx.clone();
+            }
+        }
+        self.next_generation += 1;
+        let generation = self.next_generation;
+        let (tx, rx) = mpsc::channel(self.cfg.stream_queue);
+        spawn_stream_link(
+            peer,
+            MAILBOX,
+            self.net.control(),
+            rx,
+            self.inputs.clone(),
+            move |signal: LinkSignal<MailboxResponse>| Input::Replica {
+                peer,
+                generation,
+                signal,
+            },
+            self.cancel.child_token(),
+        );
+        self.replica_links.insert(
+            peer,
+            ReplicaLink {
+                generation,
+                tx: tx.clone(),
+            },
+        );
+        tx
+    }
+
+    fn expire(&mut self) {
+        match self.mailboxes.expire(now_ms()) {
+            Ok(n) if n > 0 => {
+                tracing::info!(n, "expired messages deleted");
+                self.metrics.expired.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "expiry failed"),
+        }
+        self.update_gauges();
+    }
+
+    fn update_gauges(&self) {
+        let usage = self.mailboxes.usage();
+        self.metrics.mailboxes.store(usage.len() as u64, Ordering::Relaxed);
+        self.metrics
+            .stored_messages
+            .store(usage.iter().map(|u| u.1 as u64).sum(), Ordering::Relaxed);
+        self.metrics
+            .stored_bytes
+            .store(usage.iter().map(|u| u.2).sum(), Ordering::Relaxed);
+    }
+}

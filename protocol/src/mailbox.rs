@@ -1,0 +1,70 @@
+//! Frames of the `/kith/mailbox/1` protocol between nodes and store-and-forward peers.
+//!
+//! A store peer holds sealed envelopes for offline recipients. It sees only the envelope's
+//! routing fields (recipient, id, expiry) and who handed it over; never the sender, the
+//! content or a receipt. One long-lived stream per node and store peer carries requests one
+//! way and answers and pushes the other way.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Envelope, MessageId, PresenceRecord, UserId};
+
+/// The libp2p protocol name of the mailbox protocol.
+pub const MAILBOX_PROTOCOL: &str = "/kith/mailbox/1";
+
+/// Most envelopes in one [`MailboxResponse::Deliver`] or [`MailboxRequest::Replicate`] batch.
+pub const MAX_BATCH: usize = 256;
+
+/// Most ids in one [`MailboxRequest::Delete`].
+pub const MAX_DELETE_IDS: usize = 4096;
+
+/// Why a store peer refused to hold an envelope.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RefuseReason {
+    /// The envelope is larger than the peer's per-envelope limit.
+    TooLarge,
+    /// The recipient's mailbox is at its message or byte quota.
+    MailboxFull,
+    /// The depositor sent too many envelopes in the last minute.
+    RateLimited,
+    /// The envelope's lifetime has already ended (or is longer than the peer allows).
+    Expired,
+    /// Not a valid envelope.
+    Malformed,
+    /// This peer does not store mailboxes.
+    NotAStore,
+}
+
+/// A node's (or a peer's) request to a store peer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MailboxRequest {
+    /// Hold this envelope until its recipient fetches it or it expires.
+    Deposit(Envelope),
+    /// The connection's (Noise-authenticated) peer asks for its own mailbox: everything held
+    /// now, then new deposits as they arrive, on this stream.
+    Subscribe,
+    /// The mailbox owner has these messages: delete them.
+    Delete(Vec<MessageId>),
+    /// The sender's presence (a heartbeat), kept for others to ask for.
+    Presence(PresenceRecord),
+    /// Ask for a user's latest presence record.
+    GetPresence(UserId),
+    /// Store peer to store peer: copies of envelopes that the receiver is now responsible for
+    /// (merged by message id).
+    Replicate(Vec<Envelope>),
+}
+
+/// A store peer's answer or push.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MailboxResponse {
+    /// The envelope is durably stored (or already was).
+    Stored(MessageId),
+    /// The envelope was refused.
+    Refused(MessageId, RefuseReason),
+    /// Envelopes from the subscriber's mailbox.
+    Deliver(Vec<Envelope>),
+    /// A user's latest presence record, if held and shared.
+    Presence(UserId, Option<PresenceRecord>),
+    /// Replicated copies are stored (ids).
+    Replicated(Vec<MessageId>),
+}
