@@ -121,11 +121,166 @@ impl Envelope {
         Ok(env)
     }
 
-    /// Checks the fields a decoder cannot: the version.
+    /// Checks what a decoder cannot: the version, and the encoded size (an envelope that
+    /// arrived inside a larger container, such as a [`crate::wire::MsgFrame`], was not
+    /// size-checked by [`Envelope::from_bytes`]).
     pub fn check(&self) -> Result<(), EnvelopeError> {
         if self.header.version != PROTOCOL_VERSION {
             return Err(EnvelopeError::UnsupportedVersion(self.header.version));
         }
+        let len = codec::encoded_len(self)?;
+        if len > MAX_ENVELOPE_LEN {
+            return Err(EnvelopeError::TooLarge {
+                len,
+                max: MAX_ENVELOPE_LEN,
+            });
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    use super::*;
+    use crate::{
+        seal::{HandshakeBody, SessionBody, SessionId},
+        LocalIdentity,
+    };
+
+    fn bob() -> UserId {
+        LocalIdentity::generate(0, &mut ChaCha20Rng::seed_from_u64(1)).user_id()
+    }
+
+    fn envelope(body: SealedBody) -> Envelope {
+        Envelope {
+            header: EnvelopeHeader::new(MessageId([0x11; 16]), bob(), 0x0102_0304_0506_0708),
+            body,
+        }
+    }
+
+    fn handshake(len: usize) -> SealedBody {
+        SealedBody::Handshake(HandshakeBody {
+            prekey_id: 3,
+            noise: vec![0xaa; len],
+        })
+    }
+
+    #[test]
+    fn round_trip() {
+        let bodies = [
+            handshake(200),
+            SealedBody::Session(SessionBody {
+                session: SessionId([5; 16]),
+                n: 70_000,
+                ciphertext: vec![1; 40],
+            }),
+        ];
+        for body in bodies {
+            let env = envelope(body);
+            let bytes = env.to_bytes().unwrap();
+            assert_eq!(Envelope::from_bytes(&bytes).unwrap(), env);
+            assert_eq!(env.id(), MessageId([0x11; 16]));
+        }
+    }
+
+    #[test]
+    fn layout() {
+        let env = envelope(handshake(3));
+        let bytes = env.to_bytes().unwrap();
+        let user = bob().to_bytes();
+        let mut expected = vec![PROTOCOL_VERSION];
+        expected.extend_from_slice(&[0x11; 16]);
+        expected.push(user.len() as u8);
+        expected.extend_from_slice(&user);
+        expected.push(253); // expires_at_ms needs a u64
+        expected.extend_from_slice(&0x0102_0304_0506_0708u64.to_le_bytes());
+        expected.extend_from_slice(&[0, 3, 3, 0xaa, 0xaa, 0xaa]); // Handshake, prekey 3, 3 bytes
+        assert_eq!(bytes, expected);
+    }
+
+    #[test]
+    fn prologue_layout() {
+        let env = envelope(handshake(1));
+        let user = bob().to_bytes();
+        let mut expected = b"kith-seal/1\0".to_vec();
+        expected.push(1);
+        expected.extend_from_slice(&[0x11; 16]);
+        expected.push(38);
+        expected.extend_from_slice(&user);
+        expected.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(user.len(), 38);
+        assert_eq!(env.header.prologue(), expected);
+        assert_eq!(expected.len(), 12 + 1 + 16 + 1 + 38 + 8);
+    }
+
+    #[test]
+    fn wrong_version_rejected() {
+        for v in [0u8, 2, 255] {
+            let mut env = envelope(handshake(100));
+            env.header.version = v;
+            let bytes = codec::encode(&env).unwrap();
+            assert!(
+                matches!(Envelope::from_bytes(&bytes), Err(EnvelopeError::UnsupportedVersion(x)) if x == v)
+            );
+            assert!(matches!(
+                env.check(),
+                Err(EnvelopeError::UnsupportedVersion(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn oversized_rejected() {
+        // Untrusted bytes longer than the limit are refused before decoding.
+        let junk = vec![0u8; MAX_ENVELOPE_LEN + 1];
+        assert!(matches!(
+            Envelope::from_bytes(&junk),
+            Err(EnvelopeError::TooLarge { len, max }) if len == MAX_ENVELOPE_LEN + 1 && max == MAX_ENVELOPE_LEN
+        ));
+        // An oversized envelope is refused by to_bytes, from_bytes and check (the path of an
+        // envelope that arrived inside a frame).
+        let big = envelope(handshake(MAX_ENVELOPE_LEN));
+        assert!(matches!(
+            big.to_bytes(),
+            Err(EnvelopeError::TooLarge { .. })
+        ));
+        assert!(matches!(big.check(), Err(EnvelopeError::TooLarge { .. })));
+        let bytes = codec::encode(&big).unwrap();
+        assert!(matches!(
+            Envelope::from_bytes(&bytes),
+            Err(EnvelopeError::TooLarge { .. })
+        ));
+        // Exactly the limit is accepted.
+        let overhead = codec::encode(&envelope(handshake(0))).unwrap().len();
+        let mut n = MAX_ENVELOPE_LEN - overhead;
+        // The noise length prefix grows with the length; shrink until it fits exactly.
+        while codec::encoded_len(&envelope(handshake(n))).unwrap() > MAX_ENVELOPE_LEN {
+            n -= 1;
+        }
+        let exact = envelope(handshake(n));
+        let bytes = exact.to_bytes().unwrap();
+        assert_eq!(bytes.len(), MAX_ENVELOPE_LEN);
+        assert_eq!(Envelope::from_bytes(&bytes).unwrap(), exact);
+        assert!(exact.check().is_ok());
+    }
+
+    #[test]
+    fn garbage_rejected() {
+        for bytes in [&[][..], &[1], &[1; 40], &[0xff; 100]] {
+            assert!(matches!(
+                Envelope::from_bytes(bytes),
+                Err(EnvelopeError::Codec(_))
+            ));
+        }
+        let mut bytes = envelope(handshake(10)).to_bytes().unwrap();
+        bytes.push(0);
+        assert!(matches!(
+            Envelope::from_bytes(&bytes),
+            Err(EnvelopeError::Codec(_))
+        ));
     }
 }

@@ -143,7 +143,8 @@ impl fmt::Debug for MessageId {
 impl FromStr for MessageId {
     type Err = MessageIdError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.len() != 32 || !s.is_ascii() {
+        // Only hex digits: `u8::from_str_radix` alone would also take a sign ("+f").
+        if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(MessageIdError);
         }
         let mut out = [0u8; 16];
@@ -151,5 +152,121 @@ impl FromStr for MessageId {
             *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|_| MessageIdError)?;
         }
         Ok(MessageId(out))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    use super::*;
+    use crate::LocalIdentity;
+
+    fn user(seed: u64) -> UserId {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        LocalIdentity::generate(0, &mut rng).user_id()
+    }
+
+    #[test]
+    fn user_id_display_parse_round_trip() {
+        for seed in 0..8 {
+            let id = user(seed);
+            let text = id.to_string();
+            assert!(
+                text.starts_with("12D3KooW"),
+                "ed25519 peer ids print as 12D3KooW…: {text}"
+            );
+            assert_eq!(text.parse::<UserId>().unwrap(), id);
+            assert_eq!(UserId::from_bytes(&id.to_bytes()).unwrap(), id);
+            assert_eq!(UserId::from_peer_id(id.peer_id()).unwrap(), id);
+        }
+    }
+
+    #[test]
+    fn user_id_binary_form_embeds_the_key() {
+        let mut rng = ChaCha20Rng::seed_from_u64(7);
+        let me = LocalIdentity::generate(0, &mut rng);
+        let key = me.keypair().public().to_bytes();
+        // identity multihash (0x00), 36 digest bytes, protobuf { type: Ed25519, data: key }.
+        let mut expected = vec![0x00, 0x24, 0x08, 0x01, 0x12, 0x20];
+        expected.extend_from_slice(&key);
+        assert_eq!(me.user_id().to_bytes(), expected);
+        assert_eq!(me.user_id().public_key().unwrap().to_bytes(), key);
+    }
+
+    #[test]
+    fn user_id_serde_is_a_byte_string() {
+        let id = user(1);
+        let bytes = crate::codec::encode(&id).unwrap();
+        assert_eq!(bytes[0] as usize, id.to_bytes().len());
+        assert_eq!(&bytes[1..], id.to_bytes().as_slice());
+        assert_eq!(crate::codec::decode::<UserId>(&bytes).unwrap(), id);
+    }
+
+    #[test]
+    fn bad_user_ids_rejected() {
+        for s in ["", "hello", "12D3KooW", "not a peer id at all", "QmQmQmQm"] {
+            assert_eq!(s.parse::<UserId>(), Err(UserIdError::Malformed), "{s:?}");
+        }
+        // One character changed in a valid id: a different (invalid or non-matching) id.
+        let good = user(2).to_string();
+        let mut bad = good.clone();
+        bad.push('x');
+        assert!(bad.parse::<UserId>().is_err());
+
+        assert_eq!(UserId::from_bytes(&[]), Err(UserIdError::Malformed));
+        assert_eq!(UserId::from_bytes(&[0xff; 40]), Err(UserIdError::Malformed));
+        // A well-formed SHA-256 PeerId (as RSA keys get) embeds no key.
+        let mut sha = vec![0x12, 0x20];
+        sha.extend_from_slice(&[7u8; 32]);
+        assert_eq!(UserId::from_bytes(&sha), Err(UserIdError::NotEd25519));
+        // An identity multihash whose digest is not a protobuf public key.
+        let mut junk = vec![0x00, 0x04];
+        junk.extend_from_slice(&[1, 2, 3, 4]);
+        assert!(UserId::from_bytes(&junk).is_err());
+    }
+
+    #[test]
+    fn message_id_hex_round_trip() {
+        let mut rng = ChaCha20Rng::seed_from_u64(3);
+        for _ in 0..16 {
+            let id = MessageId::random(&mut rng);
+            let text = id.to_string();
+            assert_eq!(text.len(), 32);
+            assert!(text
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+            assert_eq!(text.parse::<MessageId>().unwrap(), id);
+            assert_eq!(text.to_uppercase().parse::<MessageId>().unwrap(), id);
+        }
+        let id = MessageId([
+            0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0, 0, 0, 0, 0, 0, 0, 0xff,
+        ]);
+        assert_eq!(id.to_string(), "0123456789abcdef00000000000000ff");
+        assert_eq!(
+            format!("{id:?}"),
+            "MessageId(0123456789abcdef00000000000000ff)"
+        );
+    }
+
+    #[test]
+    fn bad_message_ids_rejected() {
+        let bad = [
+            "",
+            "00",
+            "0123456789abcdef0123456789abcde",   // 31
+            "0123456789abcdef0123456789abcdef0", // 33
+            "0123456789abcdef0123456789abcdeg",  // not hex
+            "+123456789abcdef0123456789abcdef",  // a sign is not a hex digit
+            "+1+1+1+1+1+1+1+1+1+1+1+1+1+1+1+1",
+            "-0-0-0-0-0-0-0-0-0-0-0-0-0-0-0-0",
+            " 0123456789abcdef0123456789abcde",
+            "ééééééééééééééee", // 32 bytes, not ASCII
+        ];
+        for s in bad {
+            assert_eq!(s.parse::<MessageId>(), Err(MessageIdError), "{s:?}");
+        }
     }
 }

@@ -187,3 +187,203 @@ impl PresenceTable {
         self.records.is_empty()
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    use super::*;
+
+    fn ident(seed: u64) -> LocalIdentity {
+        LocalIdentity::generate(0, &mut ChaCha20Rng::seed_from_u64(seed))
+    }
+
+    #[test]
+    fn sign_verify() {
+        let me = ident(1);
+        for v in [Visibility::Everyone, Visibility::Contacts] {
+            let r = PresenceRecord::sign(&me, 3, 1_700_000_000_000, true, v);
+            assert_eq!(r.verify(), Ok(()));
+            assert_eq!(r.user, me.user_id());
+            assert_eq!(
+                (r.seq, r.last_seen_ms, r.online, r.visibility),
+                (3, 1_700_000_000_000, true, v)
+            );
+            let back: PresenceRecord = codec::decode(&codec::encode(&r).unwrap()).unwrap();
+            assert_eq!(back, r);
+            assert_eq!(back.verify(), Ok(()));
+        }
+    }
+
+    #[test]
+    fn signing_bytes_layout() {
+        let me = ident(2);
+        let r = PresenceRecord::sign(&me, 1, 2, true, Visibility::Contacts);
+        let user = me.user_id().to_bytes();
+        let mut expected = b"kith-presence/1\0".to_vec();
+        expected.push(user.len() as u8);
+        expected.extend_from_slice(&user);
+        expected.extend_from_slice(&[1, 2, 1, 1]); // seq, last_seen, online, Contacts = 1
+        assert!(me.keypair().public().verify(&expected, &r.signature));
+    }
+
+    #[test]
+    fn forged_records_rejected() {
+        let me = ident(3);
+        let other = ident(4);
+        let good = PresenceRecord::sign(&me, 5, 1_000, true, Visibility::Everyone);
+        let changes: [fn(&mut PresenceRecord); 6] = [
+            |r| r.seq += 1,
+            |r| r.last_seen_ms += 1,
+            |r| r.online = !r.online,
+            |r| r.visibility = Visibility::Contacts,
+            |r| r.signature[0] ^= 1,
+            |r| r.signature.truncate(10),
+        ];
+        for (i, change) in changes.iter().enumerate() {
+            let mut r = good.clone();
+            change(&mut r);
+            assert_eq!(r.verify(), Err(PresenceError::BadSignature), "change {i}");
+        }
+        // Another user's key: their signature on my record, or my record claimed as theirs.
+        let mut r = good.clone();
+        r.signature = PresenceRecord::sign(&other, 5, 1_000, true, Visibility::Everyone).signature;
+        assert_eq!(r.verify(), Err(PresenceError::BadSignature));
+        let mut r = good.clone();
+        r.user = other.user_id();
+        assert_eq!(r.verify(), Err(PresenceError::BadSignature));
+        // And the table refuses it.
+        let mut table = PresenceTable::new(4);
+        assert_eq!(table.accept(r), Err(PresenceError::BadSignature));
+        assert!(table.is_empty());
+    }
+
+    #[test]
+    fn nobody_blanks_fields() {
+        let me = ident(5);
+        let r = PresenceRecord::sign(&me, 9, 1_234_567, true, Visibility::Nobody);
+        assert_eq!(r.last_seen_ms, 0);
+        assert!(!r.online);
+        assert_eq!(r.visibility, Visibility::Nobody);
+        assert_eq!(r.verify(), Ok(()));
+        // Un-blanking breaks the signature.
+        let mut r2 = r.clone();
+        r2.last_seen_ms = 1_234_567;
+        assert_eq!(r2.verify(), Err(PresenceError::BadSignature));
+    }
+
+    #[test]
+    fn stale_records_rejected() {
+        let me = ident(6);
+        let mut table = PresenceTable::new(10);
+        table
+            .accept(PresenceRecord::sign(
+                &me,
+                5,
+                100,
+                true,
+                Visibility::Everyone,
+            ))
+            .unwrap();
+        assert_eq!(
+            table.accept(PresenceRecord::sign(
+                &me,
+                5,
+                200,
+                false,
+                Visibility::Everyone
+            )),
+            Err(PresenceError::Stale { have: 5, got: 5 })
+        );
+        assert_eq!(
+            table.accept(PresenceRecord::sign(
+                &me,
+                4,
+                300,
+                false,
+                Visibility::Everyone
+            )),
+            Err(PresenceError::Stale { have: 5, got: 4 })
+        );
+        assert_eq!(table.get(&me.user_id()).unwrap().last_seen_ms, 100);
+        table
+            .accept(PresenceRecord::sign(
+                &me,
+                6,
+                400,
+                false,
+                Visibility::Everyone,
+            ))
+            .unwrap();
+        let held = table.get(&me.user_id()).unwrap();
+        assert_eq!((held.seq, held.last_seen_ms, held.online), (6, 400, false));
+        assert_eq!(table.len(), 1);
+        assert_eq!(table.remove(&me.user_id()).unwrap().seq, 6);
+        assert!(table.is_empty());
+        // Once forgotten, an older record is accepted again.
+        table
+            .accept(PresenceRecord::sign(&me, 1, 1, true, Visibility::Everyone))
+            .unwrap();
+    }
+
+    #[test]
+    fn table_capacity() {
+        let users: Vec<_> = (10..13).map(ident).collect();
+        let mut table = PresenceTable::new(2);
+        table
+            .accept(PresenceRecord::sign(
+                &users[0],
+                1,
+                1,
+                true,
+                Visibility::Everyone,
+            ))
+            .unwrap();
+        table
+            .accept(PresenceRecord::sign(
+                &users[1],
+                1,
+                1,
+                true,
+                Visibility::Everyone,
+            ))
+            .unwrap();
+        assert_eq!(
+            table.accept(PresenceRecord::sign(
+                &users[2],
+                1,
+                1,
+                true,
+                Visibility::Everyone
+            )),
+            Err(PresenceError::Full)
+        );
+        assert!(table.get(&users[2].user_id()).is_none());
+        // Users already held still update when the table is full.
+        table
+            .accept(PresenceRecord::sign(
+                &users[0],
+                2,
+                5,
+                false,
+                Visibility::Everyone,
+            ))
+            .unwrap();
+        assert_eq!(table.get(&users[0].user_id()).unwrap().seq, 2);
+        assert_eq!(table.len(), 2);
+        // Room again after a removal.
+        table.remove(&users[1].user_id());
+        table
+            .accept(PresenceRecord::sign(
+                &users[2],
+                1,
+                1,
+                true,
+                Visibility::Everyone,
+            ))
+            .unwrap();
+        assert_eq!(table.len(), 2);
+    }
+}

@@ -40,3 +40,42 @@ impl DeliveryStatus {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::DeliveryStatus::{self, *};
+
+    const ALL: [DeliveryStatus; 4] = [Pending, Sent, Delivered, Read];
+
+    #[test]
+    fn only_moves_forward() {
+        for (i, from) in ALL.iter().enumerate() {
+            for (j, to) in ALL.iter().enumerate() {
+                let mut s = *from;
+                let changed = s.advance(*to);
+                assert_eq!(changed, j > i, "{from:?} -> {to:?}");
+                assert_eq!(s, if j > i { *to } else { *from }, "{from:?} -> {to:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn late_receipts_do_not_regress() {
+        let mut s = Pending;
+        assert!(s.advance(Read));
+        assert!(!s.advance(Delivered));
+        assert!(!s.advance(Sent));
+        assert!(!s.advance(Read));
+        assert_eq!(s, Read);
+        let mut s = Sent;
+        assert!(s.advance(Delivered));
+        assert!(!s.advance(Delivered));
+        assert_eq!(s, Delivered);
+    }
+
+    #[test]
+    fn names() {
+        let names: Vec<_> = ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(names, ["pending", "sent", "delivered", "read"]);
+    }
+}

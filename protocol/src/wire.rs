@@ -39,3 +39,38 @@ pub enum MsgFrame {
     /// The sender's current presence (a heartbeat).
     Presence(PresenceRecord),
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::codec;
+
+    #[test]
+    fn layout() {
+        // Variant indexes are the declaration order.
+        assert_eq!(
+            codec::encode(&MsgFrame::Ack(vec![MessageId([7; 16])])).unwrap(),
+            [&[1u8, 1][..], &[7; 16]].concat()
+        );
+        let reject =
+            codec::encode(&MsgFrame::Reject(MessageId([0; 16]), RejectReason::Busy)).unwrap();
+        assert_eq!(reject[0], 2);
+        assert_eq!(reject[17], 3);
+        assert_eq!(reject.len(), 18);
+        for (i, r) in [
+            RejectReason::Misaddressed,
+            RejectReason::Expired,
+            RejectReason::Invalid,
+            RejectReason::Busy,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            assert_eq!(codec::encode(&r).unwrap(), vec![i as u8]);
+            assert_eq!(codec::decode::<RejectReason>(&[i as u8]).unwrap(), r);
+        }
+        assert!(codec::decode::<RejectReason>(&[4]).is_err());
+        assert!(codec::decode::<MsgFrame>(&[4]).is_err());
+    }
+}
