@@ -74,11 +74,16 @@ pub(crate) enum Command {
 pub(crate) enum Internal {
     /// These outbox entries are durable: they may leave now.
     Committed(Vec<MessageId>),
+    /// A DHT lookup found addresses for a contact.
+    Found(UserId, Vec<libp2p::Multiaddr>),
 }
 
 /// How many times an envelope the peer refused as invalid is resealed and sent again (with a
 /// fresh handshake) before it is given up.
 const MAX_INVALID_RETRIES: u32 = 3;
+
+/// Least time between two DHT lookups of the same peer.
+const LOOKUP_INTERVAL: Duration = Duration::from_secs(10);
 
 /// How long a dial may stay silent before it counts as failed.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(20);
@@ -111,6 +116,8 @@ struct PeerState {
     online: bool,
     /// The last attempt to reach the peer directly failed: use its store peers.
     unreachable: bool,
+    /// When we last asked the DHT where the peer is.
+    last_lookup: Option<Instant>,
 }
 
 impl PeerState {
@@ -129,6 +136,7 @@ impl PeerState {
             last_heard_ms: None,
             online: false,
             unreachable: false,
+            last_lookup: None,
         }
     }
 
@@ -1147,11 +1155,27 @@ impl Messenger {
                 state.unreachable = true;
                 state.retry_at = Some(Instant::now() + state.backoff);
                 state.backoff = (state.backoff * 2).min(max);
+                // The addresses we know may be stale (the peer restarted elsewhere): ask the
+                // DHT, at most once per lookup interval.
+                let due = state
+                    .last_lookup
+                    .is_none_or(|t| t.elapsed() >= LOOKUP_INTERVAL);
+                if due && !self.cfg.bootstrap.is_empty() {
+                    state.last_lookup = Some(Instant::now());
+                    let net = self.net.clone();
+                    let internal = self.internal_tx.clone();
+                    tokio::spawn(async move {
+                        let addrs = net.find_peer(peer).await;
+                        if !addrs.is_empty() {
+                            let _ = internal.send(Internal::Found(user, addrs)).await;
+                        }
+                    });
+                }
                 self.pump(user);
             }
-            NetEvent::Identified { peer, protocols, .. }
-                if protocols.iter().any(|p| p == MAILBOX_PROTOCOL) =>
-            {
+            NetEvent::Identified {
+                peer, protocols, ..
+            } if protocols.iter().any(|p| p == MAILBOX_PROTOCOL) => {
                 if !self.stores.contains_key(&peer) {
                     tracing::info!(store = %peer, "store peer found");
                     self.stores.insert(peer, StoreState { link: None });
@@ -1195,13 +1219,17 @@ impl Messenger {
                 tracing::debug!(%peer, generation, "link up");
             }
             LinkEvent::Answers { peer, frames } => {
-                let Ok(user) = UserId::from_peer_id(peer) else { return };
+                let Ok(user) = UserId::from_peer_id(peer) else {
+                    return;
+                };
                 let mut acked = Vec::new();
                 for f in frames {
                     match f {
                         MsgFrame::Ack(ids) => acked.extend(ids),
                         MsgFrame::Reject(id, reason) => self.on_rejected(user, id, reason),
-                        other => tracing::debug!(%peer, ?other, "unexpected frame on outbound link"),
+                        other => {
+                            tracing::debug!(%peer, ?other, "unexpected frame on outbound link")
+                        }
                     }
                 }
                 if !acked.is_empty() {
@@ -1252,6 +1280,23 @@ impl Messenger {
                 for u in users {
                     self.pump(u);
                 }
+            }
+            Internal::Found(user, addrs) => {
+                tracing::debug!(%user, n = addrs.len(), "DHT found addresses");
+                if let Some(c) = self.contacts.get_mut(&user) {
+                    for a in &addrs {
+                        let bytes = a.to_vec();
+                        if !c.addrs.contains(&bytes) {
+                            c.addrs.insert(0, bytes);
+                        }
+                    }
+                    c.addrs.truncate(crate::invite::MAX_ADDRS);
+                    let _ = self.store.put_contact(c);
+                }
+                let state = self.peer(user);
+                state.retry_at = None;
+                state.dialing_until = Some(Instant::now() + DIAL_TIMEOUT);
+                self.net.dial(user.peer_id(), addrs);
             }
         }
     }
@@ -1445,7 +1490,9 @@ impl Messenger {
             };
             let mut sent = 0;
             for l in &links {
-                if l.try_send(MailboxRequest::Deposit(envelope.clone())).is_ok() {
+                if l.try_send(MailboxRequest::Deposit(envelope.clone()))
+                    .is_ok()
+                {
                     sent += 1;
                 }
             }
@@ -1581,5 +1628,4 @@ impl Messenger {
         }
         state.presence = Some(record);
     }
-
 }

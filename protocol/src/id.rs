@@ -27,10 +27,22 @@ pub enum UserIdError {
 
 impl UserId {
     /// Wraps a PeerId; it must embed an Ed25519 key so signatures can be checked against it.
+    ///
+    /// Only the shape is checked here (identity multihash of a protobuf-encoded Ed25519 key):
+    /// decompressing the curve point costs tens of microseconds and every envelope carries a
+    /// recipient id; a key that is not on the curve fails later, when a signature is checked.
     pub fn from_peer_id(peer: PeerId) -> Result<Self, UserIdError> {
-        let id = UserId(peer);
-        id.public_key()?;
-        Ok(id)
+        // Protobuf `PublicKey { Type = Ed25519 (1), Data = 32 bytes }`.
+        const ED25519_PROTOBUF_PREFIX: [u8; 4] = [0x08, 0x01, 0x12, 0x20];
+        let hash = peer.as_ref();
+        if hash.code() != 0x00 {
+            return Err(UserIdError::NotEd25519);
+        }
+        let digest = hash.digest();
+        if digest.len() != 36 || digest[..4] != ED25519_PROTOBUF_PREFIX {
+            return Err(UserIdError::NotEd25519);
+        }
+        Ok(UserId(peer))
     }
 
     /// The user id of an Ed25519 public key.
