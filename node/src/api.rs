@@ -137,6 +137,7 @@ fn node_error(err: NodeError, input: Input) -> ApiError {
         },
         NodeError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
         NodeError::BadInvite(_) => (StatusCode::UNPROCESSABLE_ENTITY, "bad_invite"),
+        NodeError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
         NodeError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
         NodeError::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "stopped"),
         NodeError::Storage(_) => {
@@ -453,7 +454,10 @@ async fn contacts(State(s): State<ApiState>) -> Result<Json<ContactList>, ApiErr
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AddContact {
-    invite: String,
+    /// An invite string (user id, addresses and key bundle)...
+    invite: Option<String>,
+    /// ...or a user id alone, whose key bundle is then looked up in the DHT.
+    user_id: Option<String>,
     name: Option<String>,
 }
 
@@ -461,9 +465,22 @@ async fn add_contact(
     State(s): State<ApiState>,
     ApiJson(body): ApiJson<AddContact>,
 ) -> Result<(StatusCode, Json<ContactView>), ApiError> {
-    s.node
-        .add_contact(&body.invite, body.name)
-        .await
+    let result = match (body.invite, body.user_id) {
+        (Some(invite), None) => s.node.add_contact(&invite, body.name).await,
+        (None, Some(user)) => {
+            let user = UserId::from_str(&user).map_err(|e| {
+                node_error(
+                    NodeError::InvalidInput(format!("`user_id` is not a user id: {e}")),
+                    Input::Body,
+                )
+            })?;
+            s.node.add_contact_by_id(user, body.name).await
+        }
+        _ => Err(NodeError::InvalidInput(
+            "give exactly one of `invite` or `user_id`".into(),
+        )),
+    };
+    result
         .map(|c| (StatusCode::CREATED, Json(c)))
         .map_err(|e| node_error(e, Input::Body))
 }

@@ -42,6 +42,9 @@ pub enum NodeError {
     /// An invite that does not parse or whose bundle does not verify.
     #[error("invalid invite: {0}")]
     BadInvite(String),
+    /// Nothing was found (e.g. no key bundle for a user in the DHT).
+    #[error("not found: {0}")]
+    NotFound(String),
     /// The node is shutting down or its task has stopped.
     #[error("node is not running")]
     Stopped,
@@ -213,6 +216,11 @@ impl Node {
             reply,
         })
         .await
+    }
+
+    /// Adds a contact by user id alone, taking their key bundle from the DHT.
+    pub async fn add_contact_by_id(&self, user: UserId, name: Option<String>) -> Result<ContactView, NodeError> {
+        self.call(|reply| Command::AddContactById { user, name, reply }).await
     }
 
     /// All contacts.

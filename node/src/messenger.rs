@@ -50,6 +50,11 @@ pub(crate) enum Command {
         name: Option<String>,
         reply: oneshot::Sender<Result<ContactView, NodeError>>,
     },
+    AddContactById {
+        user: UserId,
+        name: Option<String>,
+        reply: oneshot::Sender<Result<ContactView, NodeError>>,
+    },
     SendText {
         to: UserId,
         text: String,
@@ -74,6 +79,13 @@ pub(crate) enum Command {
 pub(crate) enum Internal {
     /// These outbox entries are durable: they may leave now.
     Committed(Vec<MessageId>),
+    /// A DHT lookup of a user's key bundle finished.
+    BundleFound {
+        bundle: Option<KeyBundle>,
+        user: UserId,
+        name: Option<String>,
+        reply: oneshot::Sender<Result<ContactView, NodeError>>,
+    },
     /// A DHT lookup found addresses for a contact.
     Found(UserId, Vec<libp2p::Multiaddr>),
 }
@@ -81,6 +93,16 @@ pub(crate) enum Internal {
 /// How many times an envelope the peer refused as invalid is resealed and sent again (with a
 /// fresh handshake) before it is given up.
 const MAX_INVALID_RETRIES: u32 = 3;
+
+/// How often the key bundle is published in the DHT again.
+const PUBLISH_INTERVAL: Duration = Duration::from_secs(600);
+
+/// The DHT key of a user's key bundle.
+fn bundle_record_key(user: &UserId) -> Vec<u8> {
+    let mut key = b"/kith/bundle/".to_vec();
+    key.extend_from_slice(&user.to_bytes());
+    key
+}
 
 /// Least time between two DHT lookups of the same peer.
 const LOOKUP_INTERVAL: Duration = Duration::from_secs(10);
@@ -192,6 +214,8 @@ pub(crate) struct Messenger {
     store_rx: Option<mpsc::Receiver<StoreEvent>>,
     /// Deposits waiting for W store peers to hold them.
     deposits: HashMap<MessageId, DepositState>,
+    /// When our key bundle was last published in the DHT.
+    last_publish: Option<Instant>,
 }
 
 struct StoreState {
@@ -265,6 +289,7 @@ impl Messenger {
             store_tx,
             store_rx: Some(store_rx),
             deposits: HashMap::new(),
+            last_publish: None,
             cfg,
             store,
         };
@@ -335,6 +360,32 @@ impl Messenger {
         match cmd {
             Command::Me { reply } => {
                 let _ = reply.send(self.me_view());
+            }
+            Command::AddContactById { user, name, reply } => {
+                if user == self.user {
+                    let _ = reply.send(Err(NodeError::InvalidInput("that is your own id".into())));
+                    return;
+                }
+                let net = self.net.clone();
+                let internal = self.internal_tx.clone();
+                tokio::spawn(async move {
+                    let values = net.get_record(bundle_record_key(&user)).await;
+                    // Anyone can store a record under any key: keep only bundles that verify
+                    // as this user's, and the newest of those.
+                    let bundle = values
+                        .iter()
+                        .filter_map(|v| kith_protocol::codec::decode::<KeyBundle>(v).ok())
+                        .filter(|b| b.verify_for(&user).is_ok())
+                        .max_by_key(|b| b.created_at_ms());
+                    let _ = internal
+                        .send(Internal::BundleFound {
+                            bundle,
+                            user,
+                            name,
+                            reply,
+                        })
+                        .await;
+                });
             }
             Command::AddContact {
                 invite,
@@ -412,28 +463,35 @@ impl Messenger {
         })
     }
 
-    fn add_contact(
-        &mut self,
-        invite: &str,
-        name: Option<String>,
-    ) -> Result<ContactView, NodeError> {
+    fn add_contact(&mut self, invite: &str, name: Option<String>) -> Result<ContactView, NodeError> {
         let invite = Invite::decode(invite).map_err(|e| NodeError::BadInvite(e.to_string()))?;
-        let user = invite.user();
-        if user == self.user {
+        if invite.user() == self.user {
             return Err(NodeError::InvalidInput("that invite is your own".into()));
         }
-        let addrs = invite.multiaddrs();
+        let addrs = invite.addrs.clone();
+        self.add_contact_bundle(invite.bundle, addrs, name)
+    }
+
+    /// Adds or updates a contact from a verified bundle and addresses (multiaddr bytes).
+    fn add_contact_bundle(
+        &mut self,
+        bundle: KeyBundle,
+        addrs: Vec<Vec<u8>>,
+        name: Option<String>,
+    ) -> Result<ContactView, NodeError> {
+        let user = bundle.user;
         let contact = match self.contacts.get(&user) {
             Some(old) => {
                 let mut c = old.clone();
-                if invite.bundle.created_at_ms() >= c.bundle.created_at_ms() {
-                    c.bundle = invite.bundle.clone();
+                if bundle.created_at_ms() >= c.bundle.created_at_ms() {
+                    c.bundle = bundle;
                 }
-                for a in &invite.addrs {
+                for a in &addrs {
                     if !c.addrs.contains(a) {
                         c.addrs.push(a.clone());
                     }
                 }
+                c.addrs.truncate(crate::invite::MAX_ADDRS);
                 if let Some(n) = name {
                     c.name = n;
                 }
@@ -442,17 +500,19 @@ impl Messenger {
             None => Contact {
                 user,
                 name: name.unwrap_or_default(),
-                bundle: invite.bundle.clone(),
-                addrs: invite.addrs.clone(),
+                bundle,
+                addrs,
                 added_at_ms: now_ms(),
             },
         };
         self.store.put_contact(&contact).map_err(store_err)?;
         let view = contact.view();
+        let dial_addrs = contact.multiaddrs();
         self.contacts.insert(user, contact);
-        self.peer(user).retry_at = None;
-        self.peer(user).dialing_until = Some(Instant::now() + DIAL_TIMEOUT);
-        self.net.dial(user.peer_id(), addrs);
+        let state = self.peer(user);
+        state.retry_at = None;
+        state.dialing_until = Some(Instant::now() + DIAL_TIMEOUT);
+        self.net.dial(user.peer_id(), dial_addrs);
         Ok(view)
     }
 
@@ -1193,6 +1253,7 @@ impl Messenger {
                 }
             }
             NetEvent::Discovered(peer, addrs) | NetEvent::Identified { peer, addrs, .. } => {
+                self.maybe_publish_bundle();
                 let Ok(user) = UserId::from_peer_id(peer) else {
                     return;
                 };
@@ -1266,6 +1327,19 @@ impl Messenger {
         }
     }
 
+    /// Publishes our key bundle in the DHT, so people can add us by user id alone; at most
+    /// once per [`PUBLISH_INTERVAL`].
+    fn maybe_publish_bundle(&mut self) {
+        if self.last_publish.is_some_and(|t| t.elapsed() < PUBLISH_INTERVAL) {
+            return;
+        }
+        let Ok(value) = kith_protocol::codec::encode(&self.me.bundle()) else {
+            return;
+        };
+        self.last_publish = Some(Instant::now());
+        self.net.put_record(bundle_record_key(&self.user), value);
+    }
+
     fn on_internal(&mut self, ev: Internal) {
         match ev {
             Internal::Committed(ids) => {
@@ -1279,6 +1353,25 @@ impl Messenger {
                 }
                 for u in users {
                     self.pump(u);
+                }
+            }
+            Internal::BundleFound {
+                bundle,
+                user,
+                name,
+                reply,
+            } => {
+                let Some(bundle) = bundle else {
+                    let _ = reply.send(Err(NodeError::NotFound(format!(
+                        "no key bundle for {user} in the DHT"
+                    ))));
+                    return;
+                };
+                match self.add_contact_bundle(bundle, Vec::new(), name) {
+                    Ok(view) => self.reply_after_commit(reply, view, Vec::new()),
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
                 }
             }
             Internal::Found(user, addrs) => {

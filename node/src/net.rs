@@ -167,7 +167,18 @@ enum NetCommand {
     Connected {
         reply: oneshot::Sender<Vec<PeerId>>,
     },
+    PutRecord {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    GetRecord {
+        key: Vec<u8>,
+        reply: oneshot::Sender<Vec<Vec<u8>>>,
+    },
 }
+
+/// Most records one DHT lookup collects.
+const MAX_RECORDS_PER_LOOKUP: usize = 16;
 
 /// Cloneable handle to the swarm task.
 #[derive(Clone)]
@@ -217,6 +228,31 @@ impl Network {
         if self
             .commands
             .send(NetCommand::FindPeer { peer, reply })
+            .await
+            .is_err()
+        {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// Stores a record in the DHT (on the peers closest to its key). Never waits.
+    pub fn put_record(&self, key: Vec<u8>, value: Vec<u8>) {
+        if self
+            .commands
+            .try_send(NetCommand::PutRecord { key, value })
+            .is_err()
+        {
+            tracing::debug!("swarm busy; record not published");
+        }
+    }
+
+    /// Every value found in the DHT under `key` (unverified: callers check them).
+    pub async fn get_record(&self, key: Vec<u8>) -> Vec<Vec<u8>> {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .commands
+            .send(NetCommand::GetRecord { key, reply })
             .await
             .is_err()
         {
@@ -380,6 +416,7 @@ pub async fn spawn(
         events: ev_tx,
         listen_addrs: addr_tx,
         pending_find: HashMap::new(),
+        pending_get: HashMap::new(),
         known_addrs: HashMap::new(),
     };
     let handle = tokio::spawn(task.run(cancel));
@@ -397,7 +434,11 @@ pub async fn spawn(
 
 /// The `r` peers of `candidates` closest to `target` in Kademlia's XOR metric, closest first.
 /// Senders and recipients that know the same candidates compute the same set.
-pub fn closest_peers(target: &PeerId, candidates: impl IntoIterator<Item = PeerId>, r: usize) -> Vec<PeerId> {
+pub fn closest_peers(
+    target: &PeerId,
+    candidates: impl IntoIterator<Item = PeerId>,
+    r: usize,
+) -> Vec<PeerId> {
     let key = kad::KBucketKey::from(*target);
     let mut all: Vec<(kad::KBucketDistance, PeerId)> = candidates
         .into_iter()
@@ -422,6 +463,7 @@ struct SwarmTask {
     events: mpsc::Sender<NetEvent>,
     listen_addrs: watch::Sender<Vec<Multiaddr>>,
     pending_find: HashMap<kad::QueryId, (PeerId, oneshot::Sender<Vec<Multiaddr>>)>,
+    pending_get: HashMap<kad::QueryId, (Vec<Vec<u8>>, oneshot::Sender<Vec<Vec<u8>>>)>,
     /// Addresses learned for peers (from dials asked for, identify and mDNS), bounded per peer.
     known_addrs: HashMap<PeerId, HashSet<Multiaddr>>,
 }
@@ -481,6 +523,25 @@ impl SwarmTask {
             NetCommand::FindPeer { peer, reply } => {
                 let id = self.swarm.behaviour_mut().kad.get_closest_peers(peer);
                 self.pending_find.insert(id, (peer, reply));
+            }
+            NetCommand::PutRecord { key, value } => {
+                let record = kad::Record::new(key, value);
+                if let Err(e) = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .put_record(record, kad::Quorum::One)
+                {
+                    tracing::debug!(error = ?e, "cannot publish record");
+                }
+            }
+            NetCommand::GetRecord { key, reply } => {
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .get_record(kad::RecordKey::new(&key));
+                self.pending_get.insert(id, (Vec::new(), reply));
             }
             NetCommand::Connected { reply } => {
                 let _ = reply.send(self.swarm.connected_peers().copied().collect());
@@ -594,6 +655,25 @@ impl SwarmTask {
                     if let Some((_, reply)) = self.pending_find.remove(&id) {
                         self.remember(target, found.clone());
                         let _ = reply.send(found);
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::GetRecord(result),
+                step,
+                ..
+            })) => {
+                if let Some((found, _)) = self.pending_get.get_mut(&id) {
+                    if let Ok(kad::GetRecordOk::FoundRecord(r)) = result {
+                        if found.len() < MAX_RECORDS_PER_LOOKUP && !found.contains(&r.record.value) {
+                            found.push(r.record.value);
+                        }
+                    }
+                    if step.last {
+                        if let Some((found, reply)) = self.pending_get.remove(&id) {
+                            let _ = reply.send(found);
+                        }
                     }
                 }
             }
