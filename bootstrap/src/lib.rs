@@ -14,4 +14,4 @@ pub mod metrics;
 pub mod run;
 pub mod store_peer;
 
-pub use run::{start, Config, Running, RunError};
+pub use run::{start, Config, RunError, Running};

@@ -10,7 +10,11 @@ use libp2p::Multiaddr;
 
 /// The Kith operator's node: DHT bootstrap, circuit relay, store-and-forward peer.
 #[derive(Parser, Debug)]
-#[command(version, about, after_help = "Example, three store peers on one machine:\n  kith-bootstrap run --data-dir /tmp/s1 --listen /ip4/127.0.0.1/tcp/4001 --store\n  kith-bootstrap run --data-dir /tmp/s2 --listen /ip4/127.0.0.1/tcp/4002 --store --peer /ip4/127.0.0.1/tcp/4001/p2p/<id of s1>\nThen give each `kith run` a `--bootstrap <address printed by a store peer>`.")]
+#[command(
+    version,
+    about,
+    after_help = "Example, three store peers on one machine:\n  kith-bootstrap run --data-dir /tmp/s1 --listen /ip4/127.0.0.1/tcp/4001 --store\n  kith-bootstrap run --data-dir /tmp/s2 --listen /ip4/127.0.0.1/tcp/4002 --store --peer /ip4/127.0.0.1/tcp/4001/p2p/<id of s1>\nThen give each `kith run` a `--bootstrap <address printed by a store peer>`."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -84,7 +88,10 @@ struct RunArgs {
 async fn main() -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     match Cli::parse().command {
         Command::Id { data_dir } => {
             let key = run::load_or_create_key(&data_dir)?;
@@ -114,7 +121,9 @@ async fn main() -> anyhow::Result<()> {
                 }),
                 metrics: a.metrics,
             };
-            let running = kith_bootstrap::start(cfg).await.context("starting kith-bootstrap")?;
+            let running = kith_bootstrap::start(cfg)
+                .await
+                .context("starting kith-bootstrap")?;
             for addr in &running.listen_addrs {
                 println!("{addr}");
             }
@@ -131,13 +140,14 @@ async fn main() -> anyhow::Result<()> {
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {},
             _ = term.recv() => {},

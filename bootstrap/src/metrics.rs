@@ -60,22 +60,77 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let mut gauge = |name: &str, help: &str, kind: &str, v: u64| {
-            out.push_str(&format!("# HELP kith_{name} {help}\n# TYPE kith_{name} {kind}\nkith_{name} {v}\n"));
+            out.push_str(&format!(
+                "# HELP kith_{name} {help}\n# TYPE kith_{name} {kind}\nkith_{name} {v}\n"
+            ));
         };
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        gauge("connected_peers", "Peers with an open connection.", "gauge", l(&self.connected_peers));
-        gauge("mailboxes", "Mailboxes holding messages.", "gauge", l(&self.mailboxes));
-        gauge("stored_messages", "Messages held.", "gauge", l(&self.stored_messages));
-        gauge("stored_bytes", "Bytes of messages held.", "gauge", l(&self.stored_bytes));
-        gauge("deposits_total", "Deposits stored.", "counter", l(&self.deposits));
-        gauge("replicas_total", "Replicas stored.", "counter", l(&self.replicas));
-        gauge("fetched_total", "Messages handed to their owners.", "counter", l(&self.fetched));
-        gauge("deleted_total", "Messages deleted by their owners.", "counter", l(&self.deleted));
-        gauge("expired_total", "Messages expired.", "counter", l(&self.expired));
-        gauge("heartbeats_total", "Presence records accepted.", "counter", l(&self.heartbeats));
+        gauge(
+            "connected_peers",
+            "Peers with an open connection.",
+            "gauge",
+            l(&self.connected_peers),
+        );
+        gauge(
+            "mailboxes",
+            "Mailboxes holding messages.",
+            "gauge",
+            l(&self.mailboxes),
+        );
+        gauge(
+            "stored_messages",
+            "Messages held.",
+            "gauge",
+            l(&self.stored_messages),
+        );
+        gauge(
+            "stored_bytes",
+            "Bytes of messages held.",
+            "gauge",
+            l(&self.stored_bytes),
+        );
+        gauge(
+            "deposits_total",
+            "Deposits stored.",
+            "counter",
+            l(&self.deposits),
+        );
+        gauge(
+            "replicas_total",
+            "Replicas stored.",
+            "counter",
+            l(&self.replicas),
+        );
+        gauge(
+            "fetched_total",
+            "Messages handed to their owners.",
+            "counter",
+            l(&self.fetched),
+        );
+        gauge(
+            "deleted_total",
+            "Messages deleted by their owners.",
+            "counter",
+            l(&self.deleted),
+        );
+        gauge(
+            "expired_total",
+            "Messages expired.",
+            "counter",
+            l(&self.expired),
+        );
+        gauge(
+            "heartbeats_total",
+            "Presence records accepted.",
+            "counter",
+            l(&self.heartbeats),
+        );
         out.push_str("# HELP kith_rejections_total Deposits refused, by reason.\n# TYPE kith_rejections_total counter\n");
         for (i, (_, name)) in REASONS.iter().enumerate() {
-            out.push_str(&format!("kith_rejections_total{{reason=\"{name}\"}} {}\n", l(&self.rejected[i])));
+            out.push_str(&format!(
+                "kith_rejections_total{{reason=\"{name}\"}} {}\n",
+                l(&self.rejected[i])
+            ));
         }
         out
     }
@@ -93,7 +148,10 @@ pub async fn serve(
             let m = metrics.clone();
             async move {
                 (
-                    [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
                     m.render(),
                 )
             }

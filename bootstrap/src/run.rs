@@ -38,7 +38,9 @@ impl Config {
     pub fn loopback_store(data_dir: PathBuf) -> Self {
         Config {
             data_dir,
-            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap_or_else(|_| Multiaddr::empty())],
+            listen: vec!["/ip4/127.0.0.1/tcp/0"
+                .parse()
+                .unwrap_or_else(|_| Multiaddr::empty())],
             peers: Vec::new(),
             store: Some(store_peer::StoreConfig::default()),
             relay: None,
@@ -79,10 +81,14 @@ pub fn load_or_create_key(data_dir: &Path) -> Result<identity::Keypair, RunError
     std::fs::create_dir_all(data_dir).map_err(io(data_dir))?;
     let path = data_dir.join(KEY_FILE);
     match std::fs::read(&path) {
-        Ok(bytes) => identity::Keypair::from_protobuf_encoding(&bytes).map_err(|_| RunError::BadKey(path)),
+        Ok(bytes) => {
+            identity::Keypair::from_protobuf_encoding(&bytes).map_err(|_| RunError::BadKey(path))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = identity::Keypair::generate_ed25519();
-            let bytes = key.to_protobuf_encoding().map_err(|_| RunError::BadKey(path.clone()))?;
+            let bytes = key
+                .to_protobuf_encoding()
+                .map_err(|_| RunError::BadKey(path.clone()))?;
             let tmp = data_dir.join(format!("{KEY_FILE}.tmp"));
             std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
             #[cfg(unix)]
@@ -189,10 +195,12 @@ pub async fn start(cfg: Config) -> Result<Running, RunError> {
     }
     let mut metrics_addr = None;
     if let Some(addr) = cfg.metrics {
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| RunError::Io {
-            path: PathBuf::from(addr.to_string()),
-            source,
-        })?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| RunError::Io {
+                path: PathBuf::from(addr.to_string()),
+                source,
+            })?;
         metrics_addr = listener.local_addr().ok();
         let m = metrics.clone();
         let c = cancel.clone();

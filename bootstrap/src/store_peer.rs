@@ -294,11 +294,18 @@ impl StorePeer {
 
     /// Sends `envs` to every live subscriber of `user`'s mailbox.
     fn push(&self, user: &UserId, envs: Vec<Envelope>) {
-        let Some(subs) = self.subscribers.get(user) else { return };
+        let Some(subs) = self.subscribers.get(user) else {
+            return;
+        };
         for chunk in envs.chunks(MAX_BATCH) {
             for (_, out) in subs {
-                if out.try_send(MailboxResponse::Deliver(chunk.to_vec())).is_ok() {
-                    self.metrics.fetched.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                if out
+                    .try_send(MailboxResponse::Deliver(chunk.to_vec()))
+                    .is_ok()
+                {
+                    self.metrics
+                        .fetched
+                        .fetch_add(chunk.len() as u64, Ordering::Relaxed);
                 }
             }
         }
@@ -318,7 +325,13 @@ impl StorePeer {
         true
     }
 
-    fn on_requests(&mut self, peer: PeerId, conn: u64, requests: Vec<MailboxRequest>, out: mpsc::Sender<MailboxResponse>) {
+    fn on_requests(
+        &mut self,
+        peer: PeerId,
+        conn: u64,
+        requests: Vec<MailboxRequest>,
+        out: mpsc::Sender<MailboxResponse>,
+    ) {
         let now = now_ms();
         let mut answers = Vec::new();
         let mut pushes = Vec::new();
@@ -329,7 +342,10 @@ impl StorePeer {
                     let id = env.id();
                     if !self.rate_ok(peer) {
                         self.metrics.reject(RefuseReason::RateLimited);
-                        answers.push((out.clone(), MailboxResponse::Refused(id, RefuseReason::RateLimited)));
+                        answers.push((
+                            out.clone(),
+                            MailboxResponse::Refused(id, RefuseReason::RateLimited),
+                        ));
                         continue;
                     }
                     match self.store_one(&env, now) {
@@ -354,7 +370,10 @@ impl StorePeer {
                     if !self.stores.contains(&peer) {
                         tracing::warn!(%peer, "replicas from a peer that is not a known store peer; refused");
                         for e in &envs {
-                            answers.push((out.clone(), MailboxResponse::Refused(e.id(), RefuseReason::NotAStore)));
+                            answers.push((
+                                out.clone(),
+                                MailboxResponse::Refused(e.id(), RefuseReason::NotAStore),
+                            ));
                         }
                         continue;
                     }
@@ -374,19 +393,28 @@ impl StorePeer {
                     answers.push((out.clone(), MailboxResponse::Replicated(ids)));
                 }
                 MailboxRequest::Subscribe => {
-                    let Ok(user) = UserId::from_peer_id(peer) else { continue };
+                    let Ok(user) = UserId::from_peer_id(peer) else {
+                        continue;
+                    };
                     let list = self.subscribers.entry(user).or_default();
                     if !list.iter().any(|(c, _)| *c == conn) {
                         list.push((conn, out.clone()));
                     }
                     match self.mailboxes.list(&user) {
                         Ok(held) => {
-                            let envs: Vec<Envelope> =
-                                held.iter().filter_map(|(_, b)| Envelope::from_bytes(b).ok()).collect();
+                            let envs: Vec<Envelope> = held
+                                .iter()
+                                .filter_map(|(_, b)| Envelope::from_bytes(b).ok())
+                                .collect();
                             tracing::debug!(%user, held = envs.len(), "owner subscribed");
                             for chunk in envs.chunks(MAX_BATCH) {
-                                if out.try_send(MailboxResponse::Deliver(chunk.to_vec())).is_ok() {
-                                    self.metrics.fetched.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                                if out
+                                    .try_send(MailboxResponse::Deliver(chunk.to_vec()))
+                                    .is_ok()
+                                {
+                                    self.metrics
+                                        .fetched
+                                        .fetch_add(chunk.len() as u64, Ordering::Relaxed);
                                 }
                             }
                         }
@@ -395,7 +423,9 @@ impl StorePeer {
                 }
                 MailboxRequest::Delete(ids) => {
                     // Only the mailbox's owner — the connection's authenticated peer — deletes.
-                    let Ok(owner) = UserId::from_peer_id(peer) else { continue };
+                    let Ok(owner) = UserId::from_peer_id(peer) else {
+                        continue;
+                    };
                     let until = now.saturating_add(self.cfg.limits.max_lifetime_ms);
                     match self.mailboxes.delete(&owner, &ids, until) {
                         Ok(n) => {
@@ -463,14 +493,17 @@ impl StorePeer {
                 self.metrics.connected_peers.fetch_add(1, Ordering::Relaxed);
             }
             NetEvent::Disconnected(peer) => {
-                let _ = self
-                    .metrics
-                    .connected_peers
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(1)));
+                let _ = self.metrics.connected_peers.fetch_update(
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                    |v| Some(v.saturating_sub(1)),
+                );
                 // It may come back without what we gave it: give it everything again then.
                 self.replicated.remove(&peer);
             }
-            NetEvent::Identified { peer, protocols, .. } => {
+            NetEvent::Identified {
+                peer, protocols, ..
+            } => {
                 if protocols.iter().any(|p| p == MAILBOX_PROTOCOL) && self.stores.insert(peer) {
                     tracing::info!(%peer, "store peer joined; repairing");
                     self.repair();
@@ -485,7 +518,11 @@ impl StorePeer {
         let mut candidates: Vec<PeerId> = self.stores.iter().copied().collect();
         candidates.push(self.local);
         for (user, _, _) in self.mailboxes.usage() {
-            let set = closest_peers(&user.peer_id(), candidates.iter().copied(), self.cfg.replication);
+            let set = closest_peers(
+                &user.peer_id(),
+                candidates.iter().copied(),
+                self.cfg.replication,
+            );
             let held = match self.mailboxes.list(&user) {
                 Ok(h) => h,
                 Err(e) => {
@@ -507,7 +544,10 @@ impl StorePeer {
                 tracing::debug!(to = %p, %user, n = missing.len(), "replicating");
                 let tx = self.replica_link(p);
                 for chunk in missing.chunks(MAX_BATCH) {
-                    if tx.try_send(MailboxRequest::Replicate(chunk.to_vec())).is_err() {
+                    if tx
+                        .try_send(MailboxRequest::Replicate(chunk.to_vec()))
+                        .is_err()
+                    {
                         break;
                     }
                 }
@@ -561,7 +601,9 @@ impl StorePeer {
 
     fn update_gauges(&self) {
         let usage = self.mailboxes.usage();
-        self.metrics.mailboxes.store(usage.len() as u64, Ordering::Relaxed);
+        self.metrics
+            .mailboxes
+            .store(usage.len() as u64, Ordering::Relaxed);
         self.metrics
             .stored_messages
             .store(usage.iter().map(|u| u.1 as u64).sum(), Ordering::Relaxed);

@@ -12,13 +12,13 @@
 use std::sync::Arc;
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWriteExt, StreamExt};
-use serde::{de::DeserializeOwned, Serialize};
 use kith_protocol::{
     frame::{self, FrameError, LEN_PREFIX},
     wire::MsgFrame,
 };
 use libp2p::PeerId;
 use libp2p_stream::Control;
+use serde::{de::DeserializeOwned, Serialize};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -99,7 +99,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     /// Every complete frame available (at least one, at most `max`), or `None` at a clean end
     /// of stream.
-    pub async fn next_batch<T: DeserializeOwned>(&mut self, max: usize) -> Result<Option<Vec<T>>, LinkErrorPub> {
+    pub async fn next_batch<T: DeserializeOwned>(
+        &mut self,
+        max: usize,
+    ) -> Result<Option<Vec<T>>, LinkErrorPub> {
         loop {
             let mut out = Vec::new();
             while out.len() < max {
@@ -157,7 +160,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 pub struct LinkErrorPub(LinkError);
 
 /// Encodes frames into one buffer (skipping, and logging, any that cannot be encoded).
-pub fn encode_frames<'a, T: Serialize + 'a>(frames: impl IntoIterator<Item = &'a T>, buf: &mut Vec<u8>) {
+pub fn encode_frames<'a, T: Serialize + 'a>(
+    frames: impl IntoIterator<Item = &'a T>,
+    buf: &mut Vec<u8>,
+) {
     for f in frames {
         if let Err(e) = frame::encode(f, buf) {
             tracing::error!(error = %e, "cannot encode frame; dropped");
@@ -201,13 +207,20 @@ where
                 .open_stream(peer, protocol)
                 .await
                 .map_err(|e| LinkError::Open(format!("{e:?}")))?;
-            events.send(wrap(LinkSignal::Up)).await.map_err(|_| LinkError::Closed)?;
+            events
+                .send(wrap(LinkSignal::Up))
+                .await
+                .map_err(|_| LinkError::Closed)?;
             let (read_half, mut write_half) = stream.split();
             let reader_events = events.clone();
             let reader_wrap = wrap.clone();
             let reader = async move {
                 let mut reader = FrameReader::new(read_half);
-                while let Some(frames) = reader.next_batch::<In>(MAX_READ_BATCH).await.map_err(|e| e.0)? {
+                while let Some(frames) = reader
+                    .next_batch::<In>(MAX_READ_BATCH)
+                    .await
+                    .map_err(|e| e.0)?
+                {
                     reader_events
                         .send(reader_wrap(LinkSignal::Frames(frames)))
                         .await
@@ -317,7 +330,11 @@ async fn serve_inbound(
     let (read_half, mut write_half) = stream.split();
     let mut reader = FrameReader::new(read_half);
     let mut buf = Vec::new();
-    while let Some(frames) = reader.next_batch::<MsgFrame>(MAX_READ_BATCH).await.map_err(|e| e.0)? {
+    while let Some(frames) = reader
+        .next_batch::<MsgFrame>(MAX_READ_BATCH)
+        .await
+        .map_err(|e| e.0)?
+    {
         let (reply, answer) = oneshot::channel();
         events
             .send(LinkEvent::Inbound {

@@ -172,7 +172,9 @@ impl Committer {
     }
 
     /// Resolves once everything written before the call is durable.
-    pub fn commit(&self) -> impl std::future::Future<Output = Result<(), sled::Error>> + Send + 'static {
+    pub fn commit(
+        &self,
+    ) -> impl std::future::Future<Output = Result<(), sled::Error>> + Send + 'static {
         let requests = self.requests.clone();
         async move {
             let (tx, rx) = oneshot::channel();
