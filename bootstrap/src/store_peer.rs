@@ -501,13 +501,14 @@ impl StorePeer {
                 // It may come back without what we gave it: give it everything again then.
                 self.replicated.remove(&peer);
             }
+            // A store peer that joins, or comes back, gets copies of what it is responsible for.
             NetEvent::Identified {
                 peer, protocols, ..
-            } => {
-                if protocols.iter().any(|p| p == MAILBOX_PROTOCOL) && self.stores.insert(peer) {
-                    tracing::info!(%peer, "store peer joined; repairing");
-                    self.repair();
+            } if protocols.iter().any(|p| p == MAILBOX_PROTOCOL) => {
+                if self.stores.insert(peer) {
+                    tracing::info!(%peer, "store peer joined");
                 }
+                self.repair();
             }
             _ => {}
         }

@@ -81,7 +81,7 @@ pub(crate) enum Internal {
     Committed(Vec<MessageId>),
     /// A DHT lookup of a user's key bundle finished.
     BundleFound {
-        bundle: Option<KeyBundle>,
+        bundle: Option<Box<KeyBundle>>,
         user: UserId,
         name: Option<String>,
         reply: oneshot::Sender<Result<ContactView, NodeError>>,
@@ -376,7 +376,8 @@ impl Messenger {
                         .iter()
                         .filter_map(|v| kith_protocol::codec::decode::<KeyBundle>(v).ok())
                         .filter(|b| b.verify_for(&user).is_ok())
-                        .max_by_key(|b| b.created_at_ms());
+                        .max_by_key(|b| b.created_at_ms())
+                        .map(Box::new);
                     let _ = internal
                         .send(Internal::BundleFound {
                             bundle,
@@ -1236,9 +1237,9 @@ impl Messenger {
             NetEvent::Identified {
                 peer, protocols, ..
             } if protocols.iter().any(|p| p == MAILBOX_PROTOCOL) => {
-                if !self.stores.contains_key(&peer) {
+                if let std::collections::hash_map::Entry::Vacant(slot) = self.stores.entry(peer) {
                     tracing::info!(store = %peer, "store peer found");
-                    self.stores.insert(peer, StoreState { link: None });
+                    slot.insert(StoreState { link: None });
                     self.subscribe_mailbox();
                     // Anything waiting for an unreachable contact may now be deposited.
                     let waiting: Vec<UserId> = self
@@ -1367,7 +1368,7 @@ impl Messenger {
                     ))));
                     return;
                 };
-                match self.add_contact_bundle(bundle, Vec::new(), name) {
+                match self.add_contact_bundle(*bundle, Vec::new(), name) {
                     Ok(view) => self.reply_after_commit(reply, view, Vec::new()),
                     Err(e) => {
                         let _ = reply.send(Err(e));

@@ -463,10 +463,13 @@ struct SwarmTask {
     events: mpsc::Sender<NetEvent>,
     listen_addrs: watch::Sender<Vec<Multiaddr>>,
     pending_find: HashMap<kad::QueryId, (PeerId, oneshot::Sender<Vec<Multiaddr>>)>,
-    pending_get: HashMap<kad::QueryId, (Vec<Vec<u8>>, oneshot::Sender<Vec<Vec<u8>>>)>,
+    pending_get: HashMap<kad::QueryId, PendingGet>,
     /// Addresses learned for peers (from dials asked for, identify and mDNS), bounded per peer.
     known_addrs: HashMap<PeerId, HashSet<Multiaddr>>,
 }
+
+/// A DHT record lookup under way: values found so far, and who waits for them.
+type PendingGet = (Vec<Vec<u8>>, oneshot::Sender<Vec<Vec<u8>>>);
 
 /// Most addresses remembered per peer.
 const MAX_ADDRS_PER_PEER: usize = 16;
