@@ -149,7 +149,7 @@ fn ratio(a: f64, b: f64) -> f64 {
 }
 
 fn progress(label: &str, done: usize, total: usize) {
-    if total >= 10 && done % (total / 10).max(1) == 0 {
+    if total >= 10 && done.is_multiple_of((total / 10).max(1)) {
         eprintln!("  {label}: {done}/{total}");
     }
 }
