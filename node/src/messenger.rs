@@ -94,6 +94,9 @@ pub(crate) enum Internal {
 /// fresh handshake) before it is given up.
 const MAX_INVALID_RETRIES: u32 = 3;
 
+/// `meta` key of the user's last-seen sharing choice (1 share, 0 hide).
+const SHARE_LAST_SEEN_KEY: &str = "share_last_seen";
+
 /// How often the key bundle is published in the DHT again.
 const PUBLISH_INTERVAL: Duration = Duration::from_secs(600);
 
@@ -293,6 +296,10 @@ impl Messenger {
             cfg,
             store,
         };
+        // Sharing needs both the configuration and the user's stored choice to allow it.
+        if m.store.meta_u64(SHARE_LAST_SEEN_KEY)? == Some(0) {
+            m.share_presence = false;
+        }
         for c in m.store.contacts()? {
             m.peers.insert(c.user, PeerState::new(m.cfg.min_backoff));
             m.contacts.insert(c.user, c);
@@ -423,8 +430,13 @@ impl Messenger {
             }
             Command::SetSharePresence { share, reply } => {
                 self.share_presence = share;
+                // Kept across restarts: a user who hid their last seen stays hidden.
+                if let Err(e) = self.store.set_meta_u64(SHARE_LAST_SEEN_KEY, u64::from(share)) {
+                    let _ = reply.send(Err(store_err(e)));
+                    return;
+                }
                 self.on_heartbeat();
-                let _ = reply.send(Ok(()));
+                self.reply_after_commit(reply, (), Vec::new());
             }
         }
     }

@@ -158,11 +158,14 @@ impl RunningNode {
     /// Stops every task without flushing anything further: what a crash leaves behind (used
     /// by tests; a real `kill -9` is tested with the binary).
     pub async fn abort(self) {
-        self.cancel.cancel();
-        for t in self.tasks {
+        // Abort first, so no task gets to run its clean-shutdown path (final flush).
+        for t in &self.tasks {
             t.abort();
+        }
+        for t in self.tasks {
             let _ = t.await;
         }
+        self.cancel.cancel();
     }
 }
 

@@ -8,7 +8,7 @@
 //! recovers to a consistent prefix.
 //!
 //! Layout (all keys big-endian so sled's order is the logical order):
-//! - `meta`: `identity` → [`LocalIdentity`]; `presence_seq` → u64; `share_last_seen` → bool.
+//! - `meta`: `identity` → [`LocalIdentity`]; `share_last_seen` → u64 (1 share, 0 hide).
 //! - `contacts`: user id bytes → [`Contact`].
 //! - `messages`: `len(peer) ‖ peer ‖ seq` → [`StoredMessage`] (seq from sled's monotonic ids,
 //!   so a conversation is in arrival order).

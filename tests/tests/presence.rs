@@ -146,8 +146,6 @@ async fn hiding_last_seen_is_mutual() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: PUT /v1/settings share_last_seen is not persisted, a restart shares \
-            presence again (node/src/messenger.rs, Messenger::new and SetSharePresence)"]
 async fn hidden_last_seen_stays_hidden_after_restart() -> Result<()> {
     init_logging();
     let mut alice = start("alice").await?;
