@@ -1093,7 +1093,14 @@ impl Messenger {
                 for mid in r.ids {
                     // Only the conversation's peer may tick our messages to them.
                     match self.store.message(&mid) {
-                        Ok(Some(m)) if m.outgoing && m.peer == sender => self.set_status(&mid, to),
+                        Ok(Some(m)) if m.outgoing && m.peer == sender => {
+                            // A receipt proves the peer holds the message even if its ack is
+                            // still on the way (another stream): settle the outbox entry now.
+                            if self.outbox.contains_key(&mid) {
+                                self.on_acked(sender, vec![mid]);
+                            }
+                            self.set_status(&mid, to)
+                        }
                         Ok(_) => {
                             tracing::debug!(%mid, %sender, "receipt for a message not sent to them; ignored")
                         }
