@@ -2,9 +2,11 @@
 //! deduplication by message id, and tombstones for messages their owner already took.
 //!
 //! Layout: `envelopes`: `len(recipient) ‖ recipient ‖ seq ‖ id` → envelope bytes (arrival order
-//! within a mailbox); `ids`: id → key in `envelopes`; `forgotten`: id → expiry (tombstones, so
-//! a late replica of a delivered message is not stored again). Per-mailbox counts and bytes are
-//! kept in memory, rebuilt at start.
+//! within a mailbox); `ids`: id → key in `envelopes`; `forgotten`: `len(owner) ‖ owner ‖ id` →
+//! expiry (tombstones, so a late replica of a delivered message is not stored again; scoped to
+//! the mailbox whose owner deleted it, so nobody can block deposits to someone else by
+//! "deleting" their ids ahead). Per-mailbox counts and bytes are kept in memory, rebuilt at
+//! start.
 
 use std::{collections::HashMap, path::Path};
 
@@ -75,6 +77,13 @@ fn prefix(user: &UserId) -> Vec<u8> {
     k
 }
 
+/// The key of `owner`'s tombstone for `id` in `forgotten`.
+fn tombstone(owner: &UserId, id: &MessageId) -> Vec<u8> {
+    let mut k = prefix(owner);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
 fn user_of_key(key: &[u8]) -> Option<UserId> {
     let len = *key.first()? as usize;
     UserId::from_bytes(key.get(1..1 + len)?).ok()
@@ -83,7 +92,10 @@ fn user_of_key(key: &[u8]) -> Option<UserId> {
 impl Mailboxes {
     /// Opens the mailboxes under `dir`. Must run inside a tokio runtime (group committer).
     pub fn open(dir: &Path) -> Result<Self, MailboxError> {
-        let db = sled::Config::new().path(dir).mode(sled::Mode::HighThroughput).open()?;
+        let db = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
         let envelopes = db.open_tree("envelopes")?;
         let mut usage: HashMap<UserId, (usize, u64)> = HashMap::new();
         for item in envelopes.iter() {
@@ -105,7 +117,9 @@ impl Mailboxes {
     }
 
     /// Resolves once everything written before is durable.
-    pub fn commit(&self) -> impl std::future::Future<Output = Result<(), sled::Error>> + Send + 'static {
+    pub fn commit(
+        &self,
+    ) -> impl std::future::Future<Output = Result<(), sled::Error>> + Send + 'static {
         self.committer.commit()
     }
 
@@ -116,22 +130,34 @@ impl Mailboxes {
     }
 
     /// Stores `env` (already decoded from `bytes`) unless refused by a limit.
-    pub fn deposit(&self, env: &Envelope, bytes: &[u8], limits: &Limits, now_ms: u64) -> Result<Result<Deposit, RefuseReason>, MailboxError> {
+    pub fn deposit(
+        &self,
+        env: &Envelope,
+        bytes: &[u8],
+        limits: &Limits,
+        now_ms: u64,
+    ) -> Result<Result<Deposit, RefuseReason>, MailboxError> {
         if bytes.len() > limits.max_envelope_bytes {
             return Ok(Err(RefuseReason::TooLarge));
         }
-        if env.header.expires_at_ms <= now_ms || env.header.expires_at_ms > now_ms.saturating_add(limits.max_lifetime_ms) {
+        if env.header.expires_at_ms <= now_ms
+            || env.header.expires_at_ms > now_ms.saturating_add(limits.max_lifetime_ms)
+        {
             return Ok(Err(RefuseReason::Expired));
         }
         let id = env.id();
-        if self.ids.contains_key(id.as_bytes())? || self.forgotten.contains_key(id.as_bytes())? {
+        let user = env.header.recipient;
+        if self.ids.contains_key(id.as_bytes())?
+            || self.forgotten.contains_key(tombstone(&user, &id))?
+        {
             return Ok(Ok(Deposit::Duplicate));
         }
-        let user = env.header.recipient;
         {
             let usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
             let (n, b) = usage.get(&user).copied().unwrap_or_default();
-            if n >= limits.max_messages_per_mailbox || b + bytes.len() as u64 > limits.max_bytes_per_mailbox {
+            if n >= limits.max_messages_per_mailbox
+                || b + bytes.len() as u64 > limits.max_bytes_per_mailbox
+            {
                 return Ok(Err(RefuseReason::MailboxFull));
             }
         }
@@ -164,7 +190,12 @@ impl Mailboxes {
 
     /// Deletes the given messages of `owner`'s mailbox (ids of other mailboxes are ignored) and
     /// remembers them until `tombstone_until_ms`. Returns how many were deleted.
-    pub fn delete(&self, owner: &UserId, ids: &[MessageId], tombstone_until_ms: u64) -> Result<usize, MailboxError> {
+    pub fn delete(
+        &self,
+        owner: &UserId,
+        ids: &[MessageId],
+        tombstone_until_ms: u64,
+    ) -> Result<usize, MailboxError> {
         let own = prefix(owner);
         let mut n = 0;
         for id in ids {
@@ -185,7 +216,8 @@ impl Mailboxes {
                 }
                 self.ids.remove(id.as_bytes())?;
             }
-            self.forgotten.insert(id.as_bytes(), &tombstone_until_ms.to_be_bytes())?;
+            self.forgotten
+                .insert(tombstone(owner, id), &tombstone_until_ms.to_be_bytes())?;
         }
         Ok(n)
     }
@@ -237,5 +269,247 @@ impl Mailboxes {
     /// Whether a message is held.
     pub fn holds(&self, id: &MessageId) -> Result<bool, MailboxError> {
         Ok(self.ids.contains_key(id.as_bytes())?)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use kith_protocol::{
+        seal::{HandshakeBody, SealedBody},
+        EnvelopeHeader, LocalIdentity,
+    };
+
+    use super::*;
+
+    /// "Now" for every test: expiry is relative to it.
+    const NOW: u64 = 1_000_000_000;
+
+    fn user() -> UserId {
+        LocalIdentity::generate(0, &mut rand::rngs::OsRng).user_id()
+    }
+
+    fn id(n: u8) -> MessageId {
+        MessageId([n; 16])
+    }
+
+    /// An envelope for `to` (the body is opaque to a store peer: any bytes do) and its bytes.
+    fn envelope(
+        to: UserId,
+        id: MessageId,
+        expires_at_ms: u64,
+        body_len: usize,
+    ) -> (Envelope, Vec<u8>) {
+        let env = Envelope {
+            header: EnvelopeHeader::new(id, to, expires_at_ms),
+            body: SealedBody::Handshake(HandshakeBody {
+                prekey_id: 1,
+                noise: vec![7; body_len],
+            }),
+        };
+        let bytes = env.to_bytes().unwrap();
+        (env, bytes)
+    }
+
+    fn open() -> (tempfile::TempDir, Mailboxes) {
+        let dir = tempfile::tempdir().unwrap();
+        let mailboxes = Mailboxes::open(&dir.path().join("mailboxes")).unwrap();
+        (dir, mailboxes)
+    }
+
+    fn put(m: &Mailboxes, to: UserId, n: u8, limits: &Limits) -> Result<Deposit, RefuseReason> {
+        let (env, bytes) = envelope(to, id(n), NOW + 60_000, 100);
+        m.deposit(&env, &bytes, limits, NOW).unwrap()
+    }
+
+    fn ids_of(m: &Mailboxes, user: &UserId) -> Vec<MessageId> {
+        m.list(user).unwrap().into_iter().map(|(i, _)| i).collect()
+    }
+
+    fn usage_of(m: &Mailboxes, user: &UserId) -> Option<(usize, u64)> {
+        m.usage()
+            .into_iter()
+            .find(|(u, _, _)| u == user)
+            .map(|(_, n, b)| (n, b))
+    }
+
+    #[tokio::test]
+    async fn message_quota_is_per_mailbox_and_frees_up_on_delete() {
+        let (_dir, m) = open();
+        let limits = Limits {
+            max_messages_per_mailbox: 3,
+            ..Limits::default()
+        };
+        let (bob, carol) = (user(), user());
+        for n in 1..=3 {
+            assert_eq!(put(&m, bob, n, &limits), Ok(Deposit::Stored));
+        }
+        assert_eq!(put(&m, bob, 4, &limits), Err(RefuseReason::MailboxFull));
+        // Another mailbox is not affected.
+        assert_eq!(put(&m, carol, 5, &limits), Ok(Deposit::Stored));
+        assert_eq!(ids_of(&m, &bob), vec![id(1), id(2), id(3)]);
+        assert_eq!(m.delete(&bob, &[id(2)], NOW + 1_000).unwrap(), 1);
+        assert_eq!(put(&m, bob, 4, &limits), Ok(Deposit::Stored));
+        assert_eq!(ids_of(&m, &bob), vec![id(1), id(3), id(4)]);
+        assert_eq!(usage_of(&m, &bob).map(|u| u.0), Some(3));
+    }
+
+    #[tokio::test]
+    async fn byte_quota_and_envelope_size_and_lifetime_are_enforced() {
+        let (_dir, m) = open();
+        let bob = user();
+        let (small, small_bytes) = envelope(bob, id(1), NOW + 60_000, 100);
+        let limits = Limits {
+            max_bytes_per_mailbox: 2 * small_bytes.len() as u64,
+            max_envelope_bytes: 1_000,
+            max_lifetime_ms: 3_600_000,
+            ..Limits::default()
+        };
+        assert_eq!(
+            m.deposit(&small, &small_bytes, &limits, NOW).unwrap(),
+            Ok(Deposit::Stored)
+        );
+        let (big, big_bytes) = envelope(bob, id(2), NOW + 60_000, 2_000);
+        assert_eq!(
+            m.deposit(&big, &big_bytes, &limits, NOW).unwrap(),
+            Err(RefuseReason::TooLarge)
+        );
+        let (past, past_bytes) = envelope(bob, id(3), NOW, 100);
+        assert_eq!(
+            m.deposit(&past, &past_bytes, &limits, NOW).unwrap(),
+            Err(RefuseReason::Expired)
+        );
+        let (far, far_bytes) = envelope(bob, id(4), NOW + 3_600_001, 100);
+        assert_eq!(
+            m.deposit(&far, &far_bytes, &limits, NOW).unwrap(),
+            Err(RefuseReason::Expired)
+        );
+        let (second, second_bytes) = envelope(bob, id(5), NOW + 60_000, 100);
+        assert_eq!(
+            m.deposit(&second, &second_bytes, &limits, NOW).unwrap(),
+            Ok(Deposit::Stored)
+        );
+        let (third, third_bytes) = envelope(bob, id(6), NOW + 60_000, 100);
+        assert_eq!(
+            m.deposit(&third, &third_bytes, &limits, NOW).unwrap(),
+            Err(RefuseReason::MailboxFull)
+        );
+        assert_eq!(usage_of(&m, &bob), Some((2, 2 * small_bytes.len() as u64)));
+    }
+
+    #[tokio::test]
+    async fn a_duplicate_is_stored_once() {
+        let (_dir, m) = open();
+        let limits = Limits::default();
+        let bob = user();
+        assert_eq!(put(&m, bob, 1, &limits), Ok(Deposit::Stored));
+        assert_eq!(put(&m, bob, 1, &limits), Ok(Deposit::Duplicate));
+        assert_eq!(ids_of(&m, &bob), vec![id(1)]);
+        assert_eq!(usage_of(&m, &bob).map(|u| u.0), Some(1));
+        assert!(m.holds(&id(1)).unwrap());
+        assert_eq!(m.owner_of(&id(1)).unwrap(), Some(bob));
+    }
+
+    #[tokio::test]
+    async fn only_the_owner_deletes() {
+        let (_dir, m) = open();
+        let limits = Limits::default();
+        let (bob, mallory) = (user(), user());
+        assert_eq!(put(&m, bob, 1, &limits), Ok(Deposit::Stored));
+        assert_eq!(put(&m, bob, 2, &limits), Ok(Deposit::Stored));
+        assert_eq!(m.delete(&mallory, &[id(1), id(2)], NOW + 1_000).unwrap(), 0);
+        assert_eq!(ids_of(&m, &bob), vec![id(1), id(2)]);
+        assert_eq!(m.delete(&bob, &[id(1)], NOW + 1_000).unwrap(), 1);
+        assert_eq!(ids_of(&m, &bob), vec![id(2)]);
+        assert!(!m.holds(&id(1)).unwrap());
+        assert_eq!(usage_of(&m, &bob).map(|u| u.0), Some(1));
+        assert_eq!(m.delete(&bob, &[id(2)], NOW + 1_000).unwrap(), 1);
+        assert_eq!(usage_of(&m, &bob), None);
+    }
+
+    #[tokio::test]
+    async fn a_tombstone_blocks_a_late_copy_until_it_expires() {
+        let (_dir, m) = open();
+        let limits = Limits::default();
+        let bob = user();
+        assert_eq!(put(&m, bob, 1, &limits), Ok(Deposit::Stored));
+        assert_eq!(m.delete(&bob, &[id(1)], NOW + 1_000).unwrap(), 1);
+        // A late replica (or a retried deposit) of what bob already took is not stored again.
+        assert_eq!(put(&m, bob, 1, &limits), Ok(Deposit::Duplicate));
+        assert!(ids_of(&m, &bob).is_empty());
+        // Bob may also delete ahead what this peer has not received yet.
+        assert_eq!(m.delete(&bob, &[id(2)], NOW + 1_000).unwrap(), 0);
+        assert_eq!(put(&m, bob, 2, &limits), Ok(Deposit::Duplicate));
+        assert!(ids_of(&m, &bob).is_empty());
+        // Tombstones go when they expire.
+        assert_eq!(m.expire(NOW + 1_000).unwrap(), 0);
+        assert_eq!(put(&m, bob, 1, &limits), Ok(Deposit::Stored));
+    }
+
+    #[tokio::test]
+    async fn someone_elses_delete_ahead_does_not_block_a_deposit() {
+        let (_dir, m) = open();
+        let limits = Limits::default();
+        let (bob, mallory) = (user(), user());
+        // Mallory learned (or guessed) the id of a message on its way to bob.
+        assert_eq!(m.delete(&mallory, &[id(1)], NOW + 1_000).unwrap(), 0);
+        assert_eq!(put(&m, bob, 1, &limits), Ok(Deposit::Stored));
+        assert_eq!(ids_of(&m, &bob), vec![id(1)]);
+    }
+
+    #[tokio::test]
+    async fn expire_removes_expired_envelopes_only() {
+        let (_dir, m) = open();
+        let limits = Limits::default();
+        let (bob, carol) = (user(), user());
+        let (soon, soon_bytes) = envelope(bob, id(1), NOW + 10, 100);
+        let (later, later_bytes) = envelope(bob, id(2), NOW + 60_000, 100);
+        let (carols, carols_bytes) = envelope(carol, id(3), NOW + 10, 100);
+        for (env, bytes) in [
+            (&soon, &soon_bytes),
+            (&later, &later_bytes),
+            (&carols, &carols_bytes),
+        ] {
+            assert_eq!(
+                m.deposit(env, bytes, &limits, NOW).unwrap(),
+                Ok(Deposit::Stored)
+            );
+        }
+        assert_eq!(m.expire(NOW + 9).unwrap(), 0);
+        assert_eq!(m.expire(NOW + 10).unwrap(), 2);
+        assert_eq!(ids_of(&m, &bob), vec![id(2)]);
+        assert!(ids_of(&m, &carol).is_empty());
+        assert_eq!(usage_of(&m, &bob), Some((1, later_bytes.len() as u64)));
+        assert_eq!(usage_of(&m, &carol), None);
+        assert!(!m.holds(&id(1)).unwrap() && !m.holds(&id(3)).unwrap());
+    }
+
+    #[tokio::test]
+    async fn usage_is_rebuilt_on_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mailboxes");
+        let limits = Limits::default();
+        let bob = user();
+        {
+            let m = Mailboxes::open(&path).unwrap();
+            assert_eq!(put(&m, bob, 1, &limits), Ok(Deposit::Stored));
+            assert_eq!(put(&m, bob, 2, &limits), Ok(Deposit::Stored));
+            m.commit().await.unwrap();
+        }
+        // The committer task lets go of the database shortly after the last handle goes.
+        let mut reopened = None;
+        for _ in 0..200 {
+            match Mailboxes::open(&path) {
+                Ok(m) => {
+                    reopened = Some(m);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(25)).await,
+            }
+        }
+        let m = reopened.expect("the database is released within 5 s");
+        assert_eq!(ids_of(&m, &bob), vec![id(1), id(2)]);
+        assert_eq!(usage_of(&m, &bob).map(|u| u.0), Some(2));
+        assert_eq!(put(&m, bob, 1, &limits), Ok(Deposit::Duplicate));
     }
 }

@@ -149,27 +149,48 @@ pub fn spawn(
     actor.update_gauges();
     let limit = Arc::new(tokio::sync::Semaphore::new(actor.cfg.max_streams));
     let stream_queue = actor.cfg.stream_queue;
+    // Streams are accepted by a task that does nothing else: libp2p-stream keeps at most one
+    // inbound stream waiting to be accepted and drops the next one, so accepting must never
+    // wait behind the actor's work (sled writes, repair).
+    let accept_inputs = tx.clone();
+    let accept_cancel = cancel.clone();
+    let acceptor = tokio::spawn(async move {
+        let mut conn_ids = 0u64;
+        loop {
+            let next = tokio::select! {
+                _ = accept_cancel.cancelled() => break,
+                next = incoming.next() => next,
+            };
+            let Some((peer, stream)) = next else { break };
+            let Ok(permit) = limit.clone().try_acquire_owned() else {
+                tracing::warn!(%peer, "too many mailbox streams; refused");
+                continue;
+            };
+            conn_ids += 1;
+            serve_stream(
+                peer,
+                conn_ids,
+                stream,
+                accept_inputs.clone(),
+                stream_queue,
+                permit,
+                accept_cancel.clone(),
+            );
+        }
+    });
     Ok(tokio::spawn(async move {
         let mut repair = tokio::time::interval(actor.cfg.repair_interval);
         let mut expiry = tokio::time::interval(actor.cfg.expiry_interval);
-        let mut conn_ids = 0u64;
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                Some((peer, stream)) = incoming.next() => {
-                    let Ok(permit) = limit.clone().try_acquire_owned() else {
-                        tracing::warn!(%peer, "too many mailbox streams; refused");
-                        continue;
-                    };
-                    conn_ids += 1;
-                    serve_stream(peer, conn_ids, stream, tx.clone(), stream_queue, permit, cancel.clone());
-                }
                 Some(input) = rx.recv() => actor.on_input(input),
                 Some(ev) = net_events.recv() => actor.on_net(ev),
                 _ = repair.tick() => actor.repair(),
                 _ = expiry.tick() => actor.expire(),
             }
         }
+        acceptor.abort();
         if let Err(e) = actor.mailboxes.flush() {
             tracing::error!(error = %e, "flush at shutdown failed");
         }

@@ -1476,8 +1476,20 @@ impl Messenger {
             }
         }
         for store in self.my_stores() {
-            if let Some(link) = self.stores.get(&store).and_then(|s| s.link.as_ref()) {
-                let _ = link.tx.try_send(MailboxRequest::Presence(record.clone()));
+            let link = self
+                .stores
+                .get(&store)
+                .and_then(|s| s.link.as_ref())
+                .filter(|l| !l.tx.is_closed());
+            match link {
+                Some(link) => {
+                    let _ = link.tx.try_send(MailboxRequest::Presence(record.clone()));
+                }
+                // The link is gone (the store peer restarted, or dropped the stream on
+                // arrival): open it again, which subscribes again and sends our presence.
+                None => {
+                    self.store_link(store);
+                }
             }
         }
         // Last seen of contacts we cannot hear directly comes from their store peers.

@@ -477,3 +477,4 @@ pub fn init_logging() {
             .try_init();
     }
 }
+pub mod mesh;
