@@ -3,15 +3,13 @@
 //! a store-and-forward peer that holds sealed envelopes and presence records for offline users
 //! (`/kith/mailbox/1`).
 //!
-//! # Layout
-//! - [`mailboxes`]: sled storage of mailboxes, quotas, expiry, tombstones.
-//! - [`store_peer`]: the mailbox protocol service, presence and replication repair.
-//! - [`metrics`]: Prometheus counters on `/metrics`.
-//! - [`run`]: [`run::start`] wires the shared networking of `kith-node` to these.
+//! The peer itself is [`kith_node::operator`] (so that `kith demo` and the simulation harness
+//! run store peers in-process beside users' nodes without a dependency cycle); this crate is
+//! its command line, and re-exports it under the names operators and tests use.
 
-pub mod mailboxes;
-pub mod metrics;
-pub mod run;
-pub mod store_peer;
+pub use kith_node::operator::{mailboxes, metrics, start, store_peer, Config, RunError, Running};
 
-pub use run::{start, Config, RunError, Running};
+/// Starting and stopping the peer.
+pub mod run {
+    pub use kith_node::operator::{load_or_create_key, start, Config, RunError, Running, KEY_FILE};
+}

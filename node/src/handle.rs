@@ -219,8 +219,13 @@ impl Node {
     }
 
     /// Adds a contact by user id alone, taking their key bundle from the DHT.
-    pub async fn add_contact_by_id(&self, user: UserId, name: Option<String>) -> Result<ContactView, NodeError> {
-        self.call(|reply| Command::AddContactById { user, name, reply }).await
+    pub async fn add_contact_by_id(
+        &self,
+        user: UserId,
+        name: Option<String>,
+    ) -> Result<ContactView, NodeError> {
+        self.call(|reply| Command::AddContactById { user, name, reply })
+            .await
     }
 
     /// All contacts.

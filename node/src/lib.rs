@@ -14,6 +14,10 @@
 //! - [`api`]: the REST API (axum) and its error mapping.
 //! - [`client`]: a REST client, used by the CLI.
 //! - [`run`]: [`run::start`] and [`run::run`], which wire it all together.
+//! - [`operator`]: the operator's peer (bootstrap, relay, store-and-forward), which the
+//!   `kith-bootstrap` binary runs.
+//! - [`mesh`]: a local mesh in one process (store peers and users), for `kith demo` and the
+//!   simulation harness.
 
 pub mod api;
 pub mod client;
@@ -21,8 +25,10 @@ pub mod config;
 pub mod handle;
 pub mod invite;
 pub mod link;
+pub mod mesh;
 pub mod messenger;
 pub mod net;
+pub mod operator;
 pub mod run;
 pub mod store;
 pub mod time;

@@ -61,6 +61,22 @@ Examples:
     Run(RunArgs),
     /// Print the API token (send it as `Authorization: Bearer <token>`).
     Token,
+    /// Run a local demo mesh in this one process: three store peers and two users, alice and
+    /// bob, on 127.0.0.1, introduced to each other, with a first message sent. Prints each
+    /// user's API address and token; Ctrl-C stops everything.
+    #[command(after_help = "\
+Examples:
+  kith demo
+  kith demo --port 0            # any free API ports
+  kith demo --dir /tmp/kith-demo  # keep the demo's data after it stops")]
+    Demo {
+        /// Keep the demo's data in this directory (default: a temporary one, removed at exit).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// API port of alice; bob gets the next one. 0 picks free ports.
+        #[arg(long, default_value_t = 7878)]
+        port: u16,
+    },
     /// Print your invite: one string a contact adds with `kith contacts add`.
     Invite,
     /// Add or list contacts.
@@ -173,6 +189,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             println!("{}", token(&data_dir)?);
             Ok(())
         }
+        Command::Demo { dir, port } => demo(dir, port).await,
         command => {
             init_tracing("warn");
             let client = ApiClient::new(&cli.api, token(&data_dir)?)?;
@@ -235,16 +252,8 @@ async fn run(data_dir: PathBuf, api: &str, args: RunArgs) -> Result<()> {
         .context("starting the node")?;
     println!("kith: user {}", running.node.user_id());
     println!("kith: api http://{}", running.api_addr);
-    // The swarm reports its listen addresses asynchronously; give it a moment.
-    let mut addrs = running.node.listen_addrs();
-    for _ in 0..40 {
-        if !addrs.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        addrs = running.node.listen_addrs();
-    }
-    for addr in addrs {
+    // `start` returns once every listener is bound, so the addresses are known.
+    for addr in running.node.listen_addrs() {
         println!("kith: listening on {addr}");
     }
 
@@ -253,6 +262,74 @@ async fn run(data_dir: PathBuf, api: &str, args: RunArgs) -> Result<()> {
     tokio::select! {
         result = running.shutdown() => result.context("shutting down the node")?,
         _ = tokio::signal::ctrl_c() => bail!("interrupted again; exited without a clean shutdown"),
+    }
+    Ok(())
+}
+
+async fn demo(dir: Option<PathBuf>, port: u16) -> Result<()> {
+    init_tracing("warn");
+    let (dir, temporary) = match dir {
+        Some(d) => (d, false),
+        None => (
+            std::env::temp_dir().join(format!("kith-demo-{}", std::process::id())),
+            true,
+        ),
+    };
+    let ports = if port == 0 {
+        vec![0, 0]
+    } else {
+        vec![port, port.saturating_add(1)]
+    };
+    println!("kith demo: starting 3 store peers and 2 users (alice, bob) on 127.0.0.1 ...");
+    let mesh = kith_node::mesh::Mesh::start(kith_node::mesh::MeshConfig {
+        dir: dir.clone(),
+        stores: 3,
+        users: vec!["alice".into(), "bob".into()],
+        api_ports: ports,
+        heartbeat: Duration::from_secs(5),
+    })
+    .await
+    .context("starting the demo mesh")?;
+    let (Some(alice), Some(bob)) = (mesh.user("alice"), mesh.user("bob")) else {
+        bail!("demo mesh lacks alice or bob");
+    };
+    alice
+        .node
+        .send_text(
+            bob.user_id(),
+            "Hi Bob! This is Kith: end to end encrypted, no server in between.".into(),
+            serde_json::json!({"client": "kith demo"}),
+        )
+        .await
+        .context("sending the first message")?;
+    for s in &mesh.stores {
+        if let Some(addr) = s.listen_addrs.first() {
+            println!("store peer   {addr}");
+        }
+    }
+    for (name, n) in &mesh.users {
+        println!();
+        println!("{name:<6} user  {}", n.user_id());
+        println!("       api   http://{}", n.api_addr);
+        println!("       token {}", n.token);
+    }
+    let (a, b) = (alice.api_addr, bob.user_id());
+    println!();
+    println!("Try, in another terminal:");
+    println!(
+        "  curl -s -H 'Authorization: Bearer {}' 'http://{a}/v1/conversations/{b}?count=10'",
+        alice.token
+    );
+    println!(
+        "  kith --api {a} --data-dir {} history {b}",
+        dir.join("alice").display()
+    );
+    println!("Ctrl-C stops the demo.");
+    shutdown_signal().await?;
+    eprintln!("kith demo: stopping");
+    mesh.shutdown().await;
+    if temporary {
+        let _ = std::fs::remove_dir_all(&dir);
     }
     Ok(())
 }
@@ -345,7 +422,7 @@ async fn client_command(client: &ApiClient, command: Command) -> Result<()> {
                 println!("last seen hidden");
             }
         }
-        Command::Init | Command::Run(_) | Command::Token => {
+        Command::Init | Command::Run(_) | Command::Token | Command::Demo { .. } => {
             bail!("internal: command does not use the API")
         }
     }

@@ -431,7 +431,10 @@ impl Messenger {
             Command::SetSharePresence { share, reply } => {
                 self.share_presence = share;
                 // Kept across restarts: a user who hid their last seen stays hidden.
-                if let Err(e) = self.store.set_meta_u64(SHARE_LAST_SEEN_KEY, u64::from(share)) {
+                if let Err(e) = self
+                    .store
+                    .set_meta_u64(SHARE_LAST_SEEN_KEY, u64::from(share))
+                {
                     let _ = reply.send(Err(store_err(e)));
                     return;
                 }
@@ -476,7 +479,11 @@ impl Messenger {
         })
     }
 
-    fn add_contact(&mut self, invite: &str, name: Option<String>) -> Result<ContactView, NodeError> {
+    fn add_contact(
+        &mut self,
+        invite: &str,
+        name: Option<String>,
+    ) -> Result<ContactView, NodeError> {
         let invite = Invite::decode(invite).map_err(|e| NodeError::BadInvite(e.to_string()))?;
         if invite.user() == self.user {
             return Err(NodeError::InvalidInput("that invite is your own".into()));
@@ -1350,7 +1357,10 @@ impl Messenger {
     /// Publishes our key bundle in the DHT, so people can add us by user id alone; at most
     /// once per [`PUBLISH_INTERVAL`].
     fn maybe_publish_bundle(&mut self) {
-        if self.last_publish.is_some_and(|t| t.elapsed() < PUBLISH_INTERVAL) {
+        if self
+            .last_publish
+            .is_some_and(|t| t.elapsed() < PUBLISH_INTERVAL)
+        {
             return;
         }
         let Ok(value) = kith_protocol::codec::encode(&self.me.bundle()) else {

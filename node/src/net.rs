@@ -669,7 +669,8 @@ impl SwarmTask {
             })) => {
                 if let Some((found, _)) = self.pending_get.get_mut(&id) {
                     if let Ok(kad::GetRecordOk::FoundRecord(r)) = result {
-                        if found.len() < MAX_RECORDS_PER_LOOKUP && !found.contains(&r.record.value) {
+                        if found.len() < MAX_RECORDS_PER_LOOKUP && !found.contains(&r.record.value)
+                        {
                             found.push(r.record.value);
                         }
                     }

@@ -1,4 +1,15 @@
-//! Starting and stopping a bootstrap / relay / store peer.
+//! The operator's peer (`kith-bootstrap`): DHT bootstrap (Kademlia in server mode, identify,
+//! ping), optionally a circuit relay and a store-and-forward peer. It lives in this crate, beside
+//! the desktop node, so that `kith demo` and the simulation harness can run store peers in the
+//! same process as users' nodes; the `kith-bootstrap` binary is a thin command line over it.
+//!
+//! - [`mailboxes`]: sled storage of mailboxes, quotas, expiry, tombstones.
+//! - [`store_peer`]: the `/kith/mailbox/1` service, presence, replication repair.
+//! - [`metrics`]: Prometheus counters on `/metrics`.
+
+pub mod mailboxes;
+pub mod metrics;
+pub mod store_peer;
 
 use std::{
     net::SocketAddr,
@@ -7,11 +18,11 @@ use std::{
     time::Duration,
 };
 
-use kith_node::net::{self, peer_of, NetConfig, RelayLimits};
+use crate::net::{self, peer_of, NetConfig, RelayLimits};
 use libp2p::{identity, Multiaddr, PeerId};
 use tokio_util::sync::CancellationToken;
 
-use crate::{mailboxes::Mailboxes, metrics::Metrics, store_peer};
+use self::{mailboxes::Mailboxes, metrics::Metrics};
 
 /// File holding the peer's identity key (protobuf encoding).
 pub const KEY_FILE: &str = "identity.key";
@@ -69,7 +80,7 @@ pub enum RunError {
     Net(#[from] net::NetError),
     /// The mailboxes could not be opened.
     #[error("mailboxes: {0}")]
-    Mailboxes(#[from] crate::mailboxes::MailboxError),
+    Mailboxes(#[from] mailboxes::MailboxError),
 }
 
 /// Loads the identity key from the data directory, creating it on first use.
@@ -205,7 +216,7 @@ pub async fn start(cfg: Config) -> Result<Running, RunError> {
         let m = metrics.clone();
         let c = cancel.clone();
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = crate::metrics::serve(listener, m, c).await {
+            if let Err(e) = metrics::serve(listener, m, c).await {
                 tracing::error!(error = %e, "metrics server failed");
             }
         }));

@@ -13,12 +13,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
-use kith_node::{
+use crate::{
     link::{encode_frames, spawn_stream_link, FrameReader, LinkSignal},
     net::{closest_peers, NetEvent, Network},
     time::now_ms,
 };
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use kith_protocol::{
     mailbox::{MailboxRequest, MailboxResponse, RefuseReason, MAILBOX_PROTOCOL, MAX_BATCH},
     presence::PresenceTable,
@@ -28,7 +28,7 @@ use libp2p::{PeerId, StreamProtocol};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::{
+use super::{
     mailboxes::{Deposit, Limits, Mailboxes},
     metrics::Metrics,
 };
@@ -124,11 +124,11 @@ pub fn spawn(
     known_stores: Vec<PeerId>,
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
-) -> Result<tokio::task::JoinHandle<()>, kith_node::net::NetError> {
+) -> Result<tokio::task::JoinHandle<()>, crate::net::NetError> {
     let mut control = net.control();
     let mut incoming = control
         .accept(MAILBOX)
-        .map_err(|_| kith_node::net::NetError::AlreadyRegistered)?;
+        .map_err(|_| crate::net::NetError::AlreadyRegistered)?;
     let (tx, mut rx) = mpsc::channel::<Input>(4096);
     let mut actor = StorePeer {
         local: net.local_peer_id(),

@@ -10,7 +10,7 @@
 
 use std::{collections::HashMap, path::Path};
 
-use kith_node::store::Committer;
+use crate::store::Committer;
 use kith_protocol::{mailbox::RefuseReason, Envelope, MessageId, UserId};
 
 /// Quotas and lifetimes of a store peer's mailboxes.
