@@ -476,12 +476,15 @@ const MAX_ADDRS_PER_PEER: usize = 16;
 
 impl SwarmTask {
     async fn run(mut self, cancel: CancellationToken) {
+        // The swarm runs until cancelled, even when no handle is left to send commands (a
+        // bootstrap peer without a store keeps none): it still serves the network.
+        let mut commands_open = true;
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                cmd = self.commands.recv() => match cmd {
+                cmd = self.commands.recv(), if commands_open => match cmd {
                     Some(cmd) => self.on_command(cmd),
-                    None => break,
+                    None => commands_open = false,
                 },
                 event = self.swarm.select_next_some() => self.on_event(event),
             }
