@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use kith_protocol::{identity::PrekeyPolicy, UserId};
+use kith_protocol::{identity::PrekeyPolicy, LocalIdentity, UserId};
 use rand::RngCore;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -84,6 +84,17 @@ pub struct InitInfo {
 /// Creates the data directory, the identity and the API token if they do not exist yet.
 /// Idempotent: an initialised directory is left as it is.
 pub fn init(data_dir: &Path) -> Result<InitInfo, RunError> {
+    let token_path = ensure_token(data_dir)?;
+    let identity = store::ensure_identity(&data_dir.join(DB_DIR))?;
+    Ok(InitInfo {
+        user_id: identity.user_id().to_string(),
+        token: read_token(data_dir)?,
+        token_path,
+    })
+}
+
+/// Creates the data directory and the API token file if missing; returns the token's path.
+fn ensure_token(data_dir: &Path) -> Result<PathBuf, RunError> {
     std::fs::create_dir_all(data_dir).map_err(io_err(data_dir))?;
     restrict(data_dir, 0o700);
     let token_path = data_dir.join(TOKEN_FILE);
@@ -96,12 +107,7 @@ pub fn init(data_dir: &Path) -> Result<InitInfo, RunError> {
         restrict(&tmp, 0o600);
         std::fs::rename(&tmp, &token_path).map_err(io_err(&token_path))?;
     }
-    let identity = store::ensure_identity(&data_dir.join(DB_DIR))?;
-    Ok(InitInfo {
-        user_id: identity.user_id().to_string(),
-        token: read_token(data_dir)?,
-        token_path,
-    })
+    Ok(token_path)
 }
 
 #[cfg(unix)]
@@ -174,11 +180,19 @@ pub async fn start(config: Config) -> Result<RunningNode, RunError> {
     if !config.api.ip().is_loopback() && !config.api_public {
         return Err(RunError::PublicApi(config.api));
     }
-    let info = init(&config.data_dir)?;
+    // The database is opened once: opening it a second time right after closing it can race
+    // with sled's background flusher still holding the file lock.
+    ensure_token(&config.data_dir)?;
+    let token = read_token(&config.data_dir)?;
     let store = Store::open(&config.data_dir.join(DB_DIR), config.commit_delay)?;
-    let mut me = store
-        .identity()?
-        .ok_or_else(|| StoreError::Identity("missing after init".into()))?;
+    let mut me = match store.identity()? {
+        Some(me) => me,
+        None => {
+            let me = LocalIdentity::generate(now_ms(), &mut rand::rngs::OsRng);
+            store.set_identity(&me)?;
+            me
+        }
+    };
     if me.maintain_prekeys(now_ms(), &PrekeyPolicy::default(), &mut rand::rngs::OsRng) {
         store.set_identity(&me)?;
         tracing::info!(prekey = me.prekeys().current().id, "prekey rotated");
@@ -236,9 +250,9 @@ pub async fn start(config: Config) -> Result<RunningNode, RunError> {
     let api_addr = listener.local_addr().map_err(io_err(Path::new("api")))?;
     let api_node = node.clone();
     let api_cancel = cancel.clone();
-    let token = info.token.clone();
+    let api_token = token.clone();
     let api_task = tokio::spawn(async move {
-        if let Err(e) = api::serve(listener, api_node, token, api_cancel).await {
+        if let Err(e) = api::serve(listener, api_node, api_token, api_cancel).await {
             tracing::error!(error = %e, "API server failed");
         }
     });
@@ -246,7 +260,7 @@ pub async fn start(config: Config) -> Result<RunningNode, RunError> {
     Ok(RunningNode {
         node,
         api_addr,
-        token: info.token,
+        token,
         cancel,
         tasks: vec![messenger_task, api_task, acceptor, net_task],
         store,

@@ -415,6 +415,13 @@ async fn offline(messages: usize) -> Result<Value> {
     for i in 0..3 {
         let mut cfg = kith_bootstrap::Config::loopback_store(dir.path().join(format!("store{i}")));
         cfg.peers = addrs.clone();
+        if let Some(store) = cfg.store.as_mut() {
+            // Room for the whole run in one mailbox, and no depositor rate limit: this
+            // measures the store path, not the quotas.
+            store.limits.max_messages_per_mailbox =
+                store.limits.max_messages_per_mailbox.max(2 * messages + 16);
+            store.limits.deposits_per_minute = u32::MAX;
+        }
         let s = kith_bootstrap::start(cfg).await?;
         addrs.extend(s.listen_addrs.iter().cloned());
         stores.push(s);
