@@ -764,26 +764,8 @@ impl Messenger {
         }
         let now_ms = now_ms();
         while state.in_flight.len() < self.cfg.max_in_flight {
-            let Some(id) = state.queue.pop_front() else {
+            let Some((id, envelope)) = self.next_sealed(user, &mut state, now_ms) else {
                 break;
-            };
-            if state.in_flight.contains_key(&id) {
-                continue;
-            }
-            let Some(entry) = self.outbox.get(&id).cloned() else {
-                continue;
-            };
-            if entry.expires_at_ms <= now_ms {
-                self.expire(&entry);
-                continue;
-            }
-            let envelope = match self.seal(&entry, now_ms) {
-                Ok(env) => env,
-                Err(e) => {
-                    tracing::warn!(%id, to = %user, error = %e, "cannot seal; message stays queued");
-                    state.queue.push_front(id);
-                    break;
-                }
             };
             let Some(link) = state.link.as_ref() else {
                 break;
@@ -802,6 +784,38 @@ impl Messenger {
             }
         }
         self.peers.insert(user, state);
+    }
+
+    /// The next queued entry for `user`, sealed: skips entries already in flight, gone from
+    /// the outbox or expired. `None` when the queue is empty, or when sealing failed (the
+    /// entry then stays at the front of the queue).
+    fn next_sealed(
+        &mut self,
+        user: UserId,
+        state: &mut PeerState,
+        now_ms: u64,
+    ) -> Option<(MessageId, Envelope)> {
+        loop {
+            let id = state.queue.pop_front()?;
+            if state.in_flight.contains_key(&id) {
+                continue;
+            }
+            let Some(entry) = self.outbox.get(&id).cloned() else {
+                continue;
+            };
+            if entry.expires_at_ms <= now_ms {
+                self.expire(&entry);
+                continue;
+            }
+            return match self.seal(&entry, now_ms) {
+                Ok(env) => Some((id, env)),
+                Err(e) => {
+                    tracing::warn!(%id, to = %user, error = %e, "cannot seal; message stays queued");
+                    state.queue.push_front(id);
+                    None
+                }
+            };
+        }
     }
 
     fn seal(&mut self, entry: &OutboxEntry, now_ms: u64) -> Result<Envelope, String> {
@@ -1602,26 +1616,8 @@ impl Messenger {
         };
         let now = now_ms();
         while state.in_flight.len() < self.cfg.max_in_flight {
-            let Some(id) = state.queue.pop_front() else {
+            let Some((id, envelope)) = self.next_sealed(user, &mut state, now) else {
                 break;
-            };
-            if state.in_flight.contains_key(&id) {
-                continue;
-            }
-            let Some(entry) = self.outbox.get(&id).cloned() else {
-                continue;
-            };
-            if entry.expires_at_ms <= now {
-                self.expire(&entry);
-                continue;
-            }
-            let envelope = match self.seal(&entry, now) {
-                Ok(env) => env,
-                Err(e) => {
-                    tracing::warn!(%id, to = %user, error = %e, "cannot seal; message stays queued");
-                    state.queue.push_front(id);
-                    break;
-                }
             };
             let mut sent = 0;
             for l in &links {
