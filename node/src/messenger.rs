@@ -86,6 +86,8 @@ pub(crate) enum Internal {
         name: Option<String>,
         reply: oneshot::Sender<Result<ContactView, NodeError>>,
     },
+    /// Some mailbox envelopes could not be opened yet: fetch the mailbox again later.
+    RetryMailbox(Vec<MessageId>),
     /// A DHT lookup found addresses for a contact.
     Found(UserId, Vec<libp2p::Multiaddr>),
 }
@@ -96,6 +98,16 @@ const MAX_INVALID_RETRIES: u32 = 3;
 
 /// `meta` key of the user's last-seen sharing choice (1 share, 0 hide).
 const SHARE_LAST_SEEN_KEY: &str = "share_last_seen";
+
+/// How long to wait before fetching the mailbox again when part of it could not be opened
+/// yet (its session's first message is likely still arriving from another store peer).
+const MAILBOX_REFETCH_DELAY: Duration = Duration::from_secs(2);
+
+/// Fetches an unopenable mailbox message gets before it is deleted as bad.
+const MAX_MAILBOX_REFETCH: u32 = 3;
+
+/// Most unopenable mailbox messages tracked at once.
+const MAX_UNOPENED: usize = 10_000;
 
 /// How often the key bundle is published in the DHT again.
 const PUBLISH_INTERVAL: Duration = Duration::from_secs(600);
@@ -219,6 +231,11 @@ pub(crate) struct Messenger {
     deposits: HashMap<MessageId, DepositState>,
     /// When our key bundle was last published in the DHT.
     last_publish: Option<Instant>,
+    /// When to fetch our mailbox again because some of it could not be opened yet (a
+    /// message whose session's first message had not arrived).
+    refetch_at: Option<Instant>,
+    /// How many fetches each unopenable mailbox message has survived.
+    unopened: HashMap<MessageId, u32>,
 }
 
 struct StoreState {
@@ -293,6 +310,8 @@ impl Messenger {
             store_rx: Some(store_rx),
             deposits: HashMap::new(),
             last_publish: None,
+            refetch_at: None,
+            unopened: HashMap::new(),
             cfg,
             store,
         };
@@ -1418,6 +1437,38 @@ impl Messenger {
                     }
                 }
             }
+            Internal::RetryMailbox(ids) => {
+                let mut give_up = Vec::new();
+                for id in ids {
+                    let tries = self.unopened.entry(id).or_insert(0);
+                    *tries += 1;
+                    if *tries > MAX_MAILBOX_REFETCH {
+                        give_up.push(id);
+                    }
+                }
+                if !give_up.is_empty() {
+                    // Still unopenable after several fetches: not a late session, a bad
+                    // envelope. Stop it from being pushed again.
+                    tracing::warn!(
+                        n = give_up.len(),
+                        "mailbox messages that never open; deleted"
+                    );
+                    for id in &give_up {
+                        self.unopened.remove(id);
+                    }
+                    for store in self.my_stores() {
+                        if let Some(link) = self.stores.get(&store).and_then(|s| s.link.as_ref()) {
+                            let _ = link.tx.try_send(MailboxRequest::Delete(give_up.clone()));
+                        }
+                    }
+                }
+                if self.unopened.len() > MAX_UNOPENED {
+                    self.unopened.clear();
+                }
+                if !self.unopened.is_empty() && self.refetch_at.is_none() {
+                    self.refetch_at = Some(Instant::now() + MAILBOX_REFETCH_DELAY);
+                }
+            }
             Internal::Found(user, addrs) => {
                 tracing::debug!(%user, n = addrs.len(), "DHT found addresses");
                 if let Some(c) = self.contacts.get_mut(&user) {
@@ -1440,6 +1491,16 @@ impl Messenger {
 
     fn on_maintenance(&mut self) {
         let now = Instant::now();
+        if self.refetch_at.is_some_and(|t| t <= now) {
+            self.refetch_at = None;
+            // Subscribing again makes each store peer push everything it still holds; what
+            // is already here is recognised by id.
+            for store in self.my_stores() {
+                if let Some(link) = self.stores.get(&store).and_then(|s| s.link.as_ref()) {
+                    let _ = link.tx.try_send(MailboxRequest::Subscribe);
+                }
+            }
+        }
         let now_wall = now_ms();
         let timeout = self.cfg.ack_timeout;
         let grace = self.cfg.heartbeat * ONLINE_GRACE_INTERVALS;
@@ -1715,6 +1776,7 @@ impl Messenger {
         let frames = envs.into_iter().map(MsgFrame::Envelope).collect();
         let (reply, answer) = oneshot::channel();
         self.on_inbound(store, frames, reply);
+        let internal = self.internal_tx.clone();
         let links: Vec<mpsc::Sender<MailboxRequest>> = self
             .my_stores()
             .iter()
@@ -1731,14 +1793,19 @@ impl Messenger {
             // message whose session's first message is still on its way).
             let Ok(answers) = answer.await else { return };
             let mut done = Vec::new();
+            let mut not_yet = Vec::new();
             for a in answers {
                 match a {
                     MsgFrame::Ack(ids) => done.extend(ids),
                     MsgFrame::Reject(id, RejectReason::Expired | RejectReason::Misaddressed) => {
                         done.push(id)
                     }
+                    MsgFrame::Reject(id, _) => not_yet.push(id),
                     _ => {}
                 }
+            }
+            if !not_yet.is_empty() {
+                let _ = internal.send(Internal::RetryMailbox(not_yet)).await;
             }
             for chunk in done.chunks(MAX_DELETE_IDS) {
                 for l in &links {

@@ -582,3 +582,57 @@ async fn last_seen_of_offline_user_is_served_by_store_peers() -> Result<()> {
     }
     Ok(())
 }
+
+/// An envelope that can never be opened (here: a session message in a session that does not
+/// exist) is kept for a few fetches — it could be a late session message whose first message
+/// is still arriving — then deleted from the store peers, instead of being pushed again on
+/// every reconnection until it expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unopenable_mailbox_messages_are_deleted_after_a_few_fetches() -> Result<()> {
+    init_logging();
+    let mesh = Mesh::start(3, |_| {}).await?;
+    let (_alice, bob) = alice_and_bob(&mesh, |_| {}).await?;
+    let junk = Envelope {
+        header: kith_protocol::EnvelopeHeader::new(
+            MessageId([0x5a; 16]),
+            bob.user_id(),
+            now_ms() + 3_600_000,
+        ),
+        body: kith_protocol::SealedBody::Session(kith_protocol::seal::SessionBody {
+            session: kith_protocol::seal::SessionId([0x77; 16]),
+            n: 0,
+            ciphertext: vec![0u8; 48],
+        }),
+    };
+    let mut mallory = MailboxClient::random().await?;
+    for store in &mesh.stores {
+        let mut s = mallory.open(store).await?;
+        let answer = deposit(&mut s, &junk).await?;
+        ensure!(
+            answer == MailboxResponse::Stored(junk.id()),
+            "{}: junk deposit answered {answer:?}",
+            store.name()
+        );
+    }
+    // Bob is online and subscribed: the stores push it, bob cannot open it, fetches again a
+    // few times, then asks every store peer to delete it.
+    wait_for(
+        Duration::from_secs(60),
+        "the unopenable message to be deleted from every store peer",
+        || async {
+            let held: u64 = mesh
+                .stores
+                .iter()
+                .map(|s| s.stored_messages().unwrap_or(u64::MAX))
+                .sum();
+            Ok((held == 0).then_some(()))
+        },
+    )
+    .await?;
+    let contacts = bob.node()?.contacts()?;
+    ensure!(
+        contacts.len() == 1,
+        "the junk made bob learn a contact: {contacts:?}"
+    );
+    Ok(())
+}
