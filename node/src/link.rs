@@ -81,10 +81,14 @@ enum LinkError {
 
 /// Reads length-prefixed frames from a byte stream without ever buffering more than one
 /// maximum frame beyond what was already decoded.
+///
+/// `next_batch` is cancel-safe (it may be raced in a `select!`): bytes are read into a scratch
+/// buffer and only then appended, so a read abandoned mid-way changes nothing.
 pub struct FrameReader<R> {
     inner: R,
     buf: Vec<u8>,
     start: usize,
+    scratch: Vec<u8>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -94,6 +98,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             inner,
             buf: Vec::with_capacity(64 * 1024),
             start: 0,
+            scratch: Vec::new(),
         }
     }
 
@@ -131,16 +136,15 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             };
             let have = self.buf.len() - self.start;
             let want = need.saturating_sub(have).max(16 * 1024);
-            let old = self.buf.len();
-            self.buf.resize(old + want, 0);
-            let n = match self.inner.read(&mut self.buf[old..]).await {
-                Ok(n) => n,
-                Err(e) => {
-                    self.buf.truncate(old);
-                    return Err(LinkErrorPub(LinkError::Io(e)));
-                }
-            };
-            self.buf.truncate(old + n);
+            if self.scratch.len() < want {
+                self.scratch.resize(want, 0);
+            }
+            let n = self
+                .inner
+                .read(&mut self.scratch[..want])
+                .await
+                .map_err(|e| LinkErrorPub(LinkError::Io(e)))?;
+            self.buf.extend_from_slice(&self.scratch[..n]);
             if n == 0 {
                 return if have == 0 {
                     Ok(None)
