@@ -240,6 +240,10 @@ pub(crate) struct Messenger {
 
 struct StoreState {
     link: Option<ActiveStoreLink>,
+    /// After a lost link, the heartbeat reopens it no sooner than this.
+    retry_at: Option<Instant>,
+    /// The next wait after a lost link (doubles up to the configured maximum).
+    backoff: Duration,
 }
 
 struct ActiveStoreLink {
@@ -1298,7 +1302,11 @@ impl Messenger {
             } if protocols.iter().any(|p| p == MAILBOX_PROTOCOL) => {
                 if let std::collections::hash_map::Entry::Vacant(slot) = self.stores.entry(peer) {
                     tracing::info!(store = %peer, "store peer found");
-                    slot.insert(StoreState { link: None });
+                    slot.insert(StoreState {
+                        link: None,
+                        retry_at: None,
+                        backoff: self.cfg.min_backoff,
+                    });
                     self.subscribe_mailbox();
                     // Anything waiting for an unreachable contact may now be deposited.
                     let waiting: Vec<UserId> = self
@@ -1573,7 +1581,13 @@ impl Messenger {
                 // The link is gone (the store peer restarted, or dropped the stream on
                 // arrival): open it again, which subscribes again and sends our presence.
                 None => {
-                    self.store_link(store);
+                    let due = self
+                        .stores
+                        .get(&store)
+                        .is_some_and(|s| s.retry_at.is_none_or(|t| t <= Instant::now()));
+                    if due {
+                        self.store_link(store);
+                    }
                 }
             }
         }
@@ -1713,11 +1727,21 @@ impl Messenger {
             signal,
         } = ev;
         match signal {
-            LinkSignal::Up => tracing::debug!(%store, "store link up"),
+            LinkSignal::Up => {
+                tracing::debug!(%store, "store link up");
+                let min = self.cfg.min_backoff;
+                if let Some(s) = self.stores.get_mut(&store) {
+                    s.backoff = min;
+                    s.retry_at = None;
+                }
+            }
             LinkSignal::Down => {
+                let max = self.cfg.max_backoff;
                 if let Some(s) = self.stores.get_mut(&store) {
                     if s.link.as_ref().map(|l| l.generation) == Some(generation) {
                         s.link = None;
+                        s.retry_at = Some(Instant::now() + s.backoff);
+                        s.backoff = (s.backoff * 2).min(max);
                     }
                 }
             }
