@@ -380,8 +380,12 @@ impl Messenger {
         tracing::debug!("messenger stopped");
     }
 
-    fn emit(&self, event: Event) {
-        let _ = self.events.send(event);
+    /// Publishes an event; it is only built (ids rendered, views made) when someone listens,
+    /// since this runs for every message.
+    fn emit(&self, make: impl FnOnce() -> Event) {
+        if self.events.receiver_count() > 0 {
+            let _ = self.events.send(make());
+        }
     }
 
     // ---- commands -------------------------------------------------------------------
@@ -620,7 +624,7 @@ impl Messenger {
         self.store.insert_message(&msg).map_err(store_err)?;
         self.store.outbox_put(&entry).map_err(store_err)?;
         self.outbox.insert(id, entry);
-        self.emit(Event::Message {
+        self.emit(|| Event::Message {
             peer: to.to_string(),
             message: msg.view(&self.user),
         });
@@ -719,7 +723,7 @@ impl Messenger {
 
     fn presence_event(&self, peer: &UserId) {
         if let Ok(view) = self.presence_view(peer) {
-            self.emit(Event::Presence {
+            self.emit(|| Event::Presence {
                 user: peer.to_string(),
                 presence: view,
             });
@@ -909,7 +913,7 @@ impl Messenger {
 
     fn set_status(&mut self, id: &MessageId, status: DeliveryStatus) {
         match self.store.advance_status(id, status) {
-            Ok(Some(msg)) => self.emit(Event::Status {
+            Ok(Some(msg)) => self.emit(|| Event::Status {
                 peer: msg.peer.to_string(),
                 id: id.to_string(),
                 status: msg.status,
@@ -1116,7 +1120,7 @@ impl Messenger {
                 };
                 match self.store.insert_message(&msg) {
                     Ok(true) => {
-                        self.emit(Event::Message {
+                        self.emit(|| Event::Message {
                             peer: sender.to_string(),
                             message: msg.view(&self.user),
                         });

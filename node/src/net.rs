@@ -164,9 +164,6 @@ enum NetCommand {
         peer: PeerId,
         reply: oneshot::Sender<Vec<Multiaddr>>,
     },
-    Connected {
-        reply: oneshot::Sender<Vec<PeerId>>,
-    },
     PutRecord {
         key: Vec<u8>,
         value: Vec<u8>,
@@ -203,11 +200,6 @@ impl Network {
     /// Current listen addresses (without `/p2p`).
     pub fn listen_addrs(&self) -> Vec<Multiaddr> {
         self.listen_addrs.borrow().clone()
-    }
-
-    /// A receiver that sees every change of the listen addresses.
-    pub fn watch_listen_addrs(&self) -> watch::Receiver<Vec<Multiaddr>> {
-        self.listen_addrs.clone()
     }
 
     /// Dials `peer` at `addrs` (plus whatever the swarm knows) unless already connected.
@@ -253,20 +245,6 @@ impl Network {
         if self
             .commands
             .send(NetCommand::GetRecord { key, reply })
-            .await
-            .is_err()
-        {
-            return Vec::new();
-        }
-        rx.await.unwrap_or_default()
-    }
-
-    /// Peers with at least one open connection.
-    pub async fn connected_peers(&self) -> Vec<PeerId> {
-        let (reply, rx) = oneshot::channel();
-        if self
-            .commands
-            .send(NetCommand::Connected { reply })
             .await
             .is_err()
         {
@@ -548,9 +526,6 @@ impl SwarmTask {
                     .kad
                     .get_record(kad::RecordKey::new(&key));
                 self.pending_get.insert(id, (Vec::new(), reply));
-            }
-            NetCommand::Connected { reply } => {
-                let _ = reply.send(self.swarm.connected_peers().copied().collect());
             }
         }
     }

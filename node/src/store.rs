@@ -361,11 +361,6 @@ impl Store {
         Ok(ids)
     }
 
-    /// How many received messages from `peer` are unread.
-    pub fn unread_count(&self, peer: &UserId) -> usize {
-        self.unread.scan_prefix(conv_prefix(peer)).count()
-    }
-
     /// A page of the conversation with `peer`, newest first: skip `offset`, take `count`,
     /// only messages composed after `since_ms`. Also says whether older messages remain.
     pub fn page(
