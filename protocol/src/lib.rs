@@ -18,21 +18,27 @@
 //! - [`frame`]: length-prefixed framing with a maximum frame size.
 //! - [`wire`]: the frames of the `/kith/msg/1` protocol.
 //! - [`mailbox`]: the frames of the `/kith/mailbox/1` protocol (store-and-forward peers).
+//! - [`blob`]: media files encrypted in authenticated chunks ([`BlobKey`], [`BlobLayout`])
+//!   and named by the hash of their ciphertext ([`BlobHash`]).
+//! - [`media`]: the messages of the `/kith/media/1` protocol (moving blobs between nodes).
 //!
 //! The construction is written down exactly in `protocol/README.md`.
 
+pub mod blob;
 pub mod codec;
 pub mod envelope;
 pub mod frame;
 pub mod id;
 pub mod identity;
 pub mod mailbox;
+pub mod media;
 pub mod payload;
 pub mod presence;
 pub mod seal;
 pub mod status;
 pub mod wire;
 
+pub use blob::{BlobError, BlobHash, BlobHasher, BlobKey, BlobLayout};
 pub use envelope::{Envelope, EnvelopeHeader, PROTOCOL_VERSION};
 pub use id::{MessageId, UserId};
 pub use identity::{KeyBundle, LocalIdentity, PrekeyPolicy, PrekeyRing};

@@ -5,7 +5,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{codec, MessageId};
+use crate::{
+    blob::{BlobError, BlobHash, BlobKey, BlobLayout},
+    codec, MessageId,
+};
 
 /// Longest text body, in bytes (48 KiB).
 ///
@@ -45,20 +48,26 @@ pub struct Text {
     pub client_meta: String,
 }
 
-/// A reference to an encrypted media blob; the blob itself travels separately.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A reference to an encrypted media blob ([`crate::blob`]); the blob itself travels
+/// separately, over `/kith/media/1`.
+///
+/// [`MediaRef::validate`] checks only the text and preview limits; a receiver checks the
+/// layout with [`MediaRef::layout`] before downloading (an invalid layout makes the media
+/// undownloadable, not the message undecodable).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MediaRef {
-    /// BLAKE2s-256 of the encrypted blob: its name.
+    /// BLAKE2s-256 of the encrypted blob: its name ([`BlobHash`]).
     pub hash: [u8; 32],
-    /// Plaintext size in bytes.
+    /// Plaintext size in bytes (at most [`crate::blob::MAX_BLOB_SIZE`]).
     pub size: u64,
-    /// Plaintext chunk size the blob was encrypted in.
+    /// Plaintext chunk size the blob was encrypted in
+    /// ([`crate::blob::MIN_CHUNK_SIZE`]..=[`crate::blob::MAX_CHUNK_SIZE`]).
     pub chunk_size: u32,
     /// MIME type, e.g. `image/jpeg`.
     pub mime: String,
     /// The file's name as the sender had it.
     pub name: String,
-    /// The blob's symmetric key.
+    /// The blob's symmetric key ([`BlobKey`]).
     pub key: [u8; 32],
     /// A small preview (thumbnail) to show before the download ends.
     #[serde(with = "serde_bytes")]
@@ -170,6 +179,37 @@ impl MediaRef {
         check_len("name", self.name.len(), MAX_MEDIA_NAME_LEN)?;
         check_len("preview", self.preview.len(), MAX_PREVIEW_LEN)?;
         check_len("caption", self.caption.len(), MAX_TEXT_LEN)
+    }
+
+    /// The blob's layout, validated (chunk size bounds, size limit).
+    pub fn layout(&self) -> Result<BlobLayout, BlobError> {
+        BlobLayout::new(self.size, self.chunk_size)
+    }
+
+    /// The blob's name.
+    pub fn blob_hash(&self) -> BlobHash {
+        BlobHash(self.hash)
+    }
+
+    /// The blob's key.
+    pub fn blob_key(&self) -> BlobKey {
+        BlobKey(self.key)
+    }
+}
+
+impl std::fmt::Debug for MediaRef {
+    /// Like a derived `Debug`, but the key is not printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MediaRef")
+            .field("hash", &BlobHash(self.hash))
+            .field("size", &self.size)
+            .field("chunk_size", &self.chunk_size)
+            .field("mime", &self.mime)
+            .field("name", &self.name)
+            .field("key", &"..")
+            .field("preview_len", &self.preview.len())
+            .field("caption", &self.caption)
+            .finish()
     }
 }
 
@@ -467,6 +507,27 @@ mod tests {
         at_max.preview = vec![0; MAX_PREVIEW_LEN];
         at_max.caption = "c".repeat(MAX_TEXT_LEN);
         assert!(Payload::Media(at_max).to_raw().is_ok());
+    }
+
+    #[test]
+    fn media_ref_blob_helpers() {
+        let m = media();
+        assert_eq!(
+            m.layout().unwrap(),
+            BlobLayout::new(123_456, 65_536).unwrap()
+        );
+        assert_eq!(m.blob_hash(), BlobHash([1; 32]));
+        assert_eq!(m.blob_key().0, [2; 32]);
+        let mut bad = media();
+        bad.chunk_size = 10;
+        assert!(bad.layout().is_err());
+        // Still a valid message: the layout is checked when downloading.
+        assert!(Payload::Media(bad).to_raw().is_ok());
+        let shown = format!("{m:?}");
+        assert!(
+            shown.contains("cat.jpg") && !shown.contains("[2, 2"),
+            "{shown}"
+        );
     }
 
     #[test]
