@@ -61,14 +61,14 @@ pub struct ErrorDetail {
 
 /// An error answer: status, stable code and message.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct ApiError {
+pub(crate) struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -119,7 +119,7 @@ impl IntoResponse for ApiError {
 /// Where the input a node call rejected came from; decides 400 versus 422 for
 /// [`NodeError::InvalidInput`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Input {
+pub(crate) enum Input {
     /// A JSON body that parsed but is semantically wrong (empty text...): 422.
     Body,
     /// A query or path value: 400.
@@ -127,7 +127,7 @@ enum Input {
 }
 
 /// The one mapping from node errors to HTTP answers.
-fn node_error(err: NodeError, input: Input) -> ApiError {
+pub(crate) fn node_error(err: NodeError, input: Input) -> ApiError {
     let message = err.to_string();
     let (status, code) = match &err {
         NodeError::UnknownContact(_) => (StatusCode::NOT_FOUND, "unknown_contact"),
@@ -398,12 +398,17 @@ fn build(node: Node, token: String, port: Option<u16>, shutdown: CancellationTok
         .route("/v1/presence/{user_id}", get(presence))
         .route("/v1/events", get(events))
         .route("/v1/settings", put(settings))
-        .with_state(ApiState { node, shutdown });
+        .with_state(ApiState {
+            node: node.clone(),
+            shutdown,
+        })
+        .merge(crate::web::api_routes(node));
     let guard_state = Guard {
         token: token.into(),
         port,
     };
-    harden(routes, guard_state)
+    // The web app's assets hold no secret: they are merged outside the guard.
+    harden(routes, guard_state).merge(crate::web::assets(port))
 }
 
 /// The API's routes for `node`, guarded by `token`.

@@ -12,6 +12,7 @@
 //! - [`handle`]: [`Node`], the cloneable handle everything else uses.
 //! - [`invite`]: invite strings (user id, addresses, key bundle).
 //! - [`api`]: the REST API (axum) and its error mapping.
+//! - [`web`]: the web app (embedded assets) and the calls only it needs.
 //! - [`client`]: a REST client, used by the CLI.
 //! - [`run`]: [`run::start`] and [`run::run`], which wire it all together.
 //! - [`operator`]: the operator's peer (bootstrap, relay, store-and-forward), which the
@@ -32,6 +33,7 @@ pub mod operator;
 pub mod run;
 pub mod store;
 pub mod time;
+pub mod web;
 
 pub use config::Config;
 pub use handle::{Event, Node, NodeError};

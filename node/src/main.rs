@@ -37,6 +37,7 @@ const EXAMPLES: &str = "\
 Examples:
   kith init                          create an identity in the data directory
   kith run --mdns                    run the node (keep it running in its own terminal)
+  kith open                          open the chat in your browser
   kith invite                        print your invite; give it to a friend
   kith contacts add <invite> --name Ana
   kith send <user> 'hello'           send a message
@@ -61,6 +62,18 @@ Examples:
     Run(RunArgs),
     /// Print the API token (send it as `Authorization: Bearer <token>`).
     Token,
+    /// Open the web app of the running node in a browser: prints its address, which hands the
+    /// API token to the page once, and starts `xdg-open` (or `open`) on it if there is one.
+    #[command(after_help = "\
+Examples:
+  kith open
+  kith open --print              # only print the address
+  kith --api 127.0.0.1:7802 --data-dir /tmp/bob open")]
+    Open {
+        /// Only print the address; do not start a browser.
+        #[arg(long)]
+        print: bool,
+    },
     /// Run a local demo mesh in this one process: three store peers and two users, alice and
     /// bob, on 127.0.0.1, introduced to each other, with a first message sent. Prints each
     /// user's API address and token; Ctrl-C stops everything.
@@ -190,6 +203,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Demo { dir, port } => demo(dir, port).await,
+        Command::Open { print } => open(&data_dir, &cli.api, print).await,
         command => {
             init_tracing("warn");
             let client = ApiClient::new(&cli.api, token(&data_dir)?)?;
@@ -252,6 +266,10 @@ async fn run(data_dir: PathBuf, api: &str, args: RunArgs) -> Result<()> {
         .context("starting the node")?;
     println!("kith: user {}", running.node.user_id());
     println!("kith: api http://{}", running.api_addr);
+    println!(
+        "kith: web {}",
+        kith_node::web::url(running.api_addr, &running.token, None)
+    );
     // `start` returns once every listener is bound, so the addresses are known.
     for addr in running.node.listen_addrs() {
         println!("kith: listening on {addr}");
@@ -312,7 +330,13 @@ async fn demo(dir: Option<PathBuf>, port: u16) -> Result<()> {
         println!("{name:<6} user  {}", n.user_id());
         println!("       api   http://{}", n.api_addr);
         println!("       token {}", n.token);
+        println!(
+            "       web   {}",
+            kith_node::web::url(n.api_addr, &n.token, Some(name))
+        );
     }
+    println!();
+    println!("Open alice's and bob's web addresses in two browser windows side by side and chat.");
     let (a, b) = (alice.api_addr, bob.user_id());
     println!();
     println!("Try, in another terminal:");
@@ -332,6 +356,42 @@ async fn demo(dir: Option<PathBuf>, port: u16) -> Result<()> {
         let _ = std::fs::remove_dir_all(&dir);
     }
     Ok(())
+}
+
+/// `kith open`: prints the web app's address with the token and tries to start a browser on
+/// it. Never fails for want of a browser: the printed address is enough.
+async fn open(data_dir: &Path, api: &str, print_only: bool) -> Result<()> {
+    let addr = api
+        .parse::<SocketAddr>()
+        .with_context(|| format!("--api `{api}` must be an ip:port such as 127.0.0.1:7878"))?;
+    let token = token(data_dir)?;
+    let url = kith_node::web::url(addr, &token, None);
+    let running = match ApiClient::new(api, token.clone()) {
+        Ok(client) => client.me().await.is_ok(),
+        Err(_) => false,
+    };
+    if !running {
+        eprintln!("kith: no node answers at {api} yet; start it with `kith run` (the page waits)");
+    }
+    println!("{url}");
+    if !print_only && !start_browser(&url) {
+        eprintln!("kith: no xdg-open or open found; open the address above in your browser");
+    }
+    Ok(())
+}
+
+/// Starts the desktop's URL opener on `url` without waiting for it; false if there is none.
+fn start_browser(url: &str) -> bool {
+    use std::process::{Command, Stdio};
+    ["xdg-open", "open"].iter().any(|opener| {
+        Command::new(opener)
+            .arg(url)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .is_ok()
+    })
 }
 
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM.
@@ -422,7 +482,11 @@ async fn client_command(client: &ApiClient, command: Command) -> Result<()> {
                 println!("last seen hidden");
             }
         }
-        Command::Init | Command::Run(_) | Command::Token | Command::Demo { .. } => {
+        Command::Init
+        | Command::Run(_)
+        | Command::Token
+        | Command::Demo { .. }
+        | Command::Open { .. } => {
             bail!("internal: command does not use the API")
         }
     }

@@ -213,7 +213,7 @@ async fn bad_api_input_gets_documented_errors() -> Result<()> {
         404,
         "not_found",
     )?;
-    check("no version", &api.get("/").await?, 404, "not_found")?;
+    check("no version", &api.get("/me").await?, 404, "not_found")?;
     let res = api.request(Method::DELETE, "/v1/messages", None).await?;
     check("wrong method", &res, 405, "method_not_allowed")?;
 

@@ -1,0 +1,888 @@
+// The Kith web app: conversation list, chat view, composer, contacts and invite.
+//
+// Plain DOM, no framework: the state below is the single source of truth, events from the
+// node (/v1/events) and answers to calls update it, and small render functions redraw the
+// affected part. Text from the network only ever goes into the page as textContent.
+
+import { ApiError, blobUrl, call, followEvents, forgetToken, takeToken, upload } from './api.js';
+
+/** Messages per page when loading history (the Conversation API's `count`). */
+const PAGE = 40;
+/** Load older messages when scrolled this close (px) to the top. */
+const LOAD_OLDER_AT = 150;
+
+const $ = (id) => document.getElementById(id);
+
+/** Everything the page knows. */
+const state = {
+  /** `GET /v1/me`. */
+  me: null,
+  /** A name for this window (`#label=` in the address), e.g. in `kith demo`. */
+  label: null,
+  /** user id → chat view from `GET /v1/chats`, kept current by events. */
+  chats: new Map(),
+  /** The user id of the open conversation, or null. */
+  open: null,
+  /** Messages of the open conversation, oldest first. */
+  messages: [],
+  /** Whether older messages remain on the node. */
+  hasMore: false,
+  /** A history page is being fetched. */
+  loadingOlder: false,
+  /** Bumped on every chat switch so late answers for another chat are dropped. */
+  generation: 0,
+  /** The file chosen in the composer, sent with the next Send. */
+  attachment: null,
+  /** Whether /v1/events is connected. */
+  live: false,
+};
+
+/** `${hash}:full|preview` → Promise of a blob URL (kept for the page's life). */
+const mediaUrls = new Map();
+
+// ---------------------------------------------------------------- small helpers
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+const shortId = (id) => (id.length > 14 ? `${id.slice(0, 6)}…${id.slice(-6)}` : id);
+
+function chatName(chat) {
+  return chat && chat.name ? chat.name : chat ? shortId(chat.user_id) : '';
+}
+
+const sameDay = (a, b) =>
+  a.getFullYear() === b.getFullYear() && a.getMonth() === b.getMonth() && a.getDate() === b.getDate();
+
+function clock(ms) {
+  return new Date(ms).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+}
+
+/** "Today", "Yesterday" or a date. */
+function dayName(ms) {
+  const d = new Date(ms);
+  const now = new Date();
+  const yesterday = new Date(now);
+  yesterday.setDate(now.getDate() - 1);
+  if (sameDay(d, now)) return 'Today';
+  if (sameDay(d, yesterday)) return 'Yesterday';
+  const opts = { day: 'numeric', month: 'short' };
+  if (d.getFullYear() !== now.getFullYear()) opts.year = 'numeric';
+  return d.toLocaleDateString([], opts);
+}
+
+/** The time shown in the chat list: a clock today, else the day. */
+function listTime(ms) {
+  return sameDay(new Date(ms), new Date()) ? clock(ms) : dayName(ms);
+}
+
+/** "online", "last seen today at 14:05", or "" when hidden or unknown. */
+function presenceLine(presence) {
+  if (!presence) return '';
+  if (presence.online) return 'online';
+  if (presence.last_seen_ms == null) return '';
+  const day = dayName(presence.last_seen_ms);
+  const when = day === 'Today' || day === 'Yesterday' ? day.toLowerCase() : `on ${day}`;
+  return `last seen ${when} at ${clock(presence.last_seen_ms)}`;
+}
+
+function sizeText(bytes) {
+  if (bytes < 1024) return `${bytes} B`;
+  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(0)} KB`;
+  return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
+}
+
+const mediaKind = (mime) =>
+  mime.startsWith('image/') ? 'image' : mime.startsWith('video/') ? 'video' : 'file';
+
+/** A line of text standing for a message in the chat list. */
+function snippet(message) {
+  if (message.media) {
+    const kind = { image: 'Photo', video: 'Video', file: message.media.name }[
+      mediaKind(message.media.mime)
+    ];
+    return message.text ? `${kind}: ${message.text}` : kind;
+  }
+  return message.text;
+}
+
+const TICKS = {
+  pending:
+    '<svg viewBox="0 0 16 16"><circle cx="8" cy="8" r="6"/><path d="M8 4.8V8l2.2 1.4"/></svg>',
+  sent: '<svg viewBox="0 0 16 16"><path d="M3 8.5l3 3L13 4.5"/></svg>',
+  delivered: '<svg viewBox="0 0 18 16"><path d="M1.5 8.5l3 3L11.5 4.5M7.5 11.5L14.5 4.5"/></svg>',
+  read: '<svg viewBox="0 0 18 16"><path d="M1.5 8.5l3 3L11.5 4.5M7.5 11.5L14.5 4.5"/></svg>',
+};
+const TICK_TITLES = {
+  pending: 'Waiting to send',
+  sent: 'Sent',
+  delivered: 'Delivered',
+  read: 'Read',
+};
+
+/** The tick of an outgoing message: clock, ✓, ✓✓, or blue ✓✓. */
+function tick(status) {
+  const span = el('span', 'tick');
+  span.dataset.status = status;
+  span.title = TICK_TITLES[status] ?? status;
+  span.setAttribute('aria-label', span.title);
+  span.innerHTML = TICKS[status] ?? ''; // constant markup only
+  return span;
+}
+
+// ---------------------------------------------------------------- errors
+
+let bannerTimer = null;
+
+/** Shows a message at the top; `sticky` ones stay until replaced or dismissed. */
+function showBanner(text, { sticky = false, kind = 'error' } = {}) {
+  $('banner-text').textContent = text;
+  $('banner').dataset.kind = kind;
+  $('banner').hidden = false;
+  clearTimeout(bannerTimer);
+  if (!sticky) bannerTimer = setTimeout(hideBanner, 8000);
+}
+
+function hideBanner() {
+  $('banner').hidden = true;
+}
+
+/** A sentence for a person, from an API error. */
+function explain(err, doing) {
+  if (!(err instanceof ApiError)) return `${doing}: ${err}`;
+  switch (err.code) {
+    case 'offline':
+      return `${doing}: your node is offline. Start it with \`kith run\`.`;
+    case 'unknown_contact':
+      return `${doing}: that user is not one of your contacts. Add them with their invite first.`;
+    case 'too_large':
+      return `${doing}: too large. ${err.message}`;
+    case 'bad_invite':
+      return `That invite is not valid: ${err.message}`;
+    case 'not_found':
+      return `${doing}: ${err.message}`;
+    default:
+      return `${doing}: ${err.message}`;
+  }
+}
+
+function report(err, doing) {
+  if (err instanceof ApiError && err.status === 401) {
+    lock('Your node refused this page\u2019s token (it may have changed).');
+    return;
+  }
+  showBanner(explain(err, doing));
+}
+
+/** Shows the "needs a token" screen. */
+function lock(reason) {
+  forgetToken();
+  $('app').hidden = true;
+  $('locked').hidden = false;
+  if (reason) $('locked-reason').textContent = reason;
+}
+
+// ---------------------------------------------------------------- chat list
+
+function sortedChats() {
+  return [...state.chats.values()].sort((a, b) => {
+    const ta = a.last_message ? a.last_message.sent_at_ms : -1;
+    const tb = b.last_message ? b.last_message.sent_at_ms : -1;
+    return tb - ta || chatName(a).localeCompare(chatName(b));
+  });
+}
+
+function renderChats() {
+  const list = $('chat-list');
+  list.replaceChildren();
+  const chats = sortedChats();
+  $('no-chats').hidden = chats.length > 0;
+  let unreadTotal = 0;
+  for (const chat of chats) {
+    unreadTotal += chat.unread;
+    const li = el('li', 'chat-row');
+    li.dataset.peer = chat.user_id;
+    li.tabIndex = 0;
+    li.setAttribute('role', 'button');
+    if (chat.user_id === state.open) li.classList.add('active');
+
+    const avatar = el('div', 'avatar', chatName(chat).slice(0, 1).toUpperCase());
+    if (chat.presence && chat.presence.online) avatar.classList.add('online');
+    li.append(avatar);
+
+    const body = el('div', 'chat-body');
+    const top = el('div', 'chat-top');
+    top.append(el('span', 'chat-name', chatName(chat)));
+    if (chat.last_message) top.append(el('span', 'chat-time', listTime(chat.last_message.sent_at_ms)));
+    const presence = el('div', 'chat-presence', presenceLine(chat.presence));
+    const bottom = el('div', 'chat-bottom');
+    const last = el('span', 'chat-last');
+    if (chat.last_message) {
+      if (chat.last_message.outgoing) last.append(tick(chat.last_message.status), ' ');
+      last.append(snippet(chat.last_message));
+    } else {
+      last.append('No messages yet');
+      last.classList.add('muted');
+    }
+    bottom.append(last);
+    if (chat.unread > 0) {
+      bottom.append(el('span', 'unread', chat.unread >= 1000 ? '999+' : String(chat.unread)));
+    }
+    body.append(top, presence, bottom);
+    li.append(body);
+    li.addEventListener('click', () => openChat(chat.user_id));
+    li.addEventListener('keydown', (e) => {
+      if (e.key === 'Enter' || e.key === ' ') {
+        e.preventDefault();
+        openChat(chat.user_id);
+      }
+    });
+    list.append(li);
+  }
+  const who = state.label ? ` \u2014 ${state.label}` : '';
+  document.title = `${unreadTotal > 0 ? `(${unreadTotal}) ` : ''}Kith${who}`;
+}
+
+async function loadChats() {
+  const { chats } = await call('GET', '/v1/chats');
+  state.chats = new Map(chats.map((c) => [c.user_id, c]));
+  renderChats();
+  renderHeader();
+}
+
+// ---------------------------------------------------------------- media
+
+/** A blob URL for a media file (`full`) or its thumbnail (`preview`), fetched once. */
+function mediaUrl(hash, which) {
+  const key = `${hash}:${which}`;
+  let url = mediaUrls.get(key);
+  if (!url) {
+    const path = `/v1/media/${encodeURIComponent(hash)}${which === 'preview' ? '/preview' : ''}`;
+    url = blobUrl(path);
+    mediaUrls.set(key, url);
+    url.catch(() => mediaUrls.delete(key)); // try again on the next update
+  }
+  return url;
+}
+
+/** Whether the whole file is on this node. */
+const haveFull = (message) => message.outgoing || message.media.state === 'complete';
+
+function mediaBlock(message) {
+  const media = message.media;
+  const kind = mediaKind(media.mime);
+  const box = el('div', `media media-${kind}`);
+  box.dataset.state = media.state;
+  const full = haveFull(message);
+
+  if (kind === 'image') {
+    const img = el('img', 'media-img');
+    img.alt = media.name;
+    img.dataset.loaded = 'none';
+    box.append(img);
+    const show = (which) => (url) => {
+      // a full image never gives way to its preview
+      if (which === 'preview' && img.dataset.loaded === 'full') return;
+      img.src = url;
+      img.dataset.loaded = which;
+    };
+    if (media.has_preview) mediaUrl(media.hash, 'preview').then(show('preview'), () => {});
+    if (full) mediaUrl(media.hash, 'full').then(show('full'), () => {});
+    img.addEventListener('click', () => openViewer(message));
+  } else if (kind === 'video') {
+    if (full) {
+      const video = el('video', 'media-video');
+      video.controls = true;
+      video.preload = 'metadata';
+      video.playsInline = true;
+      box.append(video);
+      mediaUrl(media.hash, 'full').then((url) => {
+        video.src = url;
+        video.dataset.loaded = 'full';
+      }, () => {});
+    } else {
+      const poster = el('div', 'media-poster', `Video \u00b7 ${sizeText(media.size)}`);
+      box.append(poster);
+    }
+  } else {
+    const link = el('a', 'media-file', `${media.name} \u00b7 ${sizeText(media.size)}`);
+    link.download = media.name;
+    box.append(link);
+    if (full) mediaUrl(media.hash, 'full').then((url) => (link.href = url), () => {});
+  }
+
+  if (media.state === 'uploading' || media.state === 'downloading') {
+    const bar = el('progress', 'media-progress');
+    bar.max = 1;
+    bar.value = media.progress ?? 0;
+    const label = el(
+      'span',
+      'media-progress-label',
+      `${media.state === 'uploading' ? 'Sending' : 'Receiving'} ${Math.round((media.progress ?? 0) * 100)}%`,
+    );
+    box.append(bar, label);
+  } else if (media.state === 'failed') {
+    box.append(el('span', 'media-failed', message.outgoing ? 'Could not send' : 'Could not download'));
+  }
+  return box;
+}
+
+async function openViewer(message) {
+  try {
+    const url = await mediaUrl(message.media.hash, haveFull(message) ? 'full' : 'preview');
+    $('viewer-img').src = url;
+    $('viewer-img').alt = message.media.name;
+    $('viewer').showModal();
+  } catch (err) {
+    report(err, 'Opening the image');
+  }
+}
+
+// ---------------------------------------------------------------- the open conversation
+
+function messageItem(message) {
+  const li = el('li', `msg ${message.outgoing ? 'out' : 'in'}`);
+  li.dataset.id = message.id;
+  const bubble = el('div', 'bubble');
+  if (message.media) bubble.append(mediaBlock(message));
+  if (message.text) bubble.append(el('div', 'text', message.text));
+  const meta = el('div', 'meta');
+  const time = el('time', '', clock(message.sent_at_ms));
+  time.dateTime = new Date(message.sent_at_ms).toISOString();
+  time.title = new Date(message.sent_at_ms).toLocaleString();
+  meta.append(time);
+  if (message.outgoing) meta.append(tick(message.status));
+  bubble.append(meta);
+  li.append(bubble);
+  return li;
+}
+
+function daySeparator(ms) {
+  const li = el('li', 'day');
+  li.append(el('span', '', dayName(ms)));
+  return li;
+}
+
+/** Redraws every message (after a page of history or a resync). */
+function renderMessages() {
+  const list = $('message-list');
+  list.replaceChildren();
+  let prev = null;
+  for (const m of state.messages) {
+    if (!prev || !sameDay(new Date(prev.sent_at_ms), new Date(m.sent_at_ms))) {
+      list.append(daySeparator(m.sent_at_ms));
+    }
+    list.append(messageItem(m));
+    prev = m;
+  }
+  $('history-state').textContent = state.hasMore
+    ? state.loadingOlder
+      ? 'Loading older messages…'
+      : ''
+    : state.messages.length > 0
+      ? 'This is the beginning of your conversation.'
+      : 'No messages yet. Say hello!';
+}
+
+/** Redraws one message in place. */
+function renderMessage(message) {
+  const old = $('message-list').querySelector(`li.msg[data-id="${CSS.escape(message.id)}"]`);
+  if (old) old.replaceWith(messageItem(message));
+}
+
+const nearBottom = () => {
+  const box = $('messages');
+  return box.scrollHeight - box.scrollTop - box.clientHeight < 80;
+};
+
+const scrollToBottom = () => {
+  const box = $('messages');
+  box.scrollTop = box.scrollHeight;
+};
+
+/** Adds a new message at the bottom (or updates it if already there). */
+function appendMessage(message) {
+  const i = state.messages.findIndex((m) => m.id === message.id);
+  if (i >= 0) {
+    state.messages[i] = { ...state.messages[i], ...message };
+    renderMessage(state.messages[i]);
+    return;
+  }
+  const stick = nearBottom() || message.outgoing;
+  const prev = state.messages[state.messages.length - 1];
+  state.messages.push(message);
+  const list = $('message-list');
+  if (!prev || !sameDay(new Date(prev.sent_at_ms), new Date(message.sent_at_ms))) {
+    list.append(daySeparator(message.sent_at_ms));
+  }
+  list.append(messageItem(message));
+  $('history-state').textContent = state.hasMore ? '' : 'This is the beginning of your conversation.';
+  if (stick) scrollToBottom();
+}
+
+function renderHeader() {
+  if (!state.open) return;
+  const chat = state.chats.get(state.open);
+  const name = chat ? chatName(chat) : shortId(state.open);
+  $('peer-name').textContent = name;
+  $('peer-name').title = state.open;
+  $('peer-avatar').textContent = name.slice(0, 1).toUpperCase();
+  $('peer-avatar').classList.toggle('online', !!(chat && chat.presence && chat.presence.online));
+  $('peer-presence').textContent = presenceLine(chat && chat.presence);
+}
+
+const historyPath = (peer, offset, count) =>
+  `/v1/conversations/${encodeURIComponent(peer)}?offset=${offset}&count=${count}`;
+
+async function openChat(peer) {
+  const generation = ++state.generation;
+  state.open = peer;
+  state.messages = [];
+  state.hasMore = false;
+  state.loadingOlder = false;
+  clearAttachment();
+  $('chat-empty').hidden = true;
+  $('chat-open').hidden = false;
+  $('message-list').replaceChildren();
+  $('history-state').textContent = 'Loading…';
+  renderHeader();
+  renderChats();
+  try {
+    const page = await call('GET', historyPath(peer, 0, PAGE));
+    if (generation !== state.generation) return;
+    const fresh = page.messages.slice().reverse();
+    // events that arrived while the page was on its way stay after it
+    const later = state.messages.filter((m) => !fresh.some((f) => f.id === m.id));
+    state.messages = fresh.concat(later);
+    state.hasMore = page.next_offset != null;
+    renderMessages();
+    scrollToBottom();
+    await fillScreen(generation);
+  } catch (err) {
+    if (generation === state.generation) {
+      $('history-state').textContent = '';
+      report(err, 'Loading the conversation');
+    }
+    return;
+  }
+  $('text').focus();
+  markRead(peer);
+}
+
+/** Loads older pages until the message pane can scroll (or history ends). */
+async function fillScreen(generation) {
+  const box = $('messages');
+  while (
+    generation === state.generation &&
+    state.hasMore &&
+    box.scrollHeight <= box.clientHeight + LOAD_OLDER_AT
+  ) {
+    if (!(await loadOlder())) break;
+  }
+}
+
+/** Fetches the page before the oldest message held. Returns whether it added any. */
+async function loadOlder() {
+  if (state.loadingOlder || !state.hasMore || !state.open) return false;
+  const generation = state.generation;
+  const peer = state.open;
+  state.loadingOlder = true;
+  $('history-state').textContent = 'Loading older messages…';
+  try {
+    // The messages held are the newest ones without a gap, so their count is the offset.
+    const page = await call('GET', historyPath(peer, state.messages.length, PAGE));
+    if (generation !== state.generation) return false;
+    const held = new Set(state.messages.map((m) => m.id));
+    const older = page.messages.filter((m) => !held.has(m.id)).reverse();
+    state.hasMore = page.next_offset != null && older.length > 0;
+    const box = $('messages');
+    const fromBottom = box.scrollHeight - box.scrollTop;
+    state.messages = older.concat(state.messages);
+    state.loadingOlder = false;
+    renderMessages();
+    box.scrollTop = box.scrollHeight - fromBottom; // keep the view where it was
+    return older.length > 0;
+  } catch (err) {
+    report(err, 'Loading older messages');
+    return false;
+  } finally {
+    if (generation === state.generation) {
+      state.loadingOlder = false;
+      if (state.hasMore) $('history-state').textContent = '';
+    }
+  }
+}
+
+/** Marks the open conversation read (the sender then sees blue ticks). */
+let marking = null;
+async function markRead(peer) {
+  const chat = state.chats.get(peer);
+  const anyUnread =
+    (chat && chat.unread > 0) ||
+    state.messages.some((m) => !m.outgoing && m.status !== 'read');
+  if (!anyUnread || marking === peer) return;
+  marking = peer;
+  try {
+    await call('POST', `/v1/conversations/${encodeURIComponent(peer)}/read`);
+    if (chat) chat.unread = 0;
+    if (state.open === peer) {
+      for (const m of state.messages) if (!m.outgoing) m.status = 'read';
+    }
+    renderChats();
+  } catch (err) {
+    report(err, 'Marking the conversation read');
+  } finally {
+    marking = null;
+  }
+}
+
+const looking = () => document.visibilityState === 'visible';
+
+/** After a reconnection or lost events: fetch the newest page and merge it in. */
+async function resync() {
+  await loadChats();
+  if (!state.open) return;
+  const generation = state.generation;
+  const peer = state.open;
+  const page = await call('GET', historyPath(peer, 0, PAGE));
+  if (generation !== state.generation) return;
+  const fresh = page.messages.slice().reverse();
+  const held = new Map(state.messages.map((m) => [m.id, m]));
+  const overlap = fresh.some((m) => held.has(m.id));
+  if (!overlap && state.messages.length > 0) {
+    // more new messages than a page: start over from the newest
+    state.messages = fresh;
+    state.hasMore = page.next_offset != null;
+    renderMessages();
+    scrollToBottom();
+  } else {
+    for (const m of fresh) appendMessage(m);
+  }
+  if (looking()) markRead(peer);
+}
+
+// ---------------------------------------------------------------- events from the node
+
+function onEvent(type, data) {
+  switch (type) {
+    case 'message': {
+      const { peer, message } = data;
+      const chat = state.chats.get(peer);
+      if (!chat) {
+        loadChats().catch((err) => report(err, 'Loading conversations'));
+        return;
+      }
+      chat.last_message = message;
+      const isOpen = state.open === peer;
+      if (!message.outgoing && !(isOpen && looking())) chat.unread += 1;
+      if (isOpen) {
+        appendMessage(message);
+        if (!message.outgoing && looking()) markRead(peer);
+      }
+      renderChats();
+      break;
+    }
+    case 'status': {
+      const { peer, id, status } = data;
+      const chat = state.chats.get(peer);
+      if (chat && chat.last_message && chat.last_message.id === id) {
+        chat.last_message.status = status;
+        renderChats();
+      }
+      if (state.open === peer) {
+        const m = state.messages.find((x) => x.id === id);
+        if (m) {
+          m.status = status;
+          renderMessage(m);
+        }
+      }
+      break;
+    }
+    case 'presence': {
+      const chat = state.chats.get(data.user);
+      if (chat) {
+        chat.presence = data.presence;
+        renderChats();
+        if (state.open === data.user) renderHeader();
+      }
+      break;
+    }
+    case 'media_progress': {
+      const { id, hash, state: mediaState, progress } = data;
+      const m = state.messages.find(
+        (x) => x.media && (x.id === id || x.media.hash === hash),
+      );
+      if (m) {
+        m.media = { ...m.media, state: mediaState, progress };
+        renderMessage(m);
+      }
+      break;
+    }
+    case 'lagged':
+      resync().catch((err) => report(err, 'Catching up'));
+      break;
+    default:
+      break; // an event this page does not know
+  }
+}
+
+function onStreamState(connected, err) {
+  state.live = connected;
+  const dot = $('link-state');
+  dot.classList.toggle('up', connected);
+  dot.title = connected ? 'connected to your node' : 'not connected to your node';
+  if (connected) {
+    hideBanner();
+    // whatever happened while the stream was down (or before it first opened)
+    resync().catch((e) => report(e, 'Catching up'));
+  } else if (err && err.status === 401) {
+    lock('Your node refused this page\u2019s token (it may have changed).');
+  } else {
+    showBanner('Your node is offline or not answering; retrying\u2026 (is `kith run` running?)', {
+      sticky: true,
+    });
+  }
+}
+
+// ---------------------------------------------------------------- composer
+
+function updateSend() {
+  $('send').disabled = !state.open || ($('text').value.trim() === '' && !state.attachment);
+}
+
+function autoGrow() {
+  const t = $('text');
+  t.style.height = 'auto';
+  t.style.height = `${Math.min(t.scrollHeight, 160)}px`;
+}
+
+function clearAttachment() {
+  state.attachment = null;
+  $('attachment').hidden = true;
+  const thumb = $('attachment-thumb');
+  if (thumb.src) URL.revokeObjectURL(thumb.src);
+  thumb.removeAttribute('src');
+  $('file-input').value = '';
+  updateSend();
+}
+
+function chooseFile(file) {
+  clearAttachment();
+  if (!file) return;
+  state.attachment = file;
+  $('attachment-name').textContent = `${file.name} \u00b7 ${sizeText(file.size)}`;
+  if (file.type.startsWith('image/')) $('attachment-thumb').src = URL.createObjectURL(file);
+  $('attachment').hidden = false;
+  updateSend();
+  $('text').focus();
+}
+
+async function submit() {
+  const peer = state.open;
+  if (!peer) return;
+  const text = $('text').value;
+  const file = state.attachment;
+  if (!file && text.trim() === '') return;
+  if (file) {
+    await sendFile(peer, file, text.trim());
+  } else {
+    await sendText(peer, text);
+  }
+}
+
+async function sendText(peer, text) {
+  $('send').disabled = true;
+  try {
+    const sent = await call('POST', '/v1/messages', {
+      to: peer,
+      text,
+      client_meta: { client: 'kith web' },
+    });
+    $('text').value = '';
+    autoGrow();
+    // The node's `message` event normally arrives first; if not, show it at once.
+    if (state.open === peer && !state.messages.some((m) => m.id === sent.id)) {
+      const me = state.me ? state.me.user_id : '';
+      appendMessage({
+        id: sent.id,
+        from: me,
+        to: peer,
+        text,
+        client_meta: {},
+        sent_at_ms: Date.now(),
+        status: sent.status,
+        outgoing: true,
+      });
+    }
+  } catch (err) {
+    report(err, 'Sending the message');
+  } finally {
+    updateSend();
+  }
+}
+
+async function sendFile(peer, file, caption) {
+  $('send').disabled = true;
+  $('upload').hidden = false;
+  $('upload-label').textContent = `Sending ${file.name}`;
+  $('upload-progress').value = 0;
+  try {
+    const sent = await upload(peer, file, caption, (f) => {
+      $('upload-progress').value = f;
+      $('upload-label').textContent = `Sending ${file.name} \u00b7 ${Math.round(f * 100)}%`;
+    });
+    $('text').value = '';
+    autoGrow();
+    clearAttachment();
+    if (state.open === peer && sent && !state.messages.some((m) => m.id === sent.id)) {
+      await resync();
+    }
+  } catch (err) {
+    if (err instanceof ApiError && err.code === 'too_large') {
+      showBanner(`${file.name} is too large to send. ${err.message}`);
+    } else if (err instanceof ApiError && err.status === 404 && err.code === 'not_found') {
+      showBanner(`Sending ${file.name}: ${err.message}`);
+    } else {
+      report(err, `Sending ${file.name}`);
+    }
+  } finally {
+    $('upload').hidden = true;
+    updateSend();
+  }
+}
+
+// ---------------------------------------------------------------- dialogs
+
+function openAddContact() {
+  $('add-invite').value = '';
+  $('add-name').value = '';
+  $('add-error').hidden = true;
+  $('add-dialog').showModal();
+  $('add-invite').focus();
+}
+
+async function addContact(event) {
+  event.preventDefault();
+  const invite = $('add-invite').value.trim();
+  const name = $('add-name').value.trim();
+  if (!invite) return;
+  $('add-submit').disabled = true;
+  try {
+    const body = { invite };
+    if (name) body.name = name;
+    const contact = await call('POST', '/v1/contacts', body);
+    $('add-dialog').close();
+    await loadChats();
+    openChat(contact.user_id);
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) {
+      $('add-dialog').close();
+      report(err, 'Adding the contact');
+    } else {
+      $('add-error').textContent = explain(err, 'Adding the contact');
+      $('add-error').hidden = false;
+    }
+  } finally {
+    $('add-submit').disabled = false;
+  }
+}
+
+let qrUrl = null;
+async function showInvite() {
+  try {
+    state.me = await call('GET', '/v1/me');
+    $('invite-text').value = state.me.invite;
+    $('invite-dialog').showModal();
+    if (qrUrl) URL.revokeObjectURL(qrUrl);
+    qrUrl = null;
+    $('invite-qr').hidden = false;
+    qrUrl = await blobUrl('/v1/me/qr.svg');
+    $('invite-qr').src = qrUrl;
+  } catch (err) {
+    $('invite-qr').hidden = true;
+    report(err, 'Showing your invite');
+  }
+}
+
+async function copyInvite() {
+  const text = $('invite-text').value;
+  try {
+    await navigator.clipboard.writeText(text);
+    $('invite-copy').textContent = 'Copied';
+  } catch {
+    $('invite-text').select();
+    $('invite-copy').textContent = 'Press Ctrl+C';
+  }
+  setTimeout(() => ($('invite-copy').textContent = 'Copy'), 2000);
+}
+
+// ---------------------------------------------------------------- start
+
+function wire() {
+  $('banner-close').addEventListener('click', hideBanner);
+  $('add-contact').addEventListener('click', openAddContact);
+  $('add-cancel').addEventListener('click', () => $('add-dialog').close());
+  $('add-form').addEventListener('submit', addContact);
+  $('show-invite').addEventListener('click', showInvite);
+  $('invite-close').addEventListener('click', () => $('invite-dialog').close());
+  $('invite-copy').addEventListener('click', copyInvite);
+  $('viewer-close').addEventListener('click', () => $('viewer').close());
+  $('viewer').addEventListener('click', (e) => {
+    if (e.target === $('viewer')) $('viewer').close();
+  });
+  $('composer').addEventListener('submit', (e) => {
+    e.preventDefault();
+    submit();
+  });
+  $('text').addEventListener('input', () => {
+    autoGrow();
+    updateSend();
+  });
+  $('text').addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      submit();
+    }
+  });
+  $('file-input').addEventListener('change', (e) => chooseFile(e.target.files[0]));
+  $('attachment-remove').addEventListener('click', clearAttachment);
+  $('messages').addEventListener('scroll', () => {
+    if ($('messages').scrollTop < LOAD_OLDER_AT) loadOlder();
+  });
+  document.addEventListener('visibilitychange', () => {
+    if (looking() && state.open) markRead(state.open);
+  });
+  // "last seen today" becomes "yesterday" at midnight; presence lines age
+  setInterval(() => {
+    renderChats();
+    renderHeader();
+  }, 60_000);
+}
+
+async function start() {
+  const { token, label } = takeToken();
+  if (!token) {
+    lock();
+    return;
+  }
+  state.label = label;
+  wire();
+  $('app').hidden = false;
+  try {
+    state.me = await call('GET', '/v1/me');
+    $('me-name').textContent = label || 'You';
+    $('me-id').textContent = shortId(state.me.user_id);
+    $('me-id').title = state.me.user_id;
+    $('me-avatar').textContent = (label || 'Y').slice(0, 1).toUpperCase();
+    await loadChats();
+  } catch (err) {
+    report(err, 'Connecting to your node');
+  }
+  followEvents({ onEvent, onState: onStreamState });
+}
+
+start();
