@@ -1,7 +1,8 @@
 //! `kith-bench`: Kith's figures side by side with a baseline measured in the same run.
 //!
 //! ```text
-//! cargo run --release -p kith-tests --bin kith-bench -- [direct] [offline] [--json out.json]
+//! cargo build --release -p kith-tests --bin kith-bench -p kith-node -p kith-bootstrap
+//! cargo run --release -p kith-tests --bin kith-bench -- [all | SCENARIO...] [--json out.json]
 //! ```
 //!
 //! - `direct`: two nodes in this process, 160-byte texts over the full path (sealed, stored
@@ -13,6 +14,25 @@
 //!   rate, time for the returning user to hold all of them, bytes per message on a store peer.
 //!   Baseline: the same number of envelope-sized values inserted into sled with a flush every
 //!   batch (the durable write the store peers must do anyway).
+//! - `store`: one store peer (`kith-bootstrap --store`, a child process) under `--depositors`
+//!   (default 32) concurrent raw `/kith/mailbox/1` clients depositing `--store-messages`
+//!   (default 64,000) pre-sealed 160-byte texts for 64 recipients: durable deposits/s, the
+//!   store peer's CPU µs per deposit (from `/proc/<pid>/stat`, so the depositors' CPU is not
+//!   in it; theirs is reported beside it), and its RSS growth extrapolated to 1M held
+//!   messages. Baseline: sled inserts of the same number of values of the same size with a
+//!   flush every 256, in this process (rate and CPU µs per insert).
+//! - `presence`: one store peer (child process) absorbing signed presence records
+//!   (heartbeats) from `--presence-clients` (default 32) clients, `--heartbeats` (default
+//!   2,000) each: heartbeats/s and the store peer's CPU µs per heartbeat. Baseline: the same
+//!   records' signatures verified in this process, one thread (the pure CPU floor).
+//! - `idle`: one `kith run` node (child process) with 3 store peers (child processes) and 10
+//!   contacts (in this process) it has exchanged a message with, left idle for `--idle-secs`
+//!   (default 60): the node's CPU time, TCP bytes it sent (`ss`), bytes written (`wchar`:
+//!   sockets and disk) and RSS. Baseline: a child doing nothing but a tokio runtime with a 5 s
+//!   timer, measured the same way over the same window.
+//!
+//! `store`, `presence` and `idle` run `kith-bootstrap` and `kith` from the directory of this
+//! binary (or `--bin-dir`): build them in the same profile first.
 //!
 //! Figures carry their unit in their name; every figure is printed with its baseline and the
 //! ratio. Machines here are noisy: compare ratios, not absolute numbers across runs.
@@ -24,10 +44,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use chacha20poly1305::{aead::Aead, ChaCha20Poly1305, KeyInit};
-use kith_node::{Config, Event, Node, RunningNode};
-use kith_protocol::DeliveryStatus;
+use kith_node::{time::now_ms, Config, Event, Node, RunningNode};
+use kith_protocol::{
+    mailbox::{MailboxRequest, MailboxResponse},
+    DeliveryStatus, Envelope, KeyBundle, LocalIdentity, PresenceRecord, Visibility,
+};
+use kith_tests::mesh::{MailboxClient, MailboxStream, Sealer};
 use serde_json::{json, Value};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -45,11 +69,50 @@ const LATENCY_MESSAGES: usize = 1_000;
 /// Longest any phase may take before the benchmark gives up.
 const PHASE_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// Every scenario: its name, whether `all` (or no scenario named) runs it, and one line of
+/// help. A new scenario goes here and in the `match` of [`run_scenario`].
+const SCENARIOS: &[(&str, bool, &str)] = &[
+    (
+        "direct",
+        true,
+        "two nodes, full path: throughput and latency",
+    ),
+    (
+        "offline",
+        true,
+        "deposits through 3 store peers and the returning user's drain",
+    ),
+    (
+        "store",
+        true,
+        "one store peer under many depositors: deposits/s, CPU, RSS",
+    ),
+    (
+        "presence",
+        true,
+        "one store peer absorbing heartbeats: heartbeats/s, CPU",
+    ),
+    (
+        "idle",
+        true,
+        "one idle node with 3 store peers and 10 contacts: CPU, bytes, RSS",
+    ),
+];
+
+/// The hidden first argument that makes this binary the `idle` baseline's child process.
+const IDLE_BASELINE_CHILD: &str = "__idle-baseline-child";
+
 struct Args {
     scenarios: Vec<String>,
     json: Option<PathBuf>,
     messages: usize,
     offline_messages: usize,
+    store_messages: usize,
+    depositors: usize,
+    presence_clients: usize,
+    heartbeats: usize,
+    idle_secs: u64,
+    bin_dir: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -58,11 +121,33 @@ fn parse_args() -> Result<Args> {
         json: None,
         messages: 50_000,
         offline_messages: 10_000,
+        store_messages: 64_000,
+        depositors: 32,
+        presence_clients: 32,
+        heartbeats: 2_000,
+        idle_secs: 60,
+        bin_dir: None,
     };
     let mut it = std::env::args().skip(1);
+    fn num<T: std::str::FromStr>(v: Option<String>, flag: &str) -> Result<T>
+    where
+        T::Err: std::error::Error + Send + Sync + 'static,
+    {
+        let v = v.with_context(|| format!("{flag} needs a number"))?;
+        v.parse()
+            .with_context(|| format!("{flag}: {v:?} is not a number"))
+    }
     while let Some(a) = it.next() {
         match a.as_str() {
             "--json" => args.json = Some(it.next().context("--json needs a path")?.into()),
+            "--bin-dir" => {
+                args.bin_dir = Some(it.next().context("--bin-dir needs a directory")?.into())
+            }
+            "--store-messages" => args.store_messages = num(it.next(), "--store-messages")?,
+            "--depositors" => args.depositors = num(it.next(), "--depositors")?,
+            "--presence-clients" => args.presence_clients = num(it.next(), "--presence-clients")?,
+            "--heartbeats" => args.heartbeats = num(it.next(), "--heartbeats")?,
+            "--idle-secs" => args.idle_secs = num(it.next(), "--idle-secs")?,
             "--messages" => {
                 args.messages = it.next().context("--messages needs a number")?.parse()?
             }
@@ -73,20 +158,61 @@ fn parse_args() -> Result<Args> {
                     .parse()?
             }
             "-h" | "--help" => {
-                println!("kith-bench [direct] [offline] [--json out.json] [--messages N] [--offline-messages N]");
+                println!(
+                    "kith-bench [all | SCENARIO...] [--json out.json] [--messages N] \
+                     [--offline-messages N] [--store-messages N] [--depositors N] \
+                     [--presence-clients N] [--heartbeats N] [--idle-secs S] [--bin-dir DIR]\n"
+                );
+                for (name, in_all, help) in SCENARIOS {
+                    let note = if *in_all { "" } else { " (not in `all`)" };
+                    println!("  {name:<10} {help}{note}");
+                }
                 std::process::exit(0);
             }
-            "direct" | "offline" => args.scenarios.push(a),
-            other => bail!("unknown argument {other:?} (scenarios: direct, offline)"),
+            "all" => args.scenarios.extend(
+                SCENARIOS
+                    .iter()
+                    .filter(|(_, in_all, _)| *in_all)
+                    .map(|(n, _, _)| n.to_string()),
+            ),
+            other if SCENARIOS.iter().any(|(n, _, _)| *n == other) => args.scenarios.push(a),
+            other => {
+                let names: Vec<&str> = SCENARIOS.iter().map(|(n, _, _)| *n).collect();
+                bail!(
+                    "unknown argument {other:?} (scenarios: all, {})",
+                    names.join(", ")
+                )
+            }
         }
     }
     if args.scenarios.is_empty() {
-        args.scenarios = vec!["direct".into(), "offline".into()];
+        args.scenarios = SCENARIOS
+            .iter()
+            .filter(|(_, in_all, _)| *in_all)
+            .map(|(n, _, _)| n.to_string())
+            .collect();
     }
+    let mut seen = std::collections::HashSet::new();
+    args.scenarios.retain(|s| seen.insert(s.clone()));
     Ok(args)
 }
 
+/// Runs one scenario (named in [`SCENARIOS`]) and returns its figures.
+async fn run_scenario(name: &str, args: &Args) -> Result<Value> {
+    match name {
+        "direct" => direct(args.messages).await,
+        "offline" => offline(args.offline_messages).await,
+        "store" => store(args).await,
+        "presence" => presence(args).await,
+        "idle" => idle(args).await,
+        other => bail!("scenario {other:?} is listed but not wired to a function"),
+    }
+}
+
 fn main() -> Result<()> {
+    if std::env::args().nth(1).as_deref() == Some(IDLE_BASELINE_CHILD) {
+        return idle_baseline_child();
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
@@ -99,11 +225,7 @@ fn main() -> Result<()> {
         .build()?;
     let mut report = serde_json::Map::new();
     for s in &args.scenarios {
-        let figures = match s.as_str() {
-            "direct" => rt.block_on(direct(args.messages))?,
-            "offline" => rt.block_on(offline(args.offline_messages))?,
-            _ => unreachable!("parse_args only accepts known scenarios"),
-        };
+        let figures = rt.block_on(run_scenario(s, &args))?;
         print_table(s, &figures);
         report.insert(s.clone(), figures);
     }
@@ -506,4 +628,700 @@ fn baseline_sled(dir: &std::path::Path, n: usize, size: usize) -> Result<f64> {
     }
     db.flush()?;
     Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+// ---------------------------------------------------------------------------------------
+// Child processes and what /proc says about them.
+
+/// Deposits each depositor keeps unanswered at most (below the store peer's per-stream
+/// answer queue of 1,024, whose overflow it drops).
+const DEPOSIT_WINDOW: usize = 256;
+/// Deposits written per stream write.
+const DEPOSIT_BATCH: usize = 64;
+/// Recipients the `store` scenario's envelopes are addressed to.
+const STORE_RECIPIENTS: usize = 64;
+/// Presence records written per stream write in the `presence` scenario.
+const PRESENCE_BATCH: usize = 256;
+/// Contacts of the `idle` scenario's node.
+const IDLE_CONTACTS: usize = 10;
+/// Store peers of the `idle` scenario.
+const IDLE_STORES: usize = 3;
+/// Time left after setting up `idle` before measuring, so start-up work is not counted.
+const IDLE_SETTLE: Duration = Duration::from_secs(5);
+/// Longest wait for a child process to print what it must print at start.
+const CHILD_TIMEOUT: Duration = Duration::from_secs(30);
+/// `/proc` reports CPU times in USER_HZ, which is 100 on Linux.
+const USER_HZ: f64 = 100.0;
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// A child process, killed when dropped, whose stdout lines are read by a thread.
+struct ChildProc {
+    name: String,
+    child: std::process::Child,
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+impl ChildProc {
+    fn spawn(name: &str, mut cmd: std::process::Command) -> Result<Self> {
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .env("RUST_LOG", "warn");
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting {name} ({cmd:?})"))?;
+        let stdout = child
+            .stdout
+            .take()
+            .with_context(|| format!("{name} has no stdout"))?;
+        let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            // Read to the end even when nobody listens any more, so the child never blocks
+            // on (or dies of) a full or closed pipe.
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        Ok(ChildProc {
+            name: name.to_string(),
+            child,
+            lines,
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The next stdout line satisfying `pred`.
+    async fn line(&mut self, pred: impl Fn(&str) -> bool) -> Result<String> {
+        let name = self.name.clone();
+        tokio::time::timeout(CHILD_TIMEOUT, async {
+            loop {
+                match self.lines.recv().await {
+                    Some(l) if pred(&l) => return Ok(l),
+                    Some(_) => {}
+                    None => bail!("{name} exited (stdout closed) before printing what we wait for"),
+                }
+            }
+        })
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "{} printed nothing expected within {CHILD_TIMEOUT:?}",
+                self.name
+            )
+        })?
+    }
+}
+
+impl Drop for ChildProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What `/proc` says about a process at one moment.
+#[derive(Clone, Copy, Debug, Default)]
+struct ProcSample {
+    /// User + system CPU time, seconds (threads that exited included).
+    cpu_s: f64,
+    /// Resident set, bytes.
+    rss: u64,
+    /// Bytes passed to write-like system calls (sockets and files).
+    wchar: u64,
+}
+
+fn proc_sample(pid: u32) -> Result<ProcSample> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) start at field 3 (state);
+    // utime and stime are fields 14 and 15.
+    let rest = stat
+        .rsplit_once(')')
+        .with_context(|| format!("/proc/{pid}/stat has no command name"))?
+        .1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| -> Result<u64> {
+        let f = fields
+            .get(i - 3)
+            .with_context(|| format!("/proc/{pid}/stat has no field {i}"))?;
+        Ok(f.parse()?)
+    };
+    let cpu_s = (field(14)? + field(15)?) as f64 / USER_HZ;
+    let kib = |text: &str, key: &str| -> Result<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next())
+            .with_context(|| format!("no {key} for process {pid}"))?
+            .parse::<u64>()
+            .map_err(Into::into)
+    };
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    let rss = kib(&status, "VmRSS:")? * 1024;
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .with_context(|| format!("reading /proc/{pid}/io"))?;
+    let wchar = kib(&io, "wchar:")?;
+    Ok(ProcSample { cpu_s, rss, wchar })
+}
+
+fn self_sample() -> Result<ProcSample> {
+    proc_sample(std::process::id())
+}
+
+/// TCP bytes sent by each of `pid`'s sockets (key: local and peer address), from `ss -tinp`.
+fn tcp_bytes_sent(pid: u32) -> Result<HashMap<String, u64>> {
+    let out = std::process::Command::new("ss")
+        .args(["-tinpH"])
+        .output()
+        .context("running `ss -tinpH` (iproute2)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let needle = format!("pid={pid},");
+    let mut sockets = HashMap::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        if !line.starts_with(char::is_whitespace) {
+            current = None;
+            if line.contains(&needle) {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                if let (Some(local), Some(peer)) = (f.get(3), f.get(4)) {
+                    let key = format!("{local} {peer}");
+                    sockets.insert(key.clone(), 0);
+                    current = Some(key);
+                }
+            }
+        } else if let Some(key) = &current {
+            let sent = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("bytes_sent:"))
+                .and_then(|v| v.parse::<u64>().ok());
+            if let Some(sent) = sent {
+                sockets.insert(key.clone(), sent);
+            }
+        }
+    }
+    Ok(sockets)
+}
+
+/// Bytes sent between two [`tcp_bytes_sent`] snapshots, and how many sockets of the first
+/// had closed by the second (their last bytes are not counted).
+fn tcp_sent_between(before: &HashMap<String, u64>, after: &HashMap<String, u64>) -> (u64, usize) {
+    let sent = after
+        .iter()
+        .map(|(k, v)| v.saturating_sub(before.get(k).copied().unwrap_or(0)))
+        .sum();
+    let closed = before.keys().filter(|k| !after.contains_key(*k)).count();
+    (sent, closed)
+}
+
+/// A sibling binary of this one (same target directory and profile), or from `--bin-dir`.
+fn sibling_bin(args: &Args, name: &str) -> Result<PathBuf> {
+    let dir = match &args.bin_dir {
+        Some(d) => d.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("this binary has no directory")?
+            .to_path_buf(),
+    };
+    let path = dir.join(name);
+    ensure!(
+        path.is_file(),
+        "{} not found: build it in the same profile (cargo build --release -p kith-node \
+         -p kith-bootstrap) or pass --bin-dir",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// A loopback address with a free port (free when asked; another process may take it).
+fn free_loopback_addr() -> Result<std::net::SocketAddr> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?)
+}
+
+fn peer_of(addr: &libp2p::Multiaddr) -> Result<libp2p::PeerId> {
+    addr.iter()
+        .find_map(|p| match p {
+            libp2p::multiaddr::Protocol::P2p(id) => Some(id),
+            _ => None,
+        })
+        .with_context(|| format!("{addr} has no /p2p/<peer id>"))
+}
+
+/// Starts `kith-bootstrap run --store` as a child on a loopback port, with quotas and the
+/// depositor rate limit lifted (these scenarios measure the store path, not the quotas).
+/// Returns the child and its address (with `/p2p`).
+async fn spawn_store(
+    bin: &std::path::Path,
+    dir: &std::path::Path,
+    peers: &[libp2p::Multiaddr],
+    metrics: Option<std::net::SocketAddr>,
+) -> Result<(ChildProc, libp2p::Multiaddr)> {
+    let mut cmd = std::process::Command::new(bin);
+    cmd.arg("run")
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--store"])
+        .args(["--deposits-per-minute", &u32::MAX.to_string()])
+        .args(["--max-messages-per-mailbox", "100000000"])
+        .args(["--max-bytes-per-mailbox", &(1u64 << 40).to_string()]);
+    for p in peers {
+        cmd.arg("--peer").arg(p.to_string());
+    }
+    if let Some(m) = metrics {
+        cmd.arg("--metrics").arg(m.to_string());
+    }
+    let mut child = ChildProc::spawn("kith-bootstrap", cmd)?;
+    let line = child.line(|l| l.starts_with("/ip4/")).await?;
+    let addr: libp2p::Multiaddr = line
+        .trim()
+        .parse()
+        .with_context(|| format!("kith-bootstrap printed {line:?}, not an address"))?;
+    peer_of(&addr)?;
+    Ok((child, addr))
+}
+
+/// A counter or gauge from a store peer's Prometheus endpoint, retried while it starts.
+async fn metric(http: &reqwest::Client, at: std::net::SocketAddr, name: &str) -> Result<u64> {
+    let deadline = tokio::time::Instant::now() + CHILD_TIMEOUT;
+    loop {
+        let body = match http.get(format!("http://{at}/metrics")).send().await {
+            Ok(r) => r.text().await.ok(),
+            Err(_) => None,
+        };
+        if let Some(body) = body {
+            return body
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .with_context(|| format!("no {name} in the metrics of {at}"))?
+                .trim()
+                .parse()
+                .with_context(|| format!("{name} is not a number"));
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "no metrics on {at} within {CHILD_TIMEOUT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+// ---------------------------------------------------------------------------------------
+// `store`
+
+/// Deposits `envs` on `stream` keeping at most [`DEPOSIT_WINDOW`] unanswered; returns
+/// (stored, refused).
+async fn deposit_all(stream: &mut MailboxStream, envs: Vec<Envelope>) -> Result<(usize, usize)> {
+    let n = envs.len();
+    let mut it = envs.into_iter();
+    let (mut sent, mut answered, mut stored, mut refused) = (0, 0, 0, 0);
+    while answered < n {
+        if sent < n && sent - answered + DEPOSIT_BATCH <= DEPOSIT_WINDOW {
+            let batch: Vec<MailboxRequest> = it
+                .by_ref()
+                .take(DEPOSIT_BATCH)
+                .map(MailboxRequest::Deposit)
+                .collect();
+            sent += batch.len();
+            stream.send(&batch).await?;
+            continue;
+        }
+        match stream.recv().await? {
+            MailboxResponse::Stored(_) => {
+                stored += 1;
+                answered += 1;
+            }
+            MailboxResponse::Refused(..) => {
+                refused += 1;
+                answered += 1;
+            }
+            _ => {}
+        }
+    }
+    Ok((stored, refused))
+}
+
+async fn store(args: &Args) -> Result<Value> {
+    let bin = sibling_bin(args, "kith-bootstrap")?;
+    let dir = tempfile::tempdir()?;
+    let metrics_at = free_loopback_addr()?;
+    let (child, addr) = spawn_store(&bin, &dir.path().join("store"), &[], Some(metrics_at)).await?;
+    let peer = peer_of(&addr)?;
+    let http = reqwest::Client::new();
+    metric(&http, metrics_at, "kith_stored_messages").await?;
+
+    let depositors = args.depositors.max(1);
+    let per = args.store_messages.div_ceil(depositors).max(1);
+    let total = per * depositors;
+    eprintln!(
+        "store: sealing {total} envelopes ({depositors} depositors, {STORE_RECIPIENTS} recipients)"
+    );
+    let expires = now_ms() + 7 * 24 * 3600 * 1000;
+    let mut rng = {
+        use rand::SeedableRng;
+        rand::rngs::StdRng::from_entropy()
+    };
+    let recipients: Vec<KeyBundle> = (0..STORE_RECIPIENTS)
+        .map(|_| LocalIdentity::generate(now_ms(), &mut rng).bundle())
+        .collect();
+    let mut batches = Vec::with_capacity(depositors);
+    for d in 0..depositors {
+        let mut sealer = Sealer::new();
+        let mut envs = Vec::with_capacity(per);
+        for i in 0..per {
+            let to = &recipients[(d + i) % STORE_RECIPIENTS];
+            envs.push(sealer.text(to, &text(i), expires)?);
+        }
+        batches.push(envs);
+    }
+
+    // Idle footprint before any depositor connects.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_rss = proc_sample(child.pid())?.rss;
+
+    eprintln!("store: connecting {depositors} depositors");
+    let mut clients = Vec::with_capacity(depositors);
+    let mut streams = Vec::with_capacity(depositors);
+    for _ in 0..depositors {
+        let mut c = MailboxClient::random().await?;
+        streams.push(c.open_at(peer, vec![addr.clone()]).await?);
+        clients.push(c);
+    }
+
+    eprintln!("store: depositing");
+    let child0 = proc_sample(child.pid())?;
+    let self0 = self_sample()?;
+    let started = Instant::now();
+    let tasks: Vec<_> = streams
+        .into_iter()
+        .zip(batches)
+        .map(|(mut s, envs)| tokio::spawn(async move { deposit_all(&mut s, envs).await }))
+        .collect();
+    let (mut stored, mut refused) = (0usize, 0usize);
+    for t in tasks {
+        let (s, r) = t.await??;
+        stored += s;
+        refused += r;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let child1 = proc_sample(child.pid())?;
+    let self1 = self_sample()?;
+    ensure!(
+        refused == 0,
+        "the store peer refused {refused} of {total} deposits"
+    );
+
+    drop(clients);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let held = metric(&http, metrics_at, "kith_stored_messages").await?;
+    let held_bytes = metric(&http, metrics_at, "kith_stored_bytes").await?;
+    let holding_rss = proc_sample(child.pid())?.rss;
+    drop(child);
+
+    let rate = stored as f64 / elapsed;
+    let cpu_us = (child1.cpu_s - child0.cpu_s) * 1e6 / stored.max(1) as f64;
+    let dep_cpu_us = (self1.cpu_s - self0.cpu_s) * 1e6 / stored.max(1) as f64;
+    let per_msg = held_bytes as f64 / held.max(1) as f64;
+    let rss_per_1m = holding_rss.saturating_sub(idle_rss) as f64 / held.max(1) as f64 * 1e6 / MIB;
+    let payload_per_1m = per_msg * 1e6 / MIB;
+
+    eprintln!("baseline: sled inserts of {total} values of {per_msg:.0} bytes, flush every 256");
+    let b0 = self_sample()?;
+    let base_rate = baseline_sled(dir.path(), total, per_msg.max(1.0) as usize)?;
+    let b1 = self_sample()?;
+    let base_cpu_us = (b1.cpu_s - b0.cpu_s) * 1e6 / total as f64;
+    Ok(json!({
+        "depositors": depositors,
+        "messages": stored,
+        "deposits_per_s": rate.round(),
+        "baseline_sled_durable_inserts_per_s": base_rate.round(),
+        "deposit_ratio": ratio(rate, base_rate),
+        "store_cpu_us_per_deposit": round1(cpu_us),
+        "store_cpu_cores_busy": round3((child1.cpu_s - child0.cpu_s) / elapsed),
+        "depositors_cpu_us_per_deposit": round1(dep_cpu_us),
+        "baseline_sled_cpu_us_per_insert": round1(base_cpu_us),
+        "cpu_per_deposit_ratio": ratio(cpu_us, base_cpu_us),
+        "held_messages": held,
+        "store_bytes_per_msg": per_msg.round(),
+        "store_rss_idle_mib": round1(idle_rss as f64 / MIB),
+        "store_rss_holding_mib": round1(holding_rss as f64 / MIB),
+        "store_rss_mib_per_1m_held_extrapolated": round1(rss_per_1m),
+        "baseline_payload_mib_per_1m": round1(payload_per_1m),
+        "rss_per_1m_ratio": ratio(rss_per_1m, payload_per_1m),
+    }))
+}
+
+// ---------------------------------------------------------------------------------------
+// `presence`
+
+async fn presence(args: &Args) -> Result<Value> {
+    let bin = sibling_bin(args, "kith-bootstrap")?;
+    let dir = tempfile::tempdir()?;
+    let metrics_at = free_loopback_addr()?;
+    let (child, addr) = spawn_store(&bin, &dir.path().join("store"), &[], Some(metrics_at)).await?;
+    let peer = peer_of(&addr)?;
+    let http = reqwest::Client::new();
+    metric(&http, metrics_at, "kith_heartbeats_total").await?;
+
+    let clients_n = args.presence_clients.max(1);
+    let per = args.heartbeats.max(1);
+    let total = clients_n * per;
+    eprintln!("presence: signing {total} presence records ({clients_n} users)");
+    let mut rng = {
+        use rand::SeedableRng;
+        rand::rngs::StdRng::from_entropy()
+    };
+    let now = now_ms();
+    let mut users = Vec::with_capacity(clients_n);
+    for _ in 0..clients_n {
+        let me = LocalIdentity::generate(now, &mut rng);
+        let records: Vec<PresenceRecord> = (1..=per as u64)
+            .map(|seq| PresenceRecord::sign(&me, seq, now + seq, true, Visibility::Everyone))
+            .collect();
+        users.push((me, records));
+    }
+
+    eprintln!("presence: connecting {clients_n} users");
+    let mut clients = Vec::with_capacity(clients_n);
+    let mut work = Vec::with_capacity(clients_n);
+    for (me, records) in &users {
+        let mut c = MailboxClient::as_user(me).await?;
+        let stream = c.open_at(peer, vec![addr.clone()]).await?;
+        clients.push(c);
+        work.push((stream, me.user_id(), records.clone()));
+    }
+
+    eprintln!("presence: sending heartbeats");
+    let hb0 = metric(&http, metrics_at, "kith_heartbeats_total").await?;
+    let child0 = proc_sample(child.pid())?;
+    let started = Instant::now();
+    let tasks: Vec<_> = work
+        .into_iter()
+        .map(|(mut stream, user, records)| {
+            tokio::spawn(async move {
+                let last = records.len() as u64;
+                for chunk in records.chunks(PRESENCE_BATCH) {
+                    let reqs: Vec<MailboxRequest> = chunk
+                        .iter()
+                        .cloned()
+                        .map(MailboxRequest::Presence)
+                        .collect();
+                    stream.send(&reqs).await?;
+                }
+                // The store peer handles a stream's requests in order: once it answers this,
+                // it has handled every record before it.
+                match stream.barrier(&user).await?.1 {
+                    MailboxResponse::Presence(_, Some(r)) if r.seq == last => Ok(()),
+                    other => bail!("after {last} heartbeats the store peer answers {other:?}"),
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await??;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let child1 = proc_sample(child.pid())?;
+    let accepted = metric(&http, metrics_at, "kith_heartbeats_total").await? - hb0;
+    drop(clients);
+    drop(child);
+    ensure!(
+        accepted as usize == total,
+        "the store peer accepted {accepted} of {total} heartbeats"
+    );
+    let rate = accepted as f64 / elapsed;
+    let cpu_us = (child1.cpu_s - child0.cpu_s) * 1e6 / accepted.max(1) as f64;
+
+    eprintln!("baseline: verifying {total} presence records, one thread");
+    let records: Vec<PresenceRecord> = users.into_iter().flat_map(|(_, r)| r).collect();
+    let (base_rate, base_cpu_us) = tokio::task::spawn_blocking(move || -> Result<(f64, f64)> {
+        let c0 = self_sample()?;
+        let t0 = Instant::now();
+        for r in &records {
+            r.verify()
+                .map_err(|e| anyhow::anyhow!("baseline record does not verify: {e}"))?;
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        let c1 = self_sample()?;
+        let n = records.len() as f64;
+        Ok((n / secs, (c1.cpu_s - c0.cpu_s) * 1e6 / n))
+    })
+    .await??;
+    Ok(json!({
+        "users": clients_n,
+        "heartbeats": accepted,
+        "heartbeats_per_s": rate.round(),
+        "baseline_verifies_per_s": base_rate.round(),
+        "heartbeat_ratio": ratio(rate, base_rate),
+        "store_cpu_us_per_heartbeat": round1(cpu_us),
+        "store_cpu_cores_busy": round3((child1.cpu_s - child0.cpu_s) / elapsed),
+        "baseline_cpu_us_per_verify": round1(base_cpu_us),
+        "cpu_per_heartbeat_ratio": ratio(cpu_us, base_cpu_us),
+    }))
+}
+
+// ---------------------------------------------------------------------------------------
+// `idle`
+
+/// The `idle` baseline's child: a multi-thread tokio runtime (as `kith run` uses) with a 5 s
+/// timer, forever.
+fn idle_baseline_child() -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+        }
+    })
+}
+
+async fn idle(args: &Args) -> Result<Value> {
+    let boot_bin = sibling_bin(args, "kith-bootstrap")?;
+    let kith_bin = sibling_bin(args, "kith")?;
+    let dir = tempfile::tempdir()?;
+
+    eprintln!("idle: starting {IDLE_STORES} store peers");
+    let mut stores = Vec::new();
+    let mut addrs: Vec<libp2p::Multiaddr> = Vec::new();
+    for i in 0..IDLE_STORES {
+        let (c, a) = spawn_store(
+            &boot_bin,
+            &dir.path().join(format!("store{i}")),
+            &addrs,
+            None,
+        )
+        .await?;
+        addrs.push(a);
+        stores.push(c);
+    }
+
+    eprintln!("idle: starting the measured node");
+    let node_dir = dir.path().join("node");
+    kith_node::run::init(&node_dir).context("kith init of the measured node")?;
+    let token = kith_node::run::read_token(&node_dir)?;
+    let boot_list: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+    let mut cmd = std::process::Command::new(&kith_bin);
+    cmd.arg("--data-dir")
+        .arg(&node_dir)
+        .args([
+            "--api",
+            "127.0.0.1:0",
+            "run",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+        ])
+        .args(["--bootstrap", &boot_list.join(",")]);
+    let mut node = ChildProc::spawn("kith", cmd)?;
+    let api_line = node.line(|l| l.starts_with("kith: api ")).await?;
+    let api_addr = api_line.trim_start_matches("kith: api ").trim().to_string();
+    let api = kith_node::client::ApiClient::new(&api_addr, token)?;
+    let me = api.me().await?;
+    let me_id: kith_protocol::UserId = me
+        .user_id
+        .parse()
+        .map_err(|e| anyhow::anyhow!("bad user id {:?}: {e:?}", me.user_id))?;
+
+    eprintln!("idle: {IDLE_CONTACTS} contacts exchange a message with it");
+    let mut contacts = Vec::with_capacity(IDLE_CONTACTS);
+    for i in 0..IDLE_CONTACTS {
+        let c = start(dir.path(), &format!("contact{i}"), addrs.clone()).await?;
+        let invite = c.node.me().await?.invite;
+        api.add_contact(&invite, Some(format!("contact{i}").as_str()))
+            .await?;
+        c.node
+            .add_contact(&me.invite, Some("measured".into()))
+            .await?;
+        // In: a message to the node and its delivered receipt back.
+        blast(&c.node, me_id, 1, DeliveryStatus::Delivered).await?;
+        // Out: a message from the node, received by the contact.
+        let mut events = c.node.subscribe();
+        api.send_text(&c.user_id().to_string(), "hello", None)
+            .await?;
+        let deadline = tokio::time::Instant::now() + PHASE_TIMEOUT;
+        loop {
+            match tokio::time::timeout_at(deadline, events.recv())
+                .await
+                .context("a contact waited too long for the node's message")?
+            {
+                Ok(Event::Message { message, .. }) if !message.outgoing => break,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => bail!("event stream closed: {e}"),
+            }
+        }
+        contacts.push(c);
+    }
+
+    let baseline = ChildProc::spawn("idle baseline", {
+        let mut cmd = std::process::Command::new(std::env::current_exe()?);
+        cmd.arg(IDLE_BASELINE_CHILD);
+        cmd
+    })?;
+    tokio::time::sleep(IDLE_SETTLE).await;
+
+    let secs = args.idle_secs.max(1);
+    eprintln!("idle: measuring for {secs} s");
+    let n0 = proc_sample(node.pid())?;
+    let b0 = proc_sample(baseline.pid())?;
+    let s0: Vec<ProcSample> = stores
+        .iter()
+        .map(|s| proc_sample(s.pid()))
+        .collect::<Result<_>>()?;
+    let tcp0 = tcp_bytes_sent(node.pid())?;
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let window = started.elapsed().as_secs_f64();
+    let n1 = proc_sample(node.pid())?;
+    let b1 = proc_sample(baseline.pid())?;
+    let s1: Vec<ProcSample> = stores
+        .iter()
+        .map(|s| proc_sample(s.pid()))
+        .collect::<Result<_>>()?;
+    let tcp1 = tcp_bytes_sent(node.pid())?;
+    let (tcp_sent, closed) = tcp_sent_between(&tcp0, &tcp1);
+    let stores_cpu: f64 = s0.iter().zip(&s1).map(|(a, b)| b.cpu_s - a.cpu_s).sum();
+
+    drop(baseline);
+    drop(node);
+    for c in contacts {
+        c.shutdown().await?;
+    }
+    drop(stores);
+
+    let node_cpu = n1.cpu_s - n0.cpu_s;
+    let base_cpu = b1.cpu_s - b0.cpu_s;
+    Ok(json!({
+        "idle_s": round1(window),
+        "contacts": IDLE_CONTACTS,
+        "store_peers": IDLE_STORES,
+        "node_cpu_s": round3(node_cpu),
+        "node_cpu_pct_of_core": round3(node_cpu / window * 100.0),
+        "baseline_cpu_s": round3(base_cpu),
+        "baseline_cpu_pct_of_core": round3(base_cpu / window * 100.0),
+        "cpu_ratio": ratio(node_cpu, base_cpu),
+        "target_cpu_pct_of_core": 0.1,
+        "node_tcp_bytes_sent": tcp_sent,
+        "node_tcp_bytes_sent_per_s": (tcp_sent as f64 / window).round(),
+        "node_tcp_sockets": tcp1.len(),
+        "node_tcp_sockets_closed_during_window": closed,
+        "node_wchar_bytes": n1.wchar.saturating_sub(n0.wchar),
+        "baseline_wchar_bytes": b1.wchar.saturating_sub(b0.wchar),
+        "node_rss_mib": round1(n1.rss as f64 / MIB),
+        "baseline_rss_mib": round1(b1.rss as f64 / MIB),
+        "rss_ratio": ratio(n1.rss as f64, b1.rss as f64),
+        "target_rss_mib": 30,
+        "store_peers_cpu_s": round3(stores_cpu),
+    }))
 }
