@@ -36,6 +36,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::handle::{ContactView, Event, Me, Node, NodeError, PresenceView, Sent};
 
+mod media;
+
 /// Largest JSON request body, in bytes: a message text plus its metadata fits many times over,
 /// and a client cannot make the node buffer more than this per request.
 pub const BODY_LIMIT: usize = 256 * 1024;
@@ -398,6 +400,7 @@ fn build(node: Node, token: String, port: Option<u16>, shutdown: CancellationTok
         .route("/v1/presence/{user_id}", get(presence))
         .route("/v1/events", get(events))
         .route("/v1/settings", put(settings))
+        .merge(media::routes())
         .with_state(ApiState {
             node: node.clone(),
             shutdown,
@@ -650,6 +653,7 @@ fn event_name(event: &Event) -> &'static str {
         Event::Message { .. } => "message",
         Event::Status { .. } => "status",
         Event::Presence { .. } => "presence",
+        Event::MediaProgress { .. } => "media_progress",
     }
 }
 

@@ -7,6 +7,9 @@ use libp2p::Multiaddr;
 /// Default REST API address.
 pub const DEFAULT_API: &str = "127.0.0.1:7878";
 
+/// Default largest media file: room for a 100 MiB video and then some.
+pub const DEFAULT_MAX_MEDIA_BYTES: u64 = 256 * 1024 * 1024;
+
 /// Everything a node needs to start.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -48,6 +51,8 @@ pub struct Config {
     pub replication: usize,
     /// How many store peers must hold a deposit before it counts as sent (W).
     pub write_quorum: usize,
+    /// Largest media file `POST /v1/media` takes, in bytes.
+    pub max_media_bytes: u64,
 }
 
 impl Config {
@@ -77,6 +82,7 @@ impl Config {
             commit_delay: Duration::ZERO,
             replication: 3,
             write_quorum: 2,
+            max_media_bytes: DEFAULT_MAX_MEDIA_BYTES,
         }
     }
 

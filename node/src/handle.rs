@@ -100,6 +100,9 @@ pub struct MessageView {
     pub status: DeliveryStatus,
     /// Whether the local user sent it.
     pub outgoing: bool,
+    /// The image, video or file it carries (its `text` is then the caption).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<Box<crate::media::MediaView>>,
 }
 
 /// A page of a conversation, newest first.
@@ -151,6 +154,19 @@ pub enum Event {
         /// Its new status.
         status: DeliveryStatus,
     },
+    /// A media upload or download moved on.
+    MediaProgress {
+        /// The peer of the conversation.
+        peer: String,
+        /// The message carrying the media.
+        id: String,
+        /// The blob hash (hex).
+        hash: String,
+        /// uploading | available | downloading | complete | failed.
+        state: crate::media::MediaState,
+        /// Fraction done, 0..1.
+        progress: f64,
+    },
     /// A contact's presence changed.
     Presence {
         /// The contact.
@@ -168,6 +184,7 @@ pub struct Node {
     pub(crate) store: Store,
     pub(crate) user: UserId,
     pub(crate) net: Network,
+    pub(crate) transfers: crate::transfer::TransferHandle,
 }
 
 impl Node {
@@ -300,5 +317,43 @@ impl Node {
     /// Subscribes to events (new messages, status changes, presence).
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
+    }
+
+    /// Sends a media message whose plaintext file is already at
+    /// [`crate::media::MediaFiles::complete_path`] of its hash (see `POST /v1/media`).
+    pub async fn send_media(
+        &self,
+        to: UserId,
+        media: kith_protocol::payload::MediaRef,
+    ) -> Result<Sent, NodeError> {
+        self.call(|reply| Command::SendMedia {
+            to,
+            media: Box::new(media),
+            reply,
+        })
+        .await
+    }
+
+    /// What the node knows of a media blob.
+    pub fn media(
+        &self,
+        hash: &kith_protocol::blob::BlobHash,
+    ) -> Result<Option<crate::media::MediaRecord>, NodeError> {
+        Ok(self.store.media(hash)?)
+    }
+
+    /// Largest media file this node takes from its user, in bytes.
+    pub fn max_media_bytes(&self) -> u64 {
+        self.transfers.max_media_bytes()
+    }
+
+    /// The media files of this node.
+    pub fn media_files(&self) -> &crate::media::MediaFiles {
+        self.transfers.files()
+    }
+
+    /// Media chunk counters of this node: (served to peers, fetched and verified, rejected).
+    pub fn media_counters(&self) -> (u64, u64, u64) {
+        self.transfers.counters()
     }
 }

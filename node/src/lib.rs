@@ -26,6 +26,7 @@ pub mod config;
 pub mod handle;
 pub mod invite;
 pub mod link;
+pub mod media;
 pub mod mesh;
 pub mod messenger;
 pub mod net;
@@ -33,6 +34,7 @@ pub mod operator;
 pub mod run;
 pub mod store;
 pub mod time;
+pub mod transfer;
 pub mod web;
 
 pub use config::Config;

@@ -578,6 +578,7 @@ mod tests {
             sent_at_ms: 1_000,
             status: DeliveryStatus::Read,
             outgoing: true,
+            media: None,
         };
         assert_eq!(
             history_line(&message),

@@ -18,8 +18,9 @@ use std::{
 };
 
 use kith_protocol::{
+    blob::{BlobHash, BlobLayout},
     mailbox::{MailboxRequest, MailboxResponse, RefuseReason, MAILBOX_PROTOCOL, MAX_DELETE_IDS},
-    payload::{self, Receipt, ReceiptKind, Text},
+    payload::{self, MediaRef, Receipt, ReceiptKind, Text},
     seal::{open_handshake, OpenError, SessionId},
     wire::{MsgFrame, RejectReason, MAX_ACK_IDS},
     DeliveryStatus, Envelope, EnvelopeHeader, KeyBundle, LocalIdentity, MessageId, Payload,
@@ -34,9 +35,11 @@ use crate::{
     handle::{ContactView, Event, Me, NodeError, PresenceView, Sent},
     invite::Invite,
     link::{self, LinkEvent, LinkSignal},
+    media::{MediaRecord, MediaState},
     net::{closest_peers, NetEvent, Network},
     store::{Contact, OutboxEntry, Store, StoreError, StoredMessage},
     time::{now_ms, rfc3339},
+    transfer::TransferHandle,
     Config,
 };
 
@@ -59,6 +62,11 @@ pub(crate) enum Command {
         to: UserId,
         text: String,
         client_meta: serde_json::Value,
+        reply: oneshot::Sender<Result<Sent, NodeError>>,
+    },
+    SendMedia {
+        to: UserId,
+        media: Box<kith_protocol::payload::MediaRef>,
         reply: oneshot::Sender<Result<Sent, NodeError>>,
     },
     MarkRead {
@@ -236,6 +244,8 @@ pub(crate) struct Messenger {
     refetch_at: Option<Instant>,
     /// How many fetches each unopenable mailbox message has survived.
     unopened: HashMap<MessageId, u32>,
+    /// Starts media uploads and downloads.
+    transfers: TransferHandle,
 }
 
 struct StoreState {
@@ -286,6 +296,7 @@ impl Messenger {
         cfg: Config,
         events: broadcast::Sender<Event>,
         link_tx: mpsc::Sender<LinkEvent>,
+        transfers: TransferHandle,
         cancel: CancellationToken,
     ) -> Result<(Self, mpsc::Receiver<Internal>), StoreError> {
         let (internal_tx, internal_rx) = mpsc::channel(1024);
@@ -316,6 +327,7 @@ impl Messenger {
             last_publish: None,
             refetch_at: None,
             unopened: HashMap::new(),
+            transfers,
             cfg,
             store,
         };
@@ -441,6 +453,12 @@ impl Messenger {
                 client_meta,
                 reply,
             } => match self.send_text(to, text, client_meta) {
+                Ok(sent) => self.reply_after_commit(reply, sent, Vec::new()),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
+            Command::SendMedia { to, media, reply } => match self.send_media(to, *media) {
                 Ok(sent) => self.reply_after_commit(reply, sent, Vec::new()),
                 Err(e) => {
                     let _ = reply.send(Err(e));
@@ -612,6 +630,7 @@ impl Messenger {
             sent_at_ms: now,
             stored_at_ms: now,
             status: DeliveryStatus::Pending,
+            media: None,
         };
         let entry = OutboxEntry {
             seq: self.store.next_seq().map_err(store_err)?,
@@ -626,10 +645,95 @@ impl Messenger {
         self.outbox.insert(id, entry);
         self.emit(|| Event::Message {
             peer: to.to_string(),
-            message: msg.view(&self.user),
+            message: self.store.view(&self.user, &msg),
         });
         // The envelope may leave while the local write is still being flushed: the API only
         // answers after the flush, and a copy that left early is deduplicated by id.
+        self.peer(to).queue.push_back(id);
+        self.pump(to);
+        Ok(Sent {
+            id: id.to_string(),
+            status: DeliveryStatus::Pending,
+        })
+    }
+
+    /// Sends a media reference whose blob file is already in place under its hash. The blob
+    /// goes to the recipient's store peers when the recipient is not connected now; otherwise
+    /// the recipient pulls it from this node.
+    fn send_media(&mut self, to: UserId, media: MediaRef) -> Result<Sent, NodeError> {
+        if !self.contacts.contains_key(&to) {
+            return Err(NodeError::UnknownContact(to.to_string()));
+        }
+        if media.caption.len() > payload::MAX_TEXT_LEN {
+            return Err(NodeError::TooLarge {
+                what: "caption",
+                len: media.caption.len(),
+                max: payload::MAX_TEXT_LEN,
+            });
+        }
+        let now = now_ms();
+        let id = MessageId::random(&mut self.rng);
+        let hash = BlobHash(media.hash);
+        let expires_at_ms = now.saturating_add(self.cfg.message_lifetime.as_millis() as u64);
+        let online = self.peers.get(&to).is_some_and(|p| p.connected);
+        let stores = if online {
+            Vec::new()
+        } else {
+            self.store_set(&to, self.cfg.replication)
+        };
+        let record = MediaRecord {
+            hash,
+            key: media.key,
+            size: media.size,
+            chunk_size: media.chunk_size,
+            mime: media.mime.clone(),
+            name: media.name.clone(),
+            preview: media.preview.clone(),
+            message: id,
+            peer: to,
+            outgoing: true,
+            state: if stores.is_empty() {
+                MediaState::Available
+            } else {
+                MediaState::Uploading
+            },
+            done_chunks: 0,
+            holders: stores.iter().map(|p| p.to_bytes()).collect(),
+            expires_at_ms,
+        };
+        let caption = media.caption.clone();
+        let plaintext = Plaintext::new(&Payload::Media(media), now)
+            .map_err(|e| NodeError::InvalidInput(e.to_string()))?;
+        let msg = StoredMessage {
+            id,
+            peer: to,
+            outgoing: true,
+            text: caption,
+            client_meta: "{}".into(),
+            sent_at_ms: now,
+            stored_at_ms: now,
+            status: DeliveryStatus::Pending,
+            media: Some(hash),
+        };
+        let entry = OutboxEntry {
+            seq: self.store.next_seq().map_err(store_err)?,
+            id,
+            to,
+            plaintext,
+            expires_at_ms,
+            tracked: true,
+        };
+        self.store.put_media(&record).map_err(store_err)?;
+        self.store.insert_message(&msg).map_err(store_err)?;
+        self.store.outbox_put(&entry).map_err(store_err)?;
+        self.outbox.insert(id, entry);
+        if record.state == MediaState::Uploading {
+            self.transfers.start(hash);
+        }
+        self.emit(|| Event::Message {
+            peer: to.to_string(),
+            message: self.store.view(&self.user, &msg),
+        });
         self.peer(to).queue.push_back(id);
         self.pump(to);
         Ok(Sent {
@@ -1117,12 +1221,13 @@ impl Messenger {
                     sent_at_ms: plaintext.sent_at_ms,
                     stored_at_ms: now,
                     status: DeliveryStatus::Delivered,
+                    media: None,
                 };
                 match self.store.insert_message(&msg) {
                     Ok(true) => {
                         self.emit(|| Event::Message {
                             peer: sender.to_string(),
-                            message: msg.view(&self.user),
+                            message: self.store.view(&self.user, &msg),
                         });
                         delivered.entry(sender).or_default().push(id);
                     }
@@ -1156,8 +1261,61 @@ impl Messenger {
                     }
                 }
             }
-            Ok(Payload::Media(_)) => {
-                tracing::info!(%id, %sender, "media messages are not supported yet; acknowledged");
+            Ok(Payload::Media(m)) => {
+                if BlobLayout::new(m.size, m.chunk_size).is_err()
+                    || m.caption.len() > payload::MAX_TEXT_LEN
+                {
+                    tracing::warn!(%id, %sender, "media reference with an invalid layout; dropped");
+                    return Err(RejectReason::Invalid);
+                }
+                let hash = BlobHash(m.hash);
+                let msg = StoredMessage {
+                    id,
+                    peer: sender,
+                    outgoing: false,
+                    text: m.caption.clone(),
+                    client_meta: "{}".into(),
+                    sent_at_ms: plaintext.sent_at_ms,
+                    stored_at_ms: now,
+                    status: DeliveryStatus::Delivered,
+                    media: Some(hash),
+                };
+                // The sender first (it serves its own blob while online), then our store
+                // peers (where it uploaded the blob if we were away).
+                let mut holders = vec![sender.peer_id()];
+                holders.extend(self.my_stores());
+                let expires = now.saturating_add(self.cfg.message_lifetime.as_millis() as u64);
+                let record = MediaRecord::incoming(&m, id, sender, &holders, expires);
+                let fresh = match self.store.media(&hash) {
+                    Ok(existing) => existing.is_none(),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot read media record");
+                        return Err(RejectReason::Busy);
+                    }
+                };
+                if fresh {
+                    if let Err(e) = self.store.put_media(&record) {
+                        tracing::error!(error = %e, "cannot store media record");
+                        return Err(RejectReason::Busy);
+                    }
+                }
+                match self.store.insert_message(&msg) {
+                    Ok(true) => {
+                        self.emit(|| Event::Message {
+                            peer: sender.to_string(),
+                            message: self.store.view(&self.user, &msg),
+                        });
+                        delivered.entry(sender).or_default().push(id);
+                        if fresh {
+                            self.transfers.start(hash);
+                        }
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot store message");
+                        return Err(RejectReason::Busy);
+                    }
+                }
             }
             Ok(Payload::Unknown { kind }) => {
                 tracing::info!(%id, %sender, kind, "payload of an unknown kind; acknowledged, not shown");
@@ -1566,6 +1724,7 @@ impl Messenger {
     }
 
     fn on_heartbeat(&mut self) {
+        self.transfers.set_mailbox_stores(self.my_stores());
         let record = self.presence_record();
         for state in self.peers.values() {
             if let Some(link) = &state.link {
@@ -1638,6 +1797,7 @@ impl Messenger {
 
     /// Opens links to our mailbox's store peers (each subscribes on open).
     fn subscribe_mailbox(&mut self) {
+        self.transfers.set_mailbox_stores(self.my_stores());
         for store in self.my_stores() {
             self.store_link(store);
         }
@@ -1694,6 +1854,7 @@ impl Messenger {
             return;
         };
         let now = now_ms();
+        let mut media = Vec::new();
         while state.in_flight.len() < self.cfg.max_in_flight {
             let Some((id, envelope)) = self.next_sealed(user, &mut state, now) else {
                 break;
@@ -1720,8 +1881,44 @@ impl Messenger {
             );
             state.in_flight.insert(id, Instant::now());
             state.in_flight_order.push_back(id);
+            if self
+                .outbox
+                .get(&id)
+                .is_some_and(|e| e.plaintext.payload.kind == payload::kind::MEDIA)
+            {
+                media.push(id);
+            }
         }
         self.peers.insert(user, state);
+        for id in media {
+            self.upload_media_of(id, &set);
+        }
+    }
+
+    /// A media message went to store peers: its blob must follow it there (unless it is
+    /// already on its way), or the recipient could not fetch it while we are away.
+    fn upload_media_of(&mut self, id: MessageId, stores: &[PeerId]) {
+        let Ok(Some(msg)) = self.store.message(&id) else {
+            return;
+        };
+        let Some(hash) = msg.media else {
+            return;
+        };
+        match self.store.media(&hash) {
+            Ok(Some(mut rec)) if rec.outgoing && rec.holders.is_empty() => {
+                rec.state = MediaState::Uploading;
+                rec.done_chunks = 0;
+                rec.holders = stores.iter().map(|p| p.to_bytes()).collect();
+                if let Err(e) = self.store.put_media(&rec) {
+                    tracing::error!(error = %e, "cannot store media record");
+                    return;
+                }
+                tracing::info!(%hash, "recipient away: uploading the media to its store peers");
+                self.transfers.start(hash);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "cannot read media record"),
+        }
     }
 
     fn on_store(&mut self, ev: StoreEvent) {

@@ -7,6 +7,7 @@
 //! - [`store_peer`]: the `/kith/mailbox/1` service, presence, replication repair.
 //! - [`metrics`]: Prometheus counters on `/metrics`.
 
+pub mod blobs;
 pub mod mailboxes;
 pub mod metrics;
 pub mod store_peer;
@@ -81,6 +82,9 @@ pub enum RunError {
     /// The mailboxes could not be opened.
     #[error("mailboxes: {0}")]
     Mailboxes(#[from] mailboxes::MailboxError),
+    /// The media blob store could not be opened.
+    #[error("blobs: {0}")]
+    Blobs(String),
 }
 
 /// Loads the identity key from the data directory, creating it on first use.
@@ -167,6 +171,18 @@ pub async fn start(cfg: Config) -> Result<Running, RunError> {
     match &cfg.store {
         Some(store_cfg) => {
             let mailboxes = Mailboxes::open(&cfg.data_dir.join("mailboxes"))?;
+            let blobs = blobs::Blobs::open(
+                &cfg.data_dir.join("blobs"),
+                mailboxes.db(),
+                store_cfg.blobs.clone(),
+                metrics.clone(),
+            )
+            .map_err(|e| RunError::Blobs(e.to_string()))?;
+            tasks.push(blobs::spawn(
+                Arc::new(blobs),
+                network.control(),
+                cancel.clone(),
+            )?);
             let known: Vec<PeerId> = cfg.peers.iter().filter_map(peer_of).collect();
             tasks.push(store_peer::spawn(
                 store_cfg.clone(),

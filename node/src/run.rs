@@ -31,6 +31,9 @@ pub const TOKEN_FILE: &str = "api-token";
 /// Name of the sled database directory in the data directory.
 pub const DB_DIR: &str = "db";
 
+/// Name of the media directory in the data directory.
+pub const MEDIA_DIR: &str = "media";
+
 /// Depth of the link-event queue into the messenger.
 const LINK_EVENT_QUEUE: usize = 4096;
 
@@ -61,6 +64,9 @@ pub enum RunError {
     /// No token: the data directory was never initialised.
     #[error("no API token in {0}: run `kith init` first")]
     NoToken(PathBuf),
+    /// The media directory could not be prepared.
+    #[error("media files: {0}")]
+    Media(String),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
@@ -218,6 +224,20 @@ pub async fn start(config: Config) -> Result<RunningNode, RunError> {
         cancel.clone(),
     )?;
     let (events, _) = broadcast::channel(EVENT_BROADCAST);
+    let files = crate::media::MediaFiles::open(&config.data_dir.join(MEDIA_DIR))
+        .map_err(|e| RunError::Media(e.to_string()))?;
+    let (transfers, transfer_task) = crate::transfer::spawn(
+        store.clone(),
+        files,
+        network.control(),
+        events.clone(),
+        crate::transfer::TransferConfig {
+            write_quorum: config.write_quorum,
+            max_media_bytes: config.max_media_bytes,
+            ..Default::default()
+        },
+        cancel.clone(),
+    )?;
     let (cmd_tx, cmd_rx) = mpsc::channel(config.command_queue);
     let user = me.user_id();
     let (messenger, internal) = Messenger::new(
@@ -227,6 +247,7 @@ pub async fn start(config: Config) -> Result<RunningNode, RunError> {
         config.clone(),
         events.clone(),
         link_tx,
+        transfers.clone(),
         cancel.clone(),
     )?;
     let messenger_task = tokio::spawn(messenger.run(
@@ -243,6 +264,7 @@ pub async fn start(config: Config) -> Result<RunningNode, RunError> {
         store: store.clone(),
         user,
         net: network,
+        transfers,
     };
     let listener = tokio::net::TcpListener::bind(config.api)
         .await
@@ -262,7 +284,7 @@ pub async fn start(config: Config) -> Result<RunningNode, RunError> {
         api_addr,
         token,
         cancel,
-        tasks: vec![messenger_task, api_task, acceptor, net_task],
+        tasks: vec![messenger_task, api_task, acceptor, transfer_task, net_task],
         store,
     })
 }

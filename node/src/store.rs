@@ -16,6 +16,7 @@
 //! - `unread`: key in `messages` → (), for received messages the user has not read.
 //! - `outbox`: `seq ‖ message id` → [`OutboxEntry`] (what still has to leave this node).
 //! - `sessions`: peer → inbound [`PeerSessions`]; `session_index`: session id → peer.
+//! - `media`: blob hash → [`MediaRecord`] (the file itself lives under `media/`).
 
 use std::path::Path;
 
@@ -27,7 +28,11 @@ use libp2p::Multiaddr;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::handle::{ContactView, MessageView};
+use crate::{
+    handle::{ContactView, MessageView},
+    media::MediaRecord,
+};
+use kith_protocol::blob::BlobHash;
 
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +102,8 @@ pub struct StoredMessage {
     pub stored_at_ms: u64,
     /// Delivery status (outgoing), or delivered/read (incoming).
     pub status: DeliveryStatus,
+    /// The media blob it carries, if any (its record is in the `media` tree).
+    pub media: Option<BlobHash>,
 }
 
 impl StoredMessage {
@@ -118,6 +125,7 @@ impl StoredMessage {
             sent_at_ms: self.sent_at_ms,
             status: self.status,
             outgoing: self.outgoing,
+            media: None,
         }
     }
 }
@@ -152,6 +160,7 @@ pub struct Store {
     outbox: sled::Tree,
     sessions: sled::Tree,
     session_index: sled::Tree,
+    media: sled::Tree,
     committer: Committer,
 }
 
@@ -217,6 +226,7 @@ impl Store {
             outbox: db.open_tree("outbox")?,
             sessions: db.open_tree("sessions")?,
             session_index: db.open_tree("session_index")?,
+            media: db.open_tree("media")?,
             db,
             committer,
         })
@@ -388,9 +398,52 @@ impl Store {
             if out.len() == count {
                 return Ok((out, true));
             }
-            out.push(msg.view(me));
+            out.push(self.view(me, &msg));
         }
         Ok((out, false))
+    }
+
+    /// The API view of a stored message, with its media's current state.
+    pub fn view(&self, me: &UserId, msg: &StoredMessage) -> MessageView {
+        let mut view = msg.view(me);
+        if let Some(hash) = &msg.media {
+            view.media = match self.media(hash) {
+                Ok(Some(rec)) => Some(Box::new(rec.view())),
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::warn!(error = %e, "media record unreadable");
+                    None
+                }
+            };
+        }
+        view
+    }
+
+    /// The record of a media blob.
+    pub fn media(&self, hash: &BlobHash) -> Result<Option<MediaRecord>, StoreError> {
+        match self.media.get(hash.0)? {
+            None => Ok(None),
+            Some(v) => Ok(Some(codec::decode(&v)?)),
+        }
+    }
+
+    /// Writes the record of a media blob.
+    pub fn put_media(&self, rec: &MediaRecord) -> Result<(), StoreError> {
+        self.media.insert(rec.hash.0, codec::encode(rec)?)?;
+        Ok(())
+    }
+
+    /// Every media record (to resume transfers at start).
+    pub fn all_media(&self) -> Result<Vec<MediaRecord>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.media.iter() {
+            let (_, v) = item?;
+            match codec::decode(&v) {
+                Ok(rec) => out.push(rec),
+                Err(e) => tracing::warn!(error = %e, "media record does not decode; skipped"),
+            }
+        }
+        Ok(out)
     }
 
     /// A fresh number, larger than every number handed out before (also across restarts).

@@ -91,6 +91,13 @@ fn user_of_key(key: &[u8]) -> Option<UserId> {
 
 impl Mailboxes {
     /// Opens the mailboxes under `dir`. Must run inside a tokio runtime (group committer).
+    /// The database, for other indexes of the store peer (the blob index) to live beside the
+    /// mailboxes under one lock.
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
+    /// Opens (or creates) the mailboxes under `dir`.
     pub fn open(dir: &Path) -> Result<Self, MailboxError> {
         let db = sled::Config::new()
             .path(dir)

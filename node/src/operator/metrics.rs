@@ -27,6 +27,14 @@ pub struct Metrics {
     pub expired: AtomicU64,
     /// Presence records accepted.
     pub heartbeats: AtomicU64,
+    /// Media blobs held (complete or being uploaded).
+    pub blobs: AtomicU64,
+    /// Bytes reserved by held blobs (ciphertext).
+    pub blob_bytes: AtomicU64,
+    /// Blob chunks received from uploaders.
+    pub blob_chunks_in: AtomicU64,
+    /// Blob chunks served to mailbox owners.
+    pub blob_chunks_out: AtomicU64,
     rejected: [AtomicU64; 6],
 }
 
@@ -88,6 +96,25 @@ impl Metrics {
             "Bytes of messages held.",
             "gauge",
             l(&self.stored_bytes),
+        );
+        gauge("blobs", "Media blobs held.", "gauge", l(&self.blobs));
+        gauge(
+            "blob_bytes",
+            "Bytes reserved by media blobs.",
+            "gauge",
+            l(&self.blob_bytes),
+        );
+        gauge(
+            "blob_chunks_in_total",
+            "Blob chunks received.",
+            "counter",
+            l(&self.blob_chunks_in),
+        );
+        gauge(
+            "blob_chunks_out_total",
+            "Blob chunks served.",
+            "counter",
+            l(&self.blob_chunks_out),
         );
         gauge(
             "deposits_total",

@@ -53,6 +53,8 @@ pub struct StoreConfig {
     pub max_streams: usize,
     /// Depth of each stream's answer queue.
     pub stream_queue: usize,
+    /// Limits on media blobs held for offline users.
+    pub blobs: super::blobs::BlobLimits,
 }
 
 impl Default for StoreConfig {
@@ -65,6 +67,7 @@ impl Default for StoreConfig {
             presence_capacity: 100_000,
             max_streams: 1024,
             stream_queue: 1024,
+            blobs: super::blobs::BlobLimits::default(),
         }
     }
 }

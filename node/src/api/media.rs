@@ -1,0 +1,403 @@
+//! The media endpoints: `POST /v1/media` streams a file to disk and sends it,
+//! `GET /v1/media/{hash}` serves the decrypted file (with `Range`, so a browser can play a
+//! video while it is still arriving), `GET /v1/media/{hash}/preview` the thumbnail.
+//!
+//! Nothing here holds a whole file in memory: uploads are written to a temporary file as they
+//! arrive and downloads are streamed from disk.
+
+use std::collections::HashMap;
+
+use axum::{
+    body::Body,
+    extract::{Path, Query, State},
+    http::{
+        header::{
+            ACCEPT_RANGES, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, RANGE,
+        },
+        HeaderMap, HeaderValue, StatusCode,
+    },
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Json, Router,
+};
+use futures::StreamExt;
+use kith_protocol::{
+    blob::{BlobHash, BlobKey, DEFAULT_CHUNK_SIZE},
+    payload::MediaRef,
+};
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+
+use super::{node_error, parse_user_id, ApiError, ApiState, Input};
+use crate::media::{carried_mime, prepare, sanitize_name, MediaState, INLINE_TYPES};
+
+/// How long a ranged read waits for a download in progress to reach the asked bytes.
+const RANGE_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// The media routes (guarded like the rest of the API by the caller).
+pub(super) fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/v1/media", post(upload))
+        .route("/v1/media/{hash}", get(download))
+        .route("/v1/media/{hash}/preview", get(preview))
+}
+
+fn too_large(max: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        format!("media files may be at most {max} bytes"),
+    )
+}
+
+fn io_error(e: impl std::fmt::Display) -> ApiError {
+    tracing::error!(error = %e, "media file I/O failed");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "storage",
+        format!("media storage failed: {e}"),
+    )
+}
+
+/// `POST /v1/media?to=<user>&name=<file name>&caption=<text>`, body: the raw file.
+async fn upload(
+    State(s): State<ApiState>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let to_raw = q.get("to").ok_or_else(|| {
+        ApiError::query("`to` (the recipient's user id) is required in the query string")
+    })?;
+    let to = parse_user_id(to_raw).map_err(|e| ApiError::query(e.message))?;
+    let known = s
+        .node
+        .contacts()
+        .map_err(|e| node_error(e, Input::Query))?
+        .iter()
+        .any(|c| c.user_id == to.to_string());
+    if !known {
+        return Err(node_error(
+            crate::NodeError::UnknownContact(to.to_string()),
+            Input::Query,
+        ));
+    }
+    let max = s.node.max_media_bytes();
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(too_large(max));
+    }
+    let mime = carried_mime(headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()));
+    let name = sanitize_name(q.get("name").map(String::as_str).unwrap_or("file"));
+    let caption = q.get("caption").cloned().unwrap_or_default();
+    let files = s.node.media_files().clone();
+    let temp = files.temp_path();
+    let written = write_body(&temp, body, max).await;
+    let size = match written {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&temp).await;
+            return Err(e);
+        }
+    };
+    tracing::info!(size, %mime, "media received from the API; preparing");
+    let key = BlobKey::generate(&mut rand::rngs::OsRng);
+    let prepared = {
+        let temp = temp.clone();
+        let key = key.clone();
+        let mime = mime.clone();
+        tokio::task::spawn_blocking(move || {
+            let prepared = prepare(&temp, &key, DEFAULT_CHUNK_SIZE, &mime)?;
+            files.commit_temp(&temp, &prepared.hash)?;
+            Ok::<_, crate::media::MediaError>(prepared)
+        })
+        .await
+        .map_err(io_error)?
+    };
+    let prepared = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&temp).await;
+            return Err(io_error(e));
+        }
+    };
+    debug_assert_eq!(prepared.size, size);
+    let media = MediaRef {
+        hash: prepared.hash.0,
+        size: prepared.size,
+        chunk_size: DEFAULT_CHUNK_SIZE,
+        mime,
+        name,
+        key: key.0,
+        preview: prepared.preview,
+        caption,
+    };
+    let sent = s
+        .node
+        .send_media(to, media)
+        .await
+        .map_err(|e| node_error(e, Input::Query))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({
+            "id": sent.id,
+            "status": sent.status,
+            "hash": prepared.hash.to_hex(),
+        })),
+    )
+        .into_response())
+}
+
+/// Streams a request body into `path`, refusing past `max` bytes; syncs it. Returns its size.
+async fn write_body(path: &std::path::Path, body: Body, max: u64) -> Result<u64, ApiError> {
+    let mut file = tokio::fs::File::create(path).await.map_err(io_error)?;
+    let mut stream = body.into_data_stream();
+    let mut total = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "body_error",
+                format!("the upload was cut: {e}"),
+            )
+        })?;
+        total += chunk.len() as u64;
+        if total > max {
+            return Err(too_large(max));
+        }
+        file.write_all(&chunk).await.map_err(io_error)?;
+    }
+    file.sync_all().await.map_err(io_error)?;
+    Ok(total)
+}
+
+fn parse_hash(raw: &str) -> Result<BlobHash, ApiError> {
+    BlobHash::from_hex(raw).map_err(|_| {
+        let shown: String = raw.chars().take(80).collect();
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_path",
+            format!("`{shown}` is not a media hash (64 hex digits)"),
+        )
+    })
+}
+
+fn not_found(hash: &BlobHash) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no media {hash} on this node"),
+    )
+}
+
+/// A `Range: bytes=…` header resolved against a file of `size` bytes: `Ok(None)` for no (or
+/// an unsupported multi-part) range, `Err` for one that cannot be satisfied.
+fn parse_range(value: &str, size: u64) -> Result<Option<(u64, u64)>, ()> {
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let (a, b) = spec.split_once('-').ok_or(())?;
+    let (a, b) = (a.trim(), b.trim());
+    let (start, end) = if a.is_empty() {
+        let n: u64 = b.parse().map_err(|_| ())?;
+        if n == 0 {
+            return Err(());
+        }
+        (size.saturating_sub(n), size.saturating_sub(1))
+    } else {
+        let start: u64 = a.parse().map_err(|_| ())?;
+        let end = if b.is_empty() {
+            size.saturating_sub(1)
+        } else {
+            b.parse::<u64>()
+                .map_err(|_| ())?
+                .min(size.saturating_sub(1))
+        };
+        (start, end)
+    };
+    if size == 0 || start > end || start >= size {
+        return Err(());
+    }
+    Ok(Some((start, end)))
+}
+
+/// `GET /v1/media/{hash}`: the decrypted file.
+async fn download(
+    State(s): State<ApiState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let hash = parse_hash(&raw)?;
+    let rec = s
+        .node
+        .media(&hash)
+        .map_err(|e| node_error(e, Input::Query))?
+        .ok_or_else(|| not_found(&hash))?;
+    let size = rec.size;
+    let range = match headers.get(RANGE).and_then(|v| v.to_str().ok()) {
+        None => None,
+        Some(v) => parse_range(v, size).map_err(|()| {
+            ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "range_not_satisfiable",
+                format!("the file has {size} bytes"),
+            )
+        })?,
+    };
+    // Bytes on disk that are verified; a download in progress serves its verified prefix.
+    let mut rec = rec;
+    let deadline = tokio::time::Instant::now() + RANGE_WAIT;
+    loop {
+        let avail = rec.verified_bytes();
+        let needed = match range {
+            Some((start, _)) => start + 1,
+            None => size,
+        };
+        if avail >= needed || size == 0 {
+            break;
+        }
+        if rec.state != MediaState::Downloading || tokio::time::Instant::now() >= deadline {
+            let (status, code) = if rec.state == MediaState::Failed {
+                (StatusCode::GONE, "media_failed")
+            } else {
+                (StatusCode::CONFLICT, "media_incomplete")
+            };
+            return Err(ApiError::new(
+                status,
+                code,
+                format!(
+                    "media is {:?}, {:.0}% verified; ask again, or ask for a range",
+                    rec.state,
+                    rec.progress() * 100.0
+                ),
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        rec = match s.node.media(&hash) {
+            Ok(Some(r)) => r,
+            _ => return Err(not_found(&hash)),
+        };
+    }
+    let avail = rec.verified_bytes();
+    let files = s.node.media_files();
+    let path = if rec.outgoing || rec.state == MediaState::Complete {
+        files.complete_path(&hash)
+    } else {
+        files.part_path(&hash)
+    };
+    let (status, start, len) = match range {
+        Some((start, end)) => {
+            let end = end.min(avail.saturating_sub(1));
+            (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
+        }
+        None => (StatusCode::OK, 0, size),
+    };
+    let mut file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        // A download that just completed was renamed between the two reads.
+        Err(_) if !rec.outgoing => tokio::fs::File::open(files.complete_path(&hash))
+            .await
+            .map_err(io_error)?,
+        Err(e) => return Err(io_error(e)),
+    };
+    file.seek(std::io::SeekFrom::Start(start))
+        .await
+        .map_err(io_error)?;
+    let reader = tokio::io::AsyncReadExt::take(file, len);
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(reader));
+    let mut resp = (status, body).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_str(&rec.mime)
+            .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream")),
+    );
+    h.insert(CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if status == StatusCode::PARTIAL_CONTENT {
+        if let Ok(v) = HeaderValue::from_str(&format!(
+            "bytes {start}-{}/{size}",
+            start + len.saturating_sub(1)
+        )) {
+            h.insert(CONTENT_RANGE, v);
+        }
+    }
+    // Received files are the sender's bytes: never let the browser sniff them into HTML or
+    // run them on the API's origin.
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static("sandbox; default-src 'none'; media-src 'self'; img-src 'self'"),
+    );
+    let inline = INLINE_TYPES.contains(&rec.mime.as_str()) && rec.mime != "text/plain";
+    let ascii_name: String = rec
+        .name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{}; filename=\"{ascii_name}\"",
+        if inline { "inline" } else { "attachment" }
+    )) {
+        h.insert(CONTENT_DISPOSITION, v);
+    }
+    Ok(resp)
+}
+
+/// `GET /v1/media/{hash}/preview`: the thumbnail (JPEG).
+async fn preview(State(s): State<ApiState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
+    let hash = parse_hash(&raw)?;
+    let rec = s
+        .node
+        .media(&hash)
+        .map_err(|e| node_error(e, Input::Query))?
+        .ok_or_else(|| not_found(&hash))?;
+    if rec.preview.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_preview",
+            "this media has no preview",
+        ));
+    }
+    let mut resp = rec.preview.into_response();
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("image/jpeg"));
+    resp.headers_mut().insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_range;
+
+    #[test]
+    fn ranges_resolve_like_rfc_9110() {
+        assert_eq!(parse_range("bytes=0-", 10), Ok(Some((0, 9))));
+        assert_eq!(parse_range("bytes=2-4", 10), Ok(Some((2, 4))));
+        assert_eq!(parse_range("bytes=5-100", 10), Ok(Some((5, 9))));
+        assert_eq!(parse_range("bytes=-3", 10), Ok(Some((7, 9))));
+        assert_eq!(parse_range("bytes=0-1,4-5", 10), Ok(None));
+        assert_eq!(parse_range("items=0-1", 10), Ok(None));
+        assert_eq!(parse_range("bytes=10-", 10), Err(()));
+        assert_eq!(parse_range("bytes=4-2", 10), Err(()));
+        assert_eq!(parse_range("bytes=x-", 10), Err(()));
+        assert_eq!(parse_range("bytes=-0", 10), Err(()));
+    }
+}

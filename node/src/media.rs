@@ -1,0 +1,442 @@
+//! Media on a user's node: where blob files live, what the node remembers about each blob,
+//! and the one pass that turns an uploaded file into a sendable [`MediaRef`].
+//!
+//! Files, not sled: a 100 MiB video must never sit in the database or in memory. Plaintext
+//! blobs live in `<data dir>/media/<hash>` (the sender's copy, or the recipient's once every
+//! chunk is verified); a download in progress writes `<hash>.part` at each chunk's offset and
+//! is renamed when complete; an upload through the API streams into `tmp/` first. The
+//! ciphertext is never stored here: it is made chunk by chunk when a peer asks for it, so
+//! Range requests are served straight from the plaintext file.
+//!
+//! The bookkeeping ([`MediaRecord`]: key, layout, state, verified-chunk count, holders) lives
+//! in sled next to the message it belongs to, so a restart resumes where it stopped.
+
+use std::{
+    io::{Read, Write},
+    path::{Path, PathBuf},
+};
+
+use kith_protocol::{
+    blob::{self, BlobHash, BlobHasher, BlobKey, BlobLayout},
+    payload::MediaRef,
+    MessageId, UserId,
+};
+use libp2p::PeerId;
+use serde::{Deserialize, Serialize};
+
+/// Longest side of a preview thumbnail, in pixels.
+pub const PREVIEW_SIDE: u32 = 160;
+
+/// Largest image the node decodes to make a preview (bigger images are sent without one).
+pub const MAX_PREVIEW_SOURCE: u64 = 32 * 1024 * 1024;
+
+/// MIME types the API serves inline; any other type is carried and served as
+/// `application/octet-stream`, so a received file can never become a script on the API's
+/// origin (SVG and HTML are deliberately absent).
+pub const INLINE_TYPES: &[&str] = &[
+    "image/jpeg",
+    "image/png",
+    "image/gif",
+    "image/webp",
+    "video/mp4",
+    "video/webm",
+    "video/ogg",
+    "video/quicktime",
+    "audio/mpeg",
+    "audio/ogg",
+    "audio/wav",
+    "audio/mp4",
+    "audio/webm",
+    "application/pdf",
+    "text/plain",
+];
+
+/// The MIME type for anything else.
+pub const OCTET_STREAM: &str = "application/octet-stream";
+
+/// The type carried for a declared `Content-Type`: its essence (no parameters) when it is one
+/// of [`INLINE_TYPES`], else [`OCTET_STREAM`].
+pub fn carried_mime(declared: Option<&str>) -> String {
+    let essence = declared
+        .and_then(|d| d.split(';').next())
+        .map(|d| d.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    if INLINE_TYPES.contains(&essence.as_str()) {
+        essence
+    } else {
+        OCTET_STREAM.to_string()
+    }
+}
+
+/// Where a blob is in its life on this node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaState {
+    /// Ours, being uploaded to the recipient's store peers.
+    Uploading,
+    /// Ours, ready for the recipient (from this node or from store peers).
+    Available,
+    /// Theirs, being fetched and verified.
+    Downloading,
+    /// Theirs, every chunk verified and on disk.
+    Complete,
+    /// Gave up (the blob expired before it could be fetched or uploaded).
+    Failed,
+}
+
+/// What the node remembers about one blob (sled tree `media`, keyed by hash).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MediaRecord {
+    /// The blob's name.
+    pub hash: BlobHash,
+    /// Its key.
+    pub key: [u8; 32],
+    /// Plaintext size.
+    pub size: u64,
+    /// Chunk size it is encrypted in.
+    pub chunk_size: u32,
+    /// Carried MIME type.
+    pub mime: String,
+    /// File name as the sender had it.
+    pub name: String,
+    /// Thumbnail (JPEG), possibly empty.
+    #[serde(with = "serde_bytes")]
+    pub preview: Vec<u8>,
+    /// The message that carries it.
+    pub message: MessageId,
+    /// The other user of the conversation.
+    pub peer: UserId,
+    /// Whether we sent it.
+    pub outgoing: bool,
+    /// Where it is.
+    pub state: MediaState,
+    /// Chunks done: verified and durable (downloads) or held by enough store peers (uploads).
+    pub done_chunks: u64,
+    /// Peers to fetch from (downloads) or upload to (uploads), as peer id bytes.
+    pub holders: Vec<Vec<u8>>,
+    /// When the blob may be dropped by store peers, unix ms.
+    pub expires_at_ms: u64,
+}
+
+impl MediaRecord {
+    /// The chunk layout.
+    pub fn layout(&self) -> Result<BlobLayout, blob::BlobError> {
+        BlobLayout::new(self.size, self.chunk_size)
+    }
+
+    /// The key.
+    pub fn blob_key(&self) -> BlobKey {
+        BlobKey(self.key)
+    }
+
+    /// Holders, parsed.
+    pub fn holder_peers(&self) -> Vec<PeerId> {
+        self.holders
+            .iter()
+            .filter_map(|b| PeerId::from_bytes(b).ok())
+            .collect()
+    }
+
+    /// Fraction done, 0.0..=1.0.
+    pub fn progress(&self) -> f64 {
+        match self.state {
+            MediaState::Available | MediaState::Complete => 1.0,
+            _ => {
+                let count = self.layout().map(|l| l.chunk_count()).unwrap_or(1).max(1);
+                (self.done_chunks as f64 / count as f64).min(1.0)
+            }
+        }
+    }
+
+    /// Plaintext bytes on disk that are verified, from offset 0.
+    pub fn verified_bytes(&self) -> u64 {
+        match self.state {
+            MediaState::Complete => self.size,
+            MediaState::Downloading | MediaState::Failed if !self.outgoing => self
+                .layout()
+                .map(|l| l.plain_offset(self.done_chunks).min(self.size))
+                .unwrap_or(0),
+            _ if self.outgoing => self.size,
+            _ => 0,
+        }
+    }
+
+    /// The API view.
+    pub fn view(&self) -> MediaView {
+        MediaView {
+            name: self.name.clone(),
+            mime: self.mime.clone(),
+            size: self.size,
+            hash: self.hash.to_hex(),
+            state: self.state,
+            progress: (self.progress() * 1000.0).round() / 1000.0,
+            has_preview: !self.preview.is_empty(),
+        }
+    }
+
+    /// Builds the record for a received media reference.
+    pub fn incoming(
+        m: &MediaRef,
+        message: MessageId,
+        from: UserId,
+        holders: &[PeerId],
+        expires_at_ms: u64,
+    ) -> Self {
+        MediaRecord {
+            hash: BlobHash(m.hash),
+            key: m.key,
+            size: m.size,
+            chunk_size: m.chunk_size,
+            mime: carried_mime(Some(&m.mime)),
+            name: sanitize_name(&m.name),
+            preview: m.preview.clone(),
+            message,
+            peer: from,
+            outgoing: false,
+            state: MediaState::Downloading,
+            done_chunks: 0,
+            holders: holders.iter().map(|p| p.to_bytes()).collect(),
+            expires_at_ms,
+        }
+    }
+}
+
+/// A blob as the API shows it inside a conversation entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MediaView {
+    /// File name.
+    pub name: String,
+    /// MIME type.
+    pub mime: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Blob hash (hex): `GET /v1/media/{hash}`.
+    pub hash: String,
+    /// uploading | available | downloading | complete | failed.
+    pub state: MediaState,
+    /// Fraction done, 0..1.
+    pub progress: f64,
+    /// Whether `GET /v1/media/{hash}/preview` has a thumbnail.
+    pub has_preview: bool,
+}
+
+/// A file name safe to show and to offer as a download name: no path, no control characters,
+/// at most 255 bytes.
+pub fn sanitize_name(name: &str) -> String {
+    let base = name.rsplit(['/', '\\']).next().unwrap_or("");
+    let mut clean: String = base.chars().filter(|c| !c.is_control()).collect();
+    while clean.len() > 255 {
+        clean.pop();
+    }
+    if clean.is_empty() || clean == "." || clean == ".." {
+        "file".to_string()
+    } else {
+        clean
+    }
+}
+
+/// Why a media file operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MediaError {
+    /// Reading or writing a blob file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The blob's layout or a chunk is invalid.
+    #[error("blob: {0}")]
+    Blob(#[from] blob::BlobError),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> MediaError + '_ {
+    move |source| MediaError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The blob files of one node.
+#[derive(Clone, Debug)]
+pub struct MediaFiles {
+    dir: PathBuf,
+}
+
+impl MediaFiles {
+    /// Media files under `dir` (created if missing, with its `tmp/`; leftovers in `tmp/` from
+    /// an interrupted upload are removed).
+    pub fn open(dir: &Path) -> Result<Self, MediaError> {
+        let tmp = dir.join("tmp");
+        std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+        if let Ok(entries) = std::fs::read_dir(&tmp) {
+            for e in entries.flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        Ok(MediaFiles {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// The complete plaintext file of a blob.
+    pub fn complete_path(&self, hash: &BlobHash) -> PathBuf {
+        self.dir.join(hash.to_hex())
+    }
+
+    /// The file a download writes into.
+    pub fn part_path(&self, hash: &BlobHash) -> PathBuf {
+        self.dir.join(format!("{}.part", hash.to_hex()))
+    }
+
+    /// A fresh temporary path for an upload.
+    pub fn temp_path(&self) -> PathBuf {
+        self.dir
+            .join("tmp")
+            .join(format!("{:032x}.upload", rand::random::<u128>()))
+    }
+
+    /// Moves a prepared temporary file to its blob name, durably.
+    pub fn commit_temp(&self, temp: &Path, hash: &BlobHash) -> Result<PathBuf, MediaError> {
+        let to = self.complete_path(hash);
+        std::fs::rename(temp, &to).map_err(io(&to))?;
+        sync_dir(&self.dir);
+        Ok(to)
+    }
+
+    /// Moves a finished download to its blob name, durably.
+    pub fn commit_part(&self, hash: &BlobHash) -> Result<PathBuf, MediaError> {
+        let from = self.part_path(hash);
+        let to = self.complete_path(hash);
+        std::fs::rename(&from, &to).map_err(io(&to))?;
+        sync_dir(&self.dir);
+        Ok(to)
+    }
+}
+
+/// Makes a rename durable (best effort: not every platform can open a directory).
+pub fn sync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// What [`prepare`] learned about a file.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    /// The blob's name (hash of its ciphertext under the fresh key).
+    pub hash: BlobHash,
+    /// Plaintext size.
+    pub size: u64,
+    /// Thumbnail, empty when none could be made.
+    pub preview: Vec<u8>,
+}
+
+/// Encrypts `path` chunk by chunk under `key` to name it (the ciphertext is hashed and thrown
+/// away: it is made again whenever a peer asks), and makes a preview for images. Blocking:
+/// run it on a blocking thread. Memory: one chunk, plus the decoded image for previews.
+pub fn prepare(
+    path: &Path,
+    key: &BlobKey,
+    chunk_size: u32,
+    mime: &str,
+) -> Result<Prepared, MediaError> {
+    let mut file = std::fs::File::open(path).map_err(io(path))?;
+    let size = file.metadata().map_err(io(path))?.len();
+    let layout = BlobLayout::new(size, chunk_size)?;
+    let mut hasher = BlobHasher::new();
+    let mut buf = vec![0u8; chunk_size as usize];
+    for index in 0..layout.chunk_count() {
+        let len = layout.plain_len(index)?;
+        file.read_exact(&mut buf[..len]).map_err(io(path))?;
+        hasher.update(&blob::seal_chunk(key, &layout, index, &buf[..len])?);
+    }
+    let preview = if mime.starts_with("image/") && size <= MAX_PREVIEW_SOURCE {
+        make_preview(path).unwrap_or_else(|e| {
+            tracing::info!(error = %e, "no preview for this image");
+            Vec::new()
+        })
+    } else {
+        Vec::new()
+    };
+    Ok(Prepared {
+        hash: hasher.finish(),
+        size,
+        preview,
+    })
+}
+
+/// A JPEG thumbnail of the image at `path`, at most [`PREVIEW_SIDE`] pixels on its longest
+/// side; the decoder's allocations are capped.
+pub fn make_preview(path: &Path) -> Result<Vec<u8>, image::ImageError> {
+    let mut reader = image::ImageReader::open(path)?.with_guessed_format()?;
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(256 * 1024 * 1024);
+    limits.max_image_width = Some(16_384);
+    limits.max_image_height = Some(16_384);
+    reader.limits(limits);
+    let img = reader.decode()?;
+    let thumb = img.thumbnail(PREVIEW_SIDE, PREVIEW_SIDE).into_rgb8();
+    let mut out = std::io::Cursor::new(Vec::new());
+    let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 70);
+    enc.encode_image(&thumb)?;
+    Ok(out.into_inner())
+}
+
+/// Reads plaintext chunk `index` of a blob file and seals it (what a peer is sent).
+pub fn read_sealed_chunk(
+    file: &mut std::fs::File,
+    path: &Path,
+    key: &BlobKey,
+    layout: &BlobLayout,
+    index: u64,
+) -> Result<Vec<u8>, MediaError> {
+    use std::io::{Seek, SeekFrom};
+    let len = layout.plain_len(index)?;
+    let mut buf = vec![0u8; len];
+    file.seek(SeekFrom::Start(layout.plain_offset(index)))
+        .map_err(io(path))?;
+    file.read_exact(&mut buf).map_err(io(path))?;
+    Ok(blob::seal_chunk(key, layout, index, &buf)?)
+}
+
+/// Writes a verified plaintext chunk at its offset in a `.part` file.
+pub fn write_chunk(
+    file: &mut std::fs::File,
+    path: &Path,
+    layout: &BlobLayout,
+    index: u64,
+    plain: &[u8],
+) -> Result<(), MediaError> {
+    use std::io::{Seek, SeekFrom};
+    file.seek(SeekFrom::Start(layout.plain_offset(index)))
+        .map_err(io(path))?;
+    file.write_all(plain).map_err(io(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_and_dangerous_types_become_octet_stream() {
+        assert_eq!(carried_mime(Some("image/png")), "image/png");
+        assert_eq!(carried_mime(Some("Video/MP4; codecs=avc1")), "video/mp4");
+        assert_eq!(carried_mime(Some("image/svg+xml")), OCTET_STREAM);
+        assert_eq!(carried_mime(Some("text/html")), OCTET_STREAM);
+        assert_eq!(carried_mime(Some("application/x-whatever")), OCTET_STREAM);
+        assert_eq!(carried_mime(None), OCTET_STREAM);
+    }
+
+    #[test]
+    fn names_lose_paths_and_control_characters() {
+        assert_eq!(sanitize_name("../../etc/passwd"), "passwd");
+        assert_eq!(sanitize_name("C:\\x\\a.png"), "a.png");
+        assert_eq!(sanitize_name("a\u{0}b\nc.jpg"), "abc.jpg");
+        assert_eq!(sanitize_name(""), "file");
+        assert_eq!(sanitize_name(".."), "file");
+        assert!(sanitize_name(&"x".repeat(1000)).len() <= 255);
+    }
+}

@@ -1,0 +1,532 @@
+//! Media blobs held by a store peer for offline users, on `/kith/media/1`.
+//!
+//! The store peer holds ciphertext only (it never has a blob's key). Anyone may upload a blob
+//! into a user's mailbox, within a per-blob size cap and a per-mailbox byte quota, for at most
+//! the mailbox lifetime; only the mailbox owner (the Noise-authenticated peer of the user id)
+//! may fetch or delete it. Uploads arrive in order and resume at the first missing chunk;
+//! when the last chunk arrives the whole file is hashed and must match the blob's name, or it
+//! is thrown away. Files live under `blobs/` (`<hash>.part` while arriving, `<hash>` when
+//! complete); the index is a small sled database beside them.
+
+use std::{
+    collections::HashMap,
+    fs::File,
+    io::{Read, Seek, SeekFrom, Write},
+    path::{Path, PathBuf},
+    sync::{atomic::Ordering, Arc, Mutex},
+    time::Duration,
+};
+
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use kith_protocol::{
+    blob::{BlobHash, BlobHasher, BlobLayout},
+    codec,
+    media::{HaveState, MediaRefusal, MediaRequest, MediaResponse, MAX_CHUNKS_PER_REQUEST},
+    UserId,
+};
+use libp2p::PeerId;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use super::metrics::Metrics;
+use crate::{
+    link::{encode_frames, FrameReader},
+    time::now_ms,
+    transfer::MEDIA,
+};
+
+/// Limits on the blobs a store peer holds.
+#[derive(Clone, Debug)]
+pub struct BlobLimits {
+    /// Largest blob accepted (ciphertext bytes).
+    pub max_blob_bytes: u64,
+    /// Most blob bytes held per mailbox.
+    pub max_bytes_per_mailbox: u64,
+    /// Longest lifetime accepted, in milliseconds (a later expiry is cut to this).
+    pub max_lifetime_ms: u64,
+    /// Most concurrent media streams.
+    pub max_streams: usize,
+    /// How often expired blobs are deleted.
+    pub expiry_interval: Duration,
+}
+
+impl Default for BlobLimits {
+    fn default() -> Self {
+        BlobLimits {
+            max_blob_bytes: 300 * 1024 * 1024,
+            max_bytes_per_mailbox: 1024 * 1024 * 1024,
+            max_lifetime_ms: 31 * 24 * 3600 * 1000,
+            max_streams: 256,
+            expiry_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Why the blob store could not open.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BlobsError {
+    /// sled failed.
+    #[error("blob index: {0}")]
+    Sled(#[from] sled::Error),
+    /// A directory could not be made.
+    #[error("{path}: {source}")]
+    Io {
+        /// Which.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct HeldBlob {
+    mailbox: UserId,
+    size: u64,
+    chunk_size: u32,
+    expires_ms: u64,
+    /// Chunks received, in order.
+    received: u64,
+    complete: bool,
+}
+
+impl HeldBlob {
+    fn layout(&self) -> Option<BlobLayout> {
+        BlobLayout::new(self.size, self.chunk_size).ok()
+    }
+
+    fn cipher_size(&self) -> u64 {
+        self.layout().map(|l| l.cipher_size()).unwrap_or(0)
+    }
+}
+
+/// The blobs a store peer holds.
+pub struct Blobs {
+    dir: PathBuf,
+    index: sled::Tree,
+    /// Bytes reserved per mailbox; the lock also serialises index updates and appends.
+    usage: Mutex<HashMap<UserId, u64>>,
+    limits: BlobLimits,
+    metrics: Arc<Metrics>,
+}
+
+impl Blobs {
+    /// Opens (or creates) the blob store: files under `dir`, index in `db` (the mailboxes'
+    /// database); rebuilds per-mailbox usage.
+    pub fn open(
+        dir: &Path,
+        db: &sled::Db,
+        limits: BlobLimits,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, BlobsError> {
+        std::fs::create_dir_all(dir).map_err(|source| BlobsError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let index = db.open_tree("blobs")?;
+        let mut usage: HashMap<UserId, u64> = HashMap::new();
+        let mut count = 0u64;
+        for item in index.iter() {
+            let (k, v) = item?;
+            let Ok(held) = codec::decode::<HeldBlob>(&v) else {
+                let _ = index.remove(k);
+                continue;
+            };
+            *usage.entry(held.mailbox).or_default() += held.cipher_size();
+            count += 1;
+        }
+        metrics.blobs.store(count, Ordering::Relaxed);
+        metrics
+            .blob_bytes
+            .store(usage.values().sum(), Ordering::Relaxed);
+        Ok(Blobs {
+            dir: dir.to_path_buf(),
+            index,
+            usage: Mutex::new(usage),
+            limits,
+            metrics,
+        })
+    }
+
+    fn part_path(&self, hash: &BlobHash) -> PathBuf {
+        self.dir.join(format!("{}.part", hash.to_hex()))
+    }
+
+    /// The file of a complete blob (tests corrupt it to check that owners notice).
+    pub fn complete_path(&self, hash: &BlobHash) -> PathBuf {
+        self.dir.join(hash.to_hex())
+    }
+
+    fn get(&self, hash: &BlobHash) -> Option<HeldBlob> {
+        match self.index.get(hash.0) {
+            Ok(Some(v)) => codec::decode(&v).ok(),
+            _ => None,
+        }
+    }
+
+    fn put(&self, hash: &BlobHash, held: &HeldBlob) -> bool {
+        match codec::encode(held) {
+            Ok(v) => self.index.insert(hash.0, v).is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    fn remove(&self, usage: &mut HashMap<UserId, u64>, hash: &BlobHash, held: &HeldBlob) {
+        let _ = self.index.remove(hash.0);
+        let _ = std::fs::remove_file(self.part_path(hash));
+        let _ = std::fs::remove_file(self.complete_path(hash));
+        if let Some(u) = usage.get_mut(&held.mailbox) {
+            *u = u.saturating_sub(held.cipher_size());
+            if *u == 0 {
+                usage.remove(&held.mailbox);
+            }
+        }
+        let _ = self
+            .metrics
+            .blobs
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v.saturating_sub(1))
+            });
+        let _ = self
+            .metrics
+            .blob_bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v.saturating_sub(held.cipher_size()))
+            });
+    }
+
+    /// Deletes expired blobs; returns how many.
+    pub fn expire(&self, now: u64) -> usize {
+        let Ok(mut usage) = self.usage.lock() else {
+            return 0;
+        };
+        let mut expired = Vec::new();
+        for (k, v) in self.index.iter().flatten() {
+            if let (Ok(hash), Ok(held)) = (
+                <[u8; 32]>::try_from(k.as_ref()),
+                codec::decode::<HeldBlob>(&v),
+            ) {
+                if held.expires_ms <= now {
+                    expired.push((BlobHash(hash), held));
+                }
+            }
+        }
+        for (hash, held) in &expired {
+            self.remove(&mut usage, hash, held);
+        }
+        expired.len()
+    }
+
+    /// The answers to one request from `peer` (blocking: file I/O).
+    pub fn answer(&self, peer: PeerId, req: MediaRequest) -> Vec<MediaResponse> {
+        let hash = *req.hash();
+        let refuse = |reason| vec![MediaResponse::Refused { hash, reason }];
+        if req.validate().is_err() {
+            return refuse(MediaRefusal::Malformed);
+        }
+        match req {
+            MediaRequest::Put {
+                mailbox,
+                size,
+                chunk_size,
+                expires_ms,
+                ..
+            } => self.on_put(hash, mailbox, size, chunk_size, expires_ms),
+            MediaRequest::Chunk { index, bytes, .. } => self.on_chunk(hash, index, &bytes),
+            MediaRequest::Have { .. } => {
+                let state = match self.get(&hash) {
+                    // Only the owner and uploaders learn about a blob; an uploader already
+                    // knows its hash, so answering it reveals nothing new.
+                    Some(h) if h.complete => HaveState::Complete,
+                    Some(h) => HaveState::Partial { chunks: h.received },
+                    None => HaveState::Missing,
+                };
+                vec![MediaResponse::Have { hash, state }]
+            }
+            MediaRequest::Get { first, count, .. } => self.on_get(peer, hash, first, count),
+            MediaRequest::Delete { .. } => {
+                let Ok(mut usage) = self.usage.lock() else {
+                    return refuse(MediaRefusal::NotFound);
+                };
+                match self.get(&hash) {
+                    Some(held) if held.mailbox.peer_id() == peer => {
+                        self.remove(&mut usage, &hash, &held);
+                        vec![MediaResponse::Deleted { hash }]
+                    }
+                    Some(_) => refuse(MediaRefusal::NotOwner),
+                    None => vec![MediaResponse::Deleted { hash }],
+                }
+            }
+        }
+    }
+
+    fn on_put(
+        &self,
+        hash: BlobHash,
+        mailbox: UserId,
+        size: u64,
+        chunk_size: u32,
+        expires_ms: u64,
+    ) -> Vec<MediaResponse> {
+        let refuse = |reason| vec![MediaResponse::Refused { hash, reason }];
+        let Ok(layout) = BlobLayout::new(size, chunk_size) else {
+            return refuse(MediaRefusal::Malformed);
+        };
+        let now = now_ms();
+        if expires_ms <= now {
+            return refuse(MediaRefusal::Expired);
+        }
+        let expires_ms = expires_ms.min(now.saturating_add(self.limits.max_lifetime_ms));
+        let cipher = layout.cipher_size();
+        if cipher > self.limits.max_blob_bytes {
+            return refuse(MediaRefusal::TooLarge);
+        }
+        let Ok(mut usage) = self.usage.lock() else {
+            return refuse(MediaRefusal::Malformed);
+        };
+        if let Some(held) = self.get(&hash) {
+            if held.mailbox != mailbox || held.size != size || held.chunk_size != chunk_size {
+                return refuse(MediaRefusal::Malformed);
+            }
+            if held.complete {
+                return vec![MediaResponse::Complete { hash }];
+            }
+            return vec![MediaResponse::PutAccepted {
+                hash,
+                next_index: held.received,
+            }];
+        }
+        let used = usage.get(&mailbox).copied().unwrap_or(0);
+        if used.saturating_add(cipher) > self.limits.max_bytes_per_mailbox {
+            return refuse(MediaRefusal::QuotaExceeded);
+        }
+        if let Err(e) = File::create(self.part_path(&hash)) {
+            tracing::error!(%hash, error = %e, "cannot create blob file");
+            return refuse(MediaRefusal::QuotaExceeded);
+        }
+        let held = HeldBlob {
+            mailbox,
+            size,
+            chunk_size,
+            expires_ms,
+            received: 0,
+            complete: false,
+        };
+        if !self.put(&hash, &held) {
+            return refuse(MediaRefusal::Malformed);
+        }
+        *usage.entry(mailbox).or_default() += cipher;
+        self.metrics.blobs.fetch_add(1, Ordering::Relaxed);
+        self.metrics.blob_bytes.fetch_add(cipher, Ordering::Relaxed);
+        tracing::debug!(%hash, %mailbox, cipher, "blob upload accepted");
+        vec![MediaResponse::PutAccepted {
+            hash,
+            next_index: 0,
+        }]
+    }
+
+    fn on_chunk(&self, hash: BlobHash, index: u64, bytes: &[u8]) -> Vec<MediaResponse> {
+        let refuse = |reason| vec![MediaResponse::Refused { hash, reason }];
+        let Ok(mut usage) = self.usage.lock() else {
+            return refuse(MediaRefusal::Malformed);
+        };
+        let Some(mut held) = self.get(&hash) else {
+            return refuse(MediaRefusal::NotFound);
+        };
+        if held.complete {
+            return vec![MediaResponse::Complete { hash }];
+        }
+        let Some(layout) = held.layout() else {
+            return refuse(MediaRefusal::Malformed);
+        };
+        if index != held.received {
+            // A resend of something we have, or a gap: tell the uploader where we are.
+            return vec![MediaResponse::ChunkAck {
+                hash,
+                next_index: held.received,
+            }];
+        }
+        if layout.cipher_len(index).ok() != Some(bytes.len()) {
+            return refuse(MediaRefusal::BadChunk);
+        }
+        let path = self.part_path(&hash);
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::OpenOptions::new().write(true).open(&path)?;
+            f.seek(SeekFrom::Start(layout.cipher_offset(index)))?;
+            f.write_all(bytes)?;
+            if layout.is_last(index) {
+                f.sync_all()?;
+            }
+            Ok(())
+        };
+        if let Err(e) = write() {
+            tracing::error!(%hash, error = %e, "cannot write blob chunk");
+            return refuse(MediaRefusal::NotFound);
+        }
+        self.metrics.blob_chunks_in.fetch_add(1, Ordering::Relaxed);
+        held.received += 1;
+        if held.received < layout.chunk_count() {
+            self.put(&hash, &held);
+            return vec![MediaResponse::ChunkAck {
+                hash,
+                next_index: held.received,
+            }];
+        }
+        // The last chunk: the whole ciphertext must be the blob its name says.
+        match hash_file(&path) {
+            Ok(h) if h == hash => {
+                let done = self.complete_path(&hash);
+                if std::fs::rename(&path, &done).is_err() {
+                    self.remove(&mut usage, &hash, &held);
+                    return refuse(MediaRefusal::NotFound);
+                }
+                crate::media::sync_dir(&self.dir);
+                held.complete = true;
+                self.put(&hash, &held);
+                let _ = self.index.flush();
+                tracing::info!(%hash, mailbox = %held.mailbox, "blob complete");
+                vec![MediaResponse::Complete { hash }]
+            }
+            Ok(_) => {
+                tracing::warn!(%hash, "uploaded blob does not match its hash; dropped");
+                self.remove(&mut usage, &hash, &held);
+                refuse(MediaRefusal::BadHash)
+            }
+            Err(e) => {
+                tracing::error!(%hash, error = %e, "cannot hash blob");
+                self.remove(&mut usage, &hash, &held);
+                refuse(MediaRefusal::BadHash)
+            }
+        }
+    }
+
+    fn on_get(&self, peer: PeerId, hash: BlobHash, first: u64, count: u32) -> Vec<MediaResponse> {
+        let refuse = |reason| vec![MediaResponse::Refused { hash, reason }];
+        let held = match self.get(&hash) {
+            Some(h) if h.complete && h.mailbox.peer_id() == peer => h,
+            // Not the owner, or not there: the same answer, so nobody probes for blobs.
+            _ => return refuse(MediaRefusal::NotFound),
+        };
+        let Some(layout) = held.layout() else {
+            return refuse(MediaRefusal::NotFound);
+        };
+        let end = first
+            .saturating_add(u64::from(count.min(MAX_CHUNKS_PER_REQUEST)))
+            .min(layout.chunk_count());
+        if first >= end {
+            return refuse(MediaRefusal::Malformed);
+        }
+        let path = self.complete_path(&hash);
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
+            Err(_) => return refuse(MediaRefusal::NotFound),
+        };
+        let mut out = Vec::with_capacity((end - first) as usize);
+        for index in first..end {
+            let Ok(len) = layout.cipher_len(index) else {
+                break;
+            };
+            let mut bytes = vec![0u8; len];
+            let read = file
+                .seek(SeekFrom::Start(layout.cipher_offset(index)))
+                .and_then(|_| file.read_exact(&mut bytes));
+            if read.is_err() {
+                out.push(MediaResponse::Refused {
+                    hash,
+                    reason: MediaRefusal::NotFound,
+                });
+                break;
+            }
+            self.metrics.blob_chunks_out.fetch_add(1, Ordering::Relaxed);
+            out.push(MediaResponse::Chunk { hash, index, bytes });
+        }
+        out
+    }
+}
+
+fn hash_file(path: &Path) -> std::io::Result<BlobHash> {
+    let mut f = File::open(path)?;
+    let mut hasher = BlobHasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finish())
+}
+
+/// Accepts `/kith/media/1` streams and serves them from `blobs`; deletes expired blobs.
+pub fn spawn(
+    blobs: Arc<Blobs>,
+    mut control: libp2p_stream::Control,
+    cancel: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, crate::net::NetError> {
+    let mut incoming = control
+        .accept(MEDIA)
+        .map_err(|_| crate::net::NetError::AlreadyRegistered)?;
+    let limit = Arc::new(Semaphore::new(blobs.limits.max_streams.max(1)));
+    Ok(tokio::spawn(async move {
+        let mut expiry = tokio::time::interval(blobs.limits.expiry_interval);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = expiry.tick() => {
+                    let b = blobs.clone();
+                    let n = tokio::task::spawn_blocking(move || b.expire(now_ms())).await.unwrap_or(0);
+                    if n > 0 {
+                        tracing::info!(n, "expired blobs deleted");
+                    }
+                }
+                next = incoming.next() => {
+                    let Some((peer, stream)) = next else { break };
+                    let Ok(permit) = limit.clone().try_acquire_owned() else {
+                        tracing::warn!(%peer, "too many media streams; refused");
+                        continue;
+                    };
+                    let b = blobs.clone();
+                    let c = cancel.clone();
+                    tokio::spawn(async move {
+                        let _permit = permit;
+                        tokio::select! {
+                            r = serve(b, peer, stream) => if let Err(e) = r {
+                                tracing::debug!(%peer, error = %e, "media stream ended");
+                            },
+                            _ = c.cancelled() => {}
+                        }
+                    });
+                }
+            }
+        }
+    }))
+}
+
+async fn serve(blobs: Arc<Blobs>, peer: PeerId, stream: libp2p::Stream) -> std::io::Result<()> {
+    let (r, mut w) = stream.split();
+    let mut reader = FrameReader::new(r);
+    let mut buf = Vec::new();
+    loop {
+        let batch = reader
+            .next_batch::<MediaRequest>(64)
+            .await
+            .map_err(std::io::Error::other)?;
+        let Some(requests) = batch else { break };
+        let b = blobs.clone();
+        let answers = tokio::task::spawn_blocking(move || {
+            requests
+                .into_iter()
+                .flat_map(|req| b.answer(peer, req))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(std::io::Error::other)?;
+        buf.clear();
+        encode_frames(answers.iter(), &mut buf);
+        w.write_all(&buf).await?;
+        w.flush().await?;
+    }
+    Ok(())
+}
