@@ -478,3 +478,4 @@ pub fn init_logging() {
     }
 }
 pub mod mesh;
+pub mod sim;
