@@ -35,6 +35,8 @@ const state = {
   attachment: null,
   /** Whether /v1/events is connected. */
   live: false,
+  /** The message pane was at its bottom when last scrolled: keep it there as media loads. */
+  stick: true,
 };
 
 /** `${hash}:full|preview` → Promise of a blob URL (kept for the page's life). */
@@ -293,12 +295,14 @@ function mediaBlock(message) {
     if (media.has_preview) mediaUrl(media.hash, 'preview').then(show('preview'), () => {});
     if (full) mediaUrl(media.hash, 'full').then(show('full'), () => {});
     img.addEventListener('click', () => openViewer(message));
+    img.addEventListener('load', keepAtBottom);
   } else if (kind === 'video') {
     if (full) {
       const video = el('video', 'media-video');
       video.controls = true;
       video.preload = 'metadata';
       video.playsInline = true;
+      video.addEventListener('loadedmetadata', keepAtBottom);
       box.append(video);
       mediaUrl(media.hash, 'full').then((url) => {
         video.src = url;
@@ -402,7 +406,13 @@ const nearBottom = () => {
 const scrollToBottom = () => {
   const box = $('messages');
   box.scrollTop = box.scrollHeight;
+  state.stick = true;
 };
+
+/** After something in the pane grew (an image loaded): follow it if the pane was at the bottom. */
+function keepAtBottom() {
+  if (state.stick) scrollToBottom();
+}
 
 /** Adds a new message at the bottom (or updates it if already there). */
 function appendMessage(message) {
@@ -412,7 +422,7 @@ function appendMessage(message) {
     renderMessage(state.messages[i]);
     return;
   }
-  const stick = nearBottom() || message.outgoing;
+  const stick = state.stick || nearBottom() || message.outgoing;
   const prev = state.messages[state.messages.length - 1];
   state.messages.push(message);
   const list = $('message-list');
@@ -517,26 +527,41 @@ async function loadOlder() {
   }
 }
 
-/** Marks the open conversation read (the sender then sees blue ticks). */
+/** The conversation being marked read, and whether more arrived meanwhile. */
 let marking = null;
+let markAgain = false;
+
+/** Marks the open conversation read (the sender then sees blue ticks). */
 async function markRead(peer) {
+  if (marking === peer) {
+    markAgain = true; // messages that arrive during the call are marked right after it
+    return;
+  }
   const chat = state.chats.get(peer);
   const anyUnread =
     (chat && chat.unread > 0) ||
     state.messages.some((m) => !m.outgoing && m.status !== 'read');
-  if (!anyUnread || marking === peer) return;
+  if (!anyUnread) return;
   marking = peer;
+  markAgain = false;
+  const asked = new Set(
+    state.messages.filter((m) => !m.outgoing && m.status !== 'read').map((m) => m.id),
+  );
   try {
     await call('POST', `/v1/conversations/${encodeURIComponent(peer)}/read`);
     if (chat) chat.unread = 0;
     if (state.open === peer) {
-      for (const m of state.messages) if (!m.outgoing) m.status = 'read';
+      for (const m of state.messages) if (asked.has(m.id)) m.status = 'read';
     }
     renderChats();
   } catch (err) {
     report(err, 'Marking the conversation read');
   } finally {
     marking = null;
+    if (markAgain && state.open === peer) {
+      markAgain = false;
+      markRead(peer);
+    }
   }
 }
 
@@ -851,6 +876,7 @@ function wire() {
   $('file-input').addEventListener('change', (e) => chooseFile(e.target.files[0]));
   $('attachment-remove').addEventListener('click', clearAttachment);
   $('messages').addEventListener('scroll', () => {
+    state.stick = nearBottom();
     if ($('messages').scrollTop < LOAD_OLDER_AT) loadOlder();
   });
   document.addEventListener('visibilitychange', () => {

@@ -180,6 +180,50 @@ async function main() {
     await alice.locator('li.msg.in', { hasText: reply }).waitFor();
     await bob.locator(`li.msg.out:has-text("${reply}") .tick[data-status="read"]`).waitFor();
 
+    begin('history pages in backwards as bob scrolls up, after a reload (the tab keeps the token)');
+    const filler = 70; // more than the page's first page of 40
+    await alice.evaluate(
+      async ([to, n]) => {
+        const token = sessionStorage.getItem('kith.token');
+        for (let i = 1; i <= n; i++) {
+          const res = await fetch('/v1/messages', {
+            method: 'POST',
+            headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+            body: JSON.stringify({ to, text: `filler ${i} of ${n}` }),
+          });
+          if (res.status !== 201) throw new Error(`sending filler ${i}: ${res.status}`);
+        }
+      },
+      [BOB, filler],
+    );
+    const lastFiller = `filler ${filler} of ${filler}`;
+    await bob.locator('li.msg.in', { hasText: lastFiller }).waitFor();
+    await bob.reload();
+    await bob.locator(row(ALICE)).click();
+    await bob.locator('li.msg.in', { hasText: lastFiller }).waitFor();
+    const firstPage = await bob.locator('li.msg').count();
+    if (firstPage >= filler + 2) throw new Error(`first page already holds ${firstPage} messages`);
+    // scroll to the top until alice's first message has been paged in
+    await bob.waitForFunction(
+      (first) => {
+        const box = document.querySelector('#messages');
+        box.scrollTop = 0;
+        const all = [...document.querySelectorAll('li.msg')];
+        return all.length > 0 && all[0].textContent.includes(first);
+      },
+      text,
+      { timeout: WAIT, polling: 250 },
+    );
+    await bob.locator('#history-state', { hasText: 'beginning of your conversation' }).waitFor();
+    const ids = await bob.locator('li.msg').evaluateAll((lis) => lis.map((li) => li.dataset.id));
+    if (new Set(ids).size !== ids.length) throw new Error('a message is shown twice');
+    if (ids.length !== filler + 2) throw new Error(`${ids.length} messages shown, want ${filler + 2}`);
+    await bob.evaluate(() => {
+      const box = document.querySelector('#messages');
+      box.scrollTop = box.scrollHeight;
+    });
+    await alice.locator('li.msg.out', { hasText: lastFiller }).locator('.tick[data-status="read"]').waitFor();
+
     if (MEDIA) {
       begin('bob sends an image; it appears in alice\u2019s chat');
       const image = png(320, 200);
