@@ -7,7 +7,9 @@
 //! run store peers in-process beside users' nodes without a dependency cycle); this crate is
 //! its command line, and re-exports it under the names operators and tests use.
 
-pub use kith_node::operator::{mailboxes, metrics, start, store_peer, Config, RunError, Running};
+pub use kith_node::operator::{
+    blobs, mailboxes, metrics, start, store_peer, Config, RunError, Running,
+};
 
 /// Starting and stopping the peer.
 pub mod run {

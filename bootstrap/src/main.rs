@@ -4,7 +4,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use kith_bootstrap::{mailboxes::Limits, run, store_peer::StoreConfig};
+use kith_bootstrap::{blobs::BlobLimits, mailboxes::Limits, run, store_peer::StoreConfig};
 use kith_node::net::RelayLimits;
 use libp2p::Multiaddr;
 
@@ -70,6 +70,12 @@ struct RunArgs {
     /// Longest message lifetime accepted (e.g. 30d); expired messages are deleted.
     #[arg(long, default_value = "31d", value_parser = humantime::parse_duration)]
     max_lifetime: Duration,
+    /// Largest media blob held for a user, in bytes (ciphertext).
+    #[arg(long, default_value_t = BlobLimits::default().max_blob_bytes)]
+    max_blob_bytes: u64,
+    /// Most media blob bytes held per mailbox.
+    #[arg(long, default_value_t = BlobLimits::default().max_bytes_per_mailbox)]
+    max_blob_bytes_per_mailbox: u64,
     /// Relay: most reservations at once.
     #[arg(long, default_value_t = RelayLimits::default().max_reservations)]
     relay_max_reservations: usize,
@@ -111,6 +117,12 @@ async fn main() -> anyhow::Result<()> {
                         max_lifetime_ms: a.max_lifetime.as_millis() as u64,
                     },
                     replication: a.replication,
+                    blobs: BlobLimits {
+                        max_blob_bytes: a.max_blob_bytes,
+                        max_bytes_per_mailbox: a.max_blob_bytes_per_mailbox,
+                        max_lifetime_ms: a.max_lifetime.as_millis() as u64,
+                        ..BlobLimits::default()
+                    },
                     ..StoreConfig::default()
                 }),
                 relay: a.relay.then_some(RelayLimits {

@@ -94,6 +94,17 @@ pub enum StreamEvent {
     },
 }
 
+/// What `POST /v1/media` answers.
+#[derive(Clone, Debug, Deserialize)]
+pub struct MediaSent {
+    /// The message id.
+    pub id: String,
+    /// Its status.
+    pub status: kith_protocol::DeliveryStatus,
+    /// The blob hash (`GET /v1/media/{hash}`).
+    pub hash: String,
+}
+
 /// A client for one node's REST API.
 #[derive(Clone, Debug)]
 pub struct ApiClient {
@@ -184,6 +195,45 @@ impl ApiClient {
         }
         self.call(Method::POST, &["messages"], |r| r.json(&body))
             .await
+    }
+
+    /// `POST /v1/media`: streams `body` (a file of `mime` type) to `to` as `name`, with an
+    /// optional caption. No overall timeout: a big file takes as long as it takes.
+    pub async fn send_media(
+        &self,
+        to: &str,
+        name: &str,
+        mime: &str,
+        caption: Option<&str>,
+        body: reqwest::Body,
+    ) -> Result<MediaSent, ClientError> {
+        let mut query = vec![("to", to), ("name", name)];
+        if let Some(c) = caption {
+            query.push(("caption", c));
+        }
+        let request = self
+            .request(Method::POST, &["media"])
+            .query(&query)
+            .header(reqwest::header::CONTENT_TYPE, mime)
+            .body(body);
+        let res = self.send(request).await?;
+        if !res.status().is_success() {
+            return Err(self.error_of(res).await);
+        }
+        let bytes = res.bytes().await.map_err(|source| ClientError::Http {
+            api: self.base.to_string(),
+            source,
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// `GET /v1/media/{hash}`: the response, to stream the decrypted file from.
+    pub async fn media(&self, hash: &str) -> Result<reqwest::Response, ClientError> {
+        let res = self.send(self.request(Method::GET, &["media", hash])).await?;
+        if !res.status().is_success() {
+            return Err(self.error_of(res).await);
+        }
+        Ok(res)
     }
 
     /// `GET /v1/conversations/{user}`: a page, newest first. `None` leaves a parameter to the

@@ -33,6 +33,128 @@ struct Cli {
     command: Command,
 }
 
+/// `kith media ...`.
+#[derive(Debug, Subcommand)]
+enum MediaCommand {
+    /// Save a received (or sent) file, decrypted, to a path; shows progress.
+    Get {
+        /// The media hash (from `kith history` or `kith send --file`).
+        hash: String,
+        /// Where to write it.
+        #[arg(short, long, value_name = "PATH")]
+        output: PathBuf,
+    },
+}
+
+/// The MIME type of a file by its extension (the node carries anything else as
+/// `application/octet-stream`).
+fn mime_of(path: &Path) -> &'static str {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    match ext.as_str() {
+        "jpg" | "jpeg" => "image/jpeg",
+        "png" => "image/png",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "mp4" | "m4v" => "video/mp4",
+        "webm" => "video/webm",
+        "ogv" => "video/ogg",
+        "mov" => "video/quicktime",
+        "mp3" => "audio/mpeg",
+        "ogg" | "oga" => "audio/ogg",
+        "wav" => "audio/wav",
+        "m4a" => "audio/mp4",
+        "pdf" => "application/pdf",
+        "txt" => "text/plain",
+        _ => "application/octet-stream",
+    }
+}
+
+/// A byte progress bar on stderr (hidden when stderr is not a terminal).
+fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
+    let bar = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(len)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(what.to_string());
+    bar
+}
+
+/// `kith send <user> --file <path>`: streams the file to the API with a progress bar.
+async fn send_file(
+    client: &ApiClient,
+    user: &str,
+    path: &Path,
+    caption: Option<&str>,
+) -> Result<kith_node::client::MediaSent> {
+    use futures::StreamExt;
+    let file = tokio::fs::File::open(path)
+        .await
+        .with_context(|| format!("opening {}", path.display()))?;
+    let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("file")
+        .to_string();
+    let bar = progress_bar(len, &format!("sending {name}"));
+    let counted = bar.clone();
+    let stream = tokio_util::io::ReaderStream::new(file).inspect(move |chunk| {
+        if let Ok(c) = chunk {
+            counted.inc(c.len() as u64);
+        }
+    });
+    let sent = client
+        .send_media(
+            user,
+            &name,
+            mime_of(path),
+            caption,
+            reqwest::Body::wrap_stream(stream),
+        )
+        .await;
+    bar.finish_and_clear();
+    Ok(sent?)
+}
+
+/// `kith media get <hash> -o <path>`: streams the decrypted file to `output` (through a
+/// temporary name, so a cut download never looks complete).
+async fn get_media(client: &ApiClient, hash: &str, output: &Path) -> Result<()> {
+    use futures::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let res = client.media(hash).await?;
+    let len = res.content_length().unwrap_or(0);
+    let bar = progress_bar(len, "receiving");
+    let tmp = output.with_extension("kith-part");
+    let mut file = tokio::fs::File::create(&tmp)
+        .await
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    let mut body = res.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.context("the download was cut")?;
+        file.write_all(&chunk)
+            .await
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        bar.inc(chunk.len() as u64);
+    }
+    file.sync_all().await?;
+    tokio::fs::rename(&tmp, output)
+        .await
+        .with_context(|| format!("renaming to {}", output.display()))?;
+    bar.finish_and_clear();
+    println!("{}", output.display());
+    Ok(())
+}
+
 const EXAMPLES: &str = "\
 Examples:
   kith init                          create an identity in the data directory
@@ -41,6 +163,8 @@ Examples:
   kith invite                        print your invite; give it to a friend
   kith contacts add <invite> --name Ana
   kith send <user> 'hello'           send a message
+  kith send <user> --file clip.mp4   send an image or video (with a progress bar)
+  kith media get <hash> -o clip.mp4  save a received file
   kith history <user>                show the conversation with ticks
   kith presence <user>               online, or when last seen
 
@@ -103,12 +227,22 @@ Examples:
     Send {
         /// The contact's user id.
         user: String,
-        /// The message text.
-        text: String,
+        /// The message text (not with --file).
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        text: Option<String>,
         /// Client metadata stored with the message: a JSON object.
         #[arg(long, value_name = "JSON")]
         meta: Option<String>,
+        /// Send this file (image, video, anything) instead of a text; shows progress.
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
+        /// A caption for the file.
+        #[arg(long, requires = "file")]
+        caption: Option<String>,
     },
+    /// Media files received or sent.
+    #[command(subcommand)]
+    Media(MediaCommand),
     /// Show a page of the conversation with a contact, oldest first.
     ///
     /// Outgoing messages show their ticks: `…` pending, `✓` sent, `✓✓` delivered,
@@ -165,6 +299,10 @@ struct RunArgs {
     /// Hide your last seen and online status (you then see no one else's either).
     #[arg(long)]
     hide_last_seen: bool,
+
+    /// Largest file you may send, in MiB [default: 256].
+    #[arg(long, value_name = "MIB")]
+    max_media_mib: Option<u64>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -260,6 +398,9 @@ async fn run(data_dir: PathBuf, api: &str, args: RunArgs) -> Result<()> {
     config.mdns = args.mdns;
     config.api_public = args.api_public;
     config.share_last_seen = !args.hide_last_seen;
+    if let Some(mib) = args.max_media_mib {
+        config.max_media_bytes = mib.saturating_mul(1024 * 1024);
+    }
 
     let running = kith_node::run::start(config)
         .await
@@ -431,7 +572,22 @@ async fn client_command(client: &ApiClient, command: Command) -> Result<()> {
                 println!("{}", contact_line(&contact.user_id, &contact.name));
             }
         }
-        Command::Send { user, text, meta } => {
+        Command::Send {
+            user,
+            file: Some(path),
+            caption,
+            ..
+        } => {
+            let sent = send_file(client, &user, &path, caption.as_deref()).await?;
+            println!("{} {} {}", sent.id, status_word(sent.status), sent.hash);
+        }
+        Command::Media(MediaCommand::Get { hash, output }) => {
+            get_media(client, &hash, &output).await?;
+        }
+        Command::Send {
+            user, text, meta, ..
+        } => {
+            let text = text.unwrap_or_default();
             let meta = match meta {
                 None => None,
                 Some(raw) => {
