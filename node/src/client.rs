@@ -229,7 +229,9 @@ impl ApiClient {
 
     /// `GET /v1/media/{hash}`: the response, to stream the decrypted file from.
     pub async fn media(&self, hash: &str) -> Result<reqwest::Response, ClientError> {
-        let res = self.send(self.request(Method::GET, &["media", hash])).await?;
+        let res = self
+            .send(self.request(Method::GET, &["media", hash]))
+            .await?;
         if !res.status().is_success() {
             return Err(self.error_of(res).await);
         }
