@@ -767,8 +767,14 @@ async function sendFile(peer, file, caption) {
       await resync();
     }
   } catch (err) {
-    if (err instanceof ApiError && err.code === 'too_large') {
-      showBanner(`${file.name} is too large to send. ${err.message}`);
+    if (err instanceof ApiError && err.code === 'offline' && (await nodeAnswers())) {
+      // The node closed the upload early without an answer the browser could read.
+      showBanner(
+        `${file.name} (${sizeText(file.size)}) could not be sent: your node stopped the ` +
+          'upload, most likely because the file is too large.',
+      );
+    } else if (err instanceof ApiError && err.code === 'too_large') {
+      showBanner(`${file.name} (${sizeText(file.size)}) is too large to send. ${err.message}`);
     } else if (err instanceof ApiError && err.status === 404 && err.code === 'not_found') {
       showBanner(`Sending ${file.name}: ${err.message}`);
     } else {
@@ -777,6 +783,16 @@ async function sendFile(peer, file, caption) {
   } finally {
     $('upload').hidden = true;
     updateSend();
+  }
+}
+
+/** Whether the node answers at all (to tell a refused upload from a node that is down). */
+async function nodeAnswers() {
+  try {
+    await call('GET', '/v1/me');
+    return true;
+  } catch {
+    return false;
   }
 }
 

@@ -5,7 +5,8 @@
 //   KITH_ALICE_ID,  KITH_BOB_ID    user ids
 //   KITH_SCREENSHOTS               where alice.png and bob.png go
 //   KITH_CHROMIUM                  the browser (default /usr/bin/chromium)
-//   KITH_BROWSER_MEDIA=0           skip the image step (a node without the media API)
+//   KITH_BROWSER_MEDIA=0           skip the media steps (a node without the media API)
+//   KITH_MAX_MEDIA                 the nodes' largest media file in bytes (for "too large")
 //
 // Every wait is for a condition on the page, bounded by WAIT; nothing sleeps for a fixed
 // time. Exits 0 when every step passed, 1 with the failing step otherwise.
@@ -32,6 +33,7 @@ const BOB = env('KITH_BOB_ID');
 const SHOTS = env('KITH_SCREENSHOTS', 'target/browser');
 const CHROMIUM = env('KITH_CHROMIUM', '/usr/bin/chromium');
 const MEDIA = env('KITH_BROWSER_MEDIA', '1') !== '0';
+const MAX_MEDIA = Number(env('KITH_MAX_MEDIA', '0'));
 
 /** Flags that work on a closed network: no sandbox (root in CI), no background fetches. */
 const ARGS = [
@@ -245,8 +247,24 @@ async function main() {
         null,
         { timeout: WAIT },
       );
+
+      if (MAX_MEDIA > 0) {
+        begin('a file over the node\u2019s limit gives a clear error');
+        await bob.locator('#file-input').setInputFiles({
+          name: 'too-big.mp4',
+          mimeType: 'video/mp4',
+          buffer: Buffer.alloc(MAX_MEDIA + 4096, 7),
+        });
+        await bob.locator('#send').click();
+        await bob.locator('#banner', { hasText: 'too large' }).waitFor();
+        await bob.locator('#upload').waitFor({ state: 'hidden' });
+        await bob.locator('#banner-close').click();
+        if ((await bob.locator('li.msg', { hasText: 'too-big' }).count()) > 0) {
+          throw new Error('the refused file shows as a message');
+        }
+      }
     } else {
-      log('image step skipped (KITH_BROWSER_MEDIA=0)');
+      log('media steps skipped (KITH_BROWSER_MEDIA=0)');
     }
 
     begin('a bad invite gives a clear error');

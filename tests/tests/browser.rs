@@ -11,11 +11,12 @@
 use std::{
     path::{Path, PathBuf},
     process::{Command, Stdio},
+    sync::Arc,
     time::Duration,
 };
 
 use anyhow::{bail, Context, Result};
-use kith_node::mesh::{Mesh, MeshConfig};
+use kith_node::mesh::{Mesh, MeshConfig, MeshOptions};
 use kith_tests::{init_logging, POLL_INTERVAL};
 
 /// How long the whole browser script may take (it bounds each of its own waits too).
@@ -23,6 +24,10 @@ const SCRIPT_TIMEOUT: Duration = Duration::from_secs(240);
 
 /// Heartbeat of the mesh's users: short, so presence shows within the script's waits.
 const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// The users' largest media file: small, so the script can show the "too large" error with a
+/// file of a few MiB (`KITH_MAX_MEDIA` tells it the limit).
+const MAX_MEDIA: u64 = 1024 * 1024;
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -81,13 +86,21 @@ async fn two_people_chat_in_the_browser() -> Result<()> {
         .prefix("kith-browser-")
         .tempdir()
         .context("creating a temporary directory")?;
-    let mesh = Mesh::start(MeshConfig {
-        dir: dir.path().to_path_buf(),
-        stores: 3,
-        users: vec!["alice".into(), "bob".into()],
-        api_ports: vec![0, 0],
-        heartbeat: HEARTBEAT,
-    })
+    let mesh = Mesh::start_with(
+        MeshConfig {
+            dir: dir.path().to_path_buf(),
+            stores: 3,
+            users: vec!["alice".into(), "bob".into()],
+            api_ports: vec![0, 0],
+            heartbeat: HEARTBEAT,
+        },
+        MeshOptions {
+            node_tweak: Some(Arc::new(|c: &mut kith_node::Config| {
+                c.max_media_bytes = MAX_MEDIA
+            })),
+            ..MeshOptions::default()
+        },
+    )
     .await
     .context("starting the mesh")?;
     let outcome = run_script(&mesh, &root, &shots, &chromium).await;
@@ -114,6 +127,7 @@ async fn run_script(mesh: &Mesh, root: &Path, shots: &Path, chromium: &Path) -> 
         .env("KITH_BOB_ID", bob.user_id().to_string())
         .env("KITH_SCREENSHOTS", shots)
         .env("KITH_CHROMIUM", chromium)
+        .env("KITH_MAX_MEDIA", MAX_MEDIA.to_string())
         .stdin(Stdio::null())
         .stdout(log.try_clone().context("sharing the log file")?)
         .stderr(log)
