@@ -270,6 +270,8 @@ struct Guard {
     token: Arc<str>,
     /// The port the API listens on, when known; otherwise the `Host` header's port is used.
     port: Option<u16>,
+    /// Key of media links (see [`media::link_key`]).
+    link_key: Arc<[u8; 32]>,
 }
 
 /// Everything handlers need.
@@ -277,6 +279,8 @@ struct Guard {
 struct ApiState {
     /// The node the API drives.
     node: Node,
+    /// Key of the media links handed to `<video>` and `<img>` elements (from the token).
+    link_key: Arc<[u8; 32]>,
     /// Ends `/v1/events` streams so graceful shutdown does not wait for them forever.
     shutdown: CancellationToken,
 }
@@ -326,6 +330,17 @@ async fn guard(State(guard): State<Guard>, req: Request, next: Next) -> Response
                  only http://127.0.0.1:<port> and http://localhost:<port> of this API may call it",
             )
             .into_response();
+        }
+    }
+    // A media link stands in for the token on exactly one media path until it expires, so
+    // that `<video src>` can stream with Range requests (elements cannot send headers).
+    if req.headers().get(AUTHORIZATION).is_none() {
+        match media::check_link(&guard.link_key, req.method(), req.uri()) {
+            Some(true) => return next.run(req).await,
+            Some(false) => {
+                return ApiError::unauthorized("media link is invalid or expired").into_response()
+            }
+            None => {}
         }
     }
     let presented = match req.headers().get(AUTHORIZATION) {
@@ -403,10 +418,12 @@ fn build(node: Node, token: String, port: Option<u16>, shutdown: CancellationTok
         .merge(media::routes())
         .with_state(ApiState {
             node: node.clone(),
+            link_key: Arc::new(media::link_key(&token)),
             shutdown,
         })
         .merge(crate::web::api_routes(node));
     let guard_state = Guard {
+        link_key: Arc::new(media::link_key(&token)),
         token: token.into(),
         port,
     };
@@ -898,6 +915,7 @@ mod tests {
             Guard {
                 token: "sesame".into(),
                 port: Some(addr.port()),
+                link_key: Arc::new(media::link_key("sesame")),
             },
         );
         let task = tokio::spawn(async move {

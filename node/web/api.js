@@ -98,7 +98,7 @@ export async function call(method, path, body) {
 /**
  * Fetches a guarded binary resource (a media file, a preview, the QR code) as a blob URL,
  * since <img> and <video> cannot send the token themselves. The caller revokes it.
- * Videos are fetched whole for now (no streaming through Range requests).
+ * Videos do not come through here: they stream from a media link (see app.js).
  * @param {string} path
  * @returns {Promise<string>} a `blob:` URL
  */

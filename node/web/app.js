@@ -271,6 +271,22 @@ function mediaUrl(hash, which) {
   return url;
 }
 
+/**
+ * A URL that streams a media file without the token (`POST /v1/media/{hash}/link`): a
+ * <video> element then fetches it itself with Range requests, so playback starts before
+ * the whole file is here, even while it is still downloading.
+ */
+function mediaLink(hash) {
+  const key = `${hash}:link`;
+  let url = mediaUrls.get(key);
+  if (!url) {
+    url = call('POST', `/v1/media/${encodeURIComponent(hash)}/link`).then((r) => r.url);
+    mediaUrls.set(key, url);
+    url.catch(() => mediaUrls.delete(key));
+  }
+  return url;
+}
+
 /** Whether the whole file is on this node. */
 const haveFull = (message) => message.outgoing || message.media.state === 'complete';
 
@@ -297,16 +313,16 @@ function mediaBlock(message) {
     img.addEventListener('click', () => openViewer(message));
     img.addEventListener('load', keepAtBottom);
   } else if (kind === 'video') {
-    if (full) {
+    if (full || media.state === 'downloading') {
       const video = el('video', 'media-video');
       video.controls = true;
       video.preload = 'metadata';
       video.playsInline = true;
       video.addEventListener('loadedmetadata', keepAtBottom);
       box.append(video);
-      mediaUrl(media.hash, 'full').then((url) => {
+      mediaLink(media.hash).then((url) => {
         video.src = url;
-        video.dataset.loaded = 'full';
+        video.dataset.loaded = full ? 'full' : 'streaming';
       }, () => {});
     } else {
       const poster = el('div', 'media-poster', `Video \u00b7 ${sizeText(media.size)}`);
@@ -395,7 +411,13 @@ function renderMessages() {
 /** Redraws one message in place. */
 function renderMessage(message) {
   const old = $('message-list').querySelector(`li.msg[data-id="${CSS.escape(message.id)}"]`);
-  if (old) old.replaceWith(messageItem(message));
+  if (!old) return;
+  const item = messageItem(message);
+  // A video that is already streaming keeps playing: move it into the redrawn item.
+  const playing = old.querySelector('video.media-video');
+  const fresh = item.querySelector('video.media-video');
+  if (playing && playing.src && fresh) fresh.replaceWith(playing);
+  old.replaceWith(item);
 }
 
 const nearBottom = () => {

@@ -155,6 +155,44 @@ async fn big_file_online_arrives_byte_identical() -> Result<()> {
         headers.get("content-range").and_then(|v| v.to_str().ok())
             == Some(&format!("bytes 1000-1999/{BIG}")[..])
     );
+    // A media link streams without the token (what a <video> element uses), for this path
+    // only; a tampered one is refused.
+    let link = bob
+        .api()?
+        .post(&format!("/v1/media/{hash}/link"), &serde_json::json!({}))
+        .await?;
+    link.expect_status(200)?;
+    let url = link.body["url"]
+        .as_str()
+        .ok_or_else(|| anyhow!("no url in {}", link.body))?;
+    let base = format!("http://{}", bob.running()?.api_addr);
+    let http = reqwest::Client::new();
+    let res = http
+        .get(format!("{base}{url}"))
+        .header(reqwest::header::RANGE, "bytes=0-9")
+        .send()
+        .await?;
+    ensure!(res.status() == 206, "media link answered {}", res.status());
+    ensure!(res.bytes().await?.as_ref() == &original[..10]);
+    let tampered = url.replacen("cap=", "cap=00", 1);
+    let res = http.get(format!("{base}{tampered}")).send().await?;
+    ensure!(
+        res.status() == 401,
+        "tampered link answered {}",
+        res.status()
+    );
+    let other_path = url.replacen(&hash.to_hex(), &"ab".repeat(32), 1);
+    let res = http.get(format!("{base}{other_path}")).send().await?;
+    ensure!(
+        res.status() == 401,
+        "link reused for another path answered {}",
+        res.status()
+    );
+    let res = http
+        .get(format!("{base}/v1/conversations/{}", alice.user_id()))
+        .send()
+        .await?;
+    ensure!(res.status() == 401, "no token, no link: {}", res.status());
     let (served, _, _) = alice.node()?.media_counters();
     let count = BlobLayout::new(BIG as u64, rec.chunk_size)?.chunk_count();
     ensure!(served == count, "alice served {served} chunks for {count}");

@@ -39,6 +39,95 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/v1/media", post(upload))
         .route("/v1/media/{hash}", get(download))
         .route("/v1/media/{hash}/preview", get(preview))
+        .route("/v1/media/{hash}/link", post(link))
+}
+
+/// How long a media link works.
+pub(super) const LINK_LIFETIME: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// The media-link key derived from the API token (a new token invalidates every link).
+pub(super) fn link_key(token: &str) -> [u8; 32] {
+    use blake2::Digest;
+    let mut h = blake2::Blake2s256::new();
+    h.update(b"kith-media-link-v1\0");
+    h.update(token.as_bytes());
+    h.finalize().into()
+}
+
+/// The capability for `path` until `exp_ms`: keyed BLAKE2s of both.
+fn link_cap(key: &[u8; 32], path: &str, exp_ms: u64) -> [u8; 32] {
+    use blake2::digest::{KeyInit, Mac};
+    let mut mac = match <blake2::Blake2sMac256 as KeyInit>::new_from_slice(key) {
+        Ok(m) => m,
+        // A 32-byte key always fits; never reached.
+        Err(_) => return [0; 32],
+    };
+    mac.update(path.as_bytes());
+    mac.update(b"\n");
+    mac.update(&exp_ms.to_be_bytes());
+    mac.finalize().into_bytes().into()
+}
+
+/// For a GET of a media path carrying `cap` and `exp`: whether the link is valid. `None` when
+/// the request does not use a link.
+pub(super) fn check_link(
+    key: &[u8; 32],
+    method: &axum::http::Method,
+    uri: &axum::http::Uri,
+) -> Option<bool> {
+    let path = uri.path();
+    if !path.starts_with("/v1/media/") || path.ends_with("/link") {
+        return None;
+    }
+    let query = uri.query()?;
+    let mut cap = None;
+    let mut exp = None;
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("cap", v)) => cap = Some(v),
+            Some(("exp", v)) => exp = v.parse::<u64>().ok(),
+            _ => {}
+        }
+    }
+    let cap = cap?;
+    let (Some(exp), Ok(given)) = (exp, hex::decode(cap)) else {
+        return Some(false);
+    };
+    if method != axum::http::Method::GET && method != axum::http::Method::HEAD {
+        return Some(false);
+    }
+    if exp <= crate::time::now_ms() {
+        return Some(false);
+    }
+    let want = link_cap(key, path, exp);
+    Some(super::constant_time_eq(&given, &want))
+}
+
+/// `POST /v1/media/{hash}/link`: a URL for this media (and its preview) that works without
+/// the token for [`LINK_LIFETIME`] — what a `<video>` element needs to stream with Range.
+async fn link(State(s): State<ApiState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
+    let hash = parse_hash(&raw)?;
+    s.node
+        .media(&hash)
+        .map_err(|e| node_error(e, Input::Query))?
+        .ok_or_else(|| not_found(&hash))?;
+    let exp = crate::time::now_ms() + LINK_LIFETIME.as_millis() as u64;
+    let path = format!("/v1/media/{hash}");
+    let preview = format!("/v1/media/{hash}/preview");
+    let url = format!(
+        "{path}?exp={exp}&cap={}",
+        hex::encode(link_cap(&s.link_key, &path, exp))
+    );
+    let preview_url = format!(
+        "{preview}?exp={exp}&cap={}",
+        hex::encode(link_cap(&s.link_key, &preview, exp))
+    );
+    Ok(Json(serde_json::json!({
+        "url": url,
+        "preview_url": preview_url,
+        "expires_at_ms": exp,
+    }))
+    .into_response())
 }
 
 fn too_large(max: u64) -> ApiError {
