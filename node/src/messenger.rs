@@ -1843,7 +1843,14 @@ impl Messenger {
     /// Seals what is queued for an unreachable `user` and deposits it on their mailbox set.
     fn deposit_queue(&mut self, user: UserId) {
         let set = self.store_set(&user, self.cfg.replication);
-        let needed = self.cfg.write_quorum.min(self.cfg.replication).max(1);
+        // W copies, unless the whole network has fewer store peers than that (a single
+        // operator's store peer): then every store peer there is.
+        let needed = self
+            .cfg
+            .write_quorum
+            .min(self.cfg.replication)
+            .min(self.stores.len())
+            .max(1);
         if set.len() < needed {
             tracing::debug!(%user, known = set.len(), needed, "not enough store peers known to deposit yet");
             return;

@@ -113,6 +113,11 @@ const SCENARIOS: &[(&str, bool, &str)] = &[
         false,
         "a 100 MiB file to an offline user through store peers: MiB/s, peak RSS",
     ),
+    (
+        "mesh",
+        false,
+        "the simulation at N = 100, 300, 1000 users (--mesh-sizes): delivery, memory, lookups",
+    ),
 ];
 
 /// The hidden first argument that makes this binary the `idle` baseline's child process.
@@ -130,6 +135,9 @@ struct Args {
     idle_secs: u64,
     media_mib: u64,
     media_stores: usize,
+    mesh_sizes: Vec<usize>,
+    mesh_stores: usize,
+    mesh_messages: usize,
     bin_dir: Option<PathBuf>,
 }
 
@@ -146,6 +154,9 @@ fn parse_args() -> Result<Args> {
         idle_secs: 60,
         media_mib: 100,
         media_stores: MEDIA_STORES,
+        mesh_sizes: vec![100, 300, 1000],
+        mesh_stores: 10,
+        mesh_messages: 3,
         bin_dir: None,
     };
     let mut it = std::env::args().skip(1);
@@ -170,6 +181,17 @@ fn parse_args() -> Result<Args> {
             "--idle-secs" => args.idle_secs = num(it.next(), "--idle-secs")?,
             "--media-mib" => args.media_mib = num(it.next(), "--media-mib")?,
             "--media-stores" => args.media_stores = num(it.next(), "--media-stores")?,
+            "--mesh-sizes" => {
+                args.mesh_sizes = it
+                    .next()
+                    .context("--mesh-sizes needs a list like 100,300,1000")?
+                    .split(',')
+                    .map(|n| n.trim().parse::<usize>())
+                    .collect::<Result<_, _>>()
+                    .context("--mesh-sizes: numbers separated by commas")?
+            }
+            "--mesh-stores" => args.mesh_stores = num(it.next(), "--mesh-stores")?,
+            "--mesh-messages" => args.mesh_messages = num(it.next(), "--mesh-messages")?,
             "--messages" => {
                 args.messages = it.next().context("--messages needs a number")?.parse()?
             }
@@ -229,6 +251,10 @@ async fn run_scenario(name: &str, args: &Args) -> Result<Value> {
         "presence" => presence(args).await,
         "idle" => idle(args).await,
         "media" => media(args).await,
+        "mesh" => {
+            kith_tests::sim::mesh_bench(&args.mesh_sizes, args.mesh_stores, args.mesh_messages)
+                .await
+        }
         other => bail!("scenario {other:?} is listed but not wired to a function"),
     }
 }
