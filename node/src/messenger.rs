@@ -640,6 +640,16 @@ impl Messenger {
             expires_at_ms: now.saturating_add(self.cfg.message_lifetime.as_millis() as u64),
             tracked: true,
         };
+        self.queue_outgoing(msg, entry)
+    }
+
+    /// Stores an outgoing message and its outbox entry, tells listeners, and queues it.
+    fn queue_outgoing(
+        &mut self,
+        msg: StoredMessage,
+        entry: OutboxEntry,
+    ) -> Result<Sent, NodeError> {
+        let (id, to) = (msg.id, msg.peer);
         self.store.insert_message(&msg).map_err(store_err)?;
         self.store.outbox_put(&entry).map_err(store_err)?;
         self.outbox.insert(id, entry);
@@ -724,22 +734,11 @@ impl Messenger {
             tracked: true,
         };
         self.store.put_media(&record).map_err(store_err)?;
-        self.store.insert_message(&msg).map_err(store_err)?;
-        self.store.outbox_put(&entry).map_err(store_err)?;
-        self.outbox.insert(id, entry);
+        let sent = self.queue_outgoing(msg, entry)?;
         if record.state == MediaState::Uploading {
             self.transfers.start(hash);
         }
-        self.emit(|| Event::Message {
-            peer: to.to_string(),
-            message: self.store.view(&self.user, &msg),
-        });
-        self.peer(to).queue.push_back(id);
-        self.pump(to);
-        Ok(Sent {
-            id: id.to_string(),
-            status: DeliveryStatus::Pending,
-        })
+        Ok(sent)
     }
 
     fn mark_read(&mut self, peer: UserId) -> Result<(usize, Vec<MessageId>), NodeError> {

@@ -231,6 +231,20 @@ async fn big_file_offline_arrives_through_store_peers() -> Result<()> {
     Ok(())
 }
 
+/// Waits until every store peer of `mesh` holds the complete blob; returns its files there.
+async fn wait_all_stores_hold(mesh: &Mesh, hash: &BlobHash) -> Result<Vec<std::path::PathBuf>> {
+    let files: Vec<std::path::PathBuf> = mesh
+        .stores
+        .iter()
+        .map(|s| s.data_dir().join("store").join("blobs").join(hash.to_hex()))
+        .collect();
+    wait_for(TIMEOUT, "every store peer holds the blob", || async {
+        Ok(files.iter().all(|f| f.exists()).then_some(()))
+    })
+    .await?;
+    Ok(files)
+}
+
 /// Overwrites every byte of `path` from `offset` on with garbage (same length).
 fn corrupt(path: &std::path::Path, offset: u64) -> Result<()> {
     use std::io::{Seek, SeekFrom, Write};
@@ -267,15 +281,7 @@ async fn cut_download_resumes_and_bad_chunks_are_never_kept() -> Result<()> {
     // Wait until every store peer completed the upload (W=2 was enough for `available`).
     let layout = BlobLayout::new(BIG as u64, sent.chunk_size)?;
     let count = layout.chunk_count();
-    let files: Vec<std::path::PathBuf> = mesh
-        .stores
-        .iter()
-        .map(|s| s.data_dir().join("store").join("blobs").join(hash.to_hex()))
-        .collect();
-    wait_for(TIMEOUT, "all three store peers hold the blob", || async {
-        Ok(files.iter().all(|f| f.exists()).then_some(()))
-    })
-    .await?;
+    let files = wait_all_stores_hold(&mesh, &hash).await?;
     // Every holder serves garbage from the middle on: the first half verifies, the rest
     // cannot. This is the "cut": bob gets stuck at half and must not store a bad byte.
     let half = count / 2;
@@ -344,15 +350,7 @@ async fn one_store_serving_garbage_cannot_corrupt_the_result() -> Result<()> {
     .await?;
     wait_media(&alice, &hash, MediaState::Available).await?;
     alice.shutdown().await?;
-    let files: Vec<std::path::PathBuf> = mesh
-        .stores
-        .iter()
-        .map(|s| s.data_dir().join("store").join("blobs").join(hash.to_hex()))
-        .collect();
-    wait_for(TIMEOUT, "all three store peers hold the blob", || async {
-        Ok(files.iter().all(|f| f.exists()).then_some(()))
-    })
-    .await?;
+    let files = wait_all_stores_hold(&mesh, &hash).await?;
     // Two of the three holders serve garbage from the first byte on.
     corrupt(&files[0], 0)?;
     corrupt(&files[1], 0)?;

@@ -106,11 +106,7 @@ pub(super) fn check_link(
 /// `POST /v1/media/{hash}/link`: a URL for this media (and its preview) that works without
 /// the token for [`LINK_LIFETIME`] — what a `<video>` element needs to stream with Range.
 async fn link(State(s): State<ApiState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
-    let hash = parse_hash(&raw)?;
-    s.node
-        .media(&hash)
-        .map_err(|e| node_error(e, Input::Query))?
-        .ok_or_else(|| not_found(&hash))?;
+    let (hash, _) = lookup(&s, &raw)?;
     let exp = crate::time::now_ms() + LINK_LIFETIME.as_millis() as u64;
     let path = format!("/v1/media/{hash}");
     let preview = format!("/v1/media/{hash}/preview");
@@ -273,6 +269,17 @@ fn parse_hash(raw: &str) -> Result<BlobHash, ApiError> {
     })
 }
 
+/// The media named by a path segment, or the error to answer.
+fn lookup(s: &ApiState, raw: &str) -> Result<(BlobHash, crate::media::MediaRecord), ApiError> {
+    let hash = parse_hash(raw)?;
+    let rec = s
+        .node
+        .media(&hash)
+        .map_err(|e| node_error(e, Input::Query))?
+        .ok_or_else(|| not_found(&hash))?;
+    Ok((hash, rec))
+}
+
 fn not_found(hash: &BlobHash) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
@@ -321,12 +328,7 @@ async fn download(
     Path(raw): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let hash = parse_hash(&raw)?;
-    let rec = s
-        .node
-        .media(&hash)
-        .map_err(|e| node_error(e, Input::Query))?
-        .ok_or_else(|| not_found(&hash))?;
+    let (hash, rec) = lookup(&s, &raw)?;
     let size = rec.size;
     let range = match headers.get(RANGE).and_then(|v| v.to_str().ok()) {
         None => None,
@@ -449,12 +451,7 @@ async fn download(
 
 /// `GET /v1/media/{hash}/preview`: the thumbnail (JPEG).
 async fn preview(State(s): State<ApiState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
-    let hash = parse_hash(&raw)?;
-    let rec = s
-        .node
-        .media(&hash)
-        .map_err(|e| node_error(e, Input::Query))?
-        .ok_or_else(|| not_found(&hash))?;
+    let (_, rec) = lookup(&s, &raw)?;
     if rec.preview.is_empty() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
