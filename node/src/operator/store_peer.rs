@@ -464,7 +464,9 @@ impl StorePeer {
                         tracing::debug!(%peer, "presence record for another user; ignored");
                         continue;
                     }
-                    if self.presence.accept(record).is_ok() {
+                    // The Noise session proved the sender is the record's user (checked
+                    // above); readers of the record verify its signature themselves.
+                    if self.presence.accept_from_owner(record).is_ok() {
                         self.metrics.heartbeats.fetch_add(1, Ordering::Relaxed);
                     }
                 }
