@@ -584,37 +584,43 @@ async fn upload(s: &Arc<Transfers>, mut rec: MediaRecord) -> Result<(), Transfer
     let progress: Arc<Mutex<HashMap<PeerId, u64>>> = Arc::new(Mutex::new(HashMap::new()));
     let mut delay = s.cfg.min_backoff;
     tracing::info!(%hash, size = rec.size, stores = stores.len(), "uploading media to store peers");
+    // What the upload tasks read; `rec` itself changes state as copies land.
+    let source = rec.clone();
     while done.len() < stores.len() {
         let pending: Vec<PeerId> = stores
             .iter()
             .filter(|p| !done.contains(p))
             .copied()
             .collect();
-        let results = futures::future::join_all(
-            pending
-                .iter()
-                .map(|store| upload_to(s, &rec, &layout, *store, progress.clone())),
-        )
-        .await;
-        for (store, r) in pending.iter().zip(results) {
+        let mut running: futures::stream::FuturesUnordered<_> = pending
+            .iter()
+            .map(|store| {
+                let (store, progress) = (*store, progress.clone());
+                let (source, layout) = (&source, &layout);
+                async move { (store, upload_to(s, source, layout, store, progress).await) }
+            })
+            .collect();
+        // Available as soon as W store peers hold it; the remaining uploads of this round
+        // still run to the end (a third copy is a bonus the state does not wait for).
+        while let Some((store, r)) = running.next().await {
             match r {
                 Ok(()) => {
-                    done.insert(*store);
+                    done.insert(store);
                 }
                 Err(e) => tracing::info!(%hash, %store, error = %e, "upload to store peer failed"),
             }
+            if done.len() >= quorum && rec.state == MediaState::Uploading {
+                rec.state = MediaState::Available;
+                rec.done_chunks = count;
+                s.store.put_media(&rec)?;
+                s.store.commit().await?;
+                s.emit(&rec);
+                tracing::info!(%hash, held = done.len(), "media held by enough store peers");
+            }
         }
         let held = done.len();
-        if held >= quorum && rec.state == MediaState::Uploading {
-            rec.state = MediaState::Available;
-            rec.done_chunks = count;
-            s.store.put_media(&rec)?;
-            s.store.commit().await?;
-            s.emit(&rec);
-            tracing::info!(%hash, held, "media held by enough store peers");
-        }
         if held >= quorum {
-            // The rest are a bonus: one more try each, without waiting.
+            // Enough copies: store peers that failed this round are not tried again.
             break;
         }
         if !s.backoff(&mut delay).await {
