@@ -1730,7 +1730,9 @@ impl Messenger {
                 let _ = link.tx.try_send(MsgFrame::Presence(record.clone()));
             }
         }
-        for store in self.my_stores() {
+        // Readers ask the R store peers nearest to us for our last seen, so heartbeats go to
+        // those R only; the wider 2R set we fetch our mailbox from just keeps its links.
+        for (rank, store) in self.my_stores().into_iter().enumerate() {
             let link = self
                 .stores
                 .get(&store)
@@ -1738,7 +1740,9 @@ impl Messenger {
                 .filter(|l| !l.tx.is_closed());
             match link {
                 Some(link) => {
-                    let _ = link.tx.try_send(MailboxRequest::Presence(record.clone()));
+                    if rank < self.cfg.replication {
+                        let _ = link.tx.try_send(MailboxRequest::Presence(record.clone()));
+                    }
                 }
                 // The link is gone (the store peer restarted, or dropped the stream on
                 // arrival): open it again, which subscribes again and sends our presence.
