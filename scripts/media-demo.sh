@@ -6,11 +6,9 @@
 # Chromium plays it from bob's `GET /v1/media/{hash}`, and curl shows a Range request
 # answered 206. Prints how many chunks the store peer served and each process's peak RSS.
 #
-# With one store peer the message itself waits in alice's outbox (a deposit needs W = 2 store
-# peers), so alice stays online and delivers it when bob returns; bob's node then fetches the
-# chunks from alice and the store peer in turn. KITH_DEMO_STORES=3 runs three store peers
-# instead: alice waits until the message is deposited (✓) and the video available, then
-# stops, so bob gets both from the store peers alone.
+# Alice waits until the message is deposited (✓) and the video is available on the store
+# peers, then stops too, so bob gets both from the store peers alone. KITH_DEMO_STORES=3 runs
+# three store peers instead of one (each message and video on all three, W = 2).
 #
 # Needs: ffmpeg and chromium (installed with apt-get when missing), Node.js 20, curl, jq.
 # KITH_DEMO_VIDEO=<file.webm> uses an existing video instead of making one (≥ 100 MiB).
@@ -158,15 +156,10 @@ until [[ $(media_state alice "$BOB") == available ]]; do
 done
 echo "alice: media $HASH is available (the store peers hold it) after $((SECONDS - t0)) s"
 echo "store peers hold $(store_metric blob_bytes) bytes of ciphertext (received $(store_metric blob_chunks_in_total) chunks)"
-if ((STORES >= 2)); then
-  wait_for 120 sh -c "'$K' --data-dir '$DIR/alice' --api '$ALICE_API' history '$BOB' | grep -q '✓'"
-  k alice history "$BOB"
-  echo "== alice stops too: bob can only get the message and the video from the store peers"
-  stop_node alice
-else
-  k alice history "$BOB"
-  echo "(one store peer: the message waits in alice's outbox, which needs W = 2 store peers to deposit; alice stays online)"
-fi
+wait_for 120 sh -c "'$K' --data-dir '$DIR/alice' --api '$ALICE_API' history '$BOB' | grep -q '✓'"
+k alice history "$BOB"
+echo "== alice stops too: bob can only get the message and the video from the store peers"
+stop_node alice
 
 echo "== bob comes back"
 t0=$SECONDS
@@ -178,7 +171,7 @@ until [[ $(media_state bob "$ALICE") == complete ]]; do
 done
 echo "bob: media $HASH is complete after $((SECONDS - t0)) s"
 CHUNKS=$(((SIZE + 65535) / 65536))
-echo "the store peers served $(store_metric blob_chunks_out_total) of its $CHUNKS chunks to bob$( ((STORES >= 2)) || echo ', alice the rest')"
+echo "the store peers served $(store_metric blob_chunks_out_total) of its $CHUNKS chunks to bob"
 api bob "/v1/conversations/$ALICE?count=1" | jq -c '.messages[0] | {text, media}'
 
 echo "== bob saves it with kith media get"
@@ -210,7 +203,6 @@ while kill -0 "$PLAY_PID" 2>/dev/null; do sample_peak bob "$BOB_PID"; sleep 0.2;
 wait "$PLAY_PID"
 
 sample_peak bob "$BOB_PID"; sample_stores
-((STORES >= 2)) || sample_peak alice "$ALICE_PID"
 echo "== peak RSS (VmHWM) during the run (store: the largest of the store peers)"
 for name in alice bob store; do
   awk -v n="$name" -v k="${PEAK[$name]:-0}" 'BEGIN { printf "%-6s %6.1f MiB\n", n, k / 1024 }'
