@@ -216,26 +216,14 @@ impl ApiClient {
             .query(&query)
             .header(reqwest::header::CONTENT_TYPE, mime)
             .body(body);
-        let res = self.send(request).await?;
-        if !res.status().is_success() {
-            return Err(self.error_of(res).await);
-        }
-        let bytes = res.bytes().await.map_err(|source| ClientError::Http {
-            api: self.base.to_string(),
-            source,
-        })?;
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+        let res = self.send_ok(request).await?;
+        self.json_of(res).await
     }
 
     /// `GET /v1/media/{hash}`: the response, to stream the decrypted file from.
     pub async fn media(&self, hash: &str) -> Result<reqwest::Response, ClientError> {
-        let res = self
-            .send(self.request(Method::GET, &["media", hash]))
-            .await?;
-        if !res.status().is_success() {
-            return Err(self.error_of(res).await);
-        }
-        Ok(res)
+        self.send_ok(self.request(Method::GET, &["media", hash]))
+            .await
     }
 
     /// `GET /v1/conversations/{user}`: a page, newest first. `None` leaves a parameter to the
@@ -353,10 +341,21 @@ impl ApiClient {
         build: impl FnOnce(RequestBuilder) -> RequestBuilder,
     ) -> Result<T, ClientError> {
         let request = build(self.request(method, path)).timeout(REQUEST_TIMEOUT);
+        let res = self.send_ok(request).await?;
+        self.json_of(res).await
+    }
+
+    /// Sends a request; an error answer becomes the [`ClientError`] it carries.
+    async fn send_ok(&self, request: RequestBuilder) -> Result<reqwest::Response, ClientError> {
         let res = self.send(request).await?;
         if !res.status().is_success() {
             return Err(self.error_of(res).await);
         }
+        Ok(res)
+    }
+
+    /// Reads a successful answer's JSON body.
+    async fn json_of<T: DeserializeOwned>(&self, res: reqwest::Response) -> Result<T, ClientError> {
         let bytes = res.bytes().await.map_err(|source| ClientError::Http {
             api: self.base.to_string(),
             source,

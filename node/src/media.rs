@@ -150,15 +150,12 @@ impl MediaRecord {
 
     /// Plaintext bytes on disk that are verified, from offset 0.
     pub fn verified_bytes(&self) -> u64 {
-        match self.state {
-            MediaState::Complete => self.size,
-            MediaState::Downloading | MediaState::Failed if !self.outgoing => self
-                .layout()
-                .map(|l| l.plain_offset(self.done_chunks).min(self.size))
-                .unwrap_or(0),
-            _ if self.outgoing => self.size,
-            _ => 0,
+        if self.outgoing || self.state == MediaState::Complete {
+            return self.size;
         }
+        self.layout()
+            .map(|l| l.plain_offset(self.done_chunks).min(self.size))
+            .unwrap_or(0)
     }
 
     /// The API view.

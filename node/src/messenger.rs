@@ -1723,7 +1723,8 @@ impl Messenger {
     }
 
     fn on_heartbeat(&mut self) {
-        self.transfers.set_mailbox_stores(self.my_stores());
+        let my_stores = self.my_stores();
+        self.transfers.set_mailbox_stores(my_stores.clone());
         let record = self.presence_record();
         for state in self.peers.values() {
             if let Some(link) = &state.link {
@@ -1732,7 +1733,7 @@ impl Messenger {
         }
         // Readers ask the R store peers nearest to us for our last seen, so heartbeats go to
         // those R only; the wider 2R set we fetch our mailbox from just keeps its links.
-        for (rank, store) in self.my_stores().into_iter().enumerate() {
+        for (rank, store) in my_stores.into_iter().enumerate() {
             let link = self
                 .stores
                 .get(&store)

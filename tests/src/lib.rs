@@ -23,7 +23,7 @@
 use std::{future::Future, path::Path, time::Duration};
 
 use anyhow::{anyhow, bail, Context, Result};
-use kith_node::{handle::MessageView, Config, Event, Node, RunError, RunningNode};
+use kith_node::{handle::MessageView, Config, Event, Node, RunningNode};
 use kith_protocol::UserId;
 use reqwest::{header::AUTHORIZATION, Method};
 use serde_json::Value;
@@ -36,25 +36,12 @@ pub const TIMEOUT: Duration = Duration::from_secs(20);
 pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Starts a node on `config`, retrying for a bounded time while the data directory's store is
-/// still locked by a previous incarnation in this process that is being torn down.
-///
-/// sled holds an exclusive lock on its database until the last handle is dropped; a node that
-/// was just stopped may still be dropping its last handles on another runtime thread.
+/// still locked by a previous incarnation in this process that is being torn down (see
+/// [`kith_node::mesh::start_user`], which this wraps with context).
 pub async fn start_node_with(config: Config) -> Result<RunningNode> {
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    loop {
-        match kith_node::start(config.clone()).await {
-            Ok(node) => return Ok(node),
-            Err(RunError::Store(e)) if tokio::time::Instant::now() < deadline => {
-                tracing::debug!(error = %e, "store still locked; retrying");
-                tokio::time::sleep(POLL_INTERVAL).await;
-            }
-            Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("starting a node on {}", config.data_dir.display()))
-            }
-        }
-    }
+    kith_node::mesh::start_user(config.clone())
+        .await
+        .with_context(|| format!("starting a node on {}", config.data_dir.display()))
 }
 
 /// Starts a node on `dir` with [`Config::loopback`] (everything on `127.0.0.1`, port 0).

@@ -26,12 +26,12 @@ use std::{
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use futures::{io::WriteHalf, AsyncReadExt, AsyncWriteExt};
 use kith_bootstrap::{
-    metrics::Metrics, store_peer::StoreConfig, Config as StorePeerConfig,
-    RunError as StoreRunError, Running,
+    metrics::Metrics, store_peer::StoreConfig, Config as StorePeerConfig, Running,
 };
 use kith_node::{
     handle::MessageView,
     link::FrameReader,
+    mesh::strip_p2p,
     net::{self, NetConfig, NetEvent, Network},
     time::now_ms,
     Event,
@@ -54,29 +54,12 @@ use crate::{wait_event, wait_for, TestNode, POLL_INTERVAL, TIMEOUT};
 pub const FAST_REPAIR: Duration = Duration::from_millis(300);
 
 /// Starts a store peer on `config`, retrying for a bounded time while its mailboxes are still
-/// locked by a previous incarnation in this process that is being torn down (sled holds its
-/// lock until the last handle is dropped).
+/// locked, or its port still held, by a previous incarnation in this process that is being
+/// torn down (see [`kith_node::mesh::start_store`], which this wraps with context).
 pub async fn start_store_with(config: StorePeerConfig) -> Result<Running> {
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    loop {
-        match kith_bootstrap::start(config.clone()).await {
-            Ok(running) => return Ok(running),
-            Err(StoreRunError::Mailboxes(e)) if tokio::time::Instant::now() < deadline => {
-                tracing::debug!(error = %e, "mailboxes still locked; retrying");
-                tokio::time::sleep(POLL_INTERVAL).await;
-            }
-            Err(StoreRunError::Net(e)) if tokio::time::Instant::now() < deadline => {
-                // Restarting on the same port: the old listener may not be closed yet.
-                tracing::debug!(error = %e, "cannot listen yet; retrying");
-                tokio::time::sleep(POLL_INTERVAL).await;
-            }
-            Err(e) => {
-                return Err(e).with_context(|| {
-                    format!("starting a store peer on {}", config.data_dir.display())
-                })
-            }
-        }
-    }
+    kith_node::mesh::start_store(config.clone())
+        .await
+        .with_context(|| format!("starting a store peer on {}", config.data_dir.display()))
 }
 
 /// A store peer under test: its temporary data directory, configuration and (while it runs)
@@ -209,17 +192,6 @@ impl StorePeer {
         self.running = Some(running);
         Ok(())
     }
-}
-
-fn strip_p2p(addrs: &[Multiaddr]) -> Vec<Multiaddr> {
-    addrs
-        .iter()
-        .map(|a| {
-            a.iter()
-                .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
-                .collect()
-        })
-        .collect()
 }
 
 /// Store peers that know each other: each was started with the ones before it as `peers`.

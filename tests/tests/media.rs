@@ -203,13 +203,9 @@ async fn big_file_online_arrives_byte_identical() -> Result<()> {
 async fn big_file_offline_arrives_through_store_peers() -> Result<()> {
     init_logging();
     let mesh = Mesh::start(3, |_| {}).await?;
-    let (mut alice, mut bob) = pair(Some(&mesh)).await?;
-    bob.shutdown().await?;
     let original = file_bytes(BIG, 2);
-    let hash = send_media(&alice, &bob, "holiday.mp4", "video/mp4", original.clone()).await?;
-    // Available = held by W store peers; then alice goes away too: only the stores have it.
-    wait_media(&alice, &hash, MediaState::Available).await?;
-    alice.shutdown().await?;
+    let (_alice, mut bob, hash, _) =
+        sent_while_both_away(&mesh, "holiday.mp4", "video/mp4", original.clone()).await?;
     bob.restart().await?;
     wait_media(&bob, &hash, MediaState::Complete).await?;
     let (status, _, body) = get_media(&bob, &hash, None).await?;
@@ -229,6 +225,23 @@ async fn big_file_offline_arrives_through_store_peers() -> Result<()> {
     })
     .await?;
     Ok(())
+}
+
+/// Alice sends `bytes` to bob while bob is away, waits until W store peers hold the blob
+/// (`available`), and goes away too: from then on only the store peers have it. Returns both
+/// (stopped), the hash, and alice's record at `available`.
+async fn sent_while_both_away(
+    mesh: &Mesh,
+    name: &str,
+    mime: &str,
+    bytes: Vec<u8>,
+) -> Result<(TestNode, TestNode, BlobHash, MediaRecord)> {
+    let (mut alice, mut bob) = pair(Some(mesh)).await?;
+    bob.shutdown().await?;
+    let hash = send_media(&alice, &bob, name, mime, bytes).await?;
+    let sent = wait_media(&alice, &hash, MediaState::Available).await?;
+    alice.shutdown().await?;
+    Ok((alice, bob, hash, sent))
 }
 
 /// Waits until every store peer of `mesh` holds the complete blob; returns its files there.
@@ -260,24 +273,14 @@ fn corrupt(path: &std::path::Path, offset: u64) -> Result<()> {
 async fn cut_download_resumes_and_bad_chunks_are_never_kept() -> Result<()> {
     init_logging();
     let mesh = Mesh::start(3, |_| {}).await?;
-    let (mut alice, mut bob) = pair(Some(&mesh)).await?;
-    bob.shutdown().await?;
     let original = file_bytes(BIG, 3);
-    let hash = send_media(
-        &alice,
-        &bob,
-        "big.bin",
-        "application/x-anything",
-        original.clone(),
-    )
-    .await?;
-    let sent = wait_media(&alice, &hash, MediaState::Available).await?;
+    let (_alice, mut bob, hash, sent) =
+        sent_while_both_away(&mesh, "big.bin", "application/x-anything", original.clone()).await?;
     ensure!(
         sent.mime == "application/octet-stream",
         "unknown type kept: {}",
         sent.mime
     );
-    alice.shutdown().await?;
     // Wait until every store peer completed the upload (W=2 was enough for `available`).
     let layout = BlobLayout::new(BIG as u64, sent.chunk_size)?;
     let count = layout.chunk_count();
@@ -337,19 +340,9 @@ async fn cut_download_resumes_and_bad_chunks_are_never_kept() -> Result<()> {
 async fn one_store_serving_garbage_cannot_corrupt_the_result() -> Result<()> {
     init_logging();
     let mesh = Mesh::start(3, |_| {}).await?;
-    let (mut alice, mut bob) = pair(Some(&mesh)).await?;
-    bob.shutdown().await?;
     let original = file_bytes(4 * 1024 * 1024, 4);
-    let hash = send_media(
-        &alice,
-        &bob,
-        "a.bin",
-        "application/octet-stream",
-        original.clone(),
-    )
-    .await?;
-    wait_media(&alice, &hash, MediaState::Available).await?;
-    alice.shutdown().await?;
+    let (_alice, mut bob, hash, _) =
+        sent_while_both_away(&mesh, "a.bin", "application/octet-stream", original.clone()).await?;
     let files = wait_all_stores_hold(&mesh, &hash).await?;
     // Two of the three holders serve garbage from the first byte on.
     corrupt(&files[0], 0)?;

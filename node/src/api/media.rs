@@ -156,10 +156,10 @@ async fn upload(
     let to = parse_user_id(to_raw).map_err(|e| ApiError::query(e.message))?;
     let known = s
         .node
-        .contacts()
-        .map_err(|e| node_error(e, Input::Query))?
-        .iter()
-        .any(|c| c.user_id == to.to_string());
+        .store
+        .contact(&to)
+        .map_err(|e| node_error(e.into(), Input::Query))?
+        .is_some();
     if !known {
         return Err(node_error(
             crate::NodeError::UnknownContact(to.to_string()),
