@@ -17,6 +17,7 @@
 //! - [`run`]: [`run::start`] and [`run::run`], which wire it all together.
 //! - [`operator`]: the operator's peer (bootstrap, relay, store-and-forward), which the
 //!   `kith-bootstrap` binary runs.
+//! - [`private_file`]: secrets on disk (identity key, API token): 0600 from the start, fsync'ed.
 //! - [`mesh`]: a local mesh in one process (store peers and users), for `kith demo` and the
 //!   simulation harness.
 
@@ -31,6 +32,7 @@ pub mod mesh;
 pub mod messenger;
 pub mod net;
 pub mod operator;
+pub mod private_file;
 pub mod run;
 pub mod store;
 pub mod time;

@@ -93,7 +93,7 @@ pub fn load_or_create_key(data_dir: &Path) -> Result<identity::Keypair, RunError
         let path = path.to_path_buf();
         move |source| RunError::Io { path, source }
     };
-    std::fs::create_dir_all(data_dir).map_err(io(data_dir))?;
+    crate::private_file::create_private_dir(data_dir).map_err(io(data_dir))?;
     let path = data_dir.join(KEY_FILE);
     match std::fs::read(&path) {
         Ok(bytes) => {
@@ -104,14 +104,8 @@ pub fn load_or_create_key(data_dir: &Path) -> Result<identity::Keypair, RunError
             let bytes = key
                 .to_protobuf_encoding()
                 .map_err(|_| RunError::BadKey(path.clone()))?;
-            let tmp = data_dir.join(format!("{KEY_FILE}.tmp"));
-            std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                let _ = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600));
-            }
-            std::fs::rename(&tmp, &path).map_err(io(&path))?;
+            crate::private_file::write_private_file(data_dir, KEY_FILE, &bytes)
+                .map_err(io(&path))?;
             Ok(key)
         }
         Err(e) => Err(RunError::Io { path, source: e }),

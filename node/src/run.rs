@@ -101,29 +101,21 @@ pub fn init(data_dir: &Path) -> Result<InitInfo, RunError> {
 
 /// Creates the data directory and the API token file if missing; returns the token's path.
 fn ensure_token(data_dir: &Path) -> Result<PathBuf, RunError> {
-    std::fs::create_dir_all(data_dir).map_err(io_err(data_dir))?;
-    restrict(data_dir, 0o700);
+    crate::private_file::create_private_dir(data_dir).map_err(io_err(data_dir))?;
     let token_path = data_dir.join(TOKEN_FILE);
     if !token_path.exists() {
         let mut bytes = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut bytes);
         let token = hex::encode(bytes);
-        let tmp = data_dir.join(format!("{TOKEN_FILE}.tmp"));
-        std::fs::write(&tmp, format!("{token}\n")).map_err(io_err(&tmp))?;
-        restrict(&tmp, 0o600);
-        std::fs::rename(&tmp, &token_path).map_err(io_err(&token_path))?;
+        crate::private_file::write_private_file(
+            data_dir,
+            TOKEN_FILE,
+            format!("{token}\n").as_bytes(),
+        )
+        .map_err(io_err(&token_path))?;
     }
     Ok(token_path)
 }
-
-#[cfg(unix)]
-fn restrict(path: &Path, mode: u32) {
-    use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
-}
-
-#[cfg(not(unix))]
-fn restrict(_path: &Path, _mode: u32) {}
 
 /// The API token stored in the data directory.
 pub fn read_token(data_dir: &Path) -> Result<String, RunError> {
