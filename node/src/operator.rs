@@ -4,10 +4,12 @@
 //! same process as users' nodes; the `kith-bootstrap` binary is a thin command line over it.
 //!
 //! - [`mailboxes`]: sled storage of mailboxes, quotas, expiry, tombstones.
+//! - [`format`]: the store peer database's format version and migrations.
 //! - [`store_peer`]: the `/kith/mailbox/1` service, presence, replication repair.
 //! - [`metrics`]: Prometheus counters on `/metrics`.
 
 pub mod blobs;
+pub mod format;
 pub mod mailboxes;
 pub mod metrics;
 pub mod store_peer;
