@@ -96,7 +96,7 @@ mod tests {
         StoredMessageV1 {
             id: MessageId([n; 16]),
             peer: kith_protocol::LocalIdentity::generate(0, &mut rand::rngs::OsRng).user_id(),
-            outgoing: n % 2 == 0,
+            outgoing: n.is_multiple_of(2),
             text: format!("text {n}"),
             client_meta: "{}".into(),
             sent_at_ms: 1_000 + n as u64,
