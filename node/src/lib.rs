@@ -5,6 +5,8 @@
 //! - [`config`]: the node's configuration.
 //! - [`store`]: sled storage (identity, contacts, conversations, outbox, sessions) with group
 //!   commit.
+//! - [`versioned`]: format versions, migrations and the quarantine of undecodable values, for
+//!   the node's and the store peer's databases.
 //! - [`net`]: the libp2p pieces shared with `kith-bootstrap`: behaviour, transport, the swarm
 //!   task and its [`net::Network`] handle.
 //! - [`link`]: one long-lived `/kith/msg/1` stream per peer and direction, batched.
@@ -37,6 +39,7 @@ pub mod run;
 pub mod store;
 pub mod time;
 pub mod transfer;
+pub mod versioned;
 pub mod web;
 
 pub use config::Config;

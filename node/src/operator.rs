@@ -4,10 +4,12 @@
 //! same process as users' nodes; the `kith-bootstrap` binary is a thin command line over it.
 //!
 //! - [`mailboxes`]: sled storage of mailboxes, quotas, expiry, tombstones.
+//! - [`format`]: the store peer database's format version and migrations.
 //! - [`store_peer`]: the `/kith/mailbox/1` service, presence, replication repair.
 //! - [`metrics`]: Prometheus counters on `/metrics`.
 
 pub mod blobs;
+pub mod format;
 pub mod mailboxes;
 pub mod metrics;
 pub mod store_peer;
@@ -148,6 +150,12 @@ impl Running {
 /// Starts the peer; returns once it listens.
 pub async fn start(cfg: Config) -> Result<Running, RunError> {
     let key = load_or_create_key(&cfg.data_dir)?;
+    // Before the network: a database this build cannot open (a newer format) is refused
+    // before anyone can reach us.
+    let mailboxes = match &cfg.store {
+        Some(_) => Some(Mailboxes::open(&cfg.data_dir.join("mailboxes"))?),
+        None => None,
+    };
     let peer_id = key.public().to_peer_id();
     let net_cfg = NetConfig {
         listen: cfg.listen.clone(),
@@ -162,9 +170,8 @@ pub async fn start(cfg: Config) -> Result<Running, RunError> {
     let (network, mut events, net_task) = net::spawn(swarm, &net_cfg, cancel.clone()).await?;
     let metrics = Arc::new(Metrics::default());
     let mut tasks = vec![net_task];
-    match &cfg.store {
-        Some(store_cfg) => {
-            let mailboxes = Mailboxes::open(&cfg.data_dir.join("mailboxes"))?;
+    match (&cfg.store, mailboxes) {
+        (Some(store_cfg), Some(mailboxes)) => {
             let blobs = blobs::Blobs::open(
                 &cfg.data_dir.join("blobs"),
                 mailboxes.db(),
@@ -188,7 +195,7 @@ pub async fn start(cfg: Config) -> Result<Running, RunError> {
                 cancel.clone(),
             )?);
         }
-        None => {
+        _ => {
             let m = metrics.clone();
             let c = cancel.clone();
             tasks.push(tokio::spawn(async move {

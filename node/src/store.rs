@@ -17,6 +17,15 @@
 //! - `outbox`: `seq ‖ message id` → [`OutboxEntry`] (what still has to leave this node).
 //! - `sessions`: peer → inbound [`PeerSessions`]; `session_index`: session id → peer.
 //! - `media`: blob hash → [`MediaRecord`] (the file itself lives under `media/`).
+//! - the default tree: `kith_format_version` (see [`format`]); `quarantine`: values that did
+//!   not decode, set aside (see [`crate::versioned`]).
+//!
+//! Versioned: [`Store::open`] and [`ensure_identity`] check the format version and migrate
+//! an older database forward, or refuse a newer one ([`format`]). A stored value that does
+//! not decode is quarantined where it is read: a page, the contact list or the outbox skips
+//! it instead of failing.
+
+pub mod format;
 
 use std::path::Path;
 
@@ -31,6 +40,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::{
     handle::{ContactView, MessageView},
     media::MediaRecord,
+    versioned,
 };
 use kith_protocol::blob::BlobHash;
 
@@ -47,6 +57,9 @@ pub enum StoreError {
     /// The stored identity is invalid.
     #[error("stored identity is invalid: {0}")]
     Identity(String),
+    /// The database's format version is not one this build can open.
+    #[error(transparent)]
+    Format(#[from] crate::versioned::FormatError),
 }
 
 /// A contact: someone we can message.
@@ -211,11 +224,13 @@ fn conv_key(peer: &UserId, seq: u64) -> Vec<u8> {
 impl Store {
     /// Opens (or creates) the database under `dir` and starts its committer task, which waits
     /// up to `commit_delay` to gather more writes into one flush. Must run inside a tokio runtime.
+    /// An older format is migrated first; a newer one is refused ([`format`]).
     pub fn open(dir: &Path, commit_delay: std::time::Duration) -> Result<Self, StoreError> {
         let db = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
             .open()?;
+        versioned::open(&db, dir, &format::NODE_SCHEMA)?;
         let committer = Committer::spawn(db.clone(), commit_delay);
         Ok(Store {
             meta: db.open_tree("meta")?,
@@ -279,19 +294,40 @@ impl Store {
 
     /// A contact by user id.
     pub fn contact(&self, user: &UserId) -> Result<Option<Contact>, StoreError> {
-        match self.contacts.get(user.to_bytes())? {
+        let key = user.to_bytes();
+        match self.contacts.get(&key)? {
             None => Ok(None),
-            Some(v) => Ok(Some(codec::decode(&v)?)),
+            Some(v) => self.decode(&self.contacts, &key, &v),
         }
     }
 
-    /// All contacts.
+    /// All contacts (one that does not decode is quarantined and left out).
     pub fn contacts(&self) -> Result<Vec<Contact>, StoreError> {
-        self.contacts
-            .iter()
-            .values()
-            .map(|v| Ok(codec::decode(&v?)?))
-            .collect()
+        self.decode_all(&self.contacts)
+    }
+
+    /// Decodes `bytes`, the value of `key` in `tree`; one that does not decode is quarantined
+    /// (logged and set aside, see [`versioned::quarantine`]) and read as absent.
+    fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        tree: &sled::Tree,
+        key: &[u8],
+        bytes: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        Ok(versioned::decode_or_quarantine(&self.db, tree, key, bytes)?)
+    }
+
+    /// Every value of `tree` in key order, without those that do not decode (quarantined).
+    fn decode_all<T: serde::de::DeserializeOwned>(
+        &self,
+        tree: &sled::Tree,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut out = Vec::new();
+        for item in tree.iter() {
+            let (k, v) = item?;
+            out.extend(self.decode(tree, &k, &v)?);
+        }
+        Ok(out)
     }
 
     /// Adds or replaces a contact.
@@ -330,7 +366,7 @@ impl Store {
         };
         match self.messages.get(&key)? {
             None => Ok(None),
-            Some(v) => Ok(Some(codec::decode(&v)?)),
+            Some(v) => self.decode(&self.messages, &key, &v),
         }
     }
 
@@ -346,7 +382,9 @@ impl Store {
         let Some(v) = self.messages.get(&key)? else {
             return Ok(None);
         };
-        let mut msg: StoredMessage = codec::decode(&v)?;
+        let Some(mut msg) = self.decode::<StoredMessage>(&self.messages, &key, &v)? else {
+            return Ok(None);
+        };
         if !msg.outgoing || !msg.status.advance(to) {
             return Ok(None);
         }
@@ -359,8 +397,11 @@ impl Store {
         let mut ids = Vec::new();
         for item in self.unread.scan_prefix(conv_prefix(peer)) {
             let (key, _) = item?;
-            if let Some(v) = self.messages.get(&key)? {
-                let mut msg: StoredMessage = codec::decode(&v)?;
+            let stored = match self.messages.get(&key)? {
+                Some(v) => self.decode::<StoredMessage>(&self.messages, &key, &v)?,
+                None => None,
+            };
+            if let Some(mut msg) = stored {
                 if msg.status.advance(DeliveryStatus::Read) {
                     self.messages.insert(&key, codec::encode(&msg)?)?;
                 }
@@ -384,8 +425,10 @@ impl Store {
         let mut out = Vec::with_capacity(count);
         let mut skipped = 0usize;
         for item in self.messages.scan_prefix(conv_prefix(peer)).rev() {
-            let (_, v) = item?;
-            let msg: StoredMessage = codec::decode(&v)?;
+            let (k, v) = item?;
+            let Some(msg) = self.decode::<StoredMessage>(&self.messages, &k, &v)? else {
+                continue;
+            };
             if let Some(since) = since_ms {
                 if msg.sent_at_ms <= since {
                     continue;
@@ -423,7 +466,7 @@ impl Store {
     pub fn media(&self, hash: &BlobHash) -> Result<Option<MediaRecord>, StoreError> {
         match self.media.get(hash.0)? {
             None => Ok(None),
-            Some(v) => Ok(Some(codec::decode(&v)?)),
+            Some(v) => self.decode(&self.media, &hash.0, &v),
         }
     }
 
@@ -433,17 +476,10 @@ impl Store {
         Ok(())
     }
 
-    /// Every media record (to resume transfers at start).
+    /// Every media record (to resume transfers at start; one that does not decode is
+    /// quarantined and left out).
     pub fn all_media(&self) -> Result<Vec<MediaRecord>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.media.iter() {
-            let (_, v) = item?;
-            match codec::decode(&v) {
-                Ok(rec) => out.push(rec),
-                Err(e) => tracing::warn!(error = %e, "media record does not decode; skipped"),
-            }
-        }
-        Ok(out)
+        self.decode_all(&self.media)
     }
 
     /// A fresh number, larger than every number handed out before (also across restarts).
@@ -470,20 +506,20 @@ impl Store {
         Ok(())
     }
 
-    /// Every outbox entry, oldest first.
+    /// Every outbox entry, oldest first (one that does not decode is quarantined and left
+    /// out).
     pub fn outbox_all(&self) -> Result<Vec<OutboxEntry>, StoreError> {
-        self.outbox
-            .iter()
-            .values()
-            .map(|v| Ok(codec::decode(&v?)?))
-            .collect()
+        self.decode_all(&self.outbox)
     }
 
     /// The stored (inbound) sessions with `peer`.
+    /// Sessions that do not decode are quarantined and read as none, so one bad value
+    /// does not stop every later message from that peer being processed.
     pub fn sessions(&self, peer: &UserId) -> Result<PeerSessions, StoreError> {
-        match self.sessions.get(peer.to_bytes())? {
+        let key = peer.to_bytes();
+        match self.sessions.get(&key)? {
             None => Ok(PeerSessions::default()),
-            Some(v) => Ok(codec::decode(&v)?),
+            Some(v) => Ok(self.decode(&self.sessions, &key, &v)?.unwrap_or_default()),
         }
     }
 
@@ -510,6 +546,7 @@ impl Store {
 /// creates the identity, and closes it again.
 pub fn ensure_identity(dir: &Path) -> Result<LocalIdentity, StoreError> {
     let db = sled::open(dir)?;
+    versioned::open(&db, dir, &format::NODE_SCHEMA)?;
     let meta = db.open_tree("meta")?;
     if let Some(bytes) = meta.get("identity")? {
         return LocalIdentity::from_bytes(&bytes).map_err(|e| StoreError::Identity(e.to_string()));
@@ -546,3 +583,7 @@ async fn run_committer(
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;

@@ -6,7 +6,8 @@
 //! may fetch or delete it. Uploads arrive in order and resume at the first missing chunk;
 //! when the last chunk arrives the whole file is hashed and must match the blob's name, or it
 //! is thrown away. Files live under `blobs/` (`<hash>.part` while arriving, `<hash>` when
-//! complete); the index is a small sled database beside them.
+//! complete); the index is a tree of the mailboxes' (versioned) database. An index entry that
+//! does not decode is quarantined (see [`crate::versioned`]), never deleted.
 
 use std::{
     collections::HashMap,
@@ -34,6 +35,7 @@ use crate::{
     link::{encode_frames, FrameReader},
     time::now_ms,
     transfer::MEDIA,
+    versioned,
 };
 
 /// Limits on the blobs a store peer holds.
@@ -104,6 +106,8 @@ impl HeldBlob {
 /// The blobs a store peer holds.
 pub struct Blobs {
     dir: PathBuf,
+    /// The database `index` lives in (for its quarantine tree).
+    db: sled::Db,
     index: sled::Tree,
     /// Bytes reserved per mailbox; the lock also serialises index updates and appends.
     usage: Mutex<HashMap<UserId, u64>>,
@@ -129,8 +133,8 @@ impl Blobs {
         let mut count = 0u64;
         for item in index.iter() {
             let (k, v) = item?;
-            let Ok(held) = codec::decode::<HeldBlob>(&v) else {
-                let _ = index.remove(k);
+            let Some(held) = versioned::decode_or_quarantine::<HeldBlob>(db, &index, &k, &v)?
+            else {
                 continue;
             };
             *usage.entry(held.mailbox).or_default() += held.cipher_size();
@@ -142,6 +146,7 @@ impl Blobs {
             .store(usage.values().sum(), Ordering::Relaxed);
         Ok(Blobs {
             dir: dir.to_path_buf(),
+            db: db.clone(),
             index,
             usage: Mutex::new(usage),
             limits,
@@ -159,9 +164,13 @@ impl Blobs {
     }
 
     fn get(&self, hash: &BlobHash) -> Option<HeldBlob> {
-        match self.index.get(hash.0) {
-            Ok(Some(v)) => codec::decode(&v).ok(),
-            _ => None,
+        let v = self.index.get(hash.0).ok()??;
+        match versioned::decode_or_quarantine(&self.db, &self.index, &hash.0, &v) {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot quarantine a blob index entry");
+                None
+            }
         }
     }
 

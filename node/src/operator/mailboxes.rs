@@ -7,10 +7,15 @@
 //! the mailbox whose owner deleted it, so nobody can block deposits to someone else by
 //! "deleting" their ids ahead). Per-mailbox counts and bytes are kept in memory, rebuilt at
 //! start.
+//!
+//! The database is versioned ([`super::format`]): [`Mailboxes::open`] migrates an older one
+//! and refuses a newer one before anything is read. An envelope that does not decode is
+//! never deleted as if expired: [`Mailboxes::list`] and [`Mailboxes::expire`] move it to the
+//! quarantine tree (see [`crate::versioned`]) and out of the mailbox's index and usage.
 
 use std::{collections::HashMap, path::Path};
 
-use crate::store::Committer;
+use crate::{store::Committer, versioned};
 use kith_protocol::{mailbox::RefuseReason, Envelope, MessageId, UserId};
 
 /// Quotas and lifetimes of a store peer's mailboxes.
@@ -47,6 +52,9 @@ pub enum MailboxError {
     /// sled failed.
     #[error("database: {0}")]
     Sled(#[from] sled::Error),
+    /// The database's format version is not one this build can open.
+    #[error(transparent)]
+    Format(#[from] versioned::FormatError),
 }
 
 /// What happened to a deposit.
@@ -97,12 +105,14 @@ impl Mailboxes {
         &self.db
     }
 
-    /// Opens (or creates) the mailboxes under `dir`.
+    /// Opens (or creates) the mailboxes under `dir`: an older format is migrated first, a
+    /// newer one refused ([`super::format`]).
     pub fn open(dir: &Path) -> Result<Self, MailboxError> {
         let db = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
             .open()?;
+        versioned::open(&db, dir, &super::format::STORE_PEER_SCHEMA)?;
         let envelopes = db.open_tree("envelopes")?;
         let mut usage: HashMap<UserId, (usize, u64)> = HashMap::new();
         for item in envelopes.iter() {
@@ -180,7 +190,8 @@ impl Mailboxes {
         Ok(Ok(Deposit::Stored))
     }
 
-    /// Every envelope held for `user`, oldest first, as raw bytes.
+    /// Every envelope held for `user`, oldest first, as raw bytes. Each decodes: one that
+    /// does not is quarantined ([`Self::set_aside`]) and left out.
     pub fn list(&self, user: &UserId) -> Result<Vec<(MessageId, Vec<u8>)>, MailboxError> {
         let mut out = Vec::new();
         for item in self.envelopes.scan_prefix(prefix(user)) {
@@ -188,11 +199,43 @@ impl Mailboxes {
             if k.len() < 16 {
                 continue;
             }
+            if let Err(e) = Envelope::from_bytes(&v) {
+                self.set_aside(&k, &v, &e)?;
+                continue;
+            }
             let mut id = [0u8; 16];
             id.copy_from_slice(&k[k.len() - 16..]);
             out.push((MessageId(id), v.to_vec()));
         }
         Ok(out)
+    }
+
+    /// Moves the envelope at `key` (bytes `bytes`, which do not decode: `why`) to the
+    /// quarantine tree, and out of the id index and the mailbox's usage. No tombstone: the
+    /// message was never delivered, so a good copy replicated later is still welcome.
+    fn set_aside(
+        &self,
+        key: &[u8],
+        bytes: &[u8],
+        why: &dyn std::fmt::Display,
+    ) -> Result<(), MailboxError> {
+        versioned::quarantine(&self.db, &self.envelopes, key, bytes, why)?;
+        if key.len() >= 16 {
+            // Only the index entry that points at this envelope.
+            let id = &key[key.len() - 16..];
+            let _ = self.ids.compare_and_swap(id, Some(key), None::<&[u8]>)?;
+        }
+        if let Some(owner) = user_of_key(key) {
+            let mut usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(e) = usage.get_mut(&owner) {
+                e.0 = e.0.saturating_sub(1);
+                e.1 = e.1.saturating_sub(bytes.len() as u64);
+                if e.0 == 0 {
+                    usage.remove(&owner);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Deletes the given messages of `owner`'s mailbox (ids of other mailboxes are ignored) and
@@ -234,14 +277,18 @@ impl Mailboxes {
         Ok(self.ids.get(id.as_bytes())?.and_then(|k| user_of_key(&k)))
     }
 
-    /// Deletes expired envelopes and tombstones. Returns how many envelopes went.
+    /// Deletes expired envelopes and tombstones. Returns how many envelopes went. An
+    /// envelope that does not decode has no known expiry: it is quarantined, not deleted.
     pub fn expire(&self, now_ms: u64) -> Result<usize, MailboxError> {
         let mut gone = Vec::new();
         for item in self.envelopes.iter() {
             let (k, v) = item?;
             let expired = match Envelope::from_bytes(&v) {
                 Ok(env) => env.header.expires_at_ms <= now_ms,
-                Err(_) => true,
+                Err(e) => {
+                    self.set_aside(&k, &v, &e)?;
+                    false
+                }
             };
             if expired {
                 if let Some(u) = user_of_key(&k) {
@@ -332,6 +379,9 @@ mod tests {
     fn ids_of(m: &Mailboxes, user: &UserId) -> Vec<MessageId> {
         m.list(user).unwrap().into_iter().map(|(i, _)| i).collect()
     }
+
+    /// Quarantine, migration and refusal of the versioned database.
+    mod versioned_storage;
 
     fn usage_of(m: &Mailboxes, user: &UserId) -> Option<(usize, u64)> {
         m.usage()

@@ -1,0 +1,148 @@
+//! The node database's format version and its migrations (the machinery is in
+//! [`crate::versioned`]).
+//!
+//! Versions:
+//! - 1 (no version key): the layouts before format versions, including [`StoredMessage`]s
+//!   written before media messages existed (without the `media` field).
+//! - 2: every [`StoredMessage`] has the `media` field.
+//!
+//! To change the format: raise [`NODE_VERSION`] and append the steps that bring a database of
+//! the previous version to it to [`NODE_STEPS`] (each idempotent, see [`Step`]).
+
+use kith_protocol::{codec, DeliveryStatus, MessageId, UserId};
+use serde::{Deserialize, Serialize};
+
+use super::{StoreError, StoredMessage};
+use crate::versioned::{self, Schema, Step};
+
+/// The format version this build reads and writes.
+pub const NODE_VERSION: u32 = 2;
+
+/// Every migration step of the node's database, oldest first.
+pub const NODE_STEPS: &[Step<StoreError>] = &[Step {
+    to: 2,
+    name: "stored messages gain the media field",
+    run: add_media_field,
+}];
+
+/// The node database's schema, checked by [`super::Store::open`] and
+/// [`super::ensure_identity`].
+pub const NODE_SCHEMA: Schema<StoreError> = Schema {
+    what: "node",
+    current: NODE_VERSION,
+    steps: NODE_STEPS,
+};
+
+/// A [`StoredMessage`] as version 1 wrote it: the same fields, without `media`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct StoredMessageV1 {
+    id: MessageId,
+    peer: UserId,
+    outgoing: bool,
+    text: String,
+    client_meta: String,
+    sent_at_ms: u64,
+    stored_at_ms: u64,
+    status: DeliveryStatus,
+}
+
+impl From<StoredMessageV1> for StoredMessage {
+    fn from(m: StoredMessageV1) -> Self {
+        StoredMessage {
+            id: m.id,
+            peer: m.peer,
+            outgoing: m.outgoing,
+            text: m.text,
+            client_meta: m.client_meta,
+            sent_at_ms: m.sent_at_ms,
+            stored_at_ms: m.stored_at_ms,
+            status: m.status,
+            media: None,
+        }
+    }
+}
+
+/// Version 1 → 2: rewrites every message that decodes only as [`StoredMessageV1`] with
+/// `media: None`. Messages that already decode are left alone (so a rerun is harmless);
+/// ones that decode as neither are quarantined.
+fn add_media_field(db: &sled::Db) -> Result<(), StoreError> {
+    let messages = db.open_tree("messages")?;
+    let mut converted = 0u64;
+    for item in messages.iter() {
+        let (key, bytes) = item?;
+        if codec::decode::<StoredMessage>(&bytes).is_ok() {
+            continue;
+        }
+        match codec::decode::<StoredMessageV1>(&bytes) {
+            Ok(old) => {
+                let new = codec::encode(&StoredMessage::from(old))?;
+                // Only if unchanged: nothing else runs during open, but never overwrite blindly.
+                let _ = messages.compare_and_swap(&key, Some(&bytes), Some(new))?;
+                converted += 1;
+            }
+            Err(e) => versioned::quarantine(db, &messages, &key, &bytes, &e)?,
+        }
+    }
+    tracing::info!(converted, "stored messages given the media field");
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn legacy(n: u8) -> StoredMessageV1 {
+        StoredMessageV1 {
+            id: MessageId([n; 16]),
+            peer: kith_protocol::LocalIdentity::generate(0, &mut rand::rngs::OsRng).user_id(),
+            outgoing: n.is_multiple_of(2),
+            text: format!("text {n}"),
+            client_meta: "{}".into(),
+            sent_at_ms: 1_000 + n as u64,
+            stored_at_ms: 2_000 + n as u64,
+            status: DeliveryStatus::Delivered,
+        }
+    }
+
+    #[test]
+    fn legacy_messages_gain_the_media_field_and_a_rerun_changes_nothing() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let messages = db.open_tree("messages").unwrap();
+        messages
+            .insert("a", codec::encode(&legacy(1)).unwrap())
+            .unwrap();
+        let current = StoredMessage::from(legacy(2));
+        messages
+            .insert("b", codec::encode(&current).unwrap())
+            .unwrap();
+        messages.insert("c", &[0xff, 0xff, 0xff]).unwrap();
+        add_media_field(&db).unwrap();
+        let after: Vec<_> = messages.iter().map(|i| i.unwrap()).collect();
+        add_media_field(&db).unwrap();
+        let again: Vec<_> = messages.iter().map(|i| i.unwrap()).collect();
+        assert_eq!(after, again);
+        assert_eq!(after.len(), 2);
+        let a: StoredMessage = codec::decode(&after[0].1).unwrap();
+        assert_eq!(a.text, "text 1");
+        assert_eq!(a.sent_at_ms, 1_001);
+        assert!(a.media.is_none());
+        let b: StoredMessage = codec::decode(&after[1].1).unwrap();
+        assert_eq!(b.text, "text 2");
+        let q = versioned::quarantined(&db).unwrap();
+        assert_eq!(q.len(), 1);
+        assert_eq!(
+            (q[0].tree.as_str(), q[0].key.as_slice()),
+            ("messages", &b"c"[..])
+        );
+    }
+
+    #[test]
+    fn steps_are_in_version_order_and_reach_the_current_version() {
+        let mut last = 0;
+        for step in NODE_STEPS {
+            assert!(step.to >= last && step.to <= NODE_VERSION, "{}", step.name);
+            last = step.to;
+        }
+    }
+}
