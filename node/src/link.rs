@@ -75,6 +75,8 @@ enum LinkError {
     Open(String),
     #[error("peer sent a bad frame: {0}")]
     Frame(#[from] FrameError),
+    #[error("cannot encode our own frame: {0}")]
+    Encode(FrameError),
     #[error("messenger stopped")]
     Closed,
 }
@@ -163,16 +165,26 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 #[error(transparent)]
 pub struct LinkErrorPub(LinkError);
 
-/// Encodes frames into one buffer (skipping, and logging, any that cannot be encoded).
+/// Encodes frames into one buffer, appending.
+///
+/// Fails on the first frame that cannot be encoded (the buffer then ends with the frames
+/// before it). Every frame carrying a variable number of items is built through
+/// [`kith_protocol::batch`], so a frame over the limit is a bug of whoever built it: callers
+/// report it and close the link, so the peer's retry logic takes over. It is never skipped
+/// silently (a skipped `Deliver` would be rebuilt identically and skipped forever).
 pub fn encode_frames<'a, T: Serialize + 'a>(
     frames: impl IntoIterator<Item = &'a T>,
     buf: &mut Vec<u8>,
-) {
+) -> Result<(), FrameError> {
     for f in frames {
-        if let Err(e) = frame::encode(f, buf) {
-            tracing::error!(error = %e, "cannot encode frame; dropped");
-        }
+        frame::encode(f, buf)?;
     }
+    Ok(())
+}
+
+/// Logs a frame of ours that could not be encoded, before the link carrying it is closed.
+pub fn report_unencodable(peer: &PeerId, e: &FrameError) {
+    tracing::error!(%peer, error = %e, "cannot encode an outgoing frame (a bug); closing the link so the peer retries");
 }
 
 /// What a generic outbound link reports.
@@ -236,12 +248,16 @@ where
                 let mut buf = Vec::with_capacity(MAX_WRITE_BATCH);
                 while let Some(first) = outgoing.recv().await {
                     buf.clear();
-                    encode_frames([&first], &mut buf);
-                    while buf.len() < MAX_WRITE_BATCH {
+                    let mut encoded = encode_frames([&first], &mut buf);
+                    while encoded.is_ok() && buf.len() < MAX_WRITE_BATCH {
                         match outgoing.try_recv() {
-                            Ok(next) => encode_frames([&next], &mut buf),
+                            Ok(next) => encoded = encode_frames([&next], &mut buf),
                             Err(_) => break,
                         }
+                    }
+                    if let Err(e) = encoded {
+                        report_unencodable(&peer, &e);
+                        return Err(LinkError::Encode(e));
                     }
                     write_half.write_all(&buf).await?;
                     write_half.flush().await?;
@@ -353,7 +369,10 @@ async fn serve_inbound(
             continue;
         }
         buf.clear();
-        encode_frames(answers.iter(), &mut buf);
+        if let Err(e) = encode_frames(answers.iter(), &mut buf) {
+            report_unencodable(&peer, &e);
+            return Err(LinkError::Encode(e));
+        }
         write_half.write_all(&buf).await?;
         write_half.flush().await?;
     }

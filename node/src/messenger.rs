@@ -18,6 +18,7 @@ use std::{
 };
 
 use kith_protocol::{
+    batch::{self, BatchLimit},
     blob::{BlobHash, BlobLayout},
     mailbox::{MailboxRequest, MailboxResponse, RefuseReason, MAILBOX_PROTOCOL, MAX_DELETE_IDS},
     payload::{self, MediaRef, Receipt, ReceiptKind, Text},
@@ -1102,9 +1103,11 @@ impl Messenger {
                 Err(e) => tracing::error!(error = %e, "cannot queue delivered receipts"),
             }
         }
-        for chunk in acked.chunks(MAX_ACK_IDS).rev() {
-            answers.insert(0, MsgFrame::Ack(chunk.to_vec()));
-        }
+        // Acks first, in frames that fit (split by bytes as well as by count).
+        let acks = batch::split(acked.iter().copied(), BatchLimit::frame(MAX_ACK_IDS));
+        let mut framed: Vec<MsgFrame> = acks.batches.into_iter().map(MsgFrame::Ack).collect();
+        framed.append(&mut answers);
+        let answers = framed;
         if acked.is_empty() && release.is_empty() {
             let _ = reply.send(answers);
             return;
@@ -1625,9 +1628,13 @@ impl Messenger {
                     for id in &give_up {
                         self.unopened.remove(id);
                     }
+                    let deletes =
+                        batch::split(give_up.iter().copied(), BatchLimit::frame(MAX_DELETE_IDS));
                     for store in self.my_stores() {
                         if let Some(link) = self.stores.get(&store).and_then(|s| s.link.as_ref()) {
-                            let _ = link.tx.try_send(MailboxRequest::Delete(give_up.clone()));
+                            for ids in &deletes.batches {
+                                let _ = link.tx.try_send(MailboxRequest::Delete(ids.clone()));
+                            }
                         }
                     }
                 }
@@ -2043,9 +2050,9 @@ impl Messenger {
             if !not_yet.is_empty() {
                 let _ = internal.send(Internal::RetryMailbox(not_yet)).await;
             }
-            for chunk in done.chunks(MAX_DELETE_IDS) {
+            for ids in batch::split(done, BatchLimit::frame(MAX_DELETE_IDS)).batches {
                 for l in &links {
-                    let _ = l.send(MailboxRequest::Delete(chunk.to_vec())).await;
+                    let _ = l.send(MailboxRequest::Delete(ids.clone())).await;
                 }
             }
         });

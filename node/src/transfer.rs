@@ -114,6 +114,9 @@ pub enum TransferError {
     /// The local store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A frame of ours could not be encoded (a bug: every media message fits one frame).
+    #[error("cannot encode a media frame: {0}")]
+    Encode(#[from] kith_protocol::frame::FrameError),
 }
 
 /// A request/answer conversation with one peer on one `/kith/media/1` stream.
@@ -143,7 +146,7 @@ impl MediaConn {
     /// Sends requests (one write).
     pub async fn send(&mut self, requests: &[MediaRequest]) -> Result<(), TransferError> {
         self.buf.clear();
-        encode_frames(requests.iter(), &mut self.buf);
+        encode_frames(requests.iter(), &mut self.buf)?;
         let write = async {
             self.writer.write_all(&self.buf).await?;
             self.writer.flush().await
@@ -755,20 +758,23 @@ async fn serve(
         .await
         .map_err(|e| TransferError::Stream(e.to_string()))?
     {
-        let s2 = s.clone();
-        let answers = tokio::task::spawn_blocking(move || {
-            requests
-                .into_iter()
-                .flat_map(|req| answer(&s2, peer, req))
-                .collect::<Vec<_>>()
-        })
-        .await
-        .map_err(|e| TransferError::Stream(e.to_string()))?;
-        buf.clear();
-        encode_frames(answers.iter(), &mut buf);
-        w.write_all(&buf)
-            .await
-            .map_err(|e| TransferError::Stream(e.to_string()))?;
+        // One request's answers at a time: a `Get` answers up to MAX_CHUNKS_PER_REQUEST
+        // chunks, each one frame, so memory stays at one request's chunks however many
+        // requests arrived together.
+        for req in requests {
+            let s2 = s.clone();
+            let answers = tokio::task::spawn_blocking(move || answer(&s2, peer, req))
+                .await
+                .map_err(|e| TransferError::Stream(e.to_string()))?;
+            buf.clear();
+            if let Err(e) = encode_frames(answers.iter(), &mut buf) {
+                crate::link::report_unencodable(&peer, &e);
+                return Err(e.into());
+            }
+            w.write_all(&buf)
+                .await
+                .map_err(|e| TransferError::Stream(e.to_string()))?;
+        }
         w.flush()
             .await
             .map_err(|e| TransferError::Stream(e.to_string()))?;

@@ -16,6 +16,7 @@
 //! - [`status`]: [`DeliveryStatus`], which only moves forward.
 //! - [`presence`]: signed [`PresenceRecord`]s and a monotonic [`PresenceTable`].
 //! - [`frame`]: length-prefixed framing with a maximum frame size.
+//! - [`batch`]: splitting lists of items (envelopes, ids) into batches that fit one frame.
 //! - [`wire`]: the frames of the `/kith/msg/1` protocol.
 //! - [`mailbox`]: the frames of the `/kith/mailbox/1` protocol (store-and-forward peers).
 //! - [`blob`]: media files encrypted in authenticated chunks ([`BlobKey`], [`BlobLayout`])
@@ -24,6 +25,7 @@
 //!
 //! The construction is written down exactly in `protocol/README.md`.
 
+pub mod batch;
 pub mod blob;
 pub mod codec;
 pub mod envelope;

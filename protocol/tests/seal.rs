@@ -9,14 +9,16 @@ use kith_protocol::{
     envelope::MAX_ENVELOPE_LEN,
     frame,
     identity::BundleError,
-    payload::{MAX_CLIENT_META_LEN, MAX_MEDIA_NAME_LEN, MAX_PREVIEW_LEN, MAX_TEXT_LEN},
+    payload::{
+        MAX_CLIENT_META_LEN, MAX_MEDIA_NAME_LEN, MAX_PREVIEW_LEN, MAX_RECEIPT_IDS, MAX_TEXT_LEN,
+    },
     seal::{
         open_handshake, HandshakeBody, OpenError, SealError, SessionBody, HANDSHAKE_OVERHEAD,
         MAX_INBOUND_SESSIONS, MAX_NOISE_MESSAGE_LEN, MAX_SKIP,
     },
     wire::MsgFrame,
-    Envelope, MediaRef, Payload, PeerSessions, Plaintext, PrekeyPolicy, SealedBody, SessionPolicy,
-    Text,
+    Envelope, MediaRef, MessageId, Payload, PeerSessions, Plaintext, PrekeyPolicy, Receipt,
+    ReceiptKind, SealedBody, SessionPolicy, Text,
 };
 
 fn handshake_body(env: &Envelope) -> &HandshakeBody {
@@ -651,7 +653,12 @@ fn largest_payloads_fit_a_handshake_an_envelope_and_a_frame() {
         preview: vec![3; MAX_PREVIEW_LEN],
         caption: "c".repeat(MAX_TEXT_LEN),
     });
-    for payload in [big_text, big_media] {
+    // The node sends delivered and read receipts for up to this many messages at once.
+    let big_receipt = Payload::Receipt(Receipt {
+        kind: ReceiptKind::Read,
+        ids: vec![MessageId([0xff; 16]); MAX_RECEIPT_IDS],
+    });
+    for payload in [big_text, big_media, big_receipt] {
         let pt = Plaintext::new(&payload, u64::MAX).unwrap();
         let env = alice.seal(&bob.bundle(), &pt);
         assert!(is_handshake(&env));

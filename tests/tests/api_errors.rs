@@ -6,7 +6,10 @@
 
 use anyhow::{ensure, Context, Result};
 use kith_node::invite::Invite;
-use kith_protocol::{payload::MAX_TEXT_LEN, LocalIdentity, UserId};
+use kith_protocol::{
+    payload::{MAX_CLIENT_META_LEN, MAX_TEXT_LEN},
+    LocalIdentity, UserId,
+};
 use kith_tests::{init_logging, ApiResponse, Auth, TestNode};
 use reqwest::Method;
 use serde_json::json;
@@ -108,6 +111,15 @@ async fn bad_api_input_gets_documented_errors() -> Result<()> {
         )
         .await?;
     check("text over 48 KiB", &res, 413, "too_large")?;
+    // Client metadata counts as its JSON encoding, against its own limit.
+    let meta = json!({ "k": "m".repeat(MAX_CLIENT_META_LEN) });
+    let res = api
+        .post(
+            "/v1/messages",
+            &json!({"to": to, "text": "hi", "client_meta": meta}),
+        )
+        .await?;
+    check("client_meta over 4 KiB", &res, 413, "too_large")?;
     let res = api
         .post(
             "/v1/messages",

@@ -154,9 +154,10 @@ async fn restarted_store_peer_is_repaired_and_recipient_sees_no_duplicates() -> 
     settle(&mesh, &bob, a, &ids).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fresh_store_peer_gets_copies_by_repair_and_serves_them_alone() -> Result<()> {
-    init_logging();
+/// A store peer that was down during alice's deposits of `texts` to the offline bob starts
+/// with empty mailboxes, gets every message by repair, and then alone serves bob all of them.
+async fn fresh_store_peer_repaired_then_serving_alone(texts: &[String]) -> Result<()> {
+    let n = texts.len();
     // The third store peer exists (its key and address are in the nodes' bootstrap lists)
     // but is down until after the deposits; it then starts with empty mailboxes.
     let mut mesh = Mesh::start(3, |_| {}).await?;
@@ -172,9 +173,8 @@ async fn fresh_store_peer_gets_copies_by_repair_and_serves_them_alone() -> Resul
     let (a, b) = (alice.user_id(), bob.user_id());
     bob.shutdown().await?;
 
-    let texts = numbered("m", N);
-    let ids = send_while_offline(&alice, b, &texts).await?;
-    mesh.wait_all_hold(N as u64, "alice deposited on the two running store peers")
+    let ids = send_while_offline(&alice, b, texts).await?;
+    mesh.wait_all_hold(n as u64, "alice deposited on the two running store peers")
         .await?;
 
     // The late store peer starts with empty mailboxes and gets copies by repair.
@@ -182,11 +182,11 @@ async fn fresh_store_peer_gets_copies_by_repair_and_serves_them_alone() -> Resul
         .context("emptying the late store peer's mailboxes")?;
     let peers = mesh.addrs_except(late);
     mesh.stores[late].restart(&peers).await?;
-    mesh.wait_all_hold(N as u64, "the fresh store peer repaired")
+    mesh.wait_all_hold(n as u64, "the fresh store peer repaired")
         .await?;
     let m = mesh.stores[late].metrics()?;
     ensure!(
-        m.replicas.load(Relaxed) == N as u64 && m.deposits.load(Relaxed) == 0,
+        m.replicas.load(Relaxed) == n as u64 && m.deposits.load(Relaxed) == 0,
         "the fresh store peer holds replicas only: {} replicas, {} deposits",
         m.replicas.load(Relaxed),
         m.deposits.load(Relaxed)
@@ -199,10 +199,63 @@ async fn fresh_store_peer_gets_copies_by_repair_and_serves_them_alone() -> Resul
         }
     }
     bob.restart().await?;
-    let received = wait_received(&bob, &a, N).await?;
-    check_exactly_once_in_order(&received, &ids, &texts)?;
+    let received = wait_received(&bob, &a, n).await?;
+    check_exactly_once_in_order(&received, &ids, texts)?;
     wait_conversation_statuses(&alice, &b, &ids, DeliveryStatus::Delivered).await?;
     settle(&mesh, &bob, a, &ids).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_store_peer_gets_copies_by_repair_and_serves_them_alone() -> Result<()> {
+    init_logging();
+    fresh_store_peer_repaired_then_serving_alone(&numbered("m", N)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_store_peer_gets_a_mailbox_larger_than_a_frame_by_repair() -> Result<()> {
+    init_logging();
+    // Repair used to send the whole mailbox as one `Replicate` past the frame limit, which was
+    // dropped at every repair round.
+    fresh_store_peer_repaired_then_serving_alone(&big_texts("r")).await
+}
+
+/// Texts in the backlog tests: 40 texts of 40 KB (1.6 MB in all, well past one 1 MiB frame).
+const BIG_N: usize = 40;
+/// Length of each backlog text, in bytes.
+const BIG_LEN: usize = 40_000;
+
+/// `BIG_N` distinct texts of `BIG_LEN` bytes.
+fn big_texts(prefix: &str) -> Vec<String> {
+    numbered(prefix, BIG_N)
+        .into_iter()
+        .map(|t| {
+            let fill = BIG_LEN - t.len();
+            t + &"x".repeat(fill)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backlog_larger_than_a_frame_drains_completely() -> Result<()> {
+    init_logging();
+    let mesh = Mesh::start(3, |_| {}).await?;
+    let (alice, mut bob) = alice_and_bob(&mesh, |_| {}).await?;
+    let (a, b) = (alice.user_id(), bob.user_id());
+    bob.shutdown().await?;
+
+    let texts = big_texts("m");
+    let ids = send_while_offline(&alice, b, &texts).await?;
+    mesh.wait_all_hold(BIG_N as u64, "alice deposited on all three")
+        .await?;
+
+    // The store peers used to put the whole backlog in one `Deliver` past the frame limit,
+    // drop it, and rebuild the same one at every subscription: bob received nothing, ever.
+    bob.restart().await?;
+    let received = wait_received(&bob, &a, BIG_N).await?;
+    check_exactly_once_in_order(&received, &ids, &texts)?;
+    wait_conversation_statuses(&alice, &b, &ids, DeliveryStatus::Delivered).await?;
+    settle(&mesh, &bob, a, &ids).await?;
+    check_exactly_once_in_order(&received_from(&bob, &a)?, &ids, &texts)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

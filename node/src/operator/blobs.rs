@@ -523,18 +523,21 @@ async fn serve(blobs: Arc<Blobs>, peer: PeerId, stream: libp2p::Stream) -> std::
             .await
             .map_err(std::io::Error::other)?;
         let Some(requests) = batch else { break };
-        let b = blobs.clone();
-        let answers = tokio::task::spawn_blocking(move || {
-            requests
-                .into_iter()
-                .flat_map(|req| b.answer(peer, req))
-                .collect::<Vec<_>>()
-        })
-        .await
-        .map_err(std::io::Error::other)?;
-        buf.clear();
-        encode_frames(answers.iter(), &mut buf);
-        w.write_all(&buf).await?;
+        // One request's answers at a time: a `Get` answers up to MAX_CHUNKS_PER_REQUEST
+        // chunks, each one frame, so memory stays at one request's chunks however many
+        // requests arrived together.
+        for req in requests {
+            let b = blobs.clone();
+            let answers = tokio::task::spawn_blocking(move || b.answer(peer, req))
+                .await
+                .map_err(std::io::Error::other)?;
+            buf.clear();
+            if let Err(e) = encode_frames(answers.iter(), &mut buf) {
+                crate::link::report_unencodable(&peer, &e);
+                return Err(std::io::Error::other(e));
+            }
+            w.write_all(&buf).await?;
+        }
         w.flush().await?;
     }
     Ok(())

@@ -14,12 +14,13 @@ use std::{
 };
 
 use crate::{
-    link::{encode_frames, spawn_stream_link, FrameReader, LinkSignal},
+    link::{encode_frames, report_unencodable, spawn_stream_link, FrameReader, LinkSignal},
     net::{closest_peers, NetEvent, Network},
     time::now_ms,
 };
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use kith_protocol::{
+    batch::{self, BatchLimit},
     mailbox::{MailboxRequest, MailboxResponse, RefuseReason, MAILBOX_PROTOCOL, MAX_BATCH},
     presence::PresenceTable,
     Envelope, MessageId, UserId, Visibility,
@@ -32,6 +33,9 @@ use super::{
     mailboxes::{Deposit, Limits, Mailboxes},
     metrics::Metrics,
 };
+
+/// Most bytes of answers gathered into one write before flushing.
+const MAX_WRITE_BATCH: usize = 256 * 1024;
 
 /// The mailbox protocol name as a libp2p stream protocol.
 pub const MAILBOX: StreamProtocol = StreamProtocol::new(MAILBOX_PROTOCOL);
@@ -242,12 +246,17 @@ fn serve_stream(
             let mut buf = Vec::new();
             while let Some(first) = out_rx.recv().await {
                 buf.clear();
-                encode_frames([&first], &mut buf);
-                while buf.len() < 256 * 1024 {
+                let mut encoded = encode_frames([&first], &mut buf);
+                while encoded.is_ok() && buf.len() < MAX_WRITE_BATCH {
                     match out_rx.try_recv() {
-                        Ok(next) => encode_frames([&next], &mut buf),
+                        Ok(next) => encoded = encode_frames([&next], &mut buf),
                         Err(_) => break,
                     }
+                }
+                if let Err(e) = encoded {
+                    // Closing the stream makes the node subscribe (or re-deposit) again.
+                    report_unencodable(&peer, &e);
+                    break;
                 }
                 if write_half.write_all(&buf).await.is_err() || write_half.flush().await.is_err() {
                     break;
@@ -261,6 +270,46 @@ fn serve_stream(
         }
         let _ = inputs.send(Input::StreamClosed { peer, conn }).await;
     });
+}
+
+/// Splits envelopes held for `user` (raw bytes, as stored) into batches that each fit one
+/// `Deliver` or `Replicate` frame, and decodes them. Sizes come from the stored bytes: an
+/// envelope's stored bytes are its encoding, so nothing is encoded again to measure it.
+fn held_batches(user: &UserId, held: Vec<(MessageId, Vec<u8>)>) -> Vec<Vec<Envelope>> {
+    let split = batch::split_sized(
+        held.into_iter().map(|(id, bytes)| {
+            let len = bytes.len();
+            ((id, bytes), len)
+        }),
+        BatchLimit::frame(MAX_BATCH),
+    );
+    let oversized: Vec<MessageId> = split.oversized.iter().map(|(id, _)| *id).collect();
+    report_oversized(user, &oversized);
+    split
+        .batches
+        .into_iter()
+        .map(|b| {
+            b.into_iter()
+                .filter_map(|(id, bytes)| match Envelope::from_bytes(&bytes) {
+                    Ok(env) => Some(env),
+                    Err(e) => {
+                        tracing::error!(%user, %id, error = %e, "held envelope does not decode; not sent");
+                        None
+                    }
+                })
+                .collect::<Vec<_>>()
+        })
+        .filter(|b| !b.is_empty())
+        .collect()
+}
+
+/// Logs envelopes that fit no frame. Deposits are refused past
+/// [`kith_protocol::envelope::MAX_ENVELOPE_LEN`], which fits one, so this is a bug: it is
+/// reported, never skipped in silence.
+fn report_oversized(user: &UserId, ids: &[MessageId]) {
+    if !ids.is_empty() {
+        tracing::error!(%user, n = ids.len(), ?ids, "held envelopes too large for any frame (a bug); not sent");
+    }
 }
 
 impl StorePeer {
@@ -316,22 +365,33 @@ impl StorePeer {
         }
     }
 
-    /// Sends `envs` to every live subscriber of `user`'s mailbox.
+    /// Sends `envs` to every live subscriber of `user`'s mailbox, in frames that fit.
     fn push(&self, user: &UserId, envs: Vec<Envelope>) {
         let Some(subs) = self.subscribers.get(user) else {
             return;
         };
-        for chunk in envs.chunks(MAX_BATCH) {
+        let split = batch::split(envs, BatchLimit::frame(MAX_BATCH));
+        let oversized: Vec<MessageId> = split.oversized.iter().map(Envelope::id).collect();
+        report_oversized(user, &oversized);
+        for chunk in split.batches {
             for (_, out) in subs {
-                if out
-                    .try_send(MailboxResponse::Deliver(chunk.to_vec()))
-                    .is_ok()
-                {
-                    self.metrics
-                        .fetched
-                        .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                }
+                self.deliver(out, chunk.clone());
             }
+        }
+    }
+
+    /// Queues one `Deliver` to a subscriber; one that cannot take it gets it on its next
+    /// subscription (the envelopes stay held until their owner deletes them).
+    fn deliver(&self, out: &mpsc::Sender<MailboxResponse>, envs: Vec<Envelope>) {
+        let n = envs.len() as u64;
+        match out.try_send(MailboxResponse::Deliver(envs)) {
+            Ok(()) => {
+                self.metrics.fetched.fetch_add(n, Ordering::Relaxed);
+            }
+            Err(_) => tracing::debug!(
+                n,
+                "subscriber's queue full or closed; left for its next subscription"
+            ),
         }
     }
 
@@ -426,20 +486,9 @@ impl StorePeer {
                     }
                     match self.mailboxes.list(&user) {
                         Ok(held) => {
-                            let envs: Vec<Envelope> = held
-                                .iter()
-                                .filter_map(|(_, b)| Envelope::from_bytes(b).ok())
-                                .collect();
-                            tracing::debug!(%user, held = envs.len(), "owner subscribed");
-                            for chunk in envs.chunks(MAX_BATCH) {
-                                if out
-                                    .try_send(MailboxResponse::Deliver(chunk.to_vec()))
-                                    .is_ok()
-                                {
-                                    self.metrics
-                                        .fetched
-                                        .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                                }
+                            tracing::debug!(%user, held = held.len(), "owner subscribed");
+                            for envs in held_batches(&user, held) {
+                                self.deliver(&out, envs);
                             }
                         }
                         Err(e) => tracing::error!(error = %e, "cannot list mailbox"),
@@ -560,21 +609,19 @@ impl StorePeer {
             let local = self.local;
             for p in set.into_iter().filter(|p| *p != local) {
                 let done = self.replicated.entry(p).or_default();
-                let missing: Vec<Envelope> = held
+                let missing: Vec<(MessageId, Vec<u8>)> = held
                     .iter()
                     .filter(|(id, _)| !done.contains(id))
-                    .filter_map(|(_, b)| Envelope::from_bytes(b).ok())
+                    .cloned()
                     .collect();
                 if missing.is_empty() {
                     continue;
                 }
                 tracing::debug!(to = %p, %user, n = missing.len(), "replicating");
                 let tx = self.replica_link(p);
-                for chunk in missing.chunks(MAX_BATCH) {
-                    if tx
-                        .try_send(MailboxRequest::Replicate(chunk.to_vec()))
-                        .is_err()
-                    {
+                for envs in held_batches(&user, missing) {
+                    if tx.try_send(MailboxRequest::Replicate(envs)).is_err() {
+                        // The link's queue is full: the rest goes at the next repair.
                         break;
                     }
                 }
@@ -637,5 +684,93 @@ impl StorePeer {
         self.metrics
             .stored_bytes
             .store(usage.iter().map(|u| u.2).sum(), Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use kith_protocol::{
+        envelope::MAX_ENVELOPE_LEN,
+        frame,
+        seal::{HandshakeBody, SealedBody},
+        EnvelopeHeader, LocalIdentity,
+    };
+
+    use super::*;
+    use crate::operator::mailboxes::Limits;
+
+    /// The largest envelope a store peer accepts, for `to`, with id `n`.
+    fn max_envelope(to: UserId, n: u8) -> (Envelope, Vec<u8>) {
+        let make = |len: usize| Envelope {
+            header: EnvelopeHeader::new(MessageId([n; 16]), to, now_ms() + 60_000),
+            body: SealedBody::Handshake(HandshakeBody {
+                prekey_id: 1,
+                noise: vec![n; len],
+            }),
+        };
+        let mut len = MAX_ENVELOPE_LEN;
+        while make(len).to_bytes().is_err() {
+            len -= 1;
+        }
+        let env = make(len);
+        let bytes = env.to_bytes().unwrap();
+        assert!(bytes.len() > MAX_ENVELOPE_LEN - 8);
+        (env, bytes)
+    }
+
+    #[tokio::test]
+    async fn mailbox_of_nine_maximum_envelopes_drains_in_frames_that_fit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mailboxes = Mailboxes::open(&dir.path().join("mailboxes")).unwrap();
+        let bob = LocalIdentity::generate(0, &mut rand::rngs::OsRng).user_id();
+        let mut sent = Vec::new();
+        for n in 0..9 {
+            let (env, bytes) = max_envelope(bob, n);
+            let r = mailboxes.deposit(&env, &bytes, &Limits::default(), now_ms());
+            assert!(matches!(r, Ok(Ok(Deposit::Stored))));
+            sent.push(env);
+        }
+        // One frame cannot carry them all (what issue #11 hit: it was dropped every time).
+        let mut buf = Vec::new();
+        assert!(encode_frames([&MailboxResponse::Deliver(sent.clone())], &mut buf).is_err());
+
+        let batches = held_batches(&bob, mailboxes.list(&bob).unwrap());
+        assert!(batches.len() >= 2);
+        assert_eq!(
+            batches.concat(),
+            sent,
+            "every envelope, once, in arrival order"
+        );
+        for envs in batches {
+            assert!(envs.len() <= MAX_BATCH);
+            let mut buf = Vec::new();
+            encode_frames([&MailboxResponse::Deliver(envs.clone())], &mut buf).unwrap();
+            assert!(buf.len() <= frame::LEN_PREFIX + frame::MAX_FRAME_LEN);
+            let mut buf = Vec::new();
+            encode_frames([&MailboxRequest::Replicate(envs)], &mut buf).unwrap();
+        }
+    }
+
+    #[test]
+    fn many_small_envelopes_keep_the_count_cap() {
+        let bob = LocalIdentity::generate(0, &mut rand::rngs::OsRng).user_id();
+        let held: Vec<(MessageId, Vec<u8>)> = (0..600u32)
+            .map(|i| {
+                let mut id = [0u8; 16];
+                id[..4].copy_from_slice(&i.to_be_bytes());
+                let env = Envelope {
+                    header: EnvelopeHeader::new(MessageId(id), bob, u64::MAX),
+                    body: SealedBody::Handshake(HandshakeBody {
+                        prekey_id: 1,
+                        noise: vec![1; 100],
+                    }),
+                };
+                (MessageId(id), env.to_bytes().unwrap())
+            })
+            .collect();
+        let batches = held_batches(&bob, held);
+        let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [MAX_BATCH, MAX_BATCH, 600 - 2 * MAX_BATCH]);
     }
 }
