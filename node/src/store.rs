@@ -16,7 +16,11 @@
 //! - `unread`: key in `messages` → (), for received messages the user has not read.
 //! - `outbox`: `seq ‖ message id` → [`OutboxEntry`] (what still has to leave this node).
 //! - `sessions`: peer → inbound [`PeerSessions`]; `session_index`: session id → peer.
-//! - `media`: blob hash → [`MediaRecord`] (the file itself lives under `media/`).
+//! - `media_records`: [`MediaId`] key (direction ‖ len(peer) ‖ peer ‖ message id) →
+//!   [`MediaRecord`]: one record per message that carried media (the file lives under `media/`).
+//! - `media_by_hash`: blob hash ‖ [`MediaId`] key → (), to find the records naming a hash.
+//! - `media` (before media records were bound to their message): blob hash → [`MediaRecord`];
+//!   [`migrate_media_by_message`] moves it into the two trees above.
 
 use std::path::Path;
 
@@ -30,7 +34,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     handle::{ContactView, MessageView},
-    media::MediaRecord,
+    media::{MediaFiles, MediaId, MediaRecord, MediaState},
 };
 use kith_protocol::blob::BlobHash;
 
@@ -47,6 +51,14 @@ pub enum StoreError {
     /// The stored identity is invalid.
     #[error("stored identity is invalid: {0}")]
     Identity(String),
+    /// A media file could not be moved to its name.
+    #[error("media file {path}: {source}")]
+    MediaFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// A contact: someone we can message.
@@ -161,6 +173,7 @@ pub struct Store {
     sessions: sled::Tree,
     session_index: sled::Tree,
     media: sled::Tree,
+    media_by_hash: sled::Tree,
     committer: Committer,
 }
 
@@ -226,7 +239,8 @@ impl Store {
             outbox: db.open_tree("outbox")?,
             sessions: db.open_tree("sessions")?,
             session_index: db.open_tree("session_index")?,
-            media: db.open_tree("media")?,
+            media: db.open_tree(MEDIA_RECORDS)?,
+            media_by_hash: db.open_tree(MEDIA_BY_HASH)?,
             db,
             committer,
         })
@@ -403,11 +417,11 @@ impl Store {
         Ok((out, false))
     }
 
-    /// The API view of a stored message, with its media's current state.
+    /// The API view of a stored message, with the state of the media it carried.
     pub fn view(&self, me: &UserId, msg: &StoredMessage) -> MessageView {
         let mut view = msg.view(me);
-        if let Some(hash) = &msg.media {
-            view.media = match self.media(hash) {
+        if msg.media.is_some() {
+            view.media = match self.media(&MediaId::of_message(msg)) {
                 Ok(Some(rec)) => Some(Box::new(rec.view())),
                 Ok(None) => None,
                 Err(e) => {
@@ -419,18 +433,53 @@ impl Store {
         view
     }
 
-    /// The record of a media blob.
-    pub fn media(&self, hash: &BlobHash) -> Result<Option<MediaRecord>, StoreError> {
-        match self.media.get(hash.0)? {
+    /// The media record of one message.
+    pub fn media(&self, id: &MediaId) -> Result<Option<MediaRecord>, StoreError> {
+        match self.media.get(id.to_key())? {
             None => Ok(None),
             Some(v) => Ok(Some(codec::decode(&v)?)),
         }
     }
 
-    /// Writes the record of a media blob.
+    /// Writes a media record under its message (and indexes it by hash).
     pub fn put_media(&self, rec: &MediaRecord) -> Result<(), StoreError> {
-        self.media.insert(rec.hash.0, codec::encode(rec)?)?;
+        let key = rec.id().to_key();
+        // The index first: a record is never unreachable by hash.
+        self.media_by_hash
+            .insert(hash_index_key(&rec.hash, &key), &[])?;
+        self.media.insert(key, codec::encode(rec)?)?;
         Ok(())
+    }
+
+    /// Every record of messages that named `hash` (a record that does not decode is skipped).
+    pub fn media_for_hash(&self, hash: &BlobHash) -> Result<Vec<MediaRecord>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.media_by_hash.scan_prefix(hash.0) {
+            let (key, _) = item?;
+            let Some(v) = self.media.get(&key[hash.0.len()..])? else {
+                continue;
+            };
+            match codec::decode::<MediaRecord>(&v) {
+                Ok(rec) if rec.hash == *hash => out.push(rec),
+                Ok(_) => tracing::warn!(%hash, "media index names a record of another hash"),
+                Err(e) => {
+                    tracing::warn!(%hash, error = %e, "media record does not decode; skipped")
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The record the local user means by a blob hash (`GET /v1/media/{hash}`): one they sent,
+    /// else a complete one, else one in progress, else any.
+    pub fn media_by_hash(&self, hash: &BlobHash) -> Result<Option<MediaRecord>, StoreError> {
+        let rank = |r: &MediaRecord| match (r.outgoing, r.state) {
+            (true, _) => 0,
+            (false, MediaState::Complete) => 1,
+            (false, MediaState::Downloading) => 2,
+            _ => 3,
+        };
+        Ok(self.media_for_hash(hash)?.into_iter().min_by_key(rank))
     }
 
     /// Every media record (to resume transfers at start).
@@ -506,6 +555,104 @@ impl Store {
     }
 }
 
+/// The tree of media records keyed by [`MediaId`].
+const MEDIA_RECORDS: &str = "media_records";
+/// The index of media records by blob hash.
+const MEDIA_BY_HASH: &str = "media_by_hash";
+/// The tree of media records keyed by blob hash alone (the layout before [`MediaId`]).
+#[allow(dead_code)] // read by `migrate_media_by_message`
+const LEGACY_MEDIA: &str = "media";
+
+/// `hash ‖ media id key`: the `media_by_hash` key of a record.
+fn hash_index_key(hash: &BlobHash, media_key: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(hash.0.len() + media_key.len());
+    key.extend_from_slice(&hash.0);
+    key.extend_from_slice(media_key);
+    key
+}
+
+/// What [`migrate_media_by_message`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct MediaMigration {
+    /// Records moved to their message's key.
+    pub moved: usize,
+    /// Received files renamed from `<hash>` (or `<hash>.part`) to their record's name.
+    pub files_renamed: usize,
+    /// Values that did not decode, left where they were in the old tree.
+    pub kept_aside: usize,
+}
+
+/// Migrates media records from "keyed by blob hash" to "keyed by the message that carried
+/// them" (issue #11: a second message naming a hash must not shadow the first).
+///
+/// Expects: tree `media` with key = 32-byte blob hash, value = a bincode [`MediaRecord`] (it
+/// already names its `message`, `peer` and `outgoing`); received files at
+/// `<media_dir>/<hash hex>` (complete) or `<media_dir>/<hash hex>.part` (in progress).
+///
+/// Produces: tree `media_records` with key = [`MediaId::to_key`] of the record, value = the
+/// same record; tree `media_by_hash` with key = hash ‖ media id key, value empty; received
+/// files at [`MediaFiles::received_path`] / [`MediaFiles::part_path`]. Sent files stay at
+/// `<hash hex>` ([`MediaFiles::sent_path`]). Each old entry is removed once moved.
+///
+/// Idempotent and safe to interrupt: each entry is copied (unless its new key already holds a
+/// record, which then wins), its file renamed (unless the new name exists), and only then
+/// removed from `media`; running it again finishes what a crash left. A value that does not
+/// decode stays in `media`, counted in [`MediaMigration::kept_aside`], never dropped. Flushes
+/// before returning.
+// Called by the storage migrations (issue #11, versioned storage) once they are wired in.
+#[allow(dead_code)]
+pub(crate) fn migrate_media_by_message(
+    db: &sled::Db,
+    media_dir: &Path,
+) -> Result<MediaMigration, StoreError> {
+    let old = db.open_tree(LEGACY_MEDIA)?;
+    let records = db.open_tree(MEDIA_RECORDS)?;
+    let by_hash = db.open_tree(MEDIA_BY_HASH)?;
+    let files = MediaFiles::at(media_dir);
+    let mut done = MediaMigration::default();
+    for item in old.iter() {
+        let (old_key, value) = item?;
+        let rec: MediaRecord = match codec::decode(&value) {
+            Ok(rec) => rec,
+            Err(e) => {
+                tracing::warn!(key = %hex::encode(&old_key), error = %e, "old media record does not decode; kept aside in tree `media`");
+                done.kept_aside += 1;
+                continue;
+            }
+        };
+        let id = rec.id();
+        let key = id.to_key();
+        if !rec.outgoing {
+            let renames = [
+                (media_dir.join(rec.hash.to_hex()), files.received_path(&id)),
+                (
+                    media_dir.join(format!("{}.part", rec.hash.to_hex())),
+                    files.part_path(&id),
+                ),
+            ];
+            for (from, to) in renames {
+                if from.exists() && !to.exists() {
+                    std::fs::rename(&from, &to)
+                        .map_err(|source| StoreError::MediaFile { path: from, source })?;
+                    // Durable before the old entry's removal can be.
+                    crate::media::sync_dir(media_dir);
+                    done.files_renamed += 1;
+                }
+            }
+        }
+        by_hash.insert(hash_index_key(&rec.hash, &key), &[])?;
+        if records.get(&key)?.is_none() {
+            records.insert(key, value.clone())?;
+        }
+        // sled recovers a consistent prefix of its log: if this removal survives a crash, so
+        // do the two inserts above.
+        old.remove(&old_key)?;
+        done.moved += 1;
+    }
+    db.flush()?;
+    Ok(done)
+}
+
 /// Opens the database without the committer (for `kith init`, outside a runtime), loads or
 /// creates the identity, and closes it again.
 pub fn ensure_identity(dir: &Path) -> Result<LocalIdentity, StoreError> {
@@ -544,5 +691,196 @@ async fn run_committer(
         for w in waiting {
             let _ = w.send(result.clone());
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn user() -> UserId {
+        LocalIdentity::generate(0, &mut rand::rngs::OsRng).user_id()
+    }
+
+    fn record(
+        hash: u8,
+        peer: UserId,
+        message: u8,
+        outgoing: bool,
+        state: MediaState,
+    ) -> MediaRecord {
+        MediaRecord {
+            hash: BlobHash([hash; 32]),
+            key: [message; 32],
+            size: 10,
+            chunk_size: 4,
+            mime: "image/png".into(),
+            name: "a.png".into(),
+            preview: Vec::new(),
+            message: MessageId([message; 16]),
+            peer,
+            outgoing,
+            state,
+            done_chunks: 0,
+            holders: Vec::new(),
+            expires_at_ms: u64::MAX,
+        }
+    }
+
+    #[tokio::test]
+    async fn records_naming_one_hash_are_independent_and_the_users_own_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), std::time::Duration::ZERO).unwrap();
+        let (alice, mallory, bob) = (user(), user(), user());
+        let hash = BlobHash([7; 32]);
+        let from_mallory = record(7, mallory, 1, false, MediaState::Downloading);
+        let mut from_alice = record(7, alice, 2, false, MediaState::Downloading);
+        store.put_media(&from_mallory).unwrap();
+        store.put_media(&from_alice).unwrap();
+        // Mallory's record is not alice's: each message has its own, with its own key.
+        let got = store.media(&from_alice.id()).unwrap().unwrap();
+        assert_eq!((got.peer, got.key), (alice, from_alice.key));
+        assert_eq!(store.media_for_hash(&hash).unwrap().len(), 2);
+        // A complete one is what the hash means to the user, whichever arrived first.
+        from_alice.state = MediaState::Complete;
+        store.put_media(&from_alice).unwrap();
+        let chosen = store.media_by_hash(&hash).unwrap().unwrap();
+        assert_eq!(chosen.id(), from_alice.id());
+        assert_eq!(
+            store.media(&from_mallory.id()).unwrap().unwrap().state,
+            MediaState::Downloading
+        );
+        // One the user sent beats both.
+        let sent = record(7, bob, 3, true, MediaState::Available);
+        store.put_media(&sent).unwrap();
+        assert_eq!(store.media_by_hash(&hash).unwrap().unwrap().id(), sent.id());
+        assert!(store.media_by_hash(&BlobHash([8; 32])).unwrap().is_none());
+    }
+
+    #[test]
+    fn media_ids_round_trip_through_their_key() {
+        let id = MediaId {
+            outgoing: false,
+            peer: user(),
+            message: MessageId([9; 16]),
+        };
+        assert_eq!(MediaId::from_key(&id.to_key()), Some(id));
+        let out = MediaId {
+            outgoing: true,
+            ..id
+        };
+        assert_ne!(out.to_key(), id.to_key());
+        assert_eq!(MediaId::from_key(&out.to_key()), Some(out));
+        assert_eq!(MediaId::from_key(&[]), None);
+        assert_eq!(MediaId::from_key(&[2, 0]), None);
+        let key = id.to_key();
+        assert_eq!(MediaId::from_key(&key[..key.len() - 1]), None);
+    }
+
+    #[test]
+    fn media_keyed_by_hash_migrates_to_message_keys_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let media_dir = dir.path().join("media");
+        std::fs::create_dir_all(&media_dir).unwrap();
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let old = db.open_tree(LEGACY_MEDIA).unwrap();
+        let (alice, bob) = (user(), user());
+        let received = record(1, alice, 1, false, MediaState::Complete);
+        let sent = record(2, bob, 2, true, MediaState::Available);
+        let partial = record(3, alice, 3, false, MediaState::Downloading);
+        for (rec, file) in [
+            (&received, received.hash.to_hex()),
+            (&sent, sent.hash.to_hex()),
+            (&partial, format!("{}.part", partial.hash.to_hex())),
+        ] {
+            old.insert(rec.hash.0, codec::encode(rec).unwrap()).unwrap();
+            std::fs::write(media_dir.join(file), rec.hash.0).unwrap();
+        }
+        old.insert([4u8; 32], b"not a record".as_slice()).unwrap();
+
+        let done = migrate_media_by_message(&db, &media_dir).unwrap();
+        assert_eq!(
+            done,
+            MediaMigration {
+                moved: 3,
+                files_renamed: 2,
+                kept_aside: 1
+            }
+        );
+        let check = |db: &sled::Db| {
+            let records = db.open_tree(MEDIA_RECORDS).unwrap();
+            let by_hash = db.open_tree(MEDIA_BY_HASH).unwrap();
+            assert_eq!(records.len(), 3);
+            assert_eq!(by_hash.len(), 3);
+            for rec in [&received, &sent, &partial] {
+                let key = rec.id().to_key();
+                let got: MediaRecord = codec::decode(&records.get(&key).unwrap().unwrap()).unwrap();
+                assert_eq!(
+                    (got.hash, got.message, got.state),
+                    (rec.hash, rec.message, rec.state)
+                );
+                assert!(by_hash
+                    .contains_key(hash_index_key(&rec.hash, &key))
+                    .unwrap());
+            }
+            let files = MediaFiles::at(&media_dir);
+            assert_eq!(
+                std::fs::read(files.received_path(&received.id())).unwrap(),
+                received.hash.0
+            );
+            assert_eq!(
+                std::fs::read(files.sent_path(&sent.hash)).unwrap(),
+                sent.hash.0
+            );
+            assert_eq!(
+                std::fs::read(files.part_path(&partial.id())).unwrap(),
+                partial.hash.0
+            );
+            assert!(!media_dir.join(received.hash.to_hex()).exists());
+            // Only the value that does not decode is left, untouched.
+            let old = db.open_tree(LEGACY_MEDIA).unwrap();
+            assert_eq!(old.len(), 1);
+            assert_eq!(
+                old.get([4u8; 32]).unwrap().unwrap().as_ref(),
+                b"not a record"
+            );
+        };
+        check(&db);
+
+        // Again: nothing left to do, nothing changes.
+        let again = migrate_media_by_message(&db, &media_dir).unwrap();
+        assert_eq!(
+            again,
+            MediaMigration {
+                moved: 0,
+                files_renamed: 0,
+                kept_aside: 1
+            }
+        );
+        check(&db);
+
+        // A crash after the copy but before the removal: the old entry is back, and the record
+        // already at the new key (which may have moved on since) is kept, not overwritten.
+        let mut progressed = partial.clone();
+        progressed.done_chunks = 2;
+        db.open_tree(MEDIA_RECORDS)
+            .unwrap()
+            .insert(partial.id().to_key(), codec::encode(&progressed).unwrap())
+            .unwrap();
+        old.insert(partial.hash.0, codec::encode(&partial).unwrap())
+            .unwrap();
+        let resumed = migrate_media_by_message(&db, &media_dir).unwrap();
+        assert_eq!(resumed.moved, 1);
+        let got: MediaRecord = codec::decode(
+            &db.open_tree(MEDIA_RECORDS)
+                .unwrap()
+                .get(partial.id().to_key())
+                .unwrap()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(got.done_chunks, 2);
+        check(&db);
     }
 }

@@ -269,7 +269,8 @@ fn parse_hash(raw: &str) -> Result<BlobHash, ApiError> {
     })
 }
 
-/// The media named by a path segment, or the error to answer.
+/// The media named by a path segment, or the error to answer: of the records of messages that
+/// named this hash, the one the user means ([`crate::Node::media`]).
 fn lookup(s: &ApiState, raw: &str) -> Result<(BlobHash, crate::media::MediaRecord), ApiError> {
     let hash = parse_hash(raw)?;
     let rec = s
@@ -369,18 +370,15 @@ async fn download(
             ));
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        rec = match s.node.media(&hash) {
+        // The same record (the message's own), not whichever one the hash resolves to now.
+        rec = match s.node.media_record(&rec.id()) {
             Ok(Some(r)) => r,
             _ => return Err(not_found(&hash)),
         };
     }
     let avail = rec.verified_bytes();
     let files = s.node.media_files();
-    let path = if rec.outgoing || rec.state == MediaState::Complete {
-        files.complete_path(&hash)
-    } else {
-        files.part_path(&hash)
-    };
+    let path = files.current_path(&rec);
     let (status, start, len) = match range {
         Some((start, end)) => {
             let end = end.min(avail.saturating_sub(1));
@@ -391,7 +389,7 @@ async fn download(
     let mut file = match tokio::fs::File::open(&path).await {
         Ok(f) => f,
         // A download that just completed was renamed between the two reads.
-        Err(_) if !rec.outgoing => tokio::fs::File::open(files.complete_path(&hash))
+        Err(_) if !rec.outgoing => tokio::fs::File::open(files.path_of(&rec))
             .await
             .map_err(io_error)?,
         Err(e) => return Err(io_error(e)),
