@@ -320,7 +320,7 @@ impl Node {
     }
 
     /// Sends a media message whose plaintext file is already at
-    /// [`crate::media::MediaFiles::complete_path`] of its hash (see `POST /v1/media`).
+    /// [`crate::media::MediaFiles::sent_path`] of its hash (see `POST /v1/media`).
     pub async fn send_media(
         &self,
         to: UserId,
@@ -334,12 +334,29 @@ impl Node {
         .await
     }
 
-    /// What the node knows of a media blob.
+    /// The media record the local user means by a blob hash: one they sent, else a complete
+    /// one, else one in progress, else any (see [`Node::media_records`] for all of them).
     pub fn media(
         &self,
         hash: &kith_protocol::blob::BlobHash,
     ) -> Result<Option<crate::media::MediaRecord>, NodeError> {
-        Ok(self.store.media(hash)?)
+        Ok(self.store.media_by_hash(hash)?)
+    }
+
+    /// Every media record naming a blob hash, one per message that carried it.
+    pub fn media_records(
+        &self,
+        hash: &kith_protocol::blob::BlobHash,
+    ) -> Result<Vec<crate::media::MediaRecord>, NodeError> {
+        Ok(self.store.media_for_hash(hash)?)
+    }
+
+    /// The media record of one message.
+    pub fn media_record(
+        &self,
+        id: &crate::media::MediaId,
+    ) -> Result<Option<crate::media::MediaRecord>, NodeError> {
+        Ok(self.store.media(id)?)
     }
 
     /// Largest media file this node takes from its user, in bytes.

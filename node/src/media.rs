@@ -2,14 +2,21 @@
 //! and the one pass that turns an uploaded file into a sendable [`MediaRef`].
 //!
 //! Files, not sled: a 100 MiB video must never sit in the database or in memory. Plaintext
-//! blobs live in `<data dir>/media/<hash>` (the sender's copy, or the recipient's once every
-//! chunk is verified); a download in progress writes `<hash>.part` at each chunk's offset and
-//! is renamed when complete; an upload through the API streams into `tmp/` first. The
-//! ciphertext is never stored here: it is made chunk by chunk when a peer asks for it, so
-//! Range requests are served straight from the plaintext file.
+//! blobs the local user sent live in `<data dir>/media/<hash>`; a received blob lives in
+//! `<data dir>/media/<media id>` once every chunk is verified and its hash checked; a download
+//! in progress writes `<media id>.part` at each chunk's offset and is renamed when complete;
+//! an upload through the API streams into `tmp/` first. The ciphertext is never stored here:
+//! it is made chunk by chunk when a peer asks for it, so Range requests are served straight
+//! from the plaintext file.
 //!
 //! The bookkeeping ([`MediaRecord`]: key, layout, state, verified-chunk count, holders) lives
 //! in sled next to the message it belongs to, so a restart resumes where it stopped.
+//!
+//! A record belongs to the message that carried it ([`MediaId`]: direction, other user,
+//! message id), not to its blob hash: anyone can name any hash in a message of their own, so a
+//! second message naming an existing hash gets a record, a file and a transfer of its own, and
+//! can never replace, reset or take over the first one. A received record only completes when
+//! its chunks open under its own key and the whole ciphertext has its own hash.
 
 use std::{
     io::{Read, Write},
@@ -84,7 +91,77 @@ pub enum MediaState {
     Failed,
 }
 
-/// What the node remembers about one blob (sled tree `media`, keyed by hash).
+/// Which media record: the message that carried it. Two messages naming the same blob hash
+/// (a forwarded file, or someone front-running another sender's hash) are two records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MediaId {
+    /// Sent by the local user (else received from `peer`).
+    pub outgoing: bool,
+    /// The other user of the conversation.
+    pub peer: UserId,
+    /// The message that carried the media reference.
+    pub message: MessageId,
+}
+
+impl MediaId {
+    /// The id of the media carried by a stored message (whether or not it carries any).
+    pub fn of_message(msg: &crate::store::StoredMessage) -> Self {
+        MediaId {
+            outgoing: msg.outgoing,
+            peer: msg.peer,
+            message: msg.id,
+        }
+    }
+
+    /// The sled key: `direction (1 out, 0 in) ‖ len(peer) ‖ peer ‖ message id`, so every
+    /// record of a conversation is adjacent.
+    pub fn to_key(&self) -> Vec<u8> {
+        let peer = self.peer.to_bytes();
+        let mut key = Vec::with_capacity(2 + peer.len() + 16);
+        key.push(u8::from(self.outgoing));
+        key.push(peer.len() as u8);
+        key.extend_from_slice(&peer);
+        key.extend_from_slice(self.message.as_bytes());
+        key
+    }
+
+    /// Parses [`MediaId::to_key`]; `None` for anything else.
+    pub fn from_key(key: &[u8]) -> Option<Self> {
+        let (&dir, rest) = key.split_first()?;
+        let outgoing = match dir {
+            0 => false,
+            1 => true,
+            _ => return None,
+        };
+        let (&len, rest) = rest.split_first()?;
+        let len = usize::from(len);
+        if rest.len() != len + 16 {
+            return None;
+        }
+        let peer = UserId::from_bytes(&rest[..len]).ok()?;
+        let message = MessageId(rest[len..].try_into().ok()?);
+        Some(MediaId {
+            outgoing,
+            peer,
+            message,
+        })
+    }
+
+    /// The key as lowercase hex: the name of a received blob's file.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.to_key())
+    }
+}
+
+impl std::fmt::Display for MediaId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let dir = if self.outgoing { "to" } else { "from" };
+        write!(f, "{} {dir} {}", self.message, self.peer)
+    }
+}
+
+/// What the node remembers about one blob carried by one message (sled tree `media_records`,
+/// keyed by [`MediaId`]).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MediaRecord {
     /// The blob's name.
@@ -119,6 +196,20 @@ pub struct MediaRecord {
 }
 
 impl MediaRecord {
+    /// The message this record belongs to.
+    pub fn id(&self) -> MediaId {
+        MediaId {
+            outgoing: self.outgoing,
+            peer: self.peer,
+            message: self.message,
+        }
+    }
+
+    /// Whether the whole plaintext is on disk (ours, or received and verified).
+    pub fn is_whole(&self) -> bool {
+        self.outgoing || self.state == MediaState::Complete
+    }
+
     /// The chunk layout.
     pub fn layout(&self) -> Result<BlobLayout, blob::BlobError> {
         BlobLayout::new(self.size, self.chunk_size)
@@ -148,10 +239,14 @@ impl MediaRecord {
         }
     }
 
-    /// Plaintext bytes on disk that are verified, from offset 0.
+    /// Plaintext bytes on disk that are verified, from offset 0 (none once failed: every
+    /// chunk may have opened and the whole still not be the blob its hash names).
     pub fn verified_bytes(&self) -> u64 {
-        if self.outgoing || self.state == MediaState::Complete {
+        if self.is_whole() {
             return self.size;
+        }
+        if self.state == MediaState::Failed {
+            return 0;
         }
         self.layout()
             .map(|l| l.plain_offset(self.done_chunks).min(self.size))
@@ -165,6 +260,7 @@ impl MediaRecord {
             mime: self.mime.clone(),
             size: self.size,
             hash: self.hash.to_hex(),
+            id: self.id().to_hex(),
             state: self.state,
             progress: (self.progress() * 1000.0).round() / 1000.0,
             has_preview: !self.preview.is_empty(),
@@ -209,6 +305,9 @@ pub struct MediaView {
     pub size: u64,
     /// Blob hash (hex): `GET /v1/media/{hash}`.
     pub hash: String,
+    /// This message's own record (hex): `GET /v1/media/{hash}?of={id}` serves exactly it, even
+    /// when other messages named the same hash.
+    pub id: String,
     /// uploading | available | downloading | complete | failed.
     pub state: MediaState,
     /// Fraction done, 0..1.
@@ -278,14 +377,46 @@ impl MediaFiles {
         })
     }
 
-    /// The complete plaintext file of a blob.
-    pub fn complete_path(&self, hash: &BlobHash) -> PathBuf {
+    /// The media files under `dir` as they are (nothing created or removed).
+    pub fn at(dir: &Path) -> Self {
+        MediaFiles {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// The plaintext file of a blob the local user sent (named by its hash: it is written by
+    /// `POST /v1/media` before its message exists, and only ever by the local user).
+    pub fn sent_path(&self, hash: &BlobHash) -> PathBuf {
         self.dir.join(hash.to_hex())
     }
 
+    /// The complete plaintext file of a received blob (named by the message that carried it:
+    /// another message naming the same hash never touches it).
+    pub fn received_path(&self, id: &MediaId) -> PathBuf {
+        self.dir.join(id.to_hex())
+    }
+
     /// The file a download writes into.
-    pub fn part_path(&self, hash: &BlobHash) -> PathBuf {
-        self.dir.join(format!("{}.part", hash.to_hex()))
+    pub fn part_path(&self, id: &MediaId) -> PathBuf {
+        self.dir.join(format!("{}.part", id.to_hex()))
+    }
+
+    /// The whole plaintext file of a record (sent, or received and complete).
+    pub fn path_of(&self, rec: &MediaRecord) -> PathBuf {
+        if rec.outgoing {
+            self.sent_path(&rec.hash)
+        } else {
+            self.received_path(&rec.id())
+        }
+    }
+
+    /// The file holding a record's verified bytes now: the whole file, or the download's.
+    pub fn current_path(&self, rec: &MediaRecord) -> PathBuf {
+        if rec.is_whole() {
+            self.path_of(rec)
+        } else {
+            self.part_path(&rec.id())
+        }
     }
 
     /// A fresh temporary path for an upload.
@@ -297,19 +428,28 @@ impl MediaFiles {
 
     /// Moves a prepared temporary file to its blob name, durably.
     pub fn commit_temp(&self, temp: &Path, hash: &BlobHash) -> Result<PathBuf, MediaError> {
-        let to = self.complete_path(hash);
+        let to = self.sent_path(hash);
         std::fs::rename(temp, &to).map_err(io(&to))?;
         sync_dir(&self.dir);
         Ok(to)
     }
 
-    /// Moves a finished download to its blob name, durably.
-    pub fn commit_part(&self, hash: &BlobHash) -> Result<PathBuf, MediaError> {
-        let from = self.part_path(hash);
-        let to = self.complete_path(hash);
+    /// Moves a finished download to its received name, durably.
+    pub fn commit_part(&self, id: &MediaId) -> Result<PathBuf, MediaError> {
+        let from = self.part_path(id);
+        let to = self.received_path(id);
         std::fs::rename(&from, &to).map_err(io(&to))?;
         sync_dir(&self.dir);
         Ok(to)
+    }
+
+    /// Removes a download's file (it cannot complete); a missing file is fine.
+    pub fn remove_part(&self, id: &MediaId) -> Result<(), MediaError> {
+        let path = self.part_path(id);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&path)(e)),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -340,16 +480,10 @@ pub fn prepare(
     chunk_size: u32,
     mime: &str,
 ) -> Result<Prepared, MediaError> {
-    let mut file = std::fs::File::open(path).map_err(io(path))?;
+    let file = std::fs::File::open(path).map_err(io(path))?;
     let size = file.metadata().map_err(io(path))?.len();
     let layout = BlobLayout::new(size, chunk_size)?;
-    let mut hasher = BlobHasher::new();
-    let mut buf = vec![0u8; chunk_size as usize];
-    for index in 0..layout.chunk_count() {
-        let len = layout.plain_len(index)?;
-        file.read_exact(&mut buf[..len]).map_err(io(path))?;
-        hasher.update(&blob::seal_chunk(key, &layout, index, &buf[..len])?);
-    }
+    let hash = hash_sealed(file, path, key, &layout)?;
     let preview = if mime.starts_with("image/") && size <= MAX_PREVIEW_SOURCE {
         make_preview(path).unwrap_or_else(|e| {
             tracing::info!(error = %e, "no preview for this image");
@@ -359,10 +493,39 @@ pub fn prepare(
         Vec::new()
     };
     Ok(Prepared {
-        hash: hasher.finish(),
+        hash,
         size,
         preview,
     })
+}
+
+/// The blob hash of the plaintext at `path` sealed under `key` in `layout`: what a received
+/// file must hash to before it counts as the sender's blob. Blocking; memory: one chunk.
+pub fn blob_hash_of(
+    path: &Path,
+    key: &BlobKey,
+    layout: &BlobLayout,
+) -> Result<BlobHash, MediaError> {
+    let file = std::fs::File::open(path).map_err(io(path))?;
+    hash_sealed(file, path, key, layout)
+}
+
+/// Seals `file` chunk by chunk and hashes the ciphertext (sealing is deterministic, so the
+/// sender and every recipient get the same hash from the same plaintext and key).
+fn hash_sealed(
+    mut file: std::fs::File,
+    path: &Path,
+    key: &BlobKey,
+    layout: &BlobLayout,
+) -> Result<BlobHash, MediaError> {
+    let mut hasher = BlobHasher::new();
+    let mut buf = vec![0u8; layout.plain_len(0)?];
+    for index in 0..layout.chunk_count() {
+        let len = layout.plain_len(index)?;
+        file.read_exact(&mut buf[..len]).map_err(io(path))?;
+        hasher.update(&blob::seal_chunk(key, layout, index, &buf[..len])?);
+    }
+    Ok(hasher.finish())
 }
 
 /// A JPEG thumbnail of the image at `path`, at most [`PREVIEW_SIDE`] pixels on its longest

@@ -36,7 +36,7 @@ use crate::{
     handle::{ContactView, Event, Me, NodeError, PresenceView, Sent},
     invite::Invite,
     link::{self, LinkEvent, LinkSignal},
-    media::{MediaRecord, MediaState},
+    media::{MediaId, MediaRecord, MediaState},
     net::{closest_peers, NetEvent, Network},
     store::{Contact, OutboxEntry, Store, StoreError, StoredMessage},
     time::{now_ms, rfc3339},
@@ -737,7 +737,7 @@ impl Messenger {
         self.store.put_media(&record).map_err(store_err)?;
         let sent = self.queue_outgoing(msg, entry)?;
         if record.state == MediaState::Uploading {
-            self.transfers.start(hash);
+            self.transfers.start(record.id());
         }
         Ok(sent)
     }
@@ -1287,14 +1287,19 @@ impl Messenger {
                 let mut holders = vec![sender.peer_id()];
                 holders.extend(self.my_stores());
                 let expires = now.saturating_add(self.cfg.message_lifetime.as_millis() as u64);
+                // The record is this message's own: another message naming the same hash
+                // has its own record and never touches this one.
                 let record = MediaRecord::incoming(&m, id, sender, &holders, expires);
-                let fresh = match self.store.media(&hash) {
+                let media_id = record.id();
+                let fresh = match self.store.media(&media_id) {
                     Ok(existing) => existing.is_none(),
                     Err(e) => {
                         tracing::error!(error = %e, "cannot read media record");
                         return Err(RejectReason::Busy);
                     }
                 };
+                // A record already there (written before a crash cut this sequence short)
+                // keeps its progress.
                 if fresh {
                     if let Err(e) = self.store.put_media(&record) {
                         tracing::error!(error = %e, "cannot store media record");
@@ -1308,9 +1313,7 @@ impl Messenger {
                             message: self.store.view(&self.user, &msg),
                         });
                         delivered.entry(sender).or_default().push(id);
-                        if fresh {
-                            self.transfers.start(hash);
-                        }
+                        self.transfers.start(media_id);
                     }
                     Ok(false) => {}
                     Err(e) => {
@@ -1922,7 +1925,8 @@ impl Messenger {
         let Some(hash) = msg.media else {
             return;
         };
-        match self.store.media(&hash) {
+        let media_id = MediaId::of_message(&msg);
+        match self.store.media(&media_id) {
             Ok(Some(mut rec)) if rec.outgoing && rec.holders.is_empty() => {
                 rec.state = MediaState::Uploading;
                 rec.done_chunks = 0;
@@ -1932,7 +1936,7 @@ impl Messenger {
                     return;
                 }
                 tracing::info!(%hash, "recipient away: uploading the media to its store peers");
-                self.transfers.start(hash);
+                self.transfers.start(media_id);
             }
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "cannot read media record"),

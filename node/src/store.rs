@@ -16,7 +16,11 @@
 //! - `unread`: key in `messages` → (), for received messages the user has not read.
 //! - `outbox`: `seq ‖ message id` → [`OutboxEntry`] (what still has to leave this node).
 //! - `sessions`: peer → inbound [`PeerSessions`]; `session_index`: session id → peer.
-//! - `media`: blob hash → [`MediaRecord`] (the file itself lives under `media/`).
+//! - `media_records`: [`MediaId`] key (direction ‖ len(peer) ‖ peer ‖ message id) →
+//!   [`MediaRecord`]: one record per message that carried media (the file lives under `media/`).
+//! - `media_by_hash`: blob hash ‖ [`MediaId`] key → (), to find the records naming a hash.
+//! - `media` (before media records were bound to their message): blob hash → [`MediaRecord`];
+//!   [`migrate_media_by_message`] moves it into the two trees above.
 //! - the default tree: `kith_format_version` (see [`format`]); `quarantine`: values that did
 //!   not decode, set aside (see [`crate::versioned`]).
 //!
@@ -39,7 +43,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     handle::{ContactView, MessageView},
-    media::MediaRecord,
+    media::{MediaFiles, MediaId, MediaRecord, MediaState},
     versioned,
 };
 use kith_protocol::blob::BlobHash;
@@ -60,6 +64,14 @@ pub enum StoreError {
     /// The database's format version is not one this build can open.
     #[error(transparent)]
     Format(#[from] crate::versioned::FormatError),
+    /// A media file could not be moved to its name.
+    #[error("media file {path}: {source}")]
+    MediaFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// A contact: someone we can message.
@@ -174,6 +186,7 @@ pub struct Store {
     sessions: sled::Tree,
     session_index: sled::Tree,
     media: sled::Tree,
+    media_by_hash: sled::Tree,
     committer: Committer,
 }
 
@@ -241,7 +254,8 @@ impl Store {
             outbox: db.open_tree("outbox")?,
             sessions: db.open_tree("sessions")?,
             session_index: db.open_tree("session_index")?,
-            media: db.open_tree("media")?,
+            media: db.open_tree(MEDIA_RECORDS)?,
+            media_by_hash: db.open_tree(MEDIA_BY_HASH)?,
             db,
             committer,
         })
@@ -446,11 +460,11 @@ impl Store {
         Ok((out, false))
     }
 
-    /// The API view of a stored message, with its media's current state.
+    /// The API view of a stored message, with the state of the media it carried.
     pub fn view(&self, me: &UserId, msg: &StoredMessage) -> MessageView {
         let mut view = msg.view(me);
-        if let Some(hash) = &msg.media {
-            view.media = match self.media(hash) {
+        if msg.media.is_some() {
+            view.media = match self.media(&MediaId::of_message(msg)) {
                 Ok(Some(rec)) => Some(Box::new(rec.view())),
                 Ok(None) => None,
                 Err(e) => {
@@ -462,18 +476,51 @@ impl Store {
         view
     }
 
-    /// The record of a media blob.
-    pub fn media(&self, hash: &BlobHash) -> Result<Option<MediaRecord>, StoreError> {
-        match self.media.get(hash.0)? {
+    /// The media record of one message.
+    pub fn media(&self, id: &MediaId) -> Result<Option<MediaRecord>, StoreError> {
+        match self.media.get(id.to_key())? {
             None => Ok(None),
-            Some(v) => self.decode(&self.media, &hash.0, &v),
+            Some(v) => self.decode(&self.media, &id.to_key(), &v),
         }
     }
 
-    /// Writes the record of a media blob.
+    /// Writes a media record under its message (and indexes it by hash).
     pub fn put_media(&self, rec: &MediaRecord) -> Result<(), StoreError> {
-        self.media.insert(rec.hash.0, codec::encode(rec)?)?;
+        let key = rec.id().to_key();
+        // The index first: a record is never unreachable by hash.
+        self.media_by_hash
+            .insert(hash_index_key(&rec.hash, &key), &[])?;
+        self.media.insert(key, codec::encode(rec)?)?;
         Ok(())
+    }
+
+    /// Every record of messages that named `hash` (a record that does not decode is quarantined and left out).
+    pub fn media_for_hash(&self, hash: &BlobHash) -> Result<Vec<MediaRecord>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.media_by_hash.scan_prefix(hash.0) {
+            let (key, _) = item?;
+            let Some(v) = self.media.get(&key[hash.0.len()..])? else {
+                continue;
+            };
+            match self.decode::<MediaRecord>(&self.media, &key[hash.0.len()..], &v)? {
+                Some(rec) if rec.hash == *hash => out.push(rec),
+                Some(_) => tracing::warn!(%hash, "media index names a record of another hash"),
+                None => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// The record the local user means by a blob hash (`GET /v1/media/{hash}`): one they sent,
+    /// else a complete one, else one in progress, else any.
+    pub fn media_by_hash(&self, hash: &BlobHash) -> Result<Option<MediaRecord>, StoreError> {
+        let rank = |r: &MediaRecord| match (r.outgoing, r.state) {
+            (true, _) => 0,
+            (false, MediaState::Complete) => 1,
+            (false, MediaState::Downloading) => 2,
+            _ => 3,
+        };
+        Ok(self.media_for_hash(hash)?.into_iter().min_by_key(rank))
     }
 
     /// Every media record (to resume transfers at start; one that does not decode is
@@ -542,6 +589,101 @@ impl Store {
     }
 }
 
+/// The tree of media records keyed by [`MediaId`].
+const MEDIA_RECORDS: &str = "media_records";
+/// The index of media records by blob hash.
+const MEDIA_BY_HASH: &str = "media_by_hash";
+/// The tree of media records keyed by blob hash alone (the layout before [`MediaId`]).
+const LEGACY_MEDIA: &str = "media";
+
+/// `hash ‖ media id key`: the `media_by_hash` key of a record.
+fn hash_index_key(hash: &BlobHash, media_key: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(hash.0.len() + media_key.len());
+    key.extend_from_slice(&hash.0);
+    key.extend_from_slice(media_key);
+    key
+}
+
+/// What [`migrate_media_by_message`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct MediaMigration {
+    /// Records moved to their message's key.
+    pub moved: usize,
+    /// Received files renamed from `<hash>` (or `<hash>.part`) to their record's name.
+    pub files_renamed: usize,
+    /// Values that did not decode, left where they were in the old tree.
+    pub kept_aside: usize,
+}
+
+/// Migrates media records from "keyed by blob hash" to "keyed by the message that carried
+/// them" (issue #11: a second message naming a hash must not shadow the first).
+///
+/// Expects: tree `media` with key = 32-byte blob hash, value = a bincode [`MediaRecord`] (it
+/// already names its `message`, `peer` and `outgoing`); received files at
+/// `<media_dir>/<hash hex>` (complete) or `<media_dir>/<hash hex>.part` (in progress).
+///
+/// Produces: tree `media_records` with key = [`MediaId::to_key`] of the record, value = the
+/// same record; tree `media_by_hash` with key = hash ‖ media id key, value empty; received
+/// files at [`MediaFiles::received_path`] / [`MediaFiles::part_path`]. Sent files stay at
+/// `<hash hex>` ([`MediaFiles::sent_path`]). Each old entry is removed once moved.
+///
+/// Idempotent and safe to interrupt: each entry is copied (unless its new key already holds a
+/// record, which then wins), its file renamed (unless the new name exists), and only then
+/// removed from `media`; running it again finishes what a crash left. A value that does not
+/// decode stays in `media`, counted in [`MediaMigration::kept_aside`], never dropped. Flushes
+/// before returning.
+pub(crate) fn migrate_media_by_message(
+    db: &sled::Db,
+    media_dir: &Path,
+) -> Result<MediaMigration, StoreError> {
+    let old = db.open_tree(LEGACY_MEDIA)?;
+    let records = db.open_tree(MEDIA_RECORDS)?;
+    let by_hash = db.open_tree(MEDIA_BY_HASH)?;
+    let files = MediaFiles::at(media_dir);
+    let mut done = MediaMigration::default();
+    for item in old.iter() {
+        let (old_key, value) = item?;
+        let rec: MediaRecord = match codec::decode(&value) {
+            Ok(rec) => rec,
+            Err(e) => {
+                tracing::warn!(key = %hex::encode(&old_key), error = %e, "old media record does not decode; kept aside in tree `media`");
+                done.kept_aside += 1;
+                continue;
+            }
+        };
+        let id = rec.id();
+        let key = id.to_key();
+        if !rec.outgoing {
+            let renames = [
+                (media_dir.join(rec.hash.to_hex()), files.received_path(&id)),
+                (
+                    media_dir.join(format!("{}.part", rec.hash.to_hex())),
+                    files.part_path(&id),
+                ),
+            ];
+            for (from, to) in renames {
+                if from.exists() && !to.exists() {
+                    std::fs::rename(&from, &to)
+                        .map_err(|source| StoreError::MediaFile { path: from, source })?;
+                    // Durable before the old entry's removal can be.
+                    crate::media::sync_dir(media_dir);
+                    done.files_renamed += 1;
+                }
+            }
+        }
+        by_hash.insert(hash_index_key(&rec.hash, &key), &[])?;
+        if records.get(&key)?.is_none() {
+            records.insert(key, value.clone())?;
+        }
+        // sled recovers a consistent prefix of its log: if this removal survives a crash, so
+        // do the two inserts above.
+        old.remove(&old_key)?;
+        done.moved += 1;
+    }
+    db.flush()?;
+    Ok(done)
+}
+
 /// Opens the database without the committer (for `kith init`, outside a runtime), loads or
 /// creates the identity, and closes it again.
 pub fn ensure_identity(dir: &Path) -> Result<LocalIdentity, StoreError> {
@@ -587,3 +729,7 @@ async fn run_committer(
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod media_tests;

@@ -39,7 +39,10 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     handle::Event,
     link::{encode_frames, FrameReader},
-    media::{read_sealed_chunk, write_chunk, MediaError, MediaFiles, MediaRecord, MediaState},
+    media::{
+        blob_hash_of, read_sealed_chunk, write_chunk, MediaError, MediaFiles, MediaId, MediaRecord,
+        MediaState,
+    },
     store::{Store, StoreError},
     time::now_ms,
 };
@@ -184,7 +187,8 @@ pub struct Transfers {
     control: Control,
     events: broadcast::Sender<Event>,
     cfg: TransferConfig,
-    active: Mutex<HashSet<BlobHash>>,
+    /// Records with a task running (by message: two records of one hash are two transfers).
+    active: Mutex<HashSet<MediaId>>,
     /// The store peers of our own mailbox, as the messenger last saw them: where blobs sent
     /// to us while we were away are.
     mailbox_stores: Mutex<Vec<PeerId>>,
@@ -201,16 +205,16 @@ pub struct Transfers {
 /// A cloneable way to start transfers.
 #[derive(Clone)]
 pub struct TransferHandle {
-    tx: mpsc::Sender<BlobHash>,
+    tx: mpsc::Sender<MediaId>,
     shared: Arc<Transfers>,
 }
 
 impl TransferHandle {
-    /// Asks the service to work on a blob (its record says what to do). Never blocks: when the
-    /// queue is full the blob is picked up by the next periodic scan.
-    pub fn start(&self, hash: BlobHash) {
-        if self.tx.try_send(hash).is_err() {
-            tracing::debug!(%hash, "transfer queue full; the next scan picks it up");
+    /// Asks the service to work on a message's media (its record says what to do). Never
+    /// blocks: when the queue is full the record is picked up by the next periodic scan.
+    pub fn start(&self, id: MediaId) {
+        if self.tx.try_send(id).is_err() {
+            tracing::debug!(media = %id, "transfer queue full; the next scan picks it up");
         }
     }
 
@@ -256,7 +260,7 @@ pub fn spawn(
     let mut incoming = control
         .accept(MEDIA)
         .map_err(|_| crate::net::NetError::AlreadyRegistered)?;
-    let (tx, mut rx) = mpsc::channel::<BlobHash>(1024);
+    let (tx, mut rx) = mpsc::channel::<MediaId>(1024);
     let shared = Arc::new(Transfers {
         slots: Arc::new(Semaphore::new(cfg.max_active.max(1))),
         store,
@@ -299,15 +303,15 @@ pub fn spawn(
                         }
                     });
                 }
-                hash = rx.recv() => {
-                    let Some(hash) = hash else { break };
-                    launch(&shared, hash);
+                id = rx.recv() => {
+                    let Some(id) = id else { break };
+                    launch(&shared, id);
                 }
                 _ = scan.tick() => {
                     match shared.store.all_media() {
                         Ok(recs) => for rec in recs {
                             if matches!(rec.state, MediaState::Uploading | MediaState::Downloading) {
-                                launch(&shared, rec.hash);
+                                launch(&shared, rec.id());
                             }
                         },
                         Err(e) => tracing::warn!(error = %e, "cannot list media records"),
@@ -319,13 +323,13 @@ pub fn spawn(
     Ok((handle, task))
 }
 
-/// Starts a task for `hash` unless one runs.
-fn launch(shared: &Arc<Transfers>, hash: BlobHash) {
+/// Starts a task for the record `id` unless one runs.
+fn launch(shared: &Arc<Transfers>, id: MediaId) {
     {
         let Ok(mut active) = shared.active.lock() else {
             return;
         };
-        if !active.insert(hash) {
+        if !active.insert(id) {
             return;
         }
     }
@@ -335,29 +339,29 @@ fn launch(shared: &Arc<Transfers>, hash: BlobHash) {
             Ok(_permit) => {
                 let cancel = s.cancel.clone();
                 tokio::select! {
-                    r = run_transfer(&s, hash) => r,
+                    r = run_transfer(&s, id) => r,
                     _ = cancel.cancelled() => Ok(()),
                 }
             }
             Err(_) => Ok(()),
         };
         if let Err(e) = result {
-            tracing::warn!(%hash, error = %e, "transfer stopped; will resume later");
+            tracing::warn!(media = %id, error = %e, "transfer stopped; will resume later");
         }
         if let Ok(mut active) = s.active.lock() {
-            active.remove(&hash);
+            active.remove(&id);
         }
     });
 }
 
-async fn run_transfer(s: &Arc<Transfers>, hash: BlobHash) -> Result<(), TransferError> {
-    let Some(rec) = s.store.media(&hash)? else {
+async fn run_transfer(s: &Arc<Transfers>, id: MediaId) -> Result<(), TransferError> {
+    let Some(rec) = s.store.media(&id)? else {
         return Ok(());
     };
     if rec.expires_at_ms <= now_ms()
         && matches!(rec.state, MediaState::Uploading | MediaState::Downloading)
     {
-        tracing::warn!(%hash, "media expired before its transfer finished");
+        tracing::warn!(hash = %rec.hash, media = %id, "media expired before its transfer finished");
         let mut rec = rec;
         rec.state = MediaState::Failed;
         s.store.put_media(&rec)?;
@@ -402,7 +406,8 @@ async fn download(s: &Arc<Transfers>, mut rec: MediaRecord) -> Result<(), Transf
     let key = rec.blob_key();
     let count = layout.chunk_count();
     let hash = rec.hash;
-    let path = s.files.part_path(&hash);
+    let id = rec.id();
+    let path = s.files.part_path(&id);
     let file = {
         let path = path.clone();
         tokio::task::spawn_blocking(move || {
@@ -510,10 +515,43 @@ async fn download(s: &Arc<Transfers>, mut rec: MediaRecord) -> Result<(), Transf
         }
     }
     drop(file);
-    let files = s.files.clone();
-    tokio::task::spawn_blocking(move || files.commit_part(&hash))
+    // Every chunk opened under this record's key; the blob is the sender's only if the whole
+    // ciphertext also has this record's hash (someone naming another sender's hash with a key
+    // of their own gets here with their own bytes, which must not count as that blob).
+    let verified = {
+        let files = s.files.clone();
+        let (key, path) = (key.clone(), path.clone());
+        tokio::task::spawn_blocking(move || -> Result<bool, MediaError> {
+            if files.received_path(&id).exists() {
+                // Checked and renamed before a crash cut the record's update short (the name
+                // is only ever given after the check); what was fetched again is not needed.
+                files.remove_part(&id)?;
+                return Ok(true);
+            }
+            if blob_hash_of(&path, &key, &layout)? != hash {
+                return Ok(false);
+            }
+            files.commit_part(&id)?;
+            Ok(true)
+        })
         .await
-        .map_err(|e| TransferError::Stream(e.to_string()))??;
+        .map_err(|e| TransferError::Stream(e.to_string()))??
+    };
+    if !verified {
+        tracing::warn!(%hash, media = %id, "every chunk opened but the blob does not have its hash; failed");
+        rec.state = MediaState::Failed;
+        s.store.put_media(&rec)?;
+        s.store.commit().await?;
+        s.emit(&rec);
+        // Only once the record says failed: a crash before this leaves a stray file, never a
+        // download that resumes on nothing.
+        let files = s.files.clone();
+        let removed = tokio::task::spawn_blocking(move || files.remove_part(&id)).await;
+        if let Ok(Err(e)) = removed {
+            tracing::warn!(media = %id, error = %e, "cannot remove a failed download's file");
+        }
+        return Ok(());
+    }
     rec.state = MediaState::Complete;
     s.store.put_media(&rec)?;
     s.store.commit().await?;
@@ -658,7 +696,7 @@ async fn upload_to(
         MediaResponse::Refused { reason, .. } => return Err(TransferError::Refused(reason)),
         _ => return Err(TransferError::Unexpected),
     };
-    let path = s.files.complete_path(&hash);
+    let path = s.files.sent_path(&hash);
     let file = {
         let path = path.clone();
         tokio::task::spawn_blocking(move || {
@@ -790,10 +828,15 @@ fn answer(s: &Transfers, peer: PeerId, req: MediaRequest) -> Vec<MediaResponse> 
         return refuse(MediaRefusal::Malformed);
     }
     // Only the user a blob was sent to may fetch it; anyone else learns nothing, not even
-    // that it exists.
-    let rec = match s.store.media(&hash) {
-        Ok(Some(rec)) if rec.outgoing && rec.peer.peer_id() == peer => rec,
-        Ok(_) => return refuse(MediaRefusal::NotFound),
+    // that it exists. Only a blob we sent is served, never one we received under that hash.
+    let rec = match s.store.media_for_hash(&hash) {
+        Ok(recs) => match recs
+            .into_iter()
+            .find(|r| r.outgoing && r.peer.peer_id() == peer)
+        {
+            Some(rec) => rec,
+            None => return refuse(MediaRefusal::NotFound),
+        },
         Err(e) => {
             tracing::warn!(error = %e, "media record unreadable");
             return refuse(MediaRefusal::NotFound);
@@ -808,7 +851,7 @@ fn answer(s: &Transfers, peer: PeerId, req: MediaRequest) -> Vec<MediaResponse> 
             state: HaveState::Complete,
         }],
         MediaRequest::Get { first, count, .. } => {
-            let path = s.files.complete_path(&hash);
+            let path = s.files.sent_path(&hash);
             let mut file = match std::fs::File::open(&path) {
                 Ok(f) => f,
                 Err(e) => {

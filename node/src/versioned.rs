@@ -44,8 +44,9 @@ pub struct Step<E> {
     pub to: u32,
     /// A name for logs.
     pub name: &'static str,
-    /// The step itself.
-    pub run: fn(&sled::Db) -> Result<(), E>,
+    /// The step itself, given the database and its directory (whose parent is the data
+    /// directory, for steps that move files beside the database).
+    pub run: fn(&sled::Db, &Path) -> Result<(), E>,
 }
 
 /// What a kind of database looks like: its current version and how to get there.
@@ -160,7 +161,7 @@ where
     for version in found + 1..=schema.current {
         for step in schema.steps.iter().filter(|s| s.to == version) {
             tracing::info!(db = schema.what, version, step = step.name, "migrating");
-            (step.run)(db)?;
+            (step.run)(db, path)?;
         }
         // The steps' writes are durable before the version that says they are done.
         db.flush()?;
@@ -277,7 +278,7 @@ mod tests {
     }
 
     /// Doubles every value of `data` that is one byte (so running it twice would show).
-    fn widen(db: &sled::Db) -> Result<(), TestError> {
+    fn widen(db: &sled::Db, _: &Path) -> Result<(), TestError> {
         let t = db.open_tree("data")?;
         for item in t.iter() {
             let (k, v) = item?;
@@ -289,7 +290,7 @@ mod tests {
     }
 
     /// Marks the data, then "crashes" once if the data holds a `crash` key.
-    fn mark_then_maybe_crash(db: &sled::Db) -> Result<(), TestError> {
+    fn mark_then_maybe_crash(db: &sled::Db, _: &Path) -> Result<(), TestError> {
         let data = db.open_tree("data")?;
         data.insert("marked", "yes")?;
         if data.remove("crash")?.is_some() {

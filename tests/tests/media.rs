@@ -1,7 +1,8 @@
 //! Images and videos: a file posted to `POST /v1/media` reaches the recipient byte for byte,
 //! straight from the sender when both are online and through the recipient's store peers
 //! when it is away; a download cut by a crash resumes at its last verified chunk; a store
-//! peer serving garbage cannot corrupt the result; limits and unknown types behave.
+//! peer serving garbage cannot corrupt the result; limits and unknown types behave; a message
+//! naming another sender's blob hash gets a record of its own and cannot take that blob over.
 //!
 //! Everything runs in this process on `127.0.0.1` (port 0) with temporary directories; every
 //! wait is bounded and names what it waited for.
@@ -9,8 +10,12 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use anyhow::{anyhow, ensure, Context, Result};
-use kith_node::media::{MediaRecord, MediaState};
-use kith_protocol::blob::{BlobHash, BlobLayout};
+use kith_node::media::{MediaId, MediaRecord, MediaState};
+use kith_protocol::{
+    blob::{BlobHash, BlobKey, BlobLayout, DEFAULT_CHUNK_SIZE},
+    payload::MediaRef,
+    DeliveryStatus, MessageId,
+};
 use kith_tests::{
     init_logging, introduce,
     mesh::{MailboxClient, Mesh},
@@ -490,5 +495,149 @@ async fn images_carry_a_preview() -> Result<()> {
     wait_media(&bob, &hash, MediaState::Complete).await?;
     let (_, _, body) = get_media(&bob, &hash, None).await?;
     ensure!(body == png);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn front_running_a_media_hash_does_not_hijack_the_media() -> Result<()> {
+    init_logging();
+    let (mut alice, mut bob) = pair(None).await?;
+    let mallory = TestNode::start("mallory").await?;
+    introduce(&mallory, &bob).await?;
+    // Alice sends while bob is away, then goes away too: her message waits in her outbox.
+    bob.shutdown().await?;
+    let original = file_bytes(300 * 1024, 5);
+    let res = post_media(&alice, &bob, "real.png", "image/png", original.clone()).await?;
+    res.expect_status(201)?;
+    let field = |name: &str| {
+        res.body
+            .get(name)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("no {name} in {}", res.body))
+    };
+    let hash = BlobHash::from_hex(&field("hash")?)?;
+    let alice_id: MessageId = field("id")?.parse()?;
+    alice.shutdown().await?;
+
+    // Mallory names alice's hash with a key of his own, and serves bytes of his own under it
+    // (the right size, sealed under his key: every chunk opens for bob).
+    let junk = file_bytes(original.len(), 6);
+    let mallory_node = mallory.node()?;
+    std::fs::write(mallory_node.media_files().sent_path(&hash), &junk)?;
+    let forged = mallory_node
+        .send_media(
+            bob.user_id(),
+            MediaRef {
+                hash: hash.0,
+                size: junk.len() as u64,
+                chunk_size: DEFAULT_CHUNK_SIZE,
+                mime: "image/png".into(),
+                name: "real.png".into(),
+                key: BlobKey::generate(&mut rand::rngs::OsRng).0,
+                preview: Vec::new(),
+                caption: "look".into(),
+            },
+        )
+        .await?;
+    let mallory_media = MediaId {
+        outgoing: false,
+        peer: mallory.user_id(),
+        message: forged.id.parse()?,
+    };
+
+    // Bob comes back: mallory's message arrives first, and its download ends failed (the
+    // bytes are not the blob the hash names).
+    bob.restart().await?;
+    introduce(&mallory, &bob).await?;
+    let failed = wait_for(TIMEOUT * 2, "bob gave up mallory's media", || async {
+        let rec = bob.node()?.media_record(&mallory_media)?;
+        Ok(rec.filter(|r| r.state == MediaState::Failed))
+    })
+    .await?;
+    ensure!(failed.hash == hash, "mallory's record names another hash");
+    ensure!(
+        !bob.node()?
+            .media_files()
+            .received_path(&mallory_media)
+            .exists(),
+        "a failed download left a file"
+    );
+
+    // Then alice's message: it gets its own record and downloads her bytes.
+    alice.restart().await?;
+    introduce(&alice, &bob).await?;
+    let alice_media = MediaId {
+        outgoing: false,
+        peer: alice.user_id(),
+        message: alice_id,
+    };
+    wait_for(TIMEOUT * 3, "bob completed alice's media", || async {
+        let rec = bob.node()?.media_record(&alice_media)?;
+        Ok(rec.filter(|r| r.state == MediaState::Complete))
+    })
+    .await?;
+    let (status, _, body) = get_media(&bob, &hash, None).await?;
+    ensure!(
+        status == 200 && body == original,
+        "GET /v1/media/{{hash}} on bob is not alice's file ({status}, {} bytes)",
+        body.len()
+    );
+    // Both messages are in bob's conversations, each showing its own record.
+    let show = |conv: Vec<kith_node::handle::MessageView>, who: &str, id: &MediaId| {
+        ensure!(conv.len() == 1, "bob's conversation with {who}: {conv:?}");
+        let media = conv[0]
+            .media
+            .as_ref()
+            .ok_or_else(|| anyhow!("{who}'s message shows no media"))?;
+        ensure!(
+            media.hash == hash.to_hex() && media.id == id.to_hex(),
+            "{who}'s message shows {} / {}",
+            media.hash,
+            media.id
+        );
+        Ok(media.state)
+    };
+    let conv = bob.conversation(&alice.user_id())?;
+    ensure!(show(conv, "alice", &alice_media)? == MediaState::Complete);
+    let conv = bob.conversation(&mallory.user_id())?;
+    ensure!(show(conv, "mallory", &mallory_media)? == MediaState::Failed);
+    // `?of=` names one message's record exactly.
+    let of = |id: &MediaId| format!("/v1/media/{hash}?of={}", id.to_hex());
+    let api = bob.api()?;
+    api.get(&of(&mallory_media))
+        .await?
+        .expect_error(410, "media_failed")?;
+    api.raw(Method::GET, &of(&alice_media), Auth::Token, None)
+        .await?
+        .expect_status(200)?;
+    api.get(&format!("/v1/media/{hash}?of=00"))
+        .await?
+        .expect_error(400, "invalid_query")?;
+    let records = bob.node()?.media_records(&hash)?;
+    ensure!(
+        records.len() == 2,
+        "bob has {} records of the hash",
+        records.len()
+    );
+    let still = bob
+        .node()?
+        .media_record(&mallory_media)?
+        .ok_or_else(|| anyhow!("mallory's record is gone"))?;
+    ensure!(
+        still.state == MediaState::Failed && still.key == failed.key,
+        "mallory's record changed: {:?}",
+        still.state
+    );
+    // Alice reaches ✓✓.
+    wait_for(TIMEOUT, "alice's media message is delivered", || async {
+        let conv = alice.conversation(&bob.user_id())?;
+        Ok(conv
+            .iter()
+            .find(|m| m.id == alice_id.to_string())
+            .filter(|m| m.status >= DeliveryStatus::Delivered)
+            .map(|_| ()))
+    })
+    .await?;
     Ok(())
 }

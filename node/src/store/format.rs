@@ -4,10 +4,13 @@
 //! Versions:
 //! - 1 (no version key): the layouts before format versions, including [`StoredMessage`]s
 //!   written before media messages existed (without the `media` field).
-//! - 2: every [`StoredMessage`] has the `media` field.
+//! - 2: every [`StoredMessage`] has the `media` field; media records are keyed by the message
+//!   that carried them ([`super::migrate_media_by_message`]).
 //!
 //! To change the format: raise [`NODE_VERSION`] and append the steps that bring a database of
 //! the previous version to it to [`NODE_STEPS`] (each idempotent, see [`Step`]).
+
+use std::path::Path;
 
 use kith_protocol::{codec, DeliveryStatus, MessageId, UserId};
 use serde::{Deserialize, Serialize};
@@ -19,11 +22,18 @@ use crate::versioned::{self, Schema, Step};
 pub const NODE_VERSION: u32 = 2;
 
 /// Every migration step of the node's database, oldest first.
-pub const NODE_STEPS: &[Step<StoreError>] = &[Step {
-    to: 2,
-    name: "stored messages gain the media field",
-    run: add_media_field,
-}];
+pub const NODE_STEPS: &[Step<StoreError>] = &[
+    Step {
+        to: 2,
+        name: "stored messages gain the media field",
+        run: add_media_field,
+    },
+    Step {
+        to: 2,
+        name: "media records keyed by the message that carried them",
+        run: media_by_message,
+    },
+];
 
 /// The node database's schema, checked by [`super::Store::open`] and
 /// [`super::ensure_identity`].
@@ -65,7 +75,7 @@ impl From<StoredMessageV1> for StoredMessage {
 /// Version 1 → 2: rewrites every message that decodes only as [`StoredMessageV1`] with
 /// `media: None`. Messages that already decode are left alone (so a rerun is harmless);
 /// ones that decode as neither are quarantined.
-fn add_media_field(db: &sled::Db) -> Result<(), StoreError> {
+fn add_media_field(db: &sled::Db, _: &Path) -> Result<(), StoreError> {
     let messages = db.open_tree("messages")?;
     let mut converted = 0u64;
     for item in messages.iter() {
@@ -117,9 +127,9 @@ mod tests {
             .insert("b", codec::encode(&current).unwrap())
             .unwrap();
         messages.insert("c", &[0xff, 0xff, 0xff]).unwrap();
-        add_media_field(&db).unwrap();
+        add_media_field(&db, Path::new("unused")).unwrap();
         let after: Vec<_> = messages.iter().map(|i| i.unwrap()).collect();
-        add_media_field(&db).unwrap();
+        add_media_field(&db, Path::new("unused")).unwrap();
         let again: Vec<_> = messages.iter().map(|i| i.unwrap()).collect();
         assert_eq!(after, again);
         assert_eq!(after.len(), 2);
@@ -145,4 +155,13 @@ mod tests {
             last = step.to;
         }
     }
+}
+
+/// Version 1 → 2: media records move from "keyed by blob hash" to "keyed by their message"
+/// (their files live in the data directory's media directory, beside the database).
+fn media_by_message(db: &sled::Db, dir: &Path) -> Result<(), StoreError> {
+    let data_dir = dir.parent().unwrap_or(dir);
+    let done = super::migrate_media_by_message(db, &data_dir.join(crate::run::MEDIA_DIR))?;
+    tracing::info!(?done, "media records migrated");
+    Ok(())
 }

@@ -168,5 +168,5 @@ async fn an_undecodable_media_record_is_quarantined_and_the_others_still_resume(
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].hash, good.hash);
     assert_eq!(only_quarantined(&store).key, [2u8; 32]);
-    assert!(store.media(&BlobHash([2; 32])).unwrap().is_none());
+    assert!(store.media.get([2u8; 32]).unwrap().is_none());
 }

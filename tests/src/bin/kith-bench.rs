@@ -1695,7 +1695,13 @@ async fn media(args: &Args) -> Result<Value> {
         .map(|s| peak_rss(s.pid()))
         .collect::<Result<_>>()?;
     eprintln!("media: complete after {download_s:.1} s; comparing the files");
-    let received = bob_dir.join(kith_node::run::MEDIA_DIR).join(&sent.hash);
+    // A received file is named by the message that carried it.
+    let received = kith_node::media::MediaFiles::at(&bob_dir.join(kith_node::run::MEDIA_DIR))
+        .received_path(&kith_node::media::MediaId {
+            outgoing: false,
+            peer: alice_me.user_id.parse()?,
+            message: sent.id.parse()?,
+        });
     let identical = {
         let file = file.clone();
         tokio::task::spawn_blocking(move || same_file(&file, &received)).await??
