@@ -239,10 +239,14 @@ impl MediaRecord {
         }
     }
 
-    /// Plaintext bytes on disk that are verified, from offset 0.
+    /// Plaintext bytes on disk that are verified, from offset 0 (none once failed: every
+    /// chunk may have opened and the whole still not be the blob its hash names).
     pub fn verified_bytes(&self) -> u64 {
         if self.is_whole() {
             return self.size;
+        }
+        if self.state == MediaState::Failed {
+            return 0;
         }
         self.layout()
             .map(|l| l.plain_offset(self.done_chunks).min(self.size))
@@ -256,6 +260,7 @@ impl MediaRecord {
             mime: self.mime.clone(),
             size: self.size,
             hash: self.hash.to_hex(),
+            id: self.id().to_hex(),
             state: self.state,
             progress: (self.progress() * 1000.0).round() / 1000.0,
             has_preview: !self.preview.is_empty(),
@@ -300,6 +305,9 @@ pub struct MediaView {
     pub size: u64,
     /// Blob hash (hex): `GET /v1/media/{hash}`.
     pub hash: String,
+    /// This message's own record (hex): `GET /v1/media/{hash}?of={id}` serves exactly it, even
+    /// when other messages named the same hash.
+    pub id: String,
     /// uploading | available | downloading | complete | failed.
     pub state: MediaState,
     /// Fraction done, 0..1.

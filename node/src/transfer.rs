@@ -519,8 +519,13 @@ async fn download(s: &Arc<Transfers>, mut rec: MediaRecord) -> Result<(), Transf
         let files = s.files.clone();
         let (key, path) = (key.clone(), path.clone());
         tokio::task::spawn_blocking(move || -> Result<bool, MediaError> {
-            if blob_hash_of(&path, &key, &layout)? != hash {
+            if files.received_path(&id).exists() {
+                // Checked and renamed before a crash cut the record's update short (the name
+                // is only ever given after the check); what was fetched again is not needed.
                 files.remove_part(&id)?;
+                return Ok(true);
+            }
+            if blob_hash_of(&path, &key, &layout)? != hash {
                 return Ok(false);
             }
             files.commit_part(&id)?;
@@ -535,6 +540,13 @@ async fn download(s: &Arc<Transfers>, mut rec: MediaRecord) -> Result<(), Transf
         s.store.put_media(&rec)?;
         s.store.commit().await?;
         s.emit(&rec);
+        // Only once the record says failed: a crash before this leaves a stray file, never a
+        // download that resumes on nothing.
+        let files = s.files.clone();
+        let removed = tokio::task::spawn_blocking(move || files.remove_part(&id)).await;
+        if let Ok(Err(e)) = removed {
+            tracing::warn!(media = %id, error = %e, "cannot remove a failed download's file");
+        }
         return Ok(());
     }
     rec.state = MediaState::Complete;

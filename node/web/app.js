@@ -258,12 +258,18 @@ async function loadChats() {
 
 // ---------------------------------------------------------------- media
 
+/**
+ * The query naming this message's own record of its media (`?of=`): other messages may name
+ * the same hash.
+ */
+const ofQuery = (media) => (media.id ? `?of=${encodeURIComponent(media.id)}` : '');
+
 /** A blob URL for a media file (`full`) or its thumbnail (`preview`), fetched once. */
-function mediaUrl(hash, which) {
-  const key = `${hash}:${which}`;
+function mediaUrl(media, which) {
+  const key = `${media.id || media.hash}:${which}`;
   let url = mediaUrls.get(key);
   if (!url) {
-    const path = `/v1/media/${encodeURIComponent(hash)}${which === 'preview' ? '/preview' : ''}`;
+    const path = `/v1/media/${encodeURIComponent(media.hash)}${which === 'preview' ? '/preview' : ''}${ofQuery(media)}`;
     url = blobUrl(path);
     mediaUrls.set(key, url);
     url.catch(() => mediaUrls.delete(key)); // try again on the next update
@@ -276,11 +282,13 @@ function mediaUrl(hash, which) {
  * <video> element then fetches it itself with Range requests, so playback starts before
  * the whole file is here, even while it is still downloading.
  */
-function mediaLink(hash) {
-  const key = `${hash}:link`;
+function mediaLink(media) {
+  const key = `${media.id || media.hash}:link`;
   let url = mediaUrls.get(key);
   if (!url) {
-    url = call('POST', `/v1/media/${encodeURIComponent(hash)}/link`).then((r) => r.url);
+    url = call('POST', `/v1/media/${encodeURIComponent(media.hash)}/link${ofQuery(media)}`).then(
+      (r) => r.url,
+    );
     mediaUrls.set(key, url);
     url.catch(() => mediaUrls.delete(key));
   }
@@ -308,8 +316,8 @@ function mediaBlock(message) {
       img.src = url;
       img.dataset.loaded = which;
     };
-    if (media.has_preview) mediaUrl(media.hash, 'preview').then(show('preview'), () => {});
-    if (full) mediaUrl(media.hash, 'full').then(show('full'), () => {});
+    if (media.has_preview) mediaUrl(media, 'preview').then(show('preview'), () => {});
+    if (full) mediaUrl(media, 'full').then(show('full'), () => {});
     img.addEventListener('click', () => openViewer(message));
     img.addEventListener('load', keepAtBottom);
   } else if (kind === 'video') {
@@ -320,7 +328,7 @@ function mediaBlock(message) {
       video.playsInline = true;
       video.addEventListener('loadedmetadata', keepAtBottom);
       box.append(video);
-      mediaLink(media.hash).then((url) => {
+      mediaLink(media).then((url) => {
         video.src = url;
         video.dataset.loaded = full ? 'full' : 'streaming';
       }, () => {});
@@ -332,7 +340,7 @@ function mediaBlock(message) {
     const link = el('a', 'media-file', `${media.name} \u00b7 ${sizeText(media.size)}`);
     link.download = media.name;
     box.append(link);
-    if (full) mediaUrl(media.hash, 'full').then((url) => (link.href = url), () => {});
+    if (full) mediaUrl(media, 'full').then((url) => (link.href = url), () => {});
   }
 
   if (media.state === 'uploading' || media.state === 'downloading') {
@@ -353,7 +361,7 @@ function mediaBlock(message) {
 
 async function openViewer(message) {
   try {
-    const url = await mediaUrl(message.media.hash, haveFull(message) ? 'full' : 'preview');
+    const url = await mediaUrl(message.media, haveFull(message) ? 'full' : 'preview');
     $('viewer-img').src = url;
     $('viewer-img').alt = message.media.name;
     $('viewer').showModal();
@@ -659,9 +667,10 @@ function onEvent(type, data) {
       break;
     }
     case 'media_progress': {
-      const { id, hash, state: mediaState, progress } = data;
+      // The message it is about, by id and peer: another message may name the same hash.
+      const { id, peer, state: mediaState, progress } = data;
       const m = state.messages.find(
-        (x) => x.media && (x.id === id || x.media.hash === hash),
+        (x) => x.media && x.id === id && (x.from === peer || x.to === peer),
       );
       if (m) {
         m.media = { ...m.media, state: mediaState, progress };

@@ -584,21 +584,36 @@ async fn front_running_a_media_hash_does_not_hijack_the_media() -> Result<()> {
         body.len()
     );
     // Both messages are in bob's conversations, each showing its own record.
-    let show = |conv: Vec<kith_node::handle::MessageView>, who: &str| -> Result<MediaState> {
+    let show = |conv: Vec<kith_node::handle::MessageView>, who: &str, id: &MediaId| {
         ensure!(conv.len() == 1, "bob's conversation with {who}: {conv:?}");
         let media = conv[0]
             .media
             .as_ref()
             .ok_or_else(|| anyhow!("{who}'s message shows no media"))?;
         ensure!(
-            media.hash == hash.to_hex(),
-            "{who}'s message shows {}",
-            media.hash
+            media.hash == hash.to_hex() && media.id == id.to_hex(),
+            "{who}'s message shows {} / {}",
+            media.hash,
+            media.id
         );
         Ok(media.state)
     };
-    ensure!(show(bob.conversation(&alice.user_id())?, "alice")? == MediaState::Complete);
-    ensure!(show(bob.conversation(&mallory.user_id())?, "mallory")? == MediaState::Failed);
+    let conv = bob.conversation(&alice.user_id())?;
+    ensure!(show(conv, "alice", &alice_media)? == MediaState::Complete);
+    let conv = bob.conversation(&mallory.user_id())?;
+    ensure!(show(conv, "mallory", &mallory_media)? == MediaState::Failed);
+    // `?of=` names one message's record exactly.
+    let of = |id: &MediaId| format!("/v1/media/{hash}?of={}", id.to_hex());
+    let api = bob.api()?;
+    api.get(&of(&mallory_media))
+        .await?
+        .expect_error(410, "media_failed")?;
+    api.raw(Method::GET, &of(&alice_media), Auth::Token, None)
+        .await?
+        .expect_status(200)?;
+    api.get(&format!("/v1/media/{hash}?of=00"))
+        .await?
+        .expect_error(400, "invalid_query")?;
     let records = bob.node()?.media_records(&hash)?;
     ensure!(
         records.len() == 2,

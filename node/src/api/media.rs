@@ -2,6 +2,10 @@
 //! `GET /v1/media/{hash}` serves the decrypted file (with `Range`, so a browser can play a
 //! video while it is still arriving), `GET /v1/media/{hash}/preview` the thumbnail.
 //!
+//! Several messages may name one hash (each has its own record): a hash alone means the
+//! local user's own record, else a complete one, else one in progress; `?of={id}` (the `id` of
+//! a message's media view) names exactly that message's record.
+//!
 //! Nothing here holds a whole file in memory: uploads are written to a temporary file as they
 //! arrive and downloads are streamed from disk.
 
@@ -28,7 +32,7 @@ use kith_protocol::{
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use super::{node_error, parse_user_id, ApiError, ApiState, Input};
-use crate::media::{carried_mime, prepare, sanitize_name, MediaState, INLINE_TYPES};
+use crate::media::{carried_mime, prepare, sanitize_name, MediaId, MediaState, INLINE_TYPES};
 
 /// How long a ranged read waits for a download in progress to reach the asked bytes.
 const RANGE_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
@@ -105,17 +109,25 @@ pub(super) fn check_link(
 
 /// `POST /v1/media/{hash}/link`: a URL for this media (and its preview) that works without
 /// the token for [`LINK_LIFETIME`] — what a `<video>` element needs to stream with Range.
-async fn link(State(s): State<ApiState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
-    let (hash, _) = lookup(&s, &raw)?;
+async fn link(
+    State(s): State<ApiState>,
+    Path(raw): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let (hash, rec) = lookup(&s, &raw, &q)?;
+    let of = match q.contains_key("of") {
+        true => format!("&of={}", rec.id().to_hex()),
+        false => String::new(),
+    };
     let exp = crate::time::now_ms() + LINK_LIFETIME.as_millis() as u64;
     let path = format!("/v1/media/{hash}");
     let preview = format!("/v1/media/{hash}/preview");
     let url = format!(
-        "{path}?exp={exp}&cap={}",
+        "{path}?exp={exp}&cap={}{of}",
         hex::encode(link_cap(&s.link_key, &path, exp))
     );
     let preview_url = format!(
-        "{preview}?exp={exp}&cap={}",
+        "{preview}?exp={exp}&cap={}{of}",
         hex::encode(link_cap(&s.link_key, &preview, exp))
     );
     Ok(Json(serde_json::json!({
@@ -271,13 +283,29 @@ fn parse_hash(raw: &str) -> Result<BlobHash, ApiError> {
 
 /// The media named by a path segment, or the error to answer: of the records of messages that
 /// named this hash, the one the user means ([`crate::Node::media`]).
-fn lookup(s: &ApiState, raw: &str) -> Result<(BlobHash, crate::media::MediaRecord), ApiError> {
+fn lookup(
+    s: &ApiState,
+    raw: &str,
+    query: &HashMap<String, String>,
+) -> Result<(BlobHash, crate::media::MediaRecord), ApiError> {
     let hash = parse_hash(raw)?;
-    let rec = s
-        .node
-        .media(&hash)
-        .map_err(|e| node_error(e, Input::Query))?
-        .ok_or_else(|| not_found(&hash))?;
+    let rec = match query.get("of") {
+        None => s.node.media(&hash),
+        Some(of) => {
+            let id = hex::decode(of)
+                .ok()
+                .and_then(|key| MediaId::from_key(&key))
+                .ok_or_else(|| {
+                    ApiError::query("`of` is not the id of a message's media (its `id`, in hex)")
+                })?;
+            // Only a record of this hash: the path names the blob, `of` which message's.
+            s.node
+                .media_record(&id)
+                .map(|r| r.filter(|r| r.hash == hash))
+        }
+    }
+    .map_err(|e| node_error(e, Input::Query))?
+    .ok_or_else(|| not_found(&hash))?;
     Ok((hash, rec))
 }
 
@@ -327,9 +355,10 @@ fn parse_range(value: &str, size: u64) -> Result<Option<(u64, u64)>, ()> {
 async fn download(
     State(s): State<ApiState>,
     Path(raw): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (hash, rec) = lookup(&s, &raw)?;
+    let (hash, rec) = lookup(&s, &raw, &q)?;
     let size = rec.size;
     let range = match headers.get(RANGE).and_then(|v| v.to_str().ok()) {
         None => None,
@@ -350,7 +379,10 @@ async fn download(
             Some((start, _)) => start + 1,
             None => size,
         };
-        if avail >= needed || size == 0 {
+        // Nothing of a failed download is served: its bytes are not the blob it names (a
+        // file the user sent stays theirs to read).
+        let servable = rec.outgoing || rec.state != MediaState::Failed;
+        if servable && (avail >= needed || size == 0) {
             break;
         }
         if rec.state != MediaState::Downloading || tokio::time::Instant::now() >= deadline {
@@ -448,8 +480,12 @@ async fn download(
 }
 
 /// `GET /v1/media/{hash}/preview`: the thumbnail (JPEG).
-async fn preview(State(s): State<ApiState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
-    let (_, rec) = lookup(&s, &raw)?;
+async fn preview(
+    State(s): State<ApiState>,
+    Path(raw): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let (_, rec) = lookup(&s, &raw, &q)?;
     if rec.preview.is_empty() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
