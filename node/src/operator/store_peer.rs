@@ -20,9 +20,11 @@ use crate::{
 };
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use kith_protocol::{
-    mailbox::{MailboxRequest, MailboxResponse, RefuseReason, MAILBOX_PROTOCOL, MAX_BATCH},
+    mailbox::{
+        EnvelopeRef, MailboxRequest, MailboxResponse, RefuseReason, MAILBOX_PROTOCOL, MAX_BATCH,
+    },
     presence::PresenceTable,
-    Envelope, MessageId, UserId, Visibility,
+    Envelope, EnvelopeDigest, UserId, Visibility,
 };
 use libp2p::{PeerId, StreamProtocol};
 use tokio::sync::mpsc;
@@ -113,7 +115,9 @@ pub struct StorePeer {
     presence: PresenceTable,
     stores: HashSet<PeerId>,
     replica_links: HashMap<PeerId, ReplicaLink>,
-    replicated: HashMap<PeerId, HashSet<MessageId>>,
+    /// What each other store peer confirmed holding (by envelope identity: the recipient is
+    /// covered by the digest).
+    replicated: HashMap<PeerId, HashSet<EnvelopeRef>>,
     next_generation: u64,
     cancel: CancellationToken,
 }
@@ -290,8 +294,8 @@ impl StorePeer {
                 LinkSignal::Up => {}
                 LinkSignal::Frames(frames) => {
                     for f in frames {
-                        if let MailboxResponse::Replicated(ids) = f {
-                            self.replicated.entry(peer).or_default().extend(ids);
+                        if let MailboxResponse::Replicated(refs) = f {
+                            self.replicated.entry(peer).or_default().extend(refs);
                         }
                     }
                 }
@@ -372,7 +376,7 @@ impl StorePeer {
                         ));
                         continue;
                     }
-                    match self.store_one(&env, now) {
+                    match self.store_one(&env, now).map(|(d, _)| d) {
                         Ok(Deposit::Stored) => {
                             wrote = true;
                             self.metrics.deposits.fetch_add(1, Ordering::Relaxed);
@@ -401,20 +405,26 @@ impl StorePeer {
                         }
                         continue;
                     }
-                    let mut ids = Vec::new();
+                    let mut refs = Vec::new();
                     for env in envs {
                         match self.store_one(&env, now) {
-                            Ok(Deposit::Stored) => {
+                            Ok((Deposit::Stored, digest)) => {
                                 self.metrics.replicas.fetch_add(1, Ordering::Relaxed);
-                                ids.push(env.id());
+                                refs.push(EnvelopeRef {
+                                    id: env.id(),
+                                    digest,
+                                });
                                 pushes.push((env.header.recipient, env));
                             }
-                            Ok(Deposit::Duplicate) => ids.push(env.id()),
+                            Ok((Deposit::Duplicate, digest)) => refs.push(EnvelopeRef {
+                                id: env.id(),
+                                digest,
+                            }),
                             Err(reason) => self.metrics.reject(reason),
                         }
                     }
                     wrote = true;
-                    answers.push((out.clone(), MailboxResponse::Replicated(ids)));
+                    answers.push((out.clone(), MailboxResponse::Replicated(refs)));
                 }
                 MailboxRequest::Subscribe => {
                     let Ok(user) = UserId::from_peer_id(peer) else {
@@ -445,13 +455,14 @@ impl StorePeer {
                         Err(e) => tracing::error!(error = %e, "cannot list mailbox"),
                     }
                 }
-                MailboxRequest::Delete(ids) => {
-                    // Only the mailbox's owner — the connection's authenticated peer — deletes.
+                MailboxRequest::Delete(refs) => {
+                    // Only the mailbox's owner — the connection's authenticated peer — deletes,
+                    // and only the envelopes it names by id and digest.
                     let Ok(owner) = UserId::from_peer_id(peer) else {
                         continue;
                     };
                     let until = now.saturating_add(self.cfg.limits.max_lifetime_ms);
-                    match self.mailboxes.delete(&owner, &ids, until) {
+                    match self.mailboxes.delete(&owner, &refs, until) {
                         Ok(n) => {
                             wrote = true;
                             self.metrics.deleted.fetch_add(n as u64, Ordering::Relaxed);
@@ -499,13 +510,19 @@ impl StorePeer {
         });
     }
 
-    fn store_one(&mut self, env: &Envelope, now: u64) -> Result<Deposit, RefuseReason> {
+    /// Stores one envelope; on success also says its digest (of the canonical encoding held).
+    fn store_one(
+        &mut self,
+        env: &Envelope,
+        now: u64,
+    ) -> Result<(Deposit, EnvelopeDigest), RefuseReason> {
         if env.check().is_err() {
             return Err(RefuseReason::Malformed);
         }
         let bytes = env.to_bytes().map_err(|_| RefuseReason::TooLarge)?;
+        let digest = EnvelopeDigest::of_bytes(&bytes);
         match self.mailboxes.deposit(env, &bytes, &self.cfg.limits, now) {
-            Ok(r) => r,
+            Ok(r) => r.map(|d| (d, digest)),
             Err(e) => {
                 tracing::error!(error = %e, "cannot store envelope");
                 Err(RefuseReason::MailboxFull)
@@ -562,7 +579,7 @@ impl StorePeer {
                 let done = self.replicated.entry(p).or_default();
                 let missing: Vec<Envelope> = held
                     .iter()
-                    .filter(|(id, _)| !done.contains(id))
+                    .filter(|(r, _)| !done.contains(r))
                     .filter_map(|(_, b)| Envelope::from_bytes(b).ok())
                     .collect();
                 if missing.is_empty() {
