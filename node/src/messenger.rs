@@ -1740,7 +1740,7 @@ impl Messenger {
         if self.refetch_at.is_some_and(|t| t <= now) {
             self.refetch_at = None;
             // Subscribing again makes each store peer push everything it still holds; what
-            // is already here is recognised by id.
+            // is already here is recognised by sender and id.
             for store in self.my_stores() {
                 if let Some(link) = self.stores.get(&store).and_then(|s| s.link.as_ref()) {
                     let _ = link.tx.try_send(MailboxRequest::Subscribe);

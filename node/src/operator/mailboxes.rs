@@ -723,7 +723,7 @@ mod tests {
         ids.clear().unwrap();
         for item in envelopes.iter() {
             let (k, _) = item.unwrap();
-            ids.insert(k[k.len() - 16..].to_vec(), k).unwrap();
+            ids.insert(&k[k.len() - 16..], k.clone()).unwrap();
         }
         let mut old_tombstone = prefix(&bob);
         old_tombstone.extend_from_slice(id(7).as_bytes());
