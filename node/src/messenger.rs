@@ -20,7 +20,10 @@ use std::{
 use kith_protocol::{
     batch::{self, BatchLimit},
     blob::{BlobHash, BlobLayout},
-    mailbox::{MailboxRequest, MailboxResponse, RefuseReason, MAILBOX_PROTOCOL, MAX_DELETE_IDS},
+    mailbox::{
+        EnvelopeRef, MailboxRequest, MailboxResponse, RefuseReason, MAILBOX_PROTOCOL,
+        MAX_DELETE_IDS,
+    },
     payload::{self, MediaRef, Receipt, ReceiptKind, Text},
     seal::{open_handshake, OpenError, SessionId},
     wire::{MsgFrame, RejectReason, MAX_ACK_IDS},
@@ -38,7 +41,7 @@ use crate::{
     link::{self, LinkEvent, LinkSignal},
     media::{MediaId, MediaRecord, MediaState},
     net::{closest_peers, NetEvent, Network},
-    store::{Contact, OutboxEntry, Store, StoreError, StoredMessage},
+    store::{Contact, Direction, OutboxEntry, Store, StoreError, StoredMessage},
     time::{now_ms, rfc3339},
     transfer::TransferHandle,
     Config,
@@ -96,7 +99,7 @@ pub(crate) enum Internal {
         reply: oneshot::Sender<Result<ContactView, NodeError>>,
     },
     /// Some mailbox envelopes could not be opened yet: fetch the mailbox again later.
-    RetryMailbox(Vec<MessageId>),
+    RetryMailbox(Vec<EnvelopeRef>),
     /// A DHT lookup found addresses for a contact.
     Found(UserId, Vec<libp2p::Multiaddr>),
 }
@@ -136,6 +139,30 @@ const DIAL_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A heartbeat older than this many intervals means the contact is no longer online.
 const ONLINE_GRACE_INTERVALS: u32 = 3;
+
+/// What became of one received envelope: `Ok` means "acknowledge it".
+type Outcome = (MessageId, Result<(), RejectReason>);
+
+/// The answer frames for a link's envelopes: the acks first (at most [`MAX_ACK_IDS`] ids
+/// per frame), then the rejects in order.
+fn answer_frames(outcomes: Vec<Outcome>) -> Vec<MsgFrame> {
+    let mut acked = Vec::new();
+    let mut rejects = Vec::new();
+    for (id, outcome) in outcomes {
+        match outcome {
+            Ok(()) => acked.push(id),
+            Err(reason) => rejects.push(MsgFrame::Reject(id, reason)),
+        }
+    }
+    // Acks first, in frames that fit (split by bytes as well as by count).
+    let mut answers: Vec<MsgFrame> = batch::split(acked, BatchLimit::frame(MAX_ACK_IDS))
+        .batches
+        .into_iter()
+        .map(MsgFrame::Ack)
+        .collect();
+    answers.extend(rejects);
+    answers
+}
 
 struct ActiveLink {
     generation: u64,
@@ -244,7 +271,7 @@ pub(crate) struct Messenger {
     /// message whose session's first message had not arrived).
     refetch_at: Option<Instant>,
     /// How many fetches each unopenable mailbox message has survived.
-    unopened: HashMap<MessageId, u32>,
+    unopened: HashMap<EnvelopeRef, u32>,
     /// Starts media uploads and downloads.
     transfers: TransferHandle,
 }
@@ -997,8 +1024,18 @@ impl Messenger {
         self.outbox.remove(&entry.id);
     }
 
+    /// Whether the outbox entry `id` is addressed to `user`: only its recipient's answers
+    /// (or its deposits' store peers, on its behalf) may settle or drop it.
+    fn addressed_to(&self, id: &MessageId, user: &UserId) -> bool {
+        self.outbox.get(id).is_some_and(|e| e.to == *user)
+    }
+
     fn on_acked(&mut self, user: UserId, ids: Vec<MessageId>) {
         for id in ids {
+            if self.outbox.contains_key(&id) && !self.addressed_to(&id, &user) {
+                tracing::warn!(%id, from = %user, "ack for a message not sent to them; ignored");
+                continue;
+            }
             let state = self.peer(user);
             state.ack(&id);
             state.invalid_retries.remove(&id);
@@ -1009,14 +1046,15 @@ impl Messenger {
                 tracing::error!(error = %e, "cannot remove acked outbox entry");
             }
             if entry.tracked {
-                self.set_status(&id, DeliveryStatus::Sent);
+                self.set_status(&user, &id, DeliveryStatus::Sent);
             }
         }
         self.pump(user);
     }
 
-    fn set_status(&mut self, id: &MessageId, status: DeliveryStatus) {
-        match self.store.advance_status(id, status) {
+    /// Moves the status of our message `id` to `peer` forward.
+    fn set_status(&mut self, peer: &UserId, id: &MessageId, status: DeliveryStatus) {
+        match self.store.advance_status(peer, id, status) {
             Ok(Some(msg)) => self.emit(|| Event::Status {
                 peer: msg.peer.to_string(),
                 id: id.to_string(),
@@ -1028,6 +1066,10 @@ impl Messenger {
     }
 
     fn on_rejected(&mut self, user: UserId, id: MessageId, reason: RejectReason) {
+        if !self.addressed_to(&id, &user) {
+            tracing::debug!(%id, from = %user, "reject for a message not sent to them; ignored");
+            return;
+        }
         let state = self.peer(user);
         state.ack(&id);
         match reason {
@@ -1066,24 +1108,38 @@ impl Messenger {
 
     // ---- receiving ------------------------------------------------------------------
 
+    /// Envelopes (and presence) from a peer's link: answered with acks and rejects once
+    /// what the acks vouch for is durable.
     fn on_inbound(
         &mut self,
         from: PeerId,
         frames: Vec<MsgFrame>,
         reply: oneshot::Sender<Vec<MsgFrame>>,
     ) {
-        let mut acked = Vec::new();
-        let mut answers = Vec::new();
+        self.receive_batch(from, frames, move |outcomes| {
+            let _ = reply.send(answer_frames(outcomes));
+        });
+    }
+
+    /// Receives a batch of frames from `from` (a contact's link, or a store peer pushing our
+    /// mailbox) and calls `done` with what became of each envelope, in order, once the acks
+    /// and delivered receipts it implies are durable.
+    fn receive_batch(
+        &mut self,
+        from: PeerId,
+        frames: Vec<MsgFrame>,
+        done: impl FnOnce(Vec<Outcome>) + Send + 'static,
+    ) {
+        let link_peer = UserId::from_peer_id(from).ok();
+        let mut outcomes = Vec::new();
         let mut touched: HashSet<UserId> = HashSet::new();
         let mut delivered: HashMap<UserId, Vec<MessageId>> = HashMap::new();
         for frame in frames {
             match frame {
                 MsgFrame::Envelope(env) => {
                     let id = env.id();
-                    match self.receive(env, &mut touched, &mut delivered) {
-                        Ok(()) => acked.push(id),
-                        Err(reason) => answers.push(MsgFrame::Reject(id, reason)),
-                    }
+                    let outcome = self.receive(env, link_peer, &mut touched, &mut delivered);
+                    outcomes.push((id, outcome));
                 }
                 MsgFrame::Presence(record) => self.on_presence(record),
                 other => tracing::debug!(peer = %from, ?other, "unexpected frame on inbound link"),
@@ -1103,13 +1159,8 @@ impl Messenger {
                 Err(e) => tracing::error!(error = %e, "cannot queue delivered receipts"),
             }
         }
-        // Acks first, in frames that fit (split by bytes as well as by count).
-        let acks = batch::split(acked.iter().copied(), BatchLimit::frame(MAX_ACK_IDS));
-        let mut framed: Vec<MsgFrame> = acks.batches.into_iter().map(MsgFrame::Ack).collect();
-        framed.append(&mut answers);
-        let answers = framed;
-        if acked.is_empty() && release.is_empty() {
-            let _ = reply.send(answers);
+        if outcomes.iter().all(|(_, o)| o.is_err()) && release.is_empty() {
+            done(outcomes);
             return;
         }
         // Acks and delivered receipts leave only once what they vouch for is durable.
@@ -1118,7 +1169,7 @@ impl Messenger {
         tokio::spawn(async move {
             match commit.await {
                 Ok(()) => {
-                    let _ = reply.send(answers);
+                    done(outcomes);
                     if !release.is_empty() {
                         let _ = internal.send(Internal::Committed(release)).await;
                     }
@@ -1129,9 +1180,16 @@ impl Messenger {
     }
 
     /// Opens, deduplicates and stores one envelope. `Ok` means "acknowledge it".
+    ///
+    /// A message is a duplicate only if *its sender's* message with that id is stored, so
+    /// that is decided once the envelope is open and the sender known: anyone can reuse an
+    /// id (store peers see them all), and another sender's message under it is another
+    /// message. `link_peer` is the authenticated peer the envelope came from (a contact, or
+    /// a store peer), used only for an envelope in a session we no longer know.
     fn receive(
         &mut self,
         env: Envelope,
+        link_peer: Option<UserId>,
         touched: &mut HashSet<UserId>,
         delivered: &mut HashMap<UserId, Vec<MessageId>>,
     ) -> Result<(), RejectReason> {
@@ -1147,7 +1205,8 @@ impl Messenger {
         if env.header.expires_at_ms <= now {
             return Err(RejectReason::Expired);
         }
-        let already = self.store.has_message(&id).unwrap_or(false);
+        let already =
+            |store: &Store, sender: &UserId| store.has_message(Direction::Incoming, sender, &id);
         let opened = match &env.body {
             kith_protocol::SealedBody::Handshake(body) => {
                 match open_handshake(&self.me, &env.header, body) {
@@ -1166,7 +1225,11 @@ impl Messenger {
                                 self.session_owner.insert(session_id, sender);
                                 touched.insert(sender);
                             }
-                            Err(OpenError::Replayed) if already => return Ok(()),
+                            Err(OpenError::Replayed)
+                                if already(&self.store, &sender).unwrap_or(false) =>
+                            {
+                                return Ok(())
+                            }
                             Err(e) => {
                                 tracing::warn!(%id, %sender, error = %e, "replayed handshake dropped");
                                 return Err(RejectReason::Invalid);
@@ -1186,7 +1249,11 @@ impl Messenger {
                     None => self.store.session_peer(&body.session).ok().flatten(),
                 };
                 let Some(sender) = owner else {
-                    if already {
+                    // A copy of a message whose session we dropped since: the link's peer
+                    // (authenticated) sent it to us before if we hold its message with
+                    // this id. An ack says only that: through a store peer it deletes just
+                    // this envelope.
+                    if link_peer.is_some_and(|p| already(&self.store, &p).unwrap_or(false)) {
                         return Ok(());
                     }
                     tracing::info!(%id, "message in an unknown session; asking the sender to resend");
@@ -1199,7 +1266,9 @@ impl Messenger {
                         touched.insert(sender);
                         (sender, p)
                     }
-                    Err(OpenError::Replayed) if already => return Ok(()),
+                    Err(OpenError::Replayed) if already(&self.store, &sender).unwrap_or(false) => {
+                        return Ok(())
+                    }
                     Err(e) => {
                         tracing::warn!(%id, %sender, error = %e, "cannot open message; dropped");
                         return Err(RejectReason::Invalid);
@@ -1208,9 +1277,16 @@ impl Messenger {
             }
         };
         let (sender, plaintext) = opened;
-        if already {
-            tracing::debug!(%id, %sender, "duplicate message; acknowledged again");
-            return Ok(());
+        match already(&self.store, &sender) {
+            Ok(true) => {
+                tracing::debug!(%id, %sender, "duplicate message; acknowledged again");
+                return Ok(());
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "cannot look up message");
+                return Err(RejectReason::Busy);
+            }
         }
         match plaintext.payload.decode() {
             Ok(Payload::Text(t)) => {
@@ -1246,15 +1322,16 @@ impl Messenger {
                     ReceiptKind::Read => DeliveryStatus::Read,
                 };
                 for mid in r.ids {
-                    // Only the conversation's peer may tick our messages to them.
-                    match self.store.message(&mid) {
-                        Ok(Some(m)) if m.outgoing && m.peer == sender => {
+                    // Only the conversation's peer may tick our messages to them: the lookup
+                    // is of our message to the receipt's sender.
+                    match self.store.message(Direction::Outgoing, &sender, &mid) {
+                        Ok(Some(_)) => {
                             // A receipt proves the peer holds the message even if its ack is
                             // still on the way (another stream): settle the outbox entry now.
-                            if self.outbox.contains_key(&mid) {
+                            if self.addressed_to(&mid, &sender) {
                                 self.on_acked(sender, vec![mid]);
                             }
-                            self.set_status(&mid, to)
+                            self.set_status(&sender, &mid, to)
                         }
                         Ok(_) => {
                             tracing::debug!(%mid, %sender, "receipt for a message not sent to them; ignored")
@@ -1673,7 +1750,7 @@ impl Messenger {
         if self.refetch_at.is_some_and(|t| t <= now) {
             self.refetch_at = None;
             // Subscribing again makes each store peer push everything it still holds; what
-            // is already here is recognised by id.
+            // is already here is recognised by sender and id.
             for store in self.my_stores() {
                 if let Some(link) = self.stores.get(&store).and_then(|s| s.link.as_ref()) {
                     let _ = link.tx.try_send(MailboxRequest::Subscribe);
@@ -1912,14 +1989,14 @@ impl Messenger {
         }
         self.peers.insert(user, state);
         for id in media {
-            self.upload_media_of(id, &set);
+            self.upload_media_of(id, user, &set);
         }
     }
 
     /// A media message went to store peers: its blob must follow it there (unless it is
     /// already on its way), or the recipient could not fetch it while we are away.
-    fn upload_media_of(&mut self, id: MessageId, stores: &[PeerId]) {
-        let Ok(Some(msg)) = self.store.message(&id) else {
+    fn upload_media_of(&mut self, id: MessageId, to: UserId, stores: &[PeerId]) {
+        let Ok(Some(msg)) = self.store.message(Direction::Outgoing, &to, &id) else {
             return;
         };
         let Some(hash) = msg.media else {
@@ -2018,11 +2095,25 @@ impl Messenger {
     }
 
     /// Envelopes from our mailbox: received like direct ones; once they are durable here,
-    /// every store peer of ours is asked to delete them.
+    /// every store peer of ours is asked to delete them, each named by id and digest (so
+    /// deleting one envelope never deletes another that reuses its id).
     fn on_mailbox_deliver(&mut self, store: PeerId, envs: Vec<Envelope>) {
+        // The digest of each envelope as the store peers compute it (of the canonical
+        // encoding of the decoded value); `None` for one that does not encode, which no
+        // store peer holds either.
+        let refs: Vec<Option<EnvelopeRef>> = envs
+            .iter()
+            .map(|e| {
+                e.digest()
+                    .ok()
+                    .map(|digest| EnvelopeRef { id: e.id(), digest })
+            })
+            .collect();
         let frames = envs.into_iter().map(MsgFrame::Envelope).collect();
         let (reply, answer) = oneshot::channel();
-        self.on_inbound(store, frames, reply);
+        self.receive_batch(store, frames, move |outcomes| {
+            let _ = reply.send(outcomes);
+        });
         let internal = self.internal_tx.clone();
         let links: Vec<mpsc::Sender<MailboxRequest>> = self
             .my_stores()
@@ -2035,20 +2126,20 @@ impl Messenger {
             })
             .collect();
         tokio::spawn(async move {
-            // The answer comes after the commit. Delete what is stored here (or was already),
-            // and what can never be delivered; keep what could not be opened *yet* (e.g. a
-            // message whose session's first message is still on its way).
-            let Ok(answers) = answer.await else { return };
+            // The answer comes after the commit, one outcome per envelope in order. Delete
+            // what is stored here (or was already), and what can never be delivered; keep
+            // what could not be opened *yet* (e.g. a message whose session's first message
+            // is still on its way).
+            let Ok(outcomes) = answer.await else { return };
             let mut done = Vec::new();
             let mut not_yet = Vec::new();
-            for a in answers {
-                match a {
-                    MsgFrame::Ack(ids) => done.extend(ids),
-                    MsgFrame::Reject(id, RejectReason::Expired | RejectReason::Misaddressed) => {
-                        done.push(id)
+            for (r, (_, outcome)) in refs.into_iter().zip(outcomes) {
+                let Some(r) = r else { continue };
+                match outcome {
+                    Ok(()) | Err(RejectReason::Expired | RejectReason::Misaddressed) => {
+                        done.push(r)
                     }
-                    MsgFrame::Reject(id, _) => not_yet.push(id),
-                    _ => {}
+                    Err(_) => not_yet.push(r),
                 }
             }
             if !not_yet.is_empty() {

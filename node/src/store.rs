@@ -12,7 +12,12 @@
 //! - `contacts`: user id bytes → [`Contact`].
 //! - `messages`: `len(peer) ‖ peer ‖ seq` → [`StoredMessage`] (seq from sled's monotonic ids,
 //!   so a conversation is in arrival order).
-//! - `message_ids`: message id → key in `messages` (dedupe and status updates).
+//! - `message_ids`: `direction ‖ len(peer) ‖ peer ‖ message id` → key in `messages` (dedupe
+//!   and status updates). A message is identified by who sent it: incoming ones by (sender,
+//!   id), outgoing ones by (recipient, id), `direction` being 0 for incoming and 1 for
+//!   outgoing. Ids are chosen by senders, so another sender reusing an id makes another
+//!   message, never a duplicate of this one. (The layout before keyed by id alone;
+//!   [`migrate_message_ids_to_sender_and_id`] converts it.)
 //! - `unread`: key in `messages` → (), for received messages the user has not read.
 //! - `outbox`: `seq ‖ message id` → [`OutboxEntry`] (what still has to leave this node).
 //! - `sessions`: peer → inbound [`PeerSessions`]; `session_index`: session id → peer.
@@ -72,6 +77,40 @@ pub enum StoreError {
         /// Why.
         source: std::io::Error,
     },
+}
+
+/// Which way a stored message went; with the other party and the id, what identifies it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Received from the other party.
+    Incoming,
+    /// Sent by the local user to the other party.
+    Outgoing,
+}
+
+impl Direction {
+    /// The direction of a stored message.
+    pub fn of(msg: &StoredMessage) -> Self {
+        if msg.outgoing {
+            Direction::Outgoing
+        } else {
+            Direction::Incoming
+        }
+    }
+}
+
+/// The key of a message in `message_ids`: `direction ‖ len(peer) ‖ peer ‖ id`.
+fn id_key(direction: Direction, peer: &UserId, id: &MessageId) -> Vec<u8> {
+    let peer = peer.to_bytes();
+    let mut key = Vec::with_capacity(2 + peer.len() + 16);
+    key.push(match direction {
+        Direction::Incoming => 0,
+        Direction::Outgoing => 1,
+    });
+    key.push(peer.len() as u8);
+    key.extend_from_slice(&peer);
+    key.extend_from_slice(id.as_bytes());
+    key
 }
 
 /// A contact: someone we can message.
@@ -351,15 +390,22 @@ impl Store {
         Ok(())
     }
 
-    /// Whether a message with this id is already stored (dedupe).
-    pub fn has_message(&self, id: &MessageId) -> Result<bool, StoreError> {
-        Ok(self.message_ids.contains_key(id.as_bytes())?)
+    /// Whether the message `id` exchanged with `peer` in `direction` is already stored
+    /// (dedupe: for an incoming message, `peer` is its sender).
+    pub fn has_message(
+        &self,
+        direction: Direction,
+        peer: &UserId,
+        id: &MessageId,
+    ) -> Result<bool, StoreError> {
+        Ok(self.message_ids.contains_key(id_key(direction, peer, id))?)
     }
 
     /// Stores a conversation message (outgoing or incoming). Returns false, writing nothing,
-    /// when a message with that id is already stored.
+    /// when that message (same direction, other party and id) is already stored.
     pub fn insert_message(&self, msg: &StoredMessage) -> Result<bool, StoreError> {
-        if self.has_message(&msg.id)? {
+        let id_key = id_key(Direction::of(msg), &msg.peer, &msg.id);
+        if self.message_ids.contains_key(&id_key)? {
             return Ok(false);
         }
         let key = conv_key(&msg.peer, self.db.generate_id()?);
@@ -369,13 +415,18 @@ impl Store {
         }
         // The id index goes last: if a crash cuts this sequence short, the message is either
         // fully indexed or will be stored again on redelivery.
-        self.message_ids.insert(msg.id.as_bytes(), key)?;
+        self.message_ids.insert(id_key, key)?;
         Ok(true)
     }
 
-    /// A stored message by id.
-    pub fn message(&self, id: &MessageId) -> Result<Option<StoredMessage>, StoreError> {
-        let Some(key) = self.message_ids.get(id.as_bytes())? else {
+    /// The stored message `id` exchanged with `peer` in `direction`.
+    pub fn message(
+        &self,
+        direction: Direction,
+        peer: &UserId,
+        id: &MessageId,
+    ) -> Result<Option<StoredMessage>, StoreError> {
+        let Some(key) = self.message_ids.get(id_key(direction, peer, id))? else {
             return Ok(None);
         };
         match self.messages.get(&key)? {
@@ -384,13 +435,18 @@ impl Store {
         }
     }
 
-    /// Moves an outgoing message's status forward. Returns the message if it changed.
+    /// Moves the status of our message `id` to `peer` forward. Returns the message if it
+    /// changed.
     pub fn advance_status(
         &self,
+        peer: &UserId,
         id: &MessageId,
         to: DeliveryStatus,
     ) -> Result<Option<StoredMessage>, StoreError> {
-        let Some(key) = self.message_ids.get(id.as_bytes())? else {
+        let Some(key) = self
+            .message_ids
+            .get(id_key(Direction::Outgoing, peer, id))?
+        else {
             return Ok(None);
         };
         let Some(v) = self.messages.get(&key)? else {
@@ -684,6 +740,52 @@ pub(crate) fn migrate_media_by_message(
     Ok(done)
 }
 
+/// The leading fields of a [`StoredMessage`], the same in every format it had: enough to
+/// index a message whatever its later fields are.
+#[derive(Deserialize)]
+struct StoredMessageHead {
+    id: MessageId,
+    peer: UserId,
+    outgoing: bool,
+}
+
+/// Migration step: converts a node database's `message_ids` from the id-only layout to the
+/// (direction, other party, id) layout. Idempotent; returns how many messages it indexed.
+///
+/// Expects: `messages` as it always was (`len(peer) ‖ peer ‖ seq` → [`StoredMessage`], in any
+/// of its formats: only its leading fields `id`, `peer`, `outgoing` are read); `message_ids`
+/// in either layout (old: message id → key in `messages`).
+///
+/// Produces: `message_ids` rebuilt from `messages` as `direction ‖ len(peer) ‖ peer ‖ id` →
+/// key in `messages` (direction 0 incoming, 1 outgoing). A value of `messages` whose leading
+/// fields do not decode is left where it is, unindexed, and logged (it cannot be looked up by
+/// id, so a redelivery of it would be stored again). Messages of different senders that share
+/// an id each get their own entry.
+pub(crate) fn migrate_message_ids_to_sender_and_id(db: &sled::Db) -> Result<usize, StoreError> {
+    let messages = db.open_tree("messages")?;
+    let message_ids = db.open_tree("message_ids")?;
+    message_ids.clear()?;
+    let mut n = 0;
+    for item in messages.iter() {
+        let (key, value) = item?;
+        let head: StoredMessageHead = match codec::decode_prefix(&value) {
+            Ok(head) => head,
+            Err(e) => {
+                tracing::warn!(error = %e, "stored message does not decode; left unindexed");
+                continue;
+            }
+        };
+        let direction = if head.outgoing {
+            Direction::Outgoing
+        } else {
+            Direction::Incoming
+        };
+        message_ids.insert(id_key(direction, &head.peer, &head.id), key)?;
+        n += 1;
+    }
+    Ok(n)
+}
+
 /// Opens the database without the committer (for `kith init`, outside a runtime), loads or
 /// creates the identity, and closes it again.
 pub fn ensure_identity(dir: &Path) -> Result<LocalIdentity, StoreError> {
@@ -733,3 +835,7 @@ mod tests;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod media_tests;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod id_tests;

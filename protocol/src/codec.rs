@@ -52,6 +52,13 @@ pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> Result<usize, CodecError
     Ok(writer.bytes_written)
 }
 
+/// Decodes one `T` from the start of `bytes` and ignores what follows: for reading the
+/// leading fields of a stored value whose later fields differ between format versions.
+pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let (value, _) = bincode::serde::decode_from_slice(bytes, CONFIG)?;
+    Ok(value)
+}
+
 /// Decodes exactly one `T` from `bytes`; leftover bytes are an error.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let (value, used) = bincode::serde::decode_from_slice(bytes, CONFIG)?;

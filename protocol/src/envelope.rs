@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use blake2::{Blake2s256, Digest};
+
 use crate::{codec, seal::SealedBody, MessageId, UserId};
 
 /// The envelope format version this crate writes and accepts.
@@ -15,6 +17,10 @@ pub const PROTOCOL_VERSION: u8 = 1;
 /// A maximum text ([`crate::payload::MAX_TEXT_LEN`], 48 KiB) plus client metadata, the sender's
 /// bundle and the seal's overhead fit with room to spare; media travels as separate blobs.
 pub const MAX_ENVELOPE_LEN: usize = 128 * 1024;
+
+/// Length of an [`EnvelopeDigest`]: BLAKE2s-256 truncated to its first 16 bytes (128 bits:
+/// telling apart envelopes needs second-preimage resistance, which 128 bits give in full).
+pub const ENVELOPE_DIGEST_LEN: usize = 16;
 
 /// Domain separation prefix of the seal's prologue (see [`EnvelopeHeader::prologue`]).
 pub const PROLOGUE_CONTEXT: &[u8] = b"kith-seal/1\0";
@@ -70,6 +76,42 @@ pub struct Envelope {
     pub body: SealedBody,
 }
 
+/// Tells apart two envelopes that carry the same id for the same recipient: the first
+/// [`ENVELOPE_DIGEST_LEN`] bytes of BLAKE2s-256 over the envelope's canonical encoding
+/// ([`Envelope::to_bytes`]).
+///
+/// A store peer knows an envelope by (recipient, id, digest): a message id is chosen by its
+/// sender and visible to every store peer, so anyone could reuse it; the digest makes a
+/// different envelope under a reused id a different envelope. Both ends re-encode from the
+/// decoded value, so they compute the same digest for the same envelope.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct EnvelopeDigest(pub [u8; ENVELOPE_DIGEST_LEN]);
+
+impl EnvelopeDigest {
+    /// The digest of an envelope's canonical encoding.
+    pub fn of_bytes(bytes: &[u8]) -> Self {
+        let full = Blake2s256::digest(bytes);
+        let mut out = [0u8; ENVELOPE_DIGEST_LEN];
+        out.copy_from_slice(&full[..ENVELOPE_DIGEST_LEN]);
+        EnvelopeDigest(out)
+    }
+}
+
+impl std::fmt::Display for EnvelopeDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for EnvelopeDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EnvelopeDigest({self})")
+    }
+}
+
 /// Why bytes are not an acceptable envelope.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -106,6 +148,11 @@ impl Envelope {
             });
         }
         Ok(bytes)
+    }
+
+    /// The envelope's [`EnvelopeDigest`] (of its canonical encoding).
+    pub fn digest(&self) -> Result<EnvelopeDigest, EnvelopeError> {
+        Ok(EnvelopeDigest::of_bytes(&self.to_bytes()?))
     }
 
     /// Decodes and checks an envelope from untrusted bytes.
@@ -215,6 +262,26 @@ mod tests {
         assert_eq!(user.len(), 38);
         assert_eq!(env.header.prologue(), expected);
         assert_eq!(expected.len(), 12 + 1 + 16 + 1 + 38 + 8);
+    }
+
+    #[test]
+    fn digest_is_truncated_blake2s_of_the_canonical_encoding() {
+        let env = envelope(handshake(3));
+        let bytes = env.to_bytes().unwrap();
+        let full = Blake2s256::digest(&bytes);
+        assert_eq!(env.digest().unwrap().0[..], full[..16]);
+        // The same envelope decoded again has the same digest; any changed byte another.
+        assert_eq!(
+            Envelope::from_bytes(&bytes).unwrap().digest().unwrap(),
+            env.digest().unwrap()
+        );
+        let other = envelope(handshake(4));
+        assert_ne!(other.digest().unwrap(), env.digest().unwrap());
+        // Known answer: BLAKE2s-256("") starts 69 21 7a 30 79 90 80 94.
+        assert_eq!(
+            EnvelopeDigest::of_bytes(b"").0[..8],
+            [0x69, 0x21, 0x7a, 0x30, 0x79, 0x90, 0x80, 0x94]
+        );
     }
 
     #[test]

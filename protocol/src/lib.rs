@@ -41,7 +41,7 @@ pub mod status;
 pub mod wire;
 
 pub use blob::{BlobError, BlobHash, BlobHasher, BlobKey, BlobLayout};
-pub use envelope::{Envelope, EnvelopeHeader, PROTOCOL_VERSION};
+pub use envelope::{Envelope, EnvelopeDigest, EnvelopeHeader, PROTOCOL_VERSION};
 pub use id::{MessageId, UserId};
 pub use identity::{KeyBundle, LocalIdentity, PrekeyPolicy, PrekeyRing};
 pub use payload::{MediaRef, Payload, Plaintext, Receipt, ReceiptKind, Text};

@@ -4,10 +4,18 @@
 //! routing fields (recipient, id, expiry) and who handed it over; never the sender, the
 //! content or a receipt. One long-lived stream per node and store peer carries requests one
 //! way and answers and pushes the other way.
+//!
+//! What identifies an envelope on a store peer is (recipient, message id, digest), where the
+//! digest is an [`EnvelopeDigest`] of the envelope's canonical encoding. A message id is chosen
+//! by its sender and seen by every store peer, so it cannot be trusted to be unique: a different
+//! envelope reusing an id for the same recipient is held, pushed and deleted on its own, and
+//! identical bytes are one envelope. [`MailboxRequest::Delete`] and
+//! [`MailboxResponse::Replicated`] therefore name envelopes by [`EnvelopeRef`] (id and digest;
+//! the recipient is the mailbox owner, and is also covered by the digest).
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Envelope, MessageId, PresenceRecord, UserId};
+use crate::{Envelope, EnvelopeDigest, MessageId, PresenceRecord, UserId};
 
 /// The libp2p protocol name of the mailbox protocol.
 pub const MAILBOX_PROTOCOL: &str = "/kith/mailbox/1";
@@ -15,8 +23,17 @@ pub const MAILBOX_PROTOCOL: &str = "/kith/mailbox/1";
 /// Most envelopes in one [`MailboxResponse::Deliver`] or [`MailboxRequest::Replicate`] batch.
 pub const MAX_BATCH: usize = 256;
 
-/// Most ids in one [`MailboxRequest::Delete`].
+/// Most envelopes named in one [`MailboxRequest::Delete`].
 pub const MAX_DELETE_IDS: usize = 4096;
+
+/// Names one envelope of a mailbox: its message id and the digest of its encoding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct EnvelopeRef {
+    /// The envelope's message id.
+    pub id: MessageId,
+    /// The digest of the envelope's canonical encoding ([`Envelope::digest`]).
+    pub digest: EnvelopeDigest,
+}
 
 /// Why a store peer refused to hold an envelope.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,14 +60,16 @@ pub enum MailboxRequest {
     /// The connection's (Noise-authenticated) peer asks for its own mailbox: everything held
     /// now, then new deposits as they arrive, on this stream.
     Subscribe,
-    /// The mailbox owner has these messages: delete them.
-    Delete(Vec<MessageId>),
+    /// The mailbox owner has these envelopes (or never wants them): delete exactly these,
+    /// named by id and digest, so deleting one envelope never deletes another that reuses
+    /// its id; remember them so a late copy is not stored again.
+    Delete(Vec<EnvelopeRef>),
     /// The sender's presence (a heartbeat), kept for others to ask for.
     Presence(PresenceRecord),
     /// Ask for a user's latest presence record.
     GetPresence(UserId),
     /// Store peer to store peer: copies of envelopes that the receiver is now responsible for
-    /// (merged by message id).
+    /// (merged by recipient, id and digest, like deposits).
     Replicate(Vec<Envelope>),
 }
 
@@ -65,6 +84,6 @@ pub enum MailboxResponse {
     Deliver(Vec<Envelope>),
     /// A user's latest presence record, if held and shared.
     Presence(UserId, Option<PresenceRecord>),
-    /// Replicated copies are stored (ids).
-    Replicated(Vec<MessageId>),
+    /// Replicated copies are stored (or already were).
+    Replicated(Vec<EnvelopeRef>),
 }

@@ -20,6 +20,8 @@
 //! # Ok(()) }
 //! ```
 
+pub mod wire;
+
 use std::{future::Future, path::Path, time::Duration};
 
 use anyhow::{anyhow, bail, Context, Result};

@@ -589,6 +589,18 @@ impl Sealer {
     /// Seals `text` for the owner of `to` under a fresh random id, expiring at `expires_at_ms`.
     pub fn text(&mut self, to: &KeyBundle, text: &str, expires_at_ms: u64) -> Result<Envelope> {
         let id = MessageId::random(&mut self.rng);
+        self.text_with_id(to, id, text, expires_at_ms)
+    }
+
+    /// Seals `text` for the owner of `to` under the id of the test's choosing (such as the
+    /// id of someone else's message).
+    pub fn text_with_id(
+        &mut self,
+        to: &KeyBundle,
+        id: MessageId,
+        text: &str,
+        expires_at_ms: u64,
+    ) -> Result<Envelope> {
         let header = EnvelopeHeader::new(id, to.user, expires_at_ms);
         let payload = Payload::Text(Text {
             body: text.to_string(),

@@ -1,80 +1,25 @@
 //! The receive path against a hostile peer: mallory, a bare libp2p client built from the
 //! node's own network pieces, opens a raw `/kith/msg/1` stream to bob's node and writes
-//! hand-made envelopes. Forged senders, tampered, re-numbered, misaddressed and expired
+//! hand-made envelopes (with `kith_tests::wire`). Forged senders, tampered, re-numbered, misaddressed and expired
 //! envelopes are refused and store nothing; a valid envelope sent again (the same bytes, or
 //! resealed under the same id) is acknowledged every time and stored once.
 
 #![allow(clippy::unwrap_used)]
 
-use std::time::Duration;
-
-use anyhow::{anyhow, bail, ensure, Context, Result};
-use futures::{AsyncReadExt, AsyncWriteExt};
-use kith_node::{
-    invite::Invite,
-    net::{self, NetConfig, NetEvent, MSG_PROTOCOL},
-    time::now_ms,
-    Event,
-};
+use anyhow::{bail, ensure, Context, Result};
+use kith_node::{invite::Invite, time::now_ms, Event};
 use kith_protocol::{
-    codec, frame,
+    codec,
     identity::Prekey,
     seal::{HandshakeBody, HandshakePayload, HANDSHAKE_OVERHEAD, NOISE_PATTERN},
     wire::{MsgFrame, RejectReason},
     Envelope, EnvelopeHeader, KeyBundle, LocalIdentity, MessageId, Payload, PeerSessions,
     Plaintext, SealedBody, SessionPolicy, Text, UserId,
 };
-use kith_tests::{init_logging, TestNode, TIMEOUT};
-use libp2p::{identity::ed25519, PeerId};
+use kith_tests::{init_logging, TestNode};
+use libp2p::identity::ed25519;
 use rand::{rngs::OsRng, RngCore};
 use tokio_util::sync::CancellationToken;
-
-/// A raw `/kith/msg/1` stream: frames out, frames back.
-struct Wire {
-    stream: libp2p::Stream,
-    buf: Vec<u8>,
-}
-
-impl Wire {
-    async fn send(&mut self, f: &MsgFrame) -> Result<()> {
-        let mut bytes = Vec::new();
-        frame::encode(f, &mut bytes)?;
-        self.stream.write_all(&bytes).await?;
-        self.stream.flush().await?;
-        Ok(())
-    }
-
-    async fn recv(&mut self) -> Result<MsgFrame> {
-        tokio::time::timeout(TIMEOUT, async {
-            loop {
-                if let Some((f, used)) = frame::decode::<MsgFrame>(&self.buf)? {
-                    self.buf.drain(..used);
-                    return Ok(f);
-                }
-                let mut chunk = [0u8; 16 * 1024];
-                let n = self.stream.read(&mut chunk).await?;
-                if n == 0 {
-                    bail!("bob closed the stream");
-                }
-                self.buf.extend_from_slice(&chunk[..n]);
-            }
-        })
-        .await
-        .map_err(|_| anyhow!("no answer from bob within {TIMEOUT:?}"))?
-    }
-
-    /// Sends one envelope and returns bob's answer to it.
-    async fn deliver(&mut self, env: &Envelope) -> Result<MsgFrame> {
-        self.send(&MsgFrame::Envelope(env.clone())).await?;
-        let answer = self.recv().await?;
-        match &answer {
-            MsgFrame::Ack(ids) if ids.as_slice() == [env.id()] => {}
-            MsgFrame::Reject(id, _) if *id == env.id() => {}
-            other => bail!("answer is not about envelope {}: {other:?}", env.id()),
-        }
-        Ok(answer)
-    }
-}
 
 /// A header to bob that expires in an hour.
 fn header_to(recipient: UserId) -> EnvelopeHeader {
@@ -165,55 +110,6 @@ fn self_made_user() -> Result<(KeyBundle, [u8; 32])> {
     Ok((bundle, static_private))
 }
 
-/// Mallory's network: a swarm of the node's own kind, connected to `bob` at `addrs`, with a
-/// raw message stream open to him. The swarm task runs while the returned handle lives.
-async fn mallory_connects(
-    mallory: &LocalIdentity,
-    bob: PeerId,
-    addrs: Vec<libp2p::Multiaddr>,
-    cancel: CancellationToken,
-) -> Result<(Wire, net::Network, tokio::task::JoinHandle<()>)> {
-    let cfg = NetConfig {
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
-        bootstrap: Vec::new(),
-        mdns: false,
-        kad_server: false,
-        idle_timeout: Duration::from_secs(60),
-        relay: None,
-    };
-    let keypair = libp2p::identity::Keypair::from(mallory.keypair().clone());
-    let swarm = net::build_swarm(keypair, &cfg)?;
-    let (network, mut events, task) = net::spawn(swarm, &cfg, cancel).await?;
-    network.dial(bob, addrs);
-    tokio::time::timeout(TIMEOUT, async {
-        loop {
-            match events.recv().await {
-                Some(NetEvent::Connected(p)) if p == bob => return Ok(()),
-                Some(NetEvent::DialFailed(p)) if p == bob => bail!("mallory cannot dial bob"),
-                Some(_) => {}
-                None => bail!("mallory's network stopped"),
-            }
-        }
-    })
-    .await
-    .map_err(|_| anyhow!("mallory did not connect to bob within {TIMEOUT:?}"))??;
-    // Keep draining mallory's network events so its swarm never waits on us.
-    tokio::spawn(async move { while events.recv().await.is_some() {} });
-    let stream = network
-        .control()
-        .open_stream(bob, MSG_PROTOCOL)
-        .await
-        .map_err(|e| anyhow!("opening /kith/msg/1 to bob: {e:?}"))?;
-    Ok((
-        Wire {
-            stream,
-            buf: Vec::new(),
-        },
-        network,
-        task,
-    ))
-}
-
 fn invalid(answer: &MsgFrame, env: &Envelope, reason: RejectReason) -> Result<()> {
     ensure!(
         answer == &MsgFrame::Reject(env.id(), reason),
@@ -255,7 +151,7 @@ async fn forged_or_replayed_envelopes_are_dropped() -> Result<()> {
     let mut events = node.subscribe();
 
     let cancel = CancellationToken::new();
-    let (mut wire, _network, task) = mallory_connects(
+    let (mut wire, _network, task) = kith_tests::wire::connect(
         &mallory,
         b.peer_id(),
         bob_invite.multiaddrs(),

@@ -14,8 +14,9 @@ use std::{sync::atomic::Ordering::Relaxed, time::Duration};
 use anyhow::{anyhow, ensure, Context, Result};
 use kith_node::{invite::Invite, time::now_ms};
 use kith_protocol::{
-    mailbox::{MailboxRequest, MailboxResponse, RefuseReason},
-    DeliveryStatus, Envelope, KeyBundle, LocalIdentity, MessageId, UserId, Visibility,
+    mailbox::{EnvelopeRef, MailboxRequest, MailboxResponse, RefuseReason},
+    DeliveryStatus, Envelope, EnvelopeDigest, KeyBundle, LocalIdentity, MessageId, UserId,
+    Visibility,
 };
 use kith_tests::{
     init_logging, introduce,
@@ -282,11 +283,17 @@ async fn mallory_cannot_fetch_or_delete_bobs_mailbox() -> Result<()> {
     let mut streams: Vec<MailboxStream> = Vec::new();
     for store in &mesh.stores {
         let mut s = mallory.open(store).await?;
-        s.send(&[
-            MailboxRequest::Subscribe,
-            MailboxRequest::Delete(ids.clone()),
-        ])
-        .await?;
+        // She sees bob's ids (every store peer does) but not his envelopes: she names the
+        // ids with made-up digests here, and a known envelope exactly below (carol's).
+        let guessed: Vec<EnvelopeRef> = ids
+            .iter()
+            .map(|id| EnvelopeRef {
+                id: *id,
+                digest: EnvelopeDigest([0; 16]),
+            })
+            .collect();
+        s.send(&[MailboxRequest::Subscribe, MailboxRequest::Delete(guessed)])
+            .await?;
         let (before, _) = s.barrier(&b).await?;
         ensure!(
             before.is_empty(),
@@ -340,7 +347,11 @@ async fn mallory_cannot_fetch_or_delete_bobs_mailbox() -> Result<()> {
     let mut carol = Sealer::new();
     let ahead = carol.text(&bob_bundle, "ahead", now_ms() + 3_600_000)?;
     for s in &mut streams {
-        s.send(&[MailboxRequest::Delete(vec![ahead.id()])]).await?;
+        let exact = EnvelopeRef {
+            id: ahead.id(),
+            digest: ahead.digest()?,
+        };
+        s.send(&[MailboxRequest::Delete(vec![exact])]).await?;
         s.barrier(&b).await?;
     }
     let mut carol_client = MailboxClient::as_user(&carol.identity).await?;

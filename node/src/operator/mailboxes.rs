@@ -1,12 +1,24 @@
 //! The store peer's mailboxes in sled: sealed envelopes per recipient, with quotas, expiry,
-//! deduplication by message id, and tombstones for messages their owner already took.
+//! deduplication, and tombstones for envelopes their owner already took.
 //!
-//! Layout: `envelopes`: `len(recipient) ‖ recipient ‖ seq ‖ id` → envelope bytes (arrival order
-//! within a mailbox); `ids`: id → key in `envelopes`; `forgotten`: `len(owner) ‖ owner ‖ id` →
-//! expiry (tombstones, so a late replica of a delivered message is not stored again; scoped to
-//! the mailbox whose owner deleted it, so nobody can block deposits to someone else by
-//! "deleting" their ids ahead). Per-mailbox counts and bytes are kept in memory, rebuilt at
-//! start.
+//! An envelope is identified by (recipient, message id, digest), the digest being the
+//! [`EnvelopeDigest`] of its canonical encoding (the bytes held). Message ids are chosen by
+//! senders and seen by every store peer, so an id alone proves nothing: someone who reuses the
+//! id of a message on its way to bob deposits a *different* envelope, held and pushed beside
+//! the first, and deleting theirs never deletes the other. Identical bytes are one envelope.
+//!
+//! Layout:
+//! - `envelopes`: `len(recipient) ‖ recipient ‖ seq ‖ id` → envelope bytes (canonical
+//!   encoding; arrival order within a mailbox).
+//! - `ids`: `len(recipient) ‖ recipient ‖ id ‖ digest` → key in `envelopes`.
+//! - `forgotten`: `len(owner) ‖ owner ‖ id ‖ digest` → expiry (u64 BE). Tombstones, so a late
+//!   replica of a delivered envelope is not stored again; scoped to the mailbox whose owner
+//!   deleted it, so nobody can block deposits to someone else by "deleting" them ahead, and to
+//!   the digest, so deleting one envelope never blocks another that reuses its id.
+//!
+//! Per-mailbox counts and bytes are kept in memory, rebuilt at start. The layout before
+//! (`ids`: id → key, across all mailboxes; `forgotten` without the digest) is converted by
+//! [`migrate_index_to_recipient_id_digest`].
 //!
 //! The database is versioned ([`super::format`]): [`Mailboxes::open`] migrates an older one
 //! and refuses a newer one before anything is read. An envelope that does not decode is
@@ -16,7 +28,11 @@
 use std::{collections::HashMap, path::Path};
 
 use crate::{store::Committer, versioned};
-use kith_protocol::{mailbox::RefuseReason, Envelope, MessageId, UserId};
+use kith_protocol::{
+    envelope::ENVELOPE_DIGEST_LEN,
+    mailbox::{EnvelopeRef, RefuseReason},
+    Envelope, EnvelopeDigest, MessageId, UserId,
+};
 
 /// Quotas and lifetimes of a store peer's mailboxes.
 #[derive(Clone, Debug)]
@@ -85,11 +101,28 @@ fn prefix(user: &UserId) -> Vec<u8> {
     k
 }
 
-/// The key of `owner`'s tombstone for `id` in `forgotten`.
-fn tombstone(owner: &UserId, id: &MessageId) -> Vec<u8> {
-    let mut k = prefix(owner);
-    k.extend_from_slice(id.as_bytes());
+/// `len(user) ‖ user ‖ id ‖ digest`: the key of an envelope in `ids`, and of its owner's
+/// tombstone in `forgotten`.
+fn identity_key(user: &UserId, r: &EnvelopeRef) -> Vec<u8> {
+    let mut k = prefix(user);
+    k.extend_from_slice(r.id.as_bytes());
+    k.extend_from_slice(&r.digest.0);
     k
+}
+
+/// The message id at the end of a key in `envelopes`.
+fn id_of_envelope_key(key: &[u8]) -> Option<MessageId> {
+    let start = key.len().checked_sub(16)?;
+    let id: [u8; 16] = key.get(start..)?.try_into().ok()?;
+    Some(MessageId(id))
+}
+
+/// The identity of a held envelope, from its key in `envelopes` and its bytes.
+fn ref_of(key: &[u8], bytes: &[u8]) -> Option<EnvelopeRef> {
+    Some(EnvelopeRef {
+        id: id_of_envelope_key(key)?,
+        digest: EnvelopeDigest::of_bytes(bytes),
+    })
 }
 
 fn user_of_key(key: &[u8]) -> Option<UserId> {
@@ -146,7 +179,8 @@ impl Mailboxes {
         Ok(())
     }
 
-    /// Stores `env` (already decoded from `bytes`) unless refused by a limit.
+    /// Stores `env` unless refused by a limit; `bytes` must be its canonical encoding
+    /// ([`Envelope::to_bytes`]), which is what is held and digested.
     pub fn deposit(
         &self,
         env: &Envelope,
@@ -164,9 +198,14 @@ impl Mailboxes {
         }
         let id = env.id();
         let user = env.header.recipient;
-        if self.ids.contains_key(id.as_bytes())?
-            || self.forgotten.contains_key(tombstone(&user, &id))?
-        {
+        let identity = identity_key(
+            &user,
+            &EnvelopeRef {
+                id,
+                digest: EnvelopeDigest::of_bytes(bytes),
+            },
+        );
+        if self.ids.contains_key(&identity)? || self.forgotten.contains_key(&identity)? {
             return Ok(Ok(Deposit::Duplicate));
         }
         {
@@ -182,7 +221,7 @@ impl Mailboxes {
         key.extend_from_slice(&self.db.generate_id()?.to_be_bytes());
         key.extend_from_slice(id.as_bytes());
         self.envelopes.insert(&key, bytes)?;
-        self.ids.insert(id.as_bytes(), key)?;
+        self.ids.insert(identity, key)?;
         let mut usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
         let e = usage.entry(user).or_default();
         e.0 += 1;
@@ -190,22 +229,19 @@ impl Mailboxes {
         Ok(Ok(Deposit::Stored))
     }
 
-    /// Every envelope held for `user`, oldest first, as raw bytes. Each decodes: one that
-    /// does not is quarantined ([`Self::set_aside`]) and left out.
-    pub fn list(&self, user: &UserId) -> Result<Vec<(MessageId, Vec<u8>)>, MailboxError> {
+    /// Every envelope held for `user`, oldest first: its identity and its bytes. Each
+    /// decodes: one that does not is quarantined ([`Self::set_aside`]) and left out.
+    pub fn list(&self, user: &UserId) -> Result<Vec<(EnvelopeRef, Vec<u8>)>, MailboxError> {
         let mut out = Vec::new();
         for item in self.envelopes.scan_prefix(prefix(user)) {
             let (k, v) = item?;
-            if k.len() < 16 {
-                continue;
-            }
             if let Err(e) = Envelope::from_bytes(&v) {
                 self.set_aside(&k, &v, &e)?;
                 continue;
             }
-            let mut id = [0u8; 16];
-            id.copy_from_slice(&k[k.len() - 16..]);
-            out.push((MessageId(id), v.to_vec()));
+            if let Some(r) = ref_of(&k, &v) {
+                out.push((r, v.to_vec()));
+            }
         }
         Ok(out)
     }
@@ -220,10 +256,19 @@ impl Mailboxes {
         why: &dyn std::fmt::Display,
     ) -> Result<(), MailboxError> {
         versioned::quarantine(&self.db, &self.envelopes, key, bytes, why)?;
-        if key.len() >= 16 {
-            // Only the index entry that points at this envelope.
-            let id = &key[key.len() - 16..];
-            let _ = self.ids.compare_and_swap(id, Some(key), None::<&[u8]>)?;
+        if let (Some(owner), Some(id)) = (user_of_key(key), id_of_envelope_key(key)) {
+            // The digest of what was stored is unknown (the bytes are damaged): remove the
+            // index entries of this recipient and id that point at this envelope, only.
+            let mut index_prefix = prefix(&owner);
+            index_prefix.extend_from_slice(id.as_bytes());
+            for item in self.ids.scan_prefix(&index_prefix) {
+                let (identity, target) = item?;
+                if target.as_ref() == key {
+                    let _ = self
+                        .ids
+                        .compare_and_swap(identity, Some(target), None::<&[u8]>)?;
+                }
+            }
         }
         if let Some(owner) = user_of_key(key) {
             let mut usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
@@ -238,21 +283,19 @@ impl Mailboxes {
         Ok(())
     }
 
-    /// Deletes the given messages of `owner`'s mailbox (ids of other mailboxes are ignored) and
-    /// remembers them until `tombstone_until_ms`. Returns how many were deleted.
+    /// Deletes exactly the named envelopes of `owner`'s mailbox (other mailboxes are never
+    /// touched, nor another envelope reusing a named id) and remembers them until
+    /// `tombstone_until_ms`. Returns how many were deleted.
     pub fn delete(
         &self,
         owner: &UserId,
-        ids: &[MessageId],
+        refs: &[EnvelopeRef],
         tombstone_until_ms: u64,
     ) -> Result<usize, MailboxError> {
-        let own = prefix(owner);
         let mut n = 0;
-        for id in ids {
-            if let Some(key) = self.ids.get(id.as_bytes())? {
-                if !key.starts_with(&own) {
-                    continue;
-                }
+        for r in refs {
+            let identity = identity_key(owner, r);
+            if let Some(key) = self.ids.get(&identity)? {
                 if let Some(v) = self.envelopes.remove(&key)? {
                     let mut usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
                     if let Some(e) = usage.get_mut(owner) {
@@ -264,17 +307,12 @@ impl Mailboxes {
                     }
                     n += 1;
                 }
-                self.ids.remove(id.as_bytes())?;
+                self.ids.remove(&identity)?;
             }
             self.forgotten
-                .insert(tombstone(owner, id), &tombstone_until_ms.to_be_bytes())?;
+                .insert(identity, &tombstone_until_ms.to_be_bytes())?;
         }
         Ok(n)
-    }
-
-    /// The recipient of a held message.
-    pub fn owner_of(&self, id: &MessageId) -> Result<Option<UserId>, MailboxError> {
-        Ok(self.ids.get(id.as_bytes())?.and_then(|k| user_of_key(&k)))
     }
 
     /// Deletes expired envelopes and tombstones. Returns how many envelopes went. An
@@ -291,18 +329,14 @@ impl Mailboxes {
                 }
             };
             if expired {
-                if let Some(u) = user_of_key(&k) {
-                    let mut id = [0u8; 16];
-                    if k.len() >= 16 {
-                        id.copy_from_slice(&k[k.len() - 16..]);
-                    }
-                    gone.push((u, MessageId(id)));
+                if let (Some(u), Some(r)) = (user_of_key(&k), ref_of(&k, &v)) {
+                    gone.push((u, r));
                 }
             }
         }
         let n = gone.len();
-        for (u, id) in gone {
-            self.delete(&u, &[id], now_ms)?;
+        for (u, r) in gone {
+            self.delete(&u, &[r], now_ms)?;
         }
         for item in self.forgotten.iter() {
             let (k, v) = item?;
@@ -320,10 +354,50 @@ impl Mailboxes {
         usage.iter().map(|(u, (n, b))| (*u, *n, *b)).collect()
     }
 
-    /// Whether a message is held.
-    pub fn holds(&self, id: &MessageId) -> Result<bool, MailboxError> {
-        Ok(self.ids.contains_key(id.as_bytes())?)
+    /// Whether an envelope is held in `user`'s mailbox.
+    pub fn holds(&self, user: &UserId, r: &EnvelopeRef) -> Result<bool, MailboxError> {
+        Ok(self.ids.contains_key(identity_key(user, r))?)
     }
+}
+
+/// Migration step: converts a mailbox database's indexes from the id-only layout to the
+/// (recipient, id, digest) layout. Idempotent; returns how many envelopes it indexed.
+///
+/// Expects: `envelopes` as it always was (`len(recipient) ‖ recipient ‖ seq ‖ id` → canonical
+/// envelope bytes); `ids` in either layout (old: `id` → envelope key, across all mailboxes);
+/// `forgotten` in either layout (old: `len(owner) ‖ owner ‖ id` → expiry).
+///
+/// Produces: `ids` rebuilt from `envelopes` as `len(recipient) ‖ recipient ‖ id ‖ digest` →
+/// envelope key; `forgotten` holding only tombstones of the new layout
+/// (`len(owner) ‖ owner ‖ id ‖ digest` → expiry). Old tombstones cannot name a digest (the
+/// envelope is gone) and are dropped: a late copy of such an envelope may then be stored and
+/// pushed once more, and its owner's node, which already holds that sender's message, deletes
+/// it again. Entries of `envelopes` whose key is too short to hold an id are left as they are
+/// (expiry deletes them).
+pub(crate) fn migrate_index_to_recipient_id_digest(db: &sled::Db) -> Result<usize, MailboxError> {
+    let envelopes = db.open_tree("envelopes")?;
+    let ids = db.open_tree("ids")?;
+    let forgotten = db.open_tree("forgotten")?;
+    ids.clear()?;
+    let mut n = 0;
+    for item in envelopes.iter() {
+        let (k, v) = item?;
+        let (Some(user), Some(r)) = (user_of_key(&k), ref_of(&k, &v)) else {
+            continue;
+        };
+        ids.insert(identity_key(&user, &r), k)?;
+        n += 1;
+    }
+    for item in forgotten.iter() {
+        let (k, _) = item?;
+        let new_layout = k
+            .first()
+            .is_some_and(|len| k.len() == 1 + *len as usize + 16 + ENVELOPE_DIGEST_LEN);
+        if !new_layout {
+            forgotten.remove(k)?;
+        }
+    }
+    Ok(n)
 }
 
 #[cfg(test)]
@@ -377,7 +451,20 @@ mod tests {
     }
 
     fn ids_of(m: &Mailboxes, user: &UserId) -> Vec<MessageId> {
-        m.list(user).unwrap().into_iter().map(|(i, _)| i).collect()
+        m.list(user)
+            .unwrap()
+            .into_iter()
+            .map(|(r, _)| r.id)
+            .collect()
+    }
+
+    /// The identity of the envelope [`put`] deposits for `to` under `id(n)`.
+    fn r(to: UserId, n: u8) -> EnvelopeRef {
+        let (env, _) = envelope(to, id(n), NOW + 60_000, 100);
+        EnvelopeRef {
+            id: id(n),
+            digest: env.digest().unwrap(),
+        }
     }
 
     /// Quarantine, migration and refusal of the versioned database.
@@ -405,7 +492,7 @@ mod tests {
         // Another mailbox is not affected.
         assert_eq!(put(&m, carol, 5, &limits), Ok(Deposit::Stored));
         assert_eq!(ids_of(&m, &bob), vec![id(1), id(2), id(3)]);
-        assert_eq!(m.delete(&bob, &[id(2)], NOW + 1_000).unwrap(), 1);
+        assert_eq!(m.delete(&bob, &[r(bob, 2)], NOW + 1_000).unwrap(), 1);
         assert_eq!(put(&m, bob, 4, &limits), Ok(Deposit::Stored));
         assert_eq!(ids_of(&m, &bob), vec![id(1), id(3), id(4)]);
         assert_eq!(usage_of(&m, &bob).map(|u| u.0), Some(3));
@@ -463,8 +550,7 @@ mod tests {
         assert_eq!(put(&m, bob, 1, &limits), Ok(Deposit::Duplicate));
         assert_eq!(ids_of(&m, &bob), vec![id(1)]);
         assert_eq!(usage_of(&m, &bob).map(|u| u.0), Some(1));
-        assert!(m.holds(&id(1)).unwrap());
-        assert_eq!(m.owner_of(&id(1)).unwrap(), Some(bob));
+        assert!(m.holds(&bob, &r(bob, 1)).unwrap());
     }
 
     #[tokio::test]
@@ -474,13 +560,17 @@ mod tests {
         let (bob, mallory) = (user(), user());
         assert_eq!(put(&m, bob, 1, &limits), Ok(Deposit::Stored));
         assert_eq!(put(&m, bob, 2, &limits), Ok(Deposit::Stored));
-        assert_eq!(m.delete(&mallory, &[id(1), id(2)], NOW + 1_000).unwrap(), 0);
+        assert_eq!(
+            m.delete(&mallory, &[r(bob, 1), r(bob, 2)], NOW + 1_000)
+                .unwrap(),
+            0
+        );
         assert_eq!(ids_of(&m, &bob), vec![id(1), id(2)]);
-        assert_eq!(m.delete(&bob, &[id(1)], NOW + 1_000).unwrap(), 1);
+        assert_eq!(m.delete(&bob, &[r(bob, 1)], NOW + 1_000).unwrap(), 1);
         assert_eq!(ids_of(&m, &bob), vec![id(2)]);
-        assert!(!m.holds(&id(1)).unwrap());
+        assert!(!m.holds(&bob, &r(bob, 1)).unwrap());
         assert_eq!(usage_of(&m, &bob).map(|u| u.0), Some(1));
-        assert_eq!(m.delete(&bob, &[id(2)], NOW + 1_000).unwrap(), 1);
+        assert_eq!(m.delete(&bob, &[r(bob, 2)], NOW + 1_000).unwrap(), 1);
         assert_eq!(usage_of(&m, &bob), None);
     }
 
@@ -490,12 +580,12 @@ mod tests {
         let limits = Limits::default();
         let bob = user();
         assert_eq!(put(&m, bob, 1, &limits), Ok(Deposit::Stored));
-        assert_eq!(m.delete(&bob, &[id(1)], NOW + 1_000).unwrap(), 1);
+        assert_eq!(m.delete(&bob, &[r(bob, 1)], NOW + 1_000).unwrap(), 1);
         // A late replica (or a retried deposit) of what bob already took is not stored again.
         assert_eq!(put(&m, bob, 1, &limits), Ok(Deposit::Duplicate));
         assert!(ids_of(&m, &bob).is_empty());
         // Bob may also delete ahead what this peer has not received yet.
-        assert_eq!(m.delete(&bob, &[id(2)], NOW + 1_000).unwrap(), 0);
+        assert_eq!(m.delete(&bob, &[r(bob, 2)], NOW + 1_000).unwrap(), 0);
         assert_eq!(put(&m, bob, 2, &limits), Ok(Deposit::Duplicate));
         assert!(ids_of(&m, &bob).is_empty());
         // Tombstones go when they expire.
@@ -509,7 +599,7 @@ mod tests {
         let limits = Limits::default();
         let (bob, mallory) = (user(), user());
         // Mallory learned (or guessed) the id of a message on its way to bob.
-        assert_eq!(m.delete(&mallory, &[id(1)], NOW + 1_000).unwrap(), 0);
+        assert_eq!(m.delete(&mallory, &[r(bob, 1)], NOW + 1_000).unwrap(), 0);
         assert_eq!(put(&m, bob, 1, &limits), Ok(Deposit::Stored));
         assert_eq!(ids_of(&m, &bob), vec![id(1)]);
     }
@@ -538,7 +628,197 @@ mod tests {
         assert!(ids_of(&m, &carol).is_empty());
         assert_eq!(usage_of(&m, &bob), Some((1, later_bytes.len() as u64)));
         assert_eq!(usage_of(&m, &carol), None);
-        assert!(!m.holds(&id(1)).unwrap() && !m.holds(&id(3)).unwrap());
+        let soon_ref = EnvelopeRef {
+            id: id(1),
+            digest: soon.digest().unwrap(),
+        };
+        let carols_ref = EnvelopeRef {
+            id: id(3),
+            digest: carols.digest().unwrap(),
+        };
+        assert!(!m.holds(&bob, &soon_ref).unwrap() && !m.holds(&carol, &carols_ref).unwrap());
+    }
+
+    /// Alice's envelope to bob, and mallory's different envelope under the same id.
+    fn alices_and_mallorys(bob: UserId) -> ((Envelope, Vec<u8>), (Envelope, Vec<u8>)) {
+        (
+            envelope(bob, id(1), NOW + 60_000, 100),
+            envelope(bob, id(1), NOW + 60_000, 101),
+        )
+    }
+
+    fn ref_of_env(env: &Envelope) -> EnvelopeRef {
+        EnvelopeRef {
+            id: env.id(),
+            digest: env.digest().unwrap(),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_envelope_reusing_an_id_for_the_same_recipient_is_held_on_its_own() {
+        let (_dir, m) = open();
+        let limits = Limits::default();
+        let bob = user();
+        let ((alice, alice_bytes), (mallory, mallory_bytes)) = alices_and_mallorys(bob);
+        // Mallory front-runs alice's id: alice's deposit is still a new envelope.
+        assert_eq!(
+            m.deposit(&mallory, &mallory_bytes, &limits, NOW).unwrap(),
+            Ok(Deposit::Stored)
+        );
+        assert_eq!(
+            m.deposit(&alice, &alice_bytes, &limits, NOW).unwrap(),
+            Ok(Deposit::Stored)
+        );
+        // Identical bytes are one envelope.
+        assert_eq!(
+            m.deposit(&alice, &alice_bytes, &limits, NOW).unwrap(),
+            Ok(Deposit::Duplicate)
+        );
+        let held = m.list(&bob).unwrap();
+        assert_eq!(
+            held.iter().map(|(r, _)| *r).collect::<Vec<_>>(),
+            vec![ref_of_env(&mallory), ref_of_env(&alice)]
+        );
+        assert_eq!(held[1].1, alice_bytes);
+        assert_eq!(usage_of(&m, &bob).map(|u| u.0), Some(2));
+        // The same id and body for another recipient is another envelope too.
+        let carol = user();
+        let (carols, carols_bytes) = envelope(carol, id(1), NOW + 60_000, 100);
+        assert_eq!(
+            m.deposit(&carols, &carols_bytes, &limits, NOW).unwrap(),
+            Ok(Deposit::Stored)
+        );
+        assert!(m.holds(&carol, &ref_of_env(&carols)).unwrap());
+        assert!(!m.holds(&carol, &ref_of_env(&alice)).unwrap());
+    }
+
+    #[tokio::test]
+    async fn deleting_by_digest_never_deletes_another_envelope_with_the_same_id() {
+        let (_dir, m) = open();
+        let limits = Limits::default();
+        let bob = user();
+        let ((alice, alice_bytes), (mallory, mallory_bytes)) = alices_and_mallorys(bob);
+        for (env, bytes) in [(&mallory, &mallory_bytes), (&alice, &alice_bytes)] {
+            assert_eq!(
+                m.deposit(env, bytes, &limits, NOW).unwrap(),
+                Ok(Deposit::Stored)
+            );
+        }
+        // Bob took mallory's message: only hers goes.
+        assert_eq!(
+            m.delete(&bob, &[ref_of_env(&mallory)], NOW + 1_000)
+                .unwrap(),
+            1
+        );
+        assert!(m.holds(&bob, &ref_of_env(&alice)).unwrap());
+        assert!(!m.holds(&bob, &ref_of_env(&mallory)).unwrap());
+        assert_eq!(usage_of(&m, &bob), Some((1, alice_bytes.len() as u64)));
+        // Deleting a digest nobody holds deletes nothing.
+        let unknown = EnvelopeRef {
+            id: id(1),
+            digest: EnvelopeDigest([9; ENVELOPE_DIGEST_LEN]),
+        };
+        assert_eq!(m.delete(&bob, &[unknown], NOW + 1_000).unwrap(), 0);
+        assert_eq!(ids_of(&m, &bob), vec![id(1)]);
+    }
+
+    #[tokio::test]
+    async fn a_tombstone_names_one_envelope_not_its_id() {
+        let (_dir, m) = open();
+        let limits = Limits::default();
+        let bob = user();
+        let ((alice, alice_bytes), (mallory, mallory_bytes)) = alices_and_mallorys(bob);
+        // Mallory's envelope arrived first and bob already took it.
+        assert_eq!(
+            m.deposit(&mallory, &mallory_bytes, &limits, NOW).unwrap(),
+            Ok(Deposit::Stored)
+        );
+        assert_eq!(
+            m.delete(&bob, &[ref_of_env(&mallory)], NOW + 1_000)
+                .unwrap(),
+            1
+        );
+        // A late copy of hers is not stored again; alice's envelope, arriving later under the
+        // same id, is.
+        assert_eq!(
+            m.deposit(&mallory, &mallory_bytes, &limits, NOW).unwrap(),
+            Ok(Deposit::Duplicate)
+        );
+        assert_eq!(
+            m.deposit(&alice, &alice_bytes, &limits, NOW).unwrap(),
+            Ok(Deposit::Stored)
+        );
+        assert_eq!(
+            m.list(&bob)
+                .unwrap()
+                .into_iter()
+                .map(|(r, _)| r)
+                .collect::<Vec<_>>(),
+            vec![ref_of_env(&alice)]
+        );
+    }
+
+    #[tokio::test]
+    async fn migration_rebuilds_the_index_by_recipient_id_and_digest_and_is_idempotent() {
+        let (_dir, m) = open();
+        let limits = Limits::default();
+        let (bob, carol) = (user(), user());
+        let ((alice, alice_bytes), _) = alices_and_mallorys(bob);
+        let (carols, carols_bytes) = envelope(carol, id(2), NOW + 60_000, 100);
+        for (env, bytes) in [(&alice, &alice_bytes), (&carols, &carols_bytes)] {
+            assert_eq!(
+                m.deposit(env, bytes, &limits, NOW).unwrap(),
+                Ok(Deposit::Stored)
+            );
+        }
+        // Put the indexes back in the old layout: `ids` by id alone, a tombstone without a
+        // digest, and one already in the new layout.
+        let ids = m.db().open_tree("ids").unwrap();
+        let forgotten = m.db().open_tree("forgotten").unwrap();
+        let envelopes = m.db().open_tree("envelopes").unwrap();
+        ids.clear().unwrap();
+        for item in envelopes.iter() {
+            let (k, _) = item.unwrap();
+            ids.insert(&k[k.len() - 16..], k.clone()).unwrap();
+        }
+        let mut old_tombstone = prefix(&bob);
+        old_tombstone.extend_from_slice(id(7).as_bytes());
+        forgotten
+            .insert(&old_tombstone, &(NOW + 1_000).to_be_bytes())
+            .unwrap();
+        let kept = identity_key(&bob, &r(bob, 8));
+        forgotten
+            .insert(&kept, &(NOW + 1_000).to_be_bytes())
+            .unwrap();
+        for _ in 0..2 {
+            assert_eq!(migrate_index_to_recipient_id_digest(m.db()).unwrap(), 2);
+            let mut keys: Vec<Vec<u8>> = ids.iter().keys().map(|k| k.unwrap().to_vec()).collect();
+            keys.sort();
+            let mut expected = vec![
+                identity_key(&bob, &ref_of_env(&alice)),
+                identity_key(&carol, &ref_of_env(&carols)),
+            ];
+            expected.sort();
+            assert_eq!(keys, expected);
+            let tombstones: Vec<Vec<u8>> = forgotten
+                .iter()
+                .keys()
+                .map(|k| k.unwrap().to_vec())
+                .collect();
+            assert_eq!(tombstones, vec![kept.clone()]);
+        }
+        // The migrated index works: duplicates are recognised, deletes find their envelope.
+        assert_eq!(
+            m.deposit(&alice, &alice_bytes, &limits, NOW).unwrap(),
+            Ok(Deposit::Duplicate)
+        );
+        assert_eq!(put(&m, bob, 8, &limits), Ok(Deposit::Duplicate));
+        assert_eq!(
+            m.delete(&carol, &[ref_of_env(&carols)], NOW + 1_000)
+                .unwrap(),
+            1
+        );
+        assert_eq!(usage_of(&m, &carol), None);
     }
 
     #[tokio::test]

@@ -21,9 +21,11 @@ use crate::{
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use kith_protocol::{
     batch::{self, BatchLimit},
-    mailbox::{MailboxRequest, MailboxResponse, RefuseReason, MAILBOX_PROTOCOL, MAX_BATCH},
+    mailbox::{
+        EnvelopeRef, MailboxRequest, MailboxResponse, RefuseReason, MAILBOX_PROTOCOL, MAX_BATCH,
+    },
     presence::PresenceTable,
-    Envelope, MessageId, UserId, Visibility,
+    Envelope, EnvelopeDigest, MessageId, UserId, Visibility,
 };
 use libp2p::{PeerId, StreamProtocol};
 use tokio::sync::mpsc;
@@ -117,7 +119,9 @@ pub struct StorePeer {
     presence: PresenceTable,
     stores: HashSet<PeerId>,
     replica_links: HashMap<PeerId, ReplicaLink>,
-    replicated: HashMap<PeerId, HashSet<MessageId>>,
+    /// What each other store peer confirmed holding (by envelope identity: the recipient is
+    /// covered by the digest).
+    replicated: HashMap<PeerId, HashSet<EnvelopeRef>>,
     next_generation: u64,
     cancel: CancellationToken,
 }
@@ -275,7 +279,7 @@ fn serve_stream(
 /// Splits envelopes held for `user` (raw bytes, as stored) into batches that each fit one
 /// `Deliver` or `Replicate` frame, and decodes them. Sizes come from the stored bytes: an
 /// envelope's stored bytes are its encoding, so nothing is encoded again to measure it.
-fn held_batches(user: &UserId, held: Vec<(MessageId, Vec<u8>)>) -> Vec<Vec<Envelope>> {
+fn held_batches(user: &UserId, held: Vec<(EnvelopeRef, Vec<u8>)>) -> Vec<Vec<Envelope>> {
     let split = batch::split_sized(
         held.into_iter().map(|(id, bytes)| {
             let len = bytes.len();
@@ -283,17 +287,17 @@ fn held_batches(user: &UserId, held: Vec<(MessageId, Vec<u8>)>) -> Vec<Vec<Envel
         }),
         BatchLimit::frame(MAX_BATCH),
     );
-    let oversized: Vec<MessageId> = split.oversized.iter().map(|(id, _)| *id).collect();
+    let oversized: Vec<MessageId> = split.oversized.iter().map(|(r, _)| r.id).collect();
     report_oversized(user, &oversized);
     split
         .batches
         .into_iter()
         .map(|b| {
             b.into_iter()
-                .filter_map(|(id, bytes)| match Envelope::from_bytes(&bytes) {
+                .filter_map(|(r, bytes)| match Envelope::from_bytes(&bytes) {
                     Ok(env) => Some(env),
                     Err(e) => {
-                        tracing::error!(%user, %id, error = %e, "held envelope does not decode; not sent");
+                        tracing::error!(%user, id = %r.id, error = %e, "held envelope does not decode; not sent");
                         None
                     }
                 })
@@ -339,8 +343,8 @@ impl StorePeer {
                 LinkSignal::Up => {}
                 LinkSignal::Frames(frames) => {
                     for f in frames {
-                        if let MailboxResponse::Replicated(ids) = f {
-                            self.replicated.entry(peer).or_default().extend(ids);
+                        if let MailboxResponse::Replicated(refs) = f {
+                            self.replicated.entry(peer).or_default().extend(refs);
                         }
                     }
                 }
@@ -432,7 +436,7 @@ impl StorePeer {
                         ));
                         continue;
                     }
-                    match self.store_one(&env, now) {
+                    match self.store_one(&env, now).map(|(d, _)| d) {
                         Ok(Deposit::Stored) => {
                             wrote = true;
                             self.metrics.deposits.fetch_add(1, Ordering::Relaxed);
@@ -461,20 +465,26 @@ impl StorePeer {
                         }
                         continue;
                     }
-                    let mut ids = Vec::new();
+                    let mut refs = Vec::new();
                     for env in envs {
                         match self.store_one(&env, now) {
-                            Ok(Deposit::Stored) => {
+                            Ok((Deposit::Stored, digest)) => {
                                 self.metrics.replicas.fetch_add(1, Ordering::Relaxed);
-                                ids.push(env.id());
+                                refs.push(EnvelopeRef {
+                                    id: env.id(),
+                                    digest,
+                                });
                                 pushes.push((env.header.recipient, env));
                             }
-                            Ok(Deposit::Duplicate) => ids.push(env.id()),
+                            Ok((Deposit::Duplicate, digest)) => refs.push(EnvelopeRef {
+                                id: env.id(),
+                                digest,
+                            }),
                             Err(reason) => self.metrics.reject(reason),
                         }
                     }
                     wrote = true;
-                    answers.push((out.clone(), MailboxResponse::Replicated(ids)));
+                    answers.push((out.clone(), MailboxResponse::Replicated(refs)));
                 }
                 MailboxRequest::Subscribe => {
                     let Ok(user) = UserId::from_peer_id(peer) else {
@@ -494,13 +504,14 @@ impl StorePeer {
                         Err(e) => tracing::error!(error = %e, "cannot list mailbox"),
                     }
                 }
-                MailboxRequest::Delete(ids) => {
-                    // Only the mailbox's owner — the connection's authenticated peer — deletes.
+                MailboxRequest::Delete(refs) => {
+                    // Only the mailbox's owner — the connection's authenticated peer — deletes,
+                    // and only the envelopes it names by id and digest.
                     let Ok(owner) = UserId::from_peer_id(peer) else {
                         continue;
                     };
                     let until = now.saturating_add(self.cfg.limits.max_lifetime_ms);
-                    match self.mailboxes.delete(&owner, &ids, until) {
+                    match self.mailboxes.delete(&owner, &refs, until) {
                         Ok(n) => {
                             wrote = true;
                             self.metrics.deleted.fetch_add(n as u64, Ordering::Relaxed);
@@ -548,13 +559,19 @@ impl StorePeer {
         });
     }
 
-    fn store_one(&mut self, env: &Envelope, now: u64) -> Result<Deposit, RefuseReason> {
+    /// Stores one envelope; on success also says its digest (of the canonical encoding held).
+    fn store_one(
+        &mut self,
+        env: &Envelope,
+        now: u64,
+    ) -> Result<(Deposit, EnvelopeDigest), RefuseReason> {
         if env.check().is_err() {
             return Err(RefuseReason::Malformed);
         }
         let bytes = env.to_bytes().map_err(|_| RefuseReason::TooLarge)?;
+        let digest = EnvelopeDigest::of_bytes(&bytes);
         match self.mailboxes.deposit(env, &bytes, &self.cfg.limits, now) {
-            Ok(r) => r,
+            Ok(r) => r.map(|d| (d, digest)),
             Err(e) => {
                 tracing::error!(error = %e, "cannot store envelope");
                 Err(RefuseReason::MailboxFull)
@@ -609,9 +626,9 @@ impl StorePeer {
             let local = self.local;
             for p in set.into_iter().filter(|p| *p != local) {
                 let done = self.replicated.entry(p).or_default();
-                let missing: Vec<(MessageId, Vec<u8>)> = held
+                let missing: Vec<(EnvelopeRef, Vec<u8>)> = held
                     .iter()
-                    .filter(|(id, _)| !done.contains(id))
+                    .filter(|(r, _)| !done.contains(r))
                     .cloned()
                     .collect();
                 if missing.is_empty() {
@@ -755,7 +772,7 @@ mod tests {
     #[test]
     fn many_small_envelopes_keep_the_count_cap() {
         let bob = LocalIdentity::generate(0, &mut rand::rngs::OsRng).user_id();
-        let held: Vec<(MessageId, Vec<u8>)> = (0..600u32)
+        let held: Vec<(EnvelopeRef, Vec<u8>)> = (0..600u32)
             .map(|i| {
                 let mut id = [0u8; 16];
                 id[..4].copy_from_slice(&i.to_be_bytes());
@@ -766,7 +783,11 @@ mod tests {
                         noise: vec![1; 100],
                     }),
                 };
-                (MessageId(id), env.to_bytes().unwrap())
+                let r = EnvelopeRef {
+                    id: MessageId(id),
+                    digest: env.digest().unwrap(),
+                };
+                (r, env.to_bytes().unwrap())
             })
             .collect();
         let batches = held_batches(&bob, held);

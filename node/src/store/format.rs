@@ -5,7 +5,8 @@
 //! - 1 (no version key): the layouts before format versions, including [`StoredMessage`]s
 //!   written before media messages existed (without the `media` field).
 //! - 2: every [`StoredMessage`] has the `media` field; media records are keyed by the message
-//!   that carried them ([`super::migrate_media_by_message`]).
+//!   that carried them ([`super::migrate_media_by_message`]); `message_ids` is keyed by
+//!   (direction, other party, id) ([`super::migrate_message_ids_to_sender_and_id`]).
 //!
 //! To change the format: raise [`NODE_VERSION`] and append the steps that bring a database of
 //! the previous version to it to [`NODE_STEPS`] (each idempotent, see [`Step`]).
@@ -32,6 +33,11 @@ pub const NODE_STEPS: &[Step<StoreError>] = &[
         to: 2,
         name: "media records keyed by the message that carried them",
         run: media_by_message,
+    },
+    Step {
+        to: 2,
+        name: "message ids keyed by direction, other party and id",
+        run: message_ids_by_sender,
     },
 ];
 
@@ -163,5 +169,12 @@ fn media_by_message(db: &sled::Db, dir: &Path) -> Result<(), StoreError> {
     let data_dir = dir.parent().unwrap_or(dir);
     let done = super::migrate_media_by_message(db, &data_dir.join(crate::run::MEDIA_DIR))?;
     tracing::info!(?done, "media records migrated");
+    Ok(())
+}
+
+/// Version 1 → 2: a message is identified by who sent it, not by its id alone.
+fn message_ids_by_sender(db: &sled::Db, _: &Path) -> Result<(), StoreError> {
+    let n = super::migrate_message_ids_to_sender_and_id(db)?;
+    tracing::info!(n, "message ids re-indexed by sender");
     Ok(())
 }

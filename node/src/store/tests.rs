@@ -7,7 +7,7 @@ use kith_protocol::{
     DeliveryStatus, LocalIdentity, MessageId, PeerSessions, UserId,
 };
 
-use super::{Contact, OutboxEntry, Store, StoredMessage};
+use super::{Contact, Direction, OutboxEntry, Store, StoredMessage};
 use crate::{
     media::{MediaRecord, MediaState},
     versioned,
@@ -55,7 +55,15 @@ async fn an_undecodable_message_is_quarantined_and_the_page_still_loads() {
         assert!(store.insert_message(&message(bob, n)).unwrap());
     }
     // Message 2 is damaged on disk.
-    let key = store.message_ids.get([2u8; 16]).unwrap().unwrap();
+    let key = store
+        .message_ids
+        .get(super::id_key(
+            Direction::Incoming,
+            &bob,
+            &MessageId([2; 16]),
+        ))
+        .unwrap()
+        .unwrap();
     store.messages.insert(&key, GARBAGE).unwrap();
     let (page, more) = store.page(&me, &bob, 0, 10, None).unwrap();
     let texts: Vec<_> = page.iter().map(|m| m.text.as_str()).collect();
@@ -68,9 +76,12 @@ async fn an_undecodable_message_is_quarantined_and_the_page_still_loads() {
     );
     assert_eq!(q.bytes, GARBAGE);
     // Reading it by id, or moving its status, finds nothing rather than failing.
-    assert!(store.message(&MessageId([2; 16])).unwrap().is_none());
     assert!(store
-        .advance_status(&MessageId([2; 16]), DeliveryStatus::Read)
+        .message(Direction::Incoming, &bob, &MessageId([2; 16]))
+        .unwrap()
+        .is_none());
+    assert!(store
+        .advance_status(&bob, &MessageId([2; 16]), DeliveryStatus::Read)
         .unwrap()
         .is_none());
     assert_eq!(

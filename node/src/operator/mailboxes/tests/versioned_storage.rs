@@ -22,7 +22,13 @@ async fn open_when_released(path: &Path) -> Result<Mailboxes, MailboxError> {
 
 /// Replaces the stored bytes of envelope `n` of `user` with bytes that do not decode.
 fn damage(m: &Mailboxes, n: u8) -> Vec<u8> {
-    let key = m.ids.get(id(n).as_bytes()).unwrap().unwrap();
+    let key = m
+        .envelopes
+        .iter()
+        .keys()
+        .map(|k| k.unwrap())
+        .find(|k| k.ends_with(id(n).as_bytes()))
+        .unwrap();
     m.envelopes.insert(&key, &[0xff; 3]).unwrap();
     key.to_vec()
 }
@@ -39,7 +45,12 @@ async fn an_undecodable_envelope_is_quarantined_not_expired() {
     // Nothing is due: the damaged envelope is set aside, not counted as expired.
     assert_eq!(m.expire(NOW).unwrap(), 0);
     assert_eq!(ids_of(&m, &bob), vec![id(1), id(3)]);
-    assert!(!m.holds(&id(2)).unwrap());
+    let (original, _) = envelope(bob, id(2), NOW + 60_000, 100);
+    let r = EnvelopeRef {
+        id: id(2),
+        digest: original.digest().unwrap(),
+    };
+    assert!(!m.holds(&bob, &r).unwrap());
     assert_eq!(usage_of(&m, &bob).map(|u| u.0), Some(2));
     let q = versioned::quarantined(&m.db).unwrap();
     assert_eq!(q.len(), 1);
@@ -83,7 +94,10 @@ fn write_legacy_database(path: &Path, bob: UserId) {
     }
     db.open_tree("forgotten")
         .unwrap()
-        .insert(tombstone(&bob, &id(9)), &(NOW + 1_000).to_be_bytes())
+        .insert(
+            [prefix(&bob).as_slice(), id(9).as_bytes()].concat(),
+            &(NOW + 1_000).to_be_bytes(),
+        )
         .unwrap();
     db.open_tree("blobs")
         .unwrap()
@@ -105,7 +119,10 @@ async fn a_legacy_store_peer_database_migrates_and_keeps_everything() {
     );
     assert_eq!(ids_of(&m, &bob), vec![id(1), id(2)]);
     assert_eq!(usage_of(&m, &bob).map(|u| u.0), Some(2));
-    assert_eq!(put(&m, bob, 9, &Limits::default()), Ok(Deposit::Duplicate));
+    // A tombstone of the old layout names no digest, so the migration drops it (see
+    // `migrate_index_to_recipient_id_digest`): a late copy is held again, and deleted again
+    // by its owner's node, which already has it.
+    assert_eq!(put(&m, bob, 9, &Limits::default()), Ok(Deposit::Stored));
     // The blob index entry that does not decode is set aside at open, not deleted.
     let blobs = Blobs::open(
         &dir.path().join("blobs"),
