@@ -16,6 +16,15 @@
 //! Then both were stopped with SIGTERM (a clean shutdown) and alice's `db` was copied.
 //! alice is [`ALICE`], bob is [`BOB`]; bob is alice's only contact, named "bob". (The
 //! database holds alice's private keys: a throwaway test identity.)
+//!
+//! The store peer's fixture, `tests/fixtures/store-peer-db-v1/mailboxes`, is the database of
+//! a `kith-bootstrap run --store` of the same commit, made by
+//! `tests/fixtures/make-store-peer-db-v1.sh`: three store peers, alice ([`SP_ALICE`]) and bob
+//! ([`SP_BOB`]) added each other, bob stopped, alice sent him "while you were away"
+//! ([`SP_FIRST`]) then "and a second one" ([`SP_SECOND`]), both reached ✓ (held by W = 2 store
+//! peers), and the mailboxes of a store peer holding both were copied after every process
+//! was stopped with SIGTERM. It holds bob's mailbox with those two sealed envelopes (in that
+//! order) and no blobs.
 
 #![allow(clippy::unwrap_used)]
 
@@ -25,10 +34,11 @@ use std::{
 };
 
 use kith_node::{
+    operator::{blobs::Blobs, format::STORE_PEER_VERSION, mailboxes::Mailboxes},
     store::{format::NODE_VERSION, StoredMessage},
     versioned, Config,
 };
-use kith_protocol::{codec, DeliveryStatus, UserId};
+use kith_protocol::{codec, DeliveryStatus, Envelope, UserId};
 use serde_json::json;
 
 /// alice, whose database the fixture is.
@@ -36,6 +46,18 @@ const ALICE: &str = "12D3KooWHqDXYqqujsV17afFRzYuLzrfTY5Akkzm2ZRTpAW5h5bH";
 
 /// bob, her contact.
 const BOB: &str = "12D3KooWNtz27NjWmgvDFa9RvCq9sn18YmbqSvuRejTBvSNaRcLU";
+
+/// alice of the store peer's fixture.
+const SP_ALICE: &str = "12D3KooWFRwbXrjZ6jyP3RmbuRiZd7PgDFm4mQQt1ndFJwzCX6Uj";
+
+/// bob of the store peer's fixture, whose mailbox it holds.
+const SP_BOB: &str = "12D3KooWEWTxsFY6aChqEHCTsJJzv98mHAD9WnxvBgS2NmNr2ubQ";
+
+/// The id of alice's first message to bob in the store peer's fixture.
+const SP_FIRST: &str = "1e5e3528cfd6bc69716985db463b2e27";
+
+/// The id of her second.
+const SP_SECOND: &str = "a2a3452cb28b6daf6082696d2387270f";
 
 /// How long sled's file lock may outlive a closed database.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -180,4 +202,60 @@ async fn a_version_1_node_database_migrates_and_pages_its_conversation() {
         assert!(codec::decode::<StoredMessage>(&v).unwrap().media.is_none());
     }
     assert!(versioned::quarantined(&db).unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_version_1_store_peer_database_migrates_and_keeps_every_envelope() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mailboxes");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/store-peer-db-v1/mailboxes"),
+        &path,
+    );
+    {
+        let db = open_raw(&path).await;
+        assert!(db.get(versioned::VERSION_KEY).unwrap().is_none());
+    }
+    let deadline = tokio::time::Instant::now() + RELEASE_TIMEOUT;
+    let mailboxes = loop {
+        match Mailboxes::open(&path) {
+            Ok(m) => break m,
+            Err(e) if tokio::time::Instant::now() > deadline => panic!("{e}"),
+            Err(_) => tokio::time::sleep(POLL).await,
+        }
+    };
+    let blobs = Blobs::open(
+        &dir.path().join("blobs"),
+        mailboxes.db(),
+        Default::default(),
+        Default::default(),
+    )
+    .unwrap();
+    drop(blobs);
+    assert_eq!(
+        mailboxes
+            .db()
+            .get(versioned::VERSION_KEY)
+            .unwrap()
+            .unwrap()
+            .as_ref(),
+        STORE_PEER_VERSION.to_be_bytes()
+    );
+    let bob: UserId = SP_BOB.parse().unwrap();
+    let held = mailboxes.list(&bob).unwrap();
+    let ids: Vec<_> = held.iter().map(|(id, _)| id.to_string()).collect();
+    assert_eq!(ids, [SP_FIRST, SP_SECOND]);
+    for (id, bytes) in &held {
+        let env = Envelope::from_bytes(bytes).unwrap();
+        assert_eq!((env.id(), env.header.recipient), (*id, bob));
+    }
+    let usage = mailboxes.usage();
+    assert_eq!(usage.len(), 1);
+    assert_eq!((usage[0].0, usage[0].1), (bob, 2));
+    assert!(mailboxes.holds(&held[0].0).unwrap());
+    assert!(mailboxes
+        .list(&SP_ALICE.parse().unwrap())
+        .unwrap()
+        .is_empty());
+    assert!(versioned::quarantined(mailboxes.db()).unwrap().is_empty());
 }
