@@ -317,6 +317,22 @@ impl Store {
         Ok(versioned::decode_or_quarantine(&self.db, tree, key, bytes)?)
     }
 
+    /// Decodes a stored message (`key` in `messages`), also one in version 1's layout;
+    /// quarantines one that decodes as neither and reads it as absent.
+    fn decode_message(
+        &self,
+        key: &[u8],
+        bytes: &[u8],
+    ) -> Result<Option<StoredMessage>, StoreError> {
+        match format::decode_message(bytes) {
+            Ok(msg) => Ok(Some(msg)),
+            Err(e) => {
+                versioned::quarantine(&self.db, &self.messages, key, bytes, &e)?;
+                Ok(None)
+            }
+        }
+    }
+
     /// Every value of `tree` in key order, without those that do not decode (quarantined).
     fn decode_all<T: serde::de::DeserializeOwned>(
         &self,
@@ -366,7 +382,7 @@ impl Store {
         };
         match self.messages.get(&key)? {
             None => Ok(None),
-            Some(v) => self.decode(&self.messages, &key, &v),
+            Some(v) => self.decode_message(&key, &v),
         }
     }
 
@@ -382,7 +398,7 @@ impl Store {
         let Some(v) = self.messages.get(&key)? else {
             return Ok(None);
         };
-        let Some(mut msg) = self.decode::<StoredMessage>(&self.messages, &key, &v)? else {
+        let Some(mut msg) = self.decode_message(&key, &v)? else {
             return Ok(None);
         };
         if !msg.outgoing || !msg.status.advance(to) {
@@ -398,7 +414,7 @@ impl Store {
         for item in self.unread.scan_prefix(conv_prefix(peer)) {
             let (key, _) = item?;
             let stored = match self.messages.get(&key)? {
-                Some(v) => self.decode::<StoredMessage>(&self.messages, &key, &v)?,
+                Some(v) => self.decode_message(&key, &v)?,
                 None => None,
             };
             if let Some(mut msg) = stored {
@@ -426,7 +442,7 @@ impl Store {
         let mut skipped = 0usize;
         for item in self.messages.scan_prefix(conv_prefix(peer)).rev() {
             let (k, v) = item?;
-            let Some(msg) = self.decode::<StoredMessage>(&self.messages, &k, &v)? else {
+            let Some(msg) = self.decode_message(&k, &v)? else {
                 continue;
             };
             if let Some(since) = since_ms {

@@ -62,6 +62,17 @@ impl From<StoredMessageV1> for StoredMessage {
     }
 }
 
+/// Decodes a stored message in the current layout or, failing that, in version 1's (a
+/// message written by an older build after this database was migrated, e.g. after a
+/// downgrade and upgrade). The error is the current layout's.
+pub(crate) fn decode_message(bytes: &[u8]) -> Result<StoredMessage, codec::CodecError> {
+    codec::decode::<StoredMessage>(bytes).or_else(|e| {
+        codec::decode::<StoredMessageV1>(bytes)
+            .map(StoredMessage::from)
+            .map_err(|_| e)
+    })
+}
+
 /// Version 1 → 2: rewrites every message that decodes only as [`StoredMessageV1`] with
 /// `media: None`. Messages that already decode are left alone (so a rerun is harmless);
 /// ones that decode as neither are quarantined.
@@ -73,9 +84,9 @@ fn add_media_field(db: &sled::Db) -> Result<(), StoreError> {
         if codec::decode::<StoredMessage>(&bytes).is_ok() {
             continue;
         }
-        match codec::decode::<StoredMessageV1>(&bytes) {
-            Ok(old) => {
-                let new = codec::encode(&StoredMessage::from(old))?;
+        match decode_message(&bytes) {
+            Ok(new) => {
+                let new = codec::encode(&new)?;
                 // Only if unchanged: nothing else runs during open, but never overwrite blindly.
                 let _ = messages.compare_and_swap(&key, Some(&bytes), Some(new))?;
                 converted += 1;
@@ -135,6 +146,29 @@ mod tests {
             (q[0].tree.as_str(), q[0].key.as_slice()),
             ("messages", &b"c"[..])
         );
+    }
+
+    #[tokio::test]
+    async fn a_version_1_message_written_after_the_migration_still_pages() {
+        // E.g. an older build ran on the migrated database, then this one again.
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::super::Store::open(dir.path(), std::time::Duration::ZERO).unwrap();
+        let old = legacy(1);
+        let (me, peer) = (
+            kith_protocol::LocalIdentity::generate(0, &mut rand::rngs::OsRng).user_id(),
+            old.peer,
+        );
+        store
+            .messages
+            .insert(
+                super::super::conv_key(&peer, 1),
+                codec::encode(&old).unwrap(),
+            )
+            .unwrap();
+        let (page, _) = store.page(&me, &peer, 0, 10, None).unwrap();
+        assert_eq!(page.len(), 1);
+        assert_eq!(page[0].text, "text 1");
+        assert!(versioned::quarantined(&store.db).unwrap().is_empty());
     }
 
     #[test]
