@@ -306,46 +306,6 @@ impl Store {
         self.decode_all(&self.contacts)
     }
 
-    /// Decodes `bytes`, the value of `key` in `tree`; one that does not decode is quarantined
-    /// (logged and set aside, see [`versioned::quarantine`]) and read as absent.
-    fn decode<T: serde::de::DeserializeOwned>(
-        &self,
-        tree: &sled::Tree,
-        key: &[u8],
-        bytes: &[u8],
-    ) -> Result<Option<T>, StoreError> {
-        Ok(versioned::decode_or_quarantine(&self.db, tree, key, bytes)?)
-    }
-
-    /// Decodes a stored message (`key` in `messages`), also one in version 1's layout;
-    /// quarantines one that decodes as neither and reads it as absent.
-    fn decode_message(
-        &self,
-        key: &[u8],
-        bytes: &[u8],
-    ) -> Result<Option<StoredMessage>, StoreError> {
-        match format::decode_message(bytes) {
-            Ok(msg) => Ok(Some(msg)),
-            Err(e) => {
-                versioned::quarantine(&self.db, &self.messages, key, bytes, &e)?;
-                Ok(None)
-            }
-        }
-    }
-
-    /// Every value of `tree` in key order, without those that do not decode (quarantined).
-    fn decode_all<T: serde::de::DeserializeOwned>(
-        &self,
-        tree: &sled::Tree,
-    ) -> Result<Vec<T>, StoreError> {
-        let mut out = Vec::new();
-        for item in tree.iter() {
-            let (k, v) = item?;
-            out.extend(self.decode(tree, &k, &v)?);
-        }
-        Ok(out)
-    }
-
     /// Adds or replaces a contact.
     pub fn put_contact(&self, contact: &Contact) -> Result<(), StoreError> {
         self.contacts

@@ -8,6 +8,9 @@
 //!
 //! To change the format: raise [`NODE_VERSION`] and append the steps that bring a database of
 //! the previous version to it to [`NODE_STEPS`] (each idempotent, see [`Step`]).
+//!
+//! Also here: how [`super::Store`] decodes what it reads (quarantining what does not decode,
+//! and reading a message in either layout).
 
 use kith_protocol::{codec, DeliveryStatus, MessageId, UserId};
 use serde::{Deserialize, Serialize};
@@ -71,6 +74,50 @@ pub(crate) fn decode_message(bytes: &[u8]) -> Result<StoredMessage, codec::Codec
             .map(StoredMessage::from)
             .map_err(|_| e)
     })
+}
+
+/// Decoding with quarantine: how [`super::Store`] reads every value, so one that does not
+/// decode is set aside instead of failing the read.
+impl super::Store {
+    /// Decodes `bytes`, the value of `key` in `tree`; one that does not decode is quarantined
+    /// (logged and set aside, see [`versioned::quarantine`]) and read as absent.
+    pub(super) fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        tree: &sled::Tree,
+        key: &[u8],
+        bytes: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        Ok(versioned::decode_or_quarantine(&self.db, tree, key, bytes)?)
+    }
+
+    /// Decodes a stored message (`key` in `messages`), also one in version 1's layout;
+    /// quarantines one that decodes as neither and reads it as absent.
+    pub(super) fn decode_message(
+        &self,
+        key: &[u8],
+        bytes: &[u8],
+    ) -> Result<Option<StoredMessage>, StoreError> {
+        match decode_message(bytes) {
+            Ok(msg) => Ok(Some(msg)),
+            Err(e) => {
+                versioned::quarantine(&self.db, &self.messages, key, bytes, &e)?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Every value of `tree` in key order, without those that do not decode (quarantined).
+    pub(super) fn decode_all<T: serde::de::DeserializeOwned>(
+        &self,
+        tree: &sled::Tree,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut out = Vec::new();
+        for item in tree.iter() {
+            let (k, v) = item?;
+            out.extend(self.decode(tree, &k, &v)?);
+        }
+        Ok(out)
+    }
 }
 
 /// Version 1 → 2: rewrites every message that decodes only as [`StoredMessageV1`] with
