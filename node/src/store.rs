@@ -359,30 +359,6 @@ impl Store {
         self.decode_all(&self.contacts)
     }
 
-    /// Decodes `bytes`, the value of `key` in `tree`; one that does not decode is quarantined
-    /// (logged and set aside, see [`versioned::quarantine`]) and read as absent.
-    fn decode<T: serde::de::DeserializeOwned>(
-        &self,
-        tree: &sled::Tree,
-        key: &[u8],
-        bytes: &[u8],
-    ) -> Result<Option<T>, StoreError> {
-        Ok(versioned::decode_or_quarantine(&self.db, tree, key, bytes)?)
-    }
-
-    /// Every value of `tree` in key order, without those that do not decode (quarantined).
-    fn decode_all<T: serde::de::DeserializeOwned>(
-        &self,
-        tree: &sled::Tree,
-    ) -> Result<Vec<T>, StoreError> {
-        let mut out = Vec::new();
-        for item in tree.iter() {
-            let (k, v) = item?;
-            out.extend(self.decode(tree, &k, &v)?);
-        }
-        Ok(out)
-    }
-
     /// Adds or replaces a contact.
     pub fn put_contact(&self, contact: &Contact) -> Result<(), StoreError> {
         self.contacts
@@ -431,7 +407,7 @@ impl Store {
         };
         match self.messages.get(&key)? {
             None => Ok(None),
-            Some(v) => self.decode(&self.messages, &key, &v),
+            Some(v) => self.decode_message(&key, &v),
         }
     }
 
@@ -452,7 +428,7 @@ impl Store {
         let Some(v) = self.messages.get(&key)? else {
             return Ok(None);
         };
-        let Some(mut msg) = self.decode::<StoredMessage>(&self.messages, &key, &v)? else {
+        let Some(mut msg) = self.decode_message(&key, &v)? else {
             return Ok(None);
         };
         if !msg.outgoing || !msg.status.advance(to) {
@@ -468,7 +444,7 @@ impl Store {
         for item in self.unread.scan_prefix(conv_prefix(peer)) {
             let (key, _) = item?;
             let stored = match self.messages.get(&key)? {
-                Some(v) => self.decode::<StoredMessage>(&self.messages, &key, &v)?,
+                Some(v) => self.decode_message(&key, &v)?,
                 None => None,
             };
             if let Some(mut msg) = stored {
@@ -496,7 +472,7 @@ impl Store {
         let mut skipped = 0usize;
         for item in self.messages.scan_prefix(conv_prefix(peer)).rev() {
             let (k, v) = item?;
-            let Some(msg) = self.decode::<StoredMessage>(&self.messages, &k, &v)? else {
+            let Some(msg) = self.decode_message(&k, &v)? else {
                 continue;
             };
             if let Some(since) = since_ms {

@@ -10,6 +10,9 @@
 //!
 //! To change the format: raise [`NODE_VERSION`] and append the steps that bring a database of
 //! the previous version to it to [`NODE_STEPS`] (each idempotent, see [`Step`]).
+//!
+//! Also here: how [`super::Store`] decodes what it reads (quarantining what does not decode,
+//! and reading a message in either layout).
 
 use std::path::Path;
 
@@ -78,6 +81,61 @@ impl From<StoredMessageV1> for StoredMessage {
     }
 }
 
+/// Decodes a stored message in the current layout or, failing that, in version 1's (a
+/// message written by an older build after this database was migrated, e.g. after a
+/// downgrade and upgrade). The error is the current layout's.
+pub(crate) fn decode_message(bytes: &[u8]) -> Result<StoredMessage, codec::CodecError> {
+    codec::decode::<StoredMessage>(bytes).or_else(|e| {
+        codec::decode::<StoredMessageV1>(bytes)
+            .map(StoredMessage::from)
+            .map_err(|_| e)
+    })
+}
+
+/// Decoding with quarantine: how [`super::Store`] reads every value, so one that does not
+/// decode is set aside instead of failing the read.
+impl super::Store {
+    /// Decodes `bytes`, the value of `key` in `tree`; one that does not decode is quarantined
+    /// (logged and set aside, see [`versioned::quarantine`]) and read as absent.
+    pub(super) fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        tree: &sled::Tree,
+        key: &[u8],
+        bytes: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        Ok(versioned::decode_or_quarantine(&self.db, tree, key, bytes)?)
+    }
+
+    /// Decodes a stored message (`key` in `messages`), also one in version 1's layout;
+    /// quarantines one that decodes as neither and reads it as absent.
+    pub(super) fn decode_message(
+        &self,
+        key: &[u8],
+        bytes: &[u8],
+    ) -> Result<Option<StoredMessage>, StoreError> {
+        match decode_message(bytes) {
+            Ok(msg) => Ok(Some(msg)),
+            Err(e) => {
+                versioned::quarantine(&self.db, &self.messages, key, bytes, &e)?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Every value of `tree` in key order, without those that do not decode (quarantined).
+    pub(super) fn decode_all<T: serde::de::DeserializeOwned>(
+        &self,
+        tree: &sled::Tree,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut out = Vec::new();
+        for item in tree.iter() {
+            let (k, v) = item?;
+            out.extend(self.decode(tree, &k, &v)?);
+        }
+        Ok(out)
+    }
+}
+
 /// Version 1 → 2: rewrites every message that decodes only as [`StoredMessageV1`] with
 /// `media: None`. Messages that already decode are left alone (so a rerun is harmless);
 /// ones that decode as neither are quarantined.
@@ -89,9 +147,9 @@ fn add_media_field(db: &sled::Db, _: &Path) -> Result<(), StoreError> {
         if codec::decode::<StoredMessage>(&bytes).is_ok() {
             continue;
         }
-        match codec::decode::<StoredMessageV1>(&bytes) {
-            Ok(old) => {
-                let new = codec::encode(&StoredMessage::from(old))?;
+        match decode_message(&bytes) {
+            Ok(new) => {
+                let new = codec::encode(&new)?;
                 // Only if unchanged: nothing else runs during open, but never overwrite blindly.
                 let _ = messages.compare_and_swap(&key, Some(&bytes), Some(new))?;
                 converted += 1;
@@ -151,6 +209,29 @@ mod tests {
             (q[0].tree.as_str(), q[0].key.as_slice()),
             ("messages", &b"c"[..])
         );
+    }
+
+    #[tokio::test]
+    async fn a_version_1_message_written_after_the_migration_still_pages() {
+        // E.g. an older build ran on the migrated database, then this one again.
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::super::Store::open(dir.path(), std::time::Duration::ZERO).unwrap();
+        let old = legacy(1);
+        let (me, peer) = (
+            kith_protocol::LocalIdentity::generate(0, &mut rand::rngs::OsRng).user_id(),
+            old.peer,
+        );
+        store
+            .messages
+            .insert(
+                super::super::conv_key(&peer, 1),
+                codec::encode(&old).unwrap(),
+            )
+            .unwrap();
+        let (page, _) = store.page(&me, &peer, 0, 10, None).unwrap();
+        assert_eq!(page.len(), 1);
+        assert_eq!(page[0].text, "text 1");
+        assert!(versioned::quarantined(&store.db).unwrap().is_empty());
     }
 
     #[test]
