@@ -63,7 +63,7 @@ impl FaultConfig {
         FaultConfig {
             bin_dir,
             steps: 150,
-            settle_timeout: Duration::from_secs(90),
+            settle_timeout: Duration::from_secs(60),
             keep_all: false,
         }
     }
@@ -73,7 +73,7 @@ impl FaultConfig {
         FaultConfig {
             bin_dir,
             steps: 60,
-            settle_timeout: Duration::from_secs(120),
+            settle_timeout: Duration::from_secs(45),
             keep_all: false,
         }
     }
@@ -225,6 +225,7 @@ async fn run_in(cfg: &FaultConfig, seed: u64, root: &std::path::Path) -> Result<
     let mut cluster = cluster::Cluster::start(&cfg.bin_dir, root, ledger.clone()).await?;
     let stats = schedule::drive(&mut cluster, seed, cfg.steps).await?;
     cluster.start_all_down().await?;
+    cluster.note("settling");
     let mut report = check::settle_and_check(&cluster, &ledger, cfg.settle_timeout).await?;
     report.seed = seed;
     report.kills = stats.kills;
@@ -240,6 +241,7 @@ async fn run_in(cfg: &FaultConfig, seed: u64, root: &std::path::Path) -> Result<
             });
         }
     }
+    cluster.note(&format!("checked: {}", report.summary()));
     cluster.stop_all();
     Ok(report)
 }

@@ -123,7 +123,10 @@ fn judge(
     let mut counts = Counts::default();
     for ((u, p), conv) in &snap.convs {
         if let Err(e) = conv {
-            fail(&format!("user{u}"), format!("conversation with user{p} unreadable: {e}"));
+            fail(
+                &format!("user{u}"),
+                format!("conversation with user{p} unreadable: {e}"),
+            );
         }
     }
     // Nothing twice, on either side, whatever it is.
@@ -135,7 +138,10 @@ fn judge(
         for ((id, outgoing), n) in seen.into_iter().filter(|(_, n)| *n > 1) {
             counts.duplicated += 1;
             let side = if outgoing { "sent" } else { "received" };
-            fail(id, format!("user{u} holds it {n} times ({side}, with user{p})"));
+            fail(
+                id,
+                format!("user{u} holds it {n} times ({side}, with user{p})"),
+            );
         }
     }
     // Every acknowledged message: there once, unaltered, ✓✓.
@@ -156,15 +162,22 @@ fn judge(
             .find(|m| m.outgoing && m.id == *id);
         let best = ledger.best(a.from, id);
         let ticked = best.is_some_and(|s| s >= DeliveryStatus::Sent);
+        let shown = best.unwrap_or(DeliveryStatus::Pending);
         match (received.first(), own) {
-            (None, _) if ticked => {
+            // ✓ promised it, or the 201 did and the sender no longer has it either.
+            (None, _) if ticked || own.is_none() => {
                 counts.lost += 1;
+                let gone = if own.is_none() {
+                    ", and no longer shows it"
+                } else {
+                    ""
+                };
                 fail(
                     id,
                     format!(
-                        "lost: user{} showed {:?}, user{} never received it ({} bytes)",
+                        "lost: user{} answered 201 and showed {shown:?}{gone}; user{} never \
+                         received it ({} bytes)",
                         a.from,
-                        best.unwrap_or(DeliveryStatus::Pending),
                         a.to,
                         a.bytes()
                     ),
@@ -175,35 +188,42 @@ fn judge(
                 fail(
                     id,
                     format!(
-                        "never reached ✓ (user{} shows {:?}) nor user{} ({} bytes)",
+                        "never reached ✓ (user{} shows {shown:?}) nor user{} ({} bytes)",
                         a.from,
-                        own.map(|m| m.status),
                         a.to,
                         a.bytes()
                     ),
                 );
             }
-            (Some(m), _) => {
+            (Some(m), own) => {
                 if let Some(why) = altered(c, a, m) {
                     counts.altered += 1;
                     fail(id, why);
                 }
+                match own {
+                    None => {
+                        counts.lost += 1;
+                        fail(
+                            id,
+                            format!(
+                                "arrived on user{}, but user{} no longer shows its own message",
+                                a.to, a.from
+                            ),
+                        );
+                    }
+                    Some(o) if o.status < DeliveryStatus::Delivered => {
+                        counts.not_delivered += 1;
+                        fail(
+                            id,
+                            format!(
+                                "arrived on user{}, still {:?} on user{}",
+                                a.to, o.status, a.from
+                            ),
+                        );
+                    }
+                    Some(_) => {}
+                }
             }
-        }
-        match own {
-            None if ticked => {
-                counts.lost += 1;
-                fail(id, format!("user{} no longer shows its own message", a.from));
-            }
-            None => {}
-            Some(m) if !received.is_empty() && m.status < DeliveryStatus::Delivered => {
-                counts.not_delivered += 1;
-                fail(
-                    id,
-                    format!("arrived on user{}, still {:?} on user{}", a.to, m.status, a.from),
-                );
-            }
-            Some(_) => {}
         }
     }
     // Nothing that was not sent.
@@ -308,7 +328,11 @@ fn altered(c: &Cluster, a: &Attempt, m: &MessageView) -> Option<String> {
             ));
         }
     }
-    if a.media_bytes.is_some() {
+    if let Some(bytes) = a.media_bytes {
+        let size = m.media.as_ref().map(|v| v.size);
+        if size != Some(bytes) {
+            return Some(format!("media of {bytes} bytes arrived as {size:?}"));
+        }
         let got = m.media.as_ref().map(|v| v.hash.as_str());
         match (&a.media_hash, got) {
             (Some(want), Some(got)) if want == got => {}

@@ -80,6 +80,8 @@ pub(crate) struct Cluster {
     ledger: Arc<Ledger>,
     /// How many times a store peer's data was lost (names its next data directory).
     losses: usize,
+    /// When the run started, for the timeline.
+    started: std::time::Instant,
 }
 
 impl Cluster {
@@ -93,6 +95,7 @@ impl Cluster {
             users: Vec::new(),
             ledger,
             losses: 0,
+            started: std::time::Instant::now(),
         };
         for i in 0..STORE_PEERS {
             c.stores.push(StorePeer {
@@ -161,6 +164,16 @@ impl Cluster {
         stores.chain(users).collect()
     }
 
+    /// Appends `what` to the run's `timeline.log` (kills, restarts, losses), to line up with
+    /// the processes' logs when a run fails.
+    pub fn note(&self, what: &str) {
+        use std::io::Write;
+        let line = format!("{:>8.3}s {what}\n", self.started.elapsed().as_secs_f64());
+        if let Ok(mut f) = Self::log_file(&self.root.join("timeline.log")) {
+            let _ = f.write_all(line.as_bytes());
+        }
+    }
+
     fn log_file(path: &Path) -> Result<std::fs::File> {
         std::fs::OpenOptions::new()
             .create(true)
@@ -196,6 +209,7 @@ impl Cluster {
                 cmd.arg("--peer").arg(p);
             }
             let mut child = ChildProc::spawn(&s.name, cmd)?;
+            let pid = child.pid();
             match child.line(|l| l.starts_with("/ip4/")).await {
                 Ok(line) => {
                     let addr: Multiaddr = line
@@ -206,6 +220,8 @@ impl Cluster {
                     let s = &mut self.stores[i];
                     s.addr = Some(addr);
                     s.child = Some(child);
+                    let what = format!("start {} (pid {pid}, {})", s.name, s.dir.display());
+                    self.note(&what);
                     return Ok(());
                 }
                 Err(e) => {
@@ -228,6 +244,7 @@ impl Cluster {
     pub fn kill_store(&mut self, i: usize) -> Result<()> {
         if let Some(mut c) = self.stores[i].child.take() {
             c.kill9()?;
+            self.note(&format!("kill -9 store{i} (pid {})", c.pid()));
         }
         Ok(())
     }
@@ -237,12 +254,12 @@ impl Cluster {
     pub fn lose_store(&mut self, i: usize) -> Result<()> {
         self.kill_store(i)?;
         let s = &mut self.stores[i];
-        std::fs::remove_dir_all(&s.dir)
-            .with_context(|| format!("deleting {}", s.dir.display()))?;
+        std::fs::remove_dir_all(&s.dir).with_context(|| format!("deleting {}", s.dir.display()))?;
         // Its identity went with the disk: the old address names a peer that is gone.
         s.addr = None;
         self.losses += 1;
         s.dir = self.root.join(format!("{}-fresh{}", s.name, self.losses));
+        self.note(&format!("store{i} lost for good (data deleted)"));
         Ok(())
     }
 
@@ -277,6 +294,7 @@ impl Cluster {
         let token = kith_node::run::read_token(&u.dir)?;
         let api = ApiClient::new(line.trim_start_matches("kith: api ").trim(), token)?;
         let watcher = ledger::watch(self.ledger.clone(), i, api.clone());
+        self.note(&format!("start user{i} (pid {})", child.pid()));
         let u = &mut self.users[i];
         u.child = Some((child, api.clone()));
         u.watcher = Some(watcher);
@@ -301,6 +319,7 @@ impl Cluster {
         }
         if let Some((mut c, _)) = u.child.take() {
             c.kill9()?;
+            self.note(&format!("kill -9 user{i} (pid {})", c.pid()));
         }
         Ok(())
     }

@@ -92,7 +92,10 @@ pub(crate) async fn drive(c: &mut Cluster, seed: u64, steps: usize) -> Result<St
     while step < steps || !backlog_done {
         step += 1;
         if step > steps * STEP_STRETCH {
-            bail!("the backlog was not built in {} steps", steps * STEP_STRETCH);
+            bail!(
+                "the backlog was not built in {} steps",
+                steps * STEP_STRETCH
+            );
         }
         let pause = s.rng.gen_range(0..=STEP_PAUSE_MS);
         tokio::time::sleep(Duration::from_millis(pause)).await;
@@ -113,6 +116,7 @@ pub(crate) async fn drive(c: &mut Cluster, seed: u64, steps: usize) -> Result<St
             if bytes >= BACKLOG_BYTES {
                 s.long_down = None;
                 backlog_done = true;
+                s.c.note(&format!("backlog of {bytes} bytes sent to user{u}"));
                 let at = step + s.rng.gen_range(1..=MAX_DOWN_STEPS);
                 s.restarts.push((at, Target::User(u)));
             } else if s.rng.gen_bool(0.6) {
@@ -130,6 +134,7 @@ pub(crate) async fn drive(c: &mut Cluster, seed: u64, steps: usize) -> Result<St
     }
     // Let the last requests finish (each is bounded by the client's timeout).
     while s.tasks.join_next().await.is_some() {}
+    s.c.note(&format!("schedule done after {step} steps"));
     Ok(Stats { kills: s.kills })
 }
 
@@ -168,6 +173,7 @@ impl Sched<'_> {
         let u = self.rng.gen_range(0..USERS);
         self.restarts.retain(|(_, t)| *t != Target::User(u));
         self.c.kill_user(u)?;
+        self.c.note(&format!("user{u} stays down for a backlog"));
         self.kills += 1;
         self.long_down = Some((u, 0));
         Ok(())
@@ -289,7 +295,13 @@ impl Sched<'_> {
             let name = format!("{tag}.bin");
             let body = reqwest::Body::from(bytes);
             let sent = api
-                .send_media(&to_id, &name, "application/octet-stream", Some(&caption), body)
+                .send_media(
+                    &to_id,
+                    &name,
+                    "application/octet-stream",
+                    Some(&caption),
+                    body,
+                )
                 .await;
             match sent {
                 Ok(m) => ledger.answer(i, Outcome::Acked(m.id), Some(m.hash)),
