@@ -17,6 +17,9 @@ use kith_tests::{
 /// The seeds the suite runs; `kith-bench faults --runs 1 --seed <seed>` reproduces one.
 const SEEDS: [u64; 2] = [11, 12];
 
+/// Failures printed per run (the rest are counted).
+const SHOWN_FAILURES: usize = 30;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_messages_survive_kills_lost_store_peers_and_backlogs() {
     let dir = test_bin_dir().unwrap();
@@ -32,8 +35,11 @@ async fn acknowledged_messages_survive_kills_lost_store_peers_and_backlogs() {
     for seed in SEEDS {
         let report = faults::run_one(&cfg, seed).await.unwrap();
         eprintln!("{}", report.summary());
-        for f in &report.failures {
+        for f in report.failures.iter().take(SHOWN_FAILURES) {
             eprintln!("    {}: {}", f.what, f.why);
+        }
+        if report.failures.len() > SHOWN_FAILURES {
+            eprintln!("    ... {} more", report.failures.len() - SHOWN_FAILURES);
         }
         if let Some(kept) = &report.kept {
             eprintln!("    logs and data kept in {}", kept.display());

@@ -63,6 +63,8 @@ struct Inner {
     /// Highest status seen per (user index, message id), and where.
     status: HashMap<(usize, String), (DeliveryStatus, &'static str)>,
     regressions: Vec<Failure>,
+    /// The (user, message id) pairs already reported as regressed.
+    regressed: std::collections::HashSet<(usize, String)>,
     /// Events missed by a lagging subscriber (their statuses were not checked).
     lagged: u64,
 }
@@ -125,7 +127,9 @@ impl Ledger {
         source: &'static str,
     ) {
         let mut inner = self.lock();
-        if let Some(b) = before.filter(|b| status < *b) {
+        let regressed = before.filter(|b| status < *b);
+        // Once per message: a status stuck below what was shown would repeat on every read.
+        if let Some(b) = regressed.filter(|_| inner.regressed.insert((user, id.to_string()))) {
             inner.regressions.push(Failure {
                 what: id.to_string(),
                 why: format!("user{user}: status went back from {b:?} to {status:?} ({source})"),
