@@ -72,8 +72,8 @@ impl FaultConfig {
     pub fn short(bin_dir: PathBuf) -> Self {
         FaultConfig {
             bin_dir,
-            steps: 60,
-            settle_timeout: Duration::from_secs(45),
+            steps: 40,
+            settle_timeout: Duration::from_secs(30),
             keep_all: false,
         }
     }
