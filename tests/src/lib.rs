@@ -466,5 +466,7 @@ pub fn init_logging() {
             .try_init();
     }
 }
+pub mod faults;
 pub mod mesh;
+pub mod procs;
 pub mod sim;

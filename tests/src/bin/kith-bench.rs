@@ -42,7 +42,15 @@
 //!   read/write copy of the file (synced). Not in `all` (it writes several times the file
 //!   size to disk).
 //!
-//! `store`, `presence`, `idle` and `media` run `kith-bootstrap` and `kith` from the directory
+//! - `faults`: the fault campaign of [`kith_tests::faults`]: `--runs` (default 10) seeded
+//!   runs of 3 store peers and 4 users (child processes) sending a random mix while a
+//!   scheduler `kill -9`s one process at a time; run `i` uses seed `--seed` (default 1) + `i`,
+//!   printed, so `--runs 1 --seed <that>` reproduces a failing one. Prints the totals (runs,
+//!   messages, kills, bytes, lost, duplicated, regressions...), writes them as the top level
+//!   of `--json`, and exits non-zero if any run lost, duplicated, regressed or failed to
+//!   deliver anything. Runs alone; not in `all`.
+//!
+//! `store`, `presence`, `idle`, `media` and `faults` run `kith-bootstrap` and `kith` from the directory
 //! of this binary (or `--bin-dir`): build them in the same profile first.
 //!
 //! Figures carry their unit in their name; every figure is printed with its baseline and the
@@ -62,7 +70,10 @@ use kith_protocol::{
     mailbox::{MailboxRequest, MailboxResponse},
     DeliveryStatus, Envelope, KeyBundle, LocalIdentity, PresenceRecord, Visibility,
 };
-use kith_tests::mesh::{MailboxClient, MailboxStream, Sealer};
+use kith_tests::{
+    mesh::{MailboxClient, MailboxStream, Sealer},
+    procs::{self, free_loopback_addr, peer_of, ChildProc, CHILD_TIMEOUT},
+};
 use serde_json::{json, Value};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -114,6 +125,11 @@ const SCENARIOS: &[(&str, bool, &str)] = &[
         "a 100 MiB file to an offline user through store peers: MiB/s, peak RSS",
     ),
     (
+        "faults",
+        false,
+        "seeded kill -9 campaign (--runs N --seed S): lost, duplicated, regressed messages",
+    ),
+    (
         "mesh",
         false,
         "the simulation at N = 100, 300, 1000 users (--mesh-sizes): delivery, memory, lookups",
@@ -139,6 +155,8 @@ struct Args {
     mesh_stores: usize,
     mesh_messages: usize,
     bin_dir: Option<PathBuf>,
+    runs: usize,
+    seed: u64,
 }
 
 fn parse_args() -> Result<Args> {
@@ -158,6 +176,8 @@ fn parse_args() -> Result<Args> {
         mesh_stores: 10,
         mesh_messages: 3,
         bin_dir: None,
+        runs: 10,
+        seed: 1,
     };
     let mut it = std::env::args().skip(1);
     fn num<T: std::str::FromStr>(v: Option<String>, flag: &str) -> Result<T>
@@ -190,6 +210,8 @@ fn parse_args() -> Result<Args> {
                     .collect::<Result<_, _>>()
                     .context("--mesh-sizes: numbers separated by commas")?
             }
+            "--runs" => args.runs = num(it.next(), "--runs")?,
+            "--seed" => args.seed = num(it.next(), "--seed")?,
             "--mesh-stores" => args.mesh_stores = num(it.next(), "--mesh-stores")?,
             "--mesh-messages" => args.mesh_messages = num(it.next(), "--mesh-messages")?,
             "--messages" => {
@@ -206,7 +228,7 @@ fn parse_args() -> Result<Args> {
                     "kith-bench [all | SCENARIO...] [--json out.json] [--messages N] \
                      [--offline-messages N] [--store-messages N] [--depositors N] \
                      [--presence-clients N] [--heartbeats N] [--idle-secs S] \
-                     [--media-mib N] [--media-stores N] [--bin-dir DIR]\n"
+                     [--media-mib N] [--media-stores N] [--runs N] [--seed S] [--bin-dir DIR]\n"
                 );
                 for (name, in_all, help) in SCENARIOS {
                     let note = if *in_all { "" } else { " (not in `all`)" };
@@ -273,6 +295,10 @@ fn main() -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if args.scenarios.iter().any(|s| s == "faults") {
+        ensure!(args.scenarios.len() == 1, "`faults` runs alone");
+        return rt.block_on(faults(&args));
+    }
     let mut report = serde_json::Map::new();
     for s in &args.scenarios {
         let figures = rt.block_on(run_scenario(s, &args))?;
@@ -283,6 +309,55 @@ fn main() -> Result<()> {
         std::fs::write(&path, serde_json::to_string_pretty(&Value::Object(report))?)
             .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// `faults`: the campaign of [`kith_tests::faults`]; its totals are the JSON file's top level.
+/// Exits non-zero when any run broke a promise.
+async fn faults(args: &Args) -> Result<()> {
+    let bin_dir = match &args.bin_dir {
+        Some(d) => d.clone(),
+        None => sibling_bin(args, "kith")?
+            .parent()
+            .context("kith has no directory")?
+            .to_path_buf(),
+    };
+    let cfg = kith_tests::faults::FaultConfig::campaign(bin_dir);
+    let (runs, seed) = (args.runs, args.seed);
+    eprintln!("faults: {runs} runs, seeds {seed}..{}", seed + runs as u64);
+    let totals = kith_tests::faults::campaign(&cfg, runs, seed, |i, r| {
+        eprintln!("[{}/{runs}] {}", i + 1, r.summary());
+        for f in r.failures.iter().take(12) {
+            eprintln!("    {}: {}", f.what, f.why);
+        }
+        if r.failures.len() > 12 {
+            eprintln!("    ... {} more", r.failures.len() - 12);
+        }
+        if let Some(kept) = &r.kept {
+            eprintln!("    logs and data kept in {}", kept.display());
+        }
+    })
+    .await?;
+    let mut figures = totals.to_json();
+    if let Value::Object(map) = &mut figures {
+        let reports = map.remove("reports");
+        print_table("faults", &Value::Object(map.clone()));
+        if let Some(reports) = reports {
+            map.insert("reports".into(), reports);
+        }
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&figures)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    if totals.failed() {
+        bail!(
+            "{} of {runs} runs broke a promise; reproduce one with --runs 1 --seed <seed>: {:?}",
+            totals.failed_seeds.len(),
+            totals.failed_seeds
+        );
     }
     Ok(())
 }
@@ -709,80 +784,9 @@ const MEDIA_CHUNK: usize = kith_protocol::blob::DEFAULT_CHUNK_SIZE as usize;
 /// end, an upload window of 8 sealed chunks per store peer, the 1 MiB frame buffers of a
 /// few streams and the HTTP body buffers: about 16 MiB, doubled for allocator slack.
 const MEDIA_RSS_HEADROOM_MIB: f64 = 32.0;
-/// Longest wait for a child process to print what it must print at start.
-const CHILD_TIMEOUT: Duration = Duration::from_secs(30);
 /// `/proc` reports CPU times in USER_HZ, which is 100 on Linux.
 const USER_HZ: f64 = 100.0;
 const MIB: f64 = 1024.0 * 1024.0;
-
-/// A child process, killed when dropped, whose stdout lines are read by a thread.
-struct ChildProc {
-    name: String,
-    child: std::process::Child,
-    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
-}
-
-impl ChildProc {
-    fn spawn(name: &str, mut cmd: std::process::Command) -> Result<Self> {
-        cmd.stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .env("RUST_LOG", "warn");
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("starting {name} ({cmd:?})"))?;
-        let stdout = child
-            .stdout
-            .take()
-            .with_context(|| format!("{name} has no stdout"))?;
-        let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            // Read to the end even when nobody listens any more, so the child never blocks
-            // on (or dies of) a full or closed pipe.
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
-        Ok(ChildProc {
-            name: name.to_string(),
-            child,
-            lines,
-        })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// The next stdout line satisfying `pred`.
-    async fn line(&mut self, pred: impl Fn(&str) -> bool) -> Result<String> {
-        let name = self.name.clone();
-        tokio::time::timeout(CHILD_TIMEOUT, async {
-            loop {
-                match self.lines.recv().await {
-                    Some(l) if pred(&l) => return Ok(l),
-                    Some(_) => {}
-                    None => bail!("{name} exited (stdout closed) before printing what we wait for"),
-                }
-            }
-        })
-        .await
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "{} printed nothing expected within {CHILD_TIMEOUT:?}",
-                self.name
-            )
-        })?
-    }
-}
-
-impl Drop for ChildProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// What `/proc` says about a process at one moment.
 #[derive(Clone, Copy, Debug, Default)]
@@ -893,36 +897,7 @@ fn tcp_sent_between(before: &HashMap<String, u64>, after: &HashMap<String, u64>)
 
 /// A sibling binary of this one (same target directory and profile), or from `--bin-dir`.
 fn sibling_bin(args: &Args, name: &str) -> Result<PathBuf> {
-    let dir = match &args.bin_dir {
-        Some(d) => d.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("this binary has no directory")?
-            .to_path_buf(),
-    };
-    let path = dir.join(name);
-    ensure!(
-        path.is_file(),
-        "{} not found: build it in the same profile (cargo build --release -p kith-node \
-         -p kith-bootstrap) or pass --bin-dir",
-        path.display()
-    );
-    Ok(path)
-}
-
-/// A loopback address with a free port (free when asked; another process may take it).
-fn free_loopback_addr() -> Result<std::net::SocketAddr> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?)
-}
-
-fn peer_of(addr: &libp2p::Multiaddr) -> Result<libp2p::PeerId> {
-    addr.iter()
-        .find_map(|p| match p {
-            libp2p::multiaddr::Protocol::P2p(id) => Some(id),
-            _ => None,
-        })
-        .with_context(|| format!("{addr} has no /p2p/<peer id>"))
+    procs::sibling_bin(args.bin_dir.as_deref(), name)
 }
 
 /// Starts `kith-bootstrap run --store` as a child on a loopback port, with quotas and the
