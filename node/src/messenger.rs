@@ -191,6 +191,9 @@ struct PeerState {
     unreachable: bool,
     /// When we last asked the DHT where the peer is.
     last_lookup: Option<Instant>,
+    /// Messages the store peers refused as too large: they stay queued (never ✓) and leave
+    /// only on a direct link to the peer.
+    direct_only: HashSet<MessageId>,
 }
 
 impl PeerState {
@@ -210,6 +213,7 @@ impl PeerState {
             online: false,
             unreachable: false,
             last_lookup: None,
+            direct_only: HashSet::new(),
         }
     }
 
@@ -293,6 +297,10 @@ struct DepositState {
     to: UserId,
     acks: HashSet<PeerId>,
     needed: usize,
+    /// How many store peers it was handed to.
+    asked: usize,
+    /// Store peers that refused it as too large.
+    too_large: HashSet<PeerId>,
 }
 
 /// What a link to a store peer reports.
@@ -1039,6 +1047,7 @@ impl Messenger {
             let state = self.peer(user);
             state.ack(&id);
             state.invalid_retries.remove(&id);
+            state.direct_only.remove(&id);
             let Some(entry) = self.outbox.remove(&id) else {
                 continue;
             };
@@ -1953,7 +1962,16 @@ impl Messenger {
         };
         let now = now_ms();
         let mut media = Vec::new();
+        let mut held_back = Vec::new();
         while state.in_flight.len() < self.cfg.max_in_flight {
+            // What the store peers refused as too large waits for a direct link.
+            while let Some(id) = state.queue.front().copied() {
+                if !state.direct_only.contains(&id) {
+                    break;
+                }
+                state.queue.pop_front();
+                held_back.push(id);
+            }
             let Some((id, envelope)) = self.next_sealed(user, &mut state, now) else {
                 break;
             };
@@ -1975,6 +1993,8 @@ impl Messenger {
                     to: user,
                     acks: HashSet::new(),
                     needed,
+                    asked: sent,
+                    too_large: HashSet::new(),
                 },
             );
             state.in_flight.insert(id, Instant::now());
@@ -1986,6 +2006,9 @@ impl Messenger {
             {
                 media.push(id);
             }
+        }
+        for id in held_back.into_iter().rev() {
+            state.queue.push_front(id);
         }
         self.peers.insert(user, state);
         for id in media {
@@ -2078,20 +2101,39 @@ impl Messenger {
 
     fn on_deposit_refused(&mut self, store: PeerId, id: MessageId, reason: RefuseReason) {
         tracing::warn!(%store, %id, ?reason, "store peer refused deposit");
-        let permanent = matches!(
-            reason,
-            RefuseReason::TooLarge | RefuseReason::Malformed | RefuseReason::Expired
-        );
-        if permanent {
-            if let Some(d) = self.deposits.remove(&id) {
-                self.peer(d.to).ack(&id);
-                if let Some(entry) = self.outbox.remove(&id) {
-                    let _ = self.store.outbox_remove(&entry);
+        match reason {
+            RefuseReason::TooLarge => {
+                let Some(d) = self.deposits.get_mut(&id) else {
+                    return;
+                };
+                d.too_large.insert(store);
+                if d.asked.saturating_sub(d.too_large.len()) >= d.needed {
+                    // Enough of the others may still hold it.
+                    return;
+                }
+                // Not W store peers will hold it: it must not become ✓ through them, nor be
+                // dropped. It stays pending and waits for a direct link to the recipient
+                // (whose node accepts any envelope up to MAX_ENVELOPE_LEN).
+                let to = d.to;
+                self.deposits.remove(&id);
+                tracing::warn!(%id, %to, "store peers refuse this message as too large; it stays pending until the recipient is reachable directly");
+                let state = self.peer(to);
+                state.ack(&id);
+                state.direct_only.insert(id);
+                state.queue.push_back(id);
+            }
+            RefuseReason::Malformed | RefuseReason::Expired => {
+                if let Some(d) = self.deposits.remove(&id) {
+                    self.peer(d.to).ack(&id);
+                    if let Some(entry) = self.outbox.remove(&id) {
+                        let _ = self.store.outbox_remove(&entry);
+                    }
                 }
             }
+            // Quota and rate refusals: the entry stays in flight and is deposited again after
+            // the ack timeout.
+            RefuseReason::MailboxFull | RefuseReason::RateLimited | RefuseReason::NotAStore => {}
         }
-        // Quota and rate refusals: the entry stays in flight and is deposited again after
-        // the ack timeout.
     }
 
     /// Envelopes from our mailbox: received like direct ones; once they are durable here,

@@ -260,6 +260,50 @@ async fn backlog_larger_than_a_frame_drains_completely() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_store_peers_refuse_as_too_large_stays_pending_then_goes_direct() -> Result<()> {
+    init_logging();
+    // Operators may accept smaller envelopes than a node sends.
+    const MAX_BYTES: usize = 4096;
+    let mesh = Mesh::start(3, |c| c.limits.max_envelope_bytes = MAX_BYTES).await?;
+    let (alice, mut bob) = alice_and_bob(&mesh, |_| {}).await?;
+    let (a, b) = (alice.user_id(), bob.user_id());
+    bob.shutdown().await?;
+
+    let texts = vec!["small".to_string(), "x".repeat(3 * MAX_BYTES)];
+    let ids = send_all(&alice, b, &texts).await?;
+    wait_conversation_statuses(&alice, &b, &ids[..1], DeliveryStatus::Sent).await?;
+    wait_for(
+        TIMEOUT,
+        "two store peers to refuse the large one",
+        || async {
+            let mut refused = 0;
+            for s in &mesh.stores {
+                refused += s.metrics()?.rejected(RefuseReason::TooLarge);
+            }
+            Ok((refused >= 2).then_some(()))
+        },
+    )
+    .await?;
+    // Never ✓ through store peers that do not hold it.
+    let big = ids[1].to_string();
+    let status = alice
+        .conversation(&b)?
+        .into_iter()
+        .find(|m| m.id == big)
+        .map(|m| m.status);
+    ensure!(
+        status == Some(DeliveryStatus::Pending),
+        "the refused message shows {status:?}"
+    );
+
+    // Bob comes back: the small one from his store peers, the large one directly.
+    bob.restart().await?;
+    let received = wait_received(&bob, &a, 2).await?;
+    check_exactly_once(&received, &ids)?;
+    wait_conversation_statuses(&alice, &b, &ids, DeliveryStatus::Delivered).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mallory_cannot_fetch_or_delete_bobs_mailbox() -> Result<()> {
     init_logging();
     let mesh = Mesh::start(3, |_| {}).await?;
