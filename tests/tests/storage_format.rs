@@ -243,16 +243,16 @@ async fn a_version_1_store_peer_database_migrates_and_keeps_every_envelope() {
     );
     let bob: UserId = SP_BOB.parse().unwrap();
     let held = mailboxes.list(&bob).unwrap();
-    let ids: Vec<_> = held.iter().map(|(id, _)| id.to_string()).collect();
+    let ids: Vec<_> = held.iter().map(|(r, _)| r.id.to_string()).collect();
     assert_eq!(ids, [SP_FIRST, SP_SECOND]);
     for (id, bytes) in &held {
         let env = Envelope::from_bytes(bytes).unwrap();
-        assert_eq!((env.id(), env.header.recipient), (*id, bob));
+        assert_eq!((env.id(), env.header.recipient), (id.id, bob));
     }
     let usage = mailboxes.usage();
     assert_eq!(usage.len(), 1);
     assert_eq!((usage[0].0, usage[0].1), (bob, 2));
-    assert!(mailboxes.holds(&held[0].0).unwrap());
+    assert!(mailboxes.holds(&bob, &held[0].0).unwrap());
     assert!(mailboxes
         .list(&SP_ALICE.parse().unwrap())
         .unwrap()
