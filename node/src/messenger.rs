@@ -104,6 +104,41 @@ pub(crate) enum Internal {
     Found(UserId, Vec<libp2p::Multiaddr>),
 }
 
+/// Most events waiting for the commit that makes them true.
+const EVENT_GATE_QUEUE: usize = 4096;
+
+/// Starts the task that publishes events only once the writes they announce are durable.
+///
+/// sled shows a write before it is flushed, so without this a listener could see a message
+/// "sent" (or received) that a `kill -9` a moment later takes back: the status would seem
+/// to move backwards. Every event is queued after its write was made; the task takes every
+/// queued event, waits for one group commit (which covers all their writes) and publishes
+/// them in order. It ends when the messenger drops its sender.
+fn spawn_event_gate(store: Store, events: broadcast::Sender<Event>) -> mpsc::Sender<Event> {
+    let (tx, mut rx) = mpsc::channel::<Event>(EVENT_GATE_QUEUE);
+    tokio::spawn(async move {
+        let mut batch = Vec::new();
+        while let Some(first) = rx.recv().await {
+            batch.push(first);
+            while let Ok(next) = rx.try_recv() {
+                batch.push(next);
+            }
+            match store.commit().await {
+                Ok(()) => {
+                    for event in batch.drain(..) {
+                        let _ = events.send(event);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "commit failed; events withheld");
+                    batch.clear();
+                }
+            }
+        }
+    });
+    tx
+}
+
 /// How many times an envelope the peer refused as invalid is resealed and sent again (with a
 /// fresh handshake) before it is given up.
 const MAX_INVALID_RETRIES: u32 = 3;
@@ -249,7 +284,11 @@ pub(crate) struct Messenger {
     store: Store,
     net: Network,
     cfg: Config,
+    /// Where events are published, for counting listeners.
     events: broadcast::Sender<Event>,
+    /// Events go out through this gate, which publishes them only once what they announce
+    /// is durable (see [`spawn_event_gate`]).
+    durable_events: mpsc::Sender<Event>,
     link_tx: mpsc::Sender<LinkEvent>,
     internal_tx: mpsc::Sender<Internal>,
     contacts: HashMap<UserId, Contact>,
@@ -338,11 +377,13 @@ impl Messenger {
         let (internal_tx, internal_rx) = mpsc::channel(1024);
         let (store_tx, store_rx) = mpsc::channel(4096);
         let user = me.user_id();
+        let durable_events = spawn_event_gate(store.clone(), events.clone());
         let mut m = Messenger {
             user,
             me,
             net,
             events,
+            durable_events,
             link_tx,
             internal_tx,
             contacts: HashMap::new(),
@@ -431,8 +472,10 @@ impl Messenger {
     /// Publishes an event; it is only built (ids rendered, views made) when someone listens,
     /// since this runs for every message.
     fn emit(&self, make: impl FnOnce() -> Event) {
-        if self.events.receiver_count() > 0 {
-            let _ = self.events.send(make());
+        if self.events.receiver_count() > 0 && self.durable_events.try_send(make()).is_err() {
+            // A listener that falls this far behind misses events, as a lagging broadcast
+            // receiver does; what is stored is unaffected.
+            tracing::warn!("event queue full; event dropped");
         }
     }
 
