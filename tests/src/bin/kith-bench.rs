@@ -45,7 +45,8 @@
 //! - `faults`: the fault campaign of [`kith_tests::faults`]: `--runs` (default 10) seeded
 //!   runs of 3 store peers and 4 users (child processes) sending a random mix while a
 //!   scheduler `kill -9`s one process at a time; run `i` uses seed `--seed` (default 1) + `i`,
-//!   printed, so `--runs 1 --seed <that>` reproduces a failing one. Prints the totals (runs,
+//!   printed, so `--runs 1 --seed <that>` reproduces a failing one; `--fault-steps` sets the
+//!   scheduler's steps per run (default 150). Prints the totals (runs,
 //!   messages, kills, bytes, lost, duplicated, regressions...), writes them as the top level
 //!   of `--json`, and exits non-zero if any run lost, duplicated, regressed or failed to
 //!   deliver anything. Runs alone; not in `all`.
@@ -157,6 +158,8 @@ struct Args {
     bin_dir: Option<PathBuf>,
     runs: usize,
     seed: u64,
+    /// Scheduler steps per fault run (`--fault-steps`; default: the campaign's).
+    fault_steps: Option<usize>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -177,6 +180,7 @@ fn parse_args() -> Result<Args> {
         mesh_messages: 3,
         bin_dir: None,
         runs: 10,
+        fault_steps: None,
         seed: 1,
     };
     let mut it = std::env::args().skip(1);
@@ -212,6 +216,7 @@ fn parse_args() -> Result<Args> {
             }
             "--runs" => args.runs = num(it.next(), "--runs")?,
             "--seed" => args.seed = num(it.next(), "--seed")?,
+            "--fault-steps" => args.fault_steps = Some(num(it.next(), "--fault-steps")?),
             "--mesh-stores" => args.mesh_stores = num(it.next(), "--mesh-stores")?,
             "--mesh-messages" => args.mesh_messages = num(it.next(), "--mesh-messages")?,
             "--messages" => {
@@ -228,7 +233,7 @@ fn parse_args() -> Result<Args> {
                     "kith-bench [all | SCENARIO...] [--json out.json] [--messages N] \
                      [--offline-messages N] [--store-messages N] [--depositors N] \
                      [--presence-clients N] [--heartbeats N] [--idle-secs S] \
-                     [--media-mib N] [--media-stores N] [--runs N] [--seed S] [--bin-dir DIR]\n"
+                     [--media-mib N] [--media-stores N] [--runs N] [--seed S] [--fault-steps N] [--bin-dir DIR]\n"
                 );
                 for (name, in_all, help) in SCENARIOS {
                     let note = if *in_all { "" } else { " (not in `all`)" };
@@ -323,7 +328,10 @@ async fn faults(args: &Args) -> Result<()> {
             .context("kith has no directory")?
             .to_path_buf(),
     };
-    let cfg = kith_tests::faults::FaultConfig::campaign(bin_dir);
+    let mut cfg = kith_tests::faults::FaultConfig::campaign(bin_dir);
+    if let Some(steps) = args.fault_steps {
+        cfg.steps = steps;
+    }
     let (runs, seed) = (args.runs, args.seed);
     eprintln!("faults: {runs} runs, seeds {seed}..{}", seed + runs as u64);
     let totals = kith_tests::faults::campaign(&cfg, runs, seed, |i, r| {
