@@ -161,6 +161,22 @@ fn add_media_field(db: &sled::Db, _: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Version 1 → 2: media records move from "keyed by blob hash" to "keyed by their message"
+/// (their files live in the data directory's media directory, beside the database).
+fn media_by_message(db: &sled::Db, dir: &Path) -> Result<(), StoreError> {
+    let data_dir = dir.parent().unwrap_or(dir);
+    let done = super::migrate_media_by_message(db, &data_dir.join(crate::run::MEDIA_DIR))?;
+    tracing::info!(?done, "media records migrated");
+    Ok(())
+}
+
+/// Version 1 → 2: a message is identified by who sent it, not by its id alone.
+fn message_ids_by_sender(db: &sled::Db, _: &Path) -> Result<(), StoreError> {
+    let n = super::migrate_message_ids_to_sender_and_id(db)?;
+    tracing::info!(n, "message ids re-indexed by sender");
+    Ok(())
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -242,20 +258,4 @@ mod tests {
             last = step.to;
         }
     }
-}
-
-/// Version 1 → 2: media records move from "keyed by blob hash" to "keyed by their message"
-/// (their files live in the data directory's media directory, beside the database).
-fn media_by_message(db: &sled::Db, dir: &Path) -> Result<(), StoreError> {
-    let data_dir = dir.parent().unwrap_or(dir);
-    let done = super::migrate_media_by_message(db, &data_dir.join(crate::run::MEDIA_DIR))?;
-    tracing::info!(?done, "media records migrated");
-    Ok(())
-}
-
-/// Version 1 → 2: a message is identified by who sent it, not by its id alone.
-fn message_ids_by_sender(db: &sled::Db, _: &Path) -> Result<(), StoreError> {
-    let n = super::migrate_message_ids_to_sender_and_id(db)?;
-    tracing::info!(n, "message ids re-indexed by sender");
-    Ok(())
 }

@@ -1,7 +1,7 @@
 //! `kith-bench`: Kith's figures side by side with a baseline measured in the same run.
 //!
 //! ```text
-//! cargo build --release -p kith-tests --bin kith-bench -p kith-node -p kith-bootstrap
+//! cargo build --release --bin kith-bench --bin kith --bin kith-bootstrap
 //! cargo run --release -p kith-tests --bin kith-bench -- [all | SCENARIO...] [--json out.json]
 //! ```
 //!
