@@ -5,13 +5,18 @@
 # waits until every one shows ✓; bob comes back; the script checks that bob holds each text
 # exactly once and that alice sees ✓✓ for all 40. Everything listens on 127.0.0.1 (ports
 # chosen by the system); data lives in a temporary directory removed at the end.
-# KITH_BACKLOG_N and KITH_BACKLOG_BYTES change the count and size.
+# KITH_BACKLOG_N and KITH_BACKLOG_BYTES change the count and size; KITH_BIN_DIR=<dir> uses
+# the kith and kith-bootstrap binaries there instead of building them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${KITH_BACKLOG_N:-40}"
 SIZE="${KITH_BACKLOG_BYTES:-40000}"
-cargo build -q --release --bin kith --bin kith-bootstrap
-BIN="${CARGO_TARGET_DIR:-target}/release"
+if [ -n "${KITH_BIN_DIR:-}" ]; then
+  BIN="$KITH_BIN_DIR"
+else
+  cargo build -q --release --bin kith --bin kith-bootstrap
+  BIN="${CARGO_TARGET_DIR:-target}/release"
+fi
 K="$BIN/kith"; S="$BIN/kith-bootstrap"
 DIR=$(mktemp -d)
 PIDS=()
