@@ -39,6 +39,11 @@ pub struct Config {
     pub max_in_flight: usize,
     /// How long an unacknowledged envelope waits before it is sent again.
     pub ack_timeout: Duration,
+    /// How long a message held by its recipient's node or store peers (✓) waits for its
+    /// delivered receipt (✓✓) while the recipient is connected before it is sent again
+    /// directly, in a fresh session: a ✓ must end in ✓✓ even if the recipient could not open
+    /// the copy it got (a session whose first message it never received).
+    pub receipt_timeout: Duration,
     /// First redial delay after a failed dial or a lost connection; doubles up to `max_backoff`.
     pub min_backoff: Duration,
     /// Longest redial delay.
@@ -76,6 +81,7 @@ impl Config {
             link_queue: 4096,
             max_in_flight: 4096,
             ack_timeout: Duration::from_secs(10),
+            receipt_timeout: Duration::from_secs(20),
             min_backoff: Duration::from_millis(250),
             max_backoff: Duration::from_secs(60),
             max_inbound_streams: 256,

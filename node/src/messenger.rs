@@ -313,6 +313,10 @@ pub(crate) struct Messenger {
     /// When to fetch our mailbox again because some of it could not be opened yet (a
     /// message whose session's first message had not arrived).
     refetch_at: Option<Instant>,
+    /// Our messages that reached ✓ and wait for their delivered receipt, with when they were
+    /// last sent; their outbox entries are kept until the receipt comes (see
+    /// [`Config::receipt_timeout`]).
+    awaiting_receipt: HashMap<MessageId, Instant>,
     /// How many fetches each unopenable mailbox message has survived.
     unopened: HashMap<EnvelopeRef, u32>,
     /// Starts media uploads and downloads.
@@ -330,6 +334,10 @@ struct StoreState {
 struct ActiveStoreLink {
     generation: u64,
     tx: mpsc::Sender<MailboxRequest>,
+    /// Whether this link asked for our mailbox. A link opened to deposit for someone else
+    /// has not; once the store peer is one of ours it must, or what only it holds for us
+    /// (e.g. a copy a sender re-sealed after a restart) would never reach us or be deleted.
+    subscribed: bool,
 }
 
 struct DepositState {
@@ -403,6 +411,7 @@ impl Messenger {
             deposits: HashMap::new(),
             last_publish: None,
             refetch_at: None,
+            awaiting_receipt: HashMap::new(),
             unopened: HashMap::new(),
             transfers,
             cfg,
@@ -1073,6 +1082,7 @@ impl Messenger {
             tracing::error!(error = %e, "cannot remove expired outbox entry");
         }
         self.outbox.remove(&entry.id);
+        self.awaiting_receipt.remove(&entry.id);
     }
 
     /// Whether the outbox entry `id` is addressed to `user`: only its recipient's answers
@@ -1091,15 +1101,64 @@ impl Messenger {
             state.ack(&id);
             state.invalid_retries.remove(&id);
             state.direct_only.remove(&id);
-            let Some(entry) = self.outbox.remove(&id) else {
+            let Some(tracked) = self.outbox.get(&id).map(|e| e.tracked) else {
                 continue;
             };
-            if let Err(e) = self.store.outbox_remove(&entry) {
-                tracing::error!(error = %e, "cannot remove acked outbox entry");
-            }
-            if entry.tracked {
+            if tracked {
+                // Held by the recipient's node or its store peers: ✓. The entry stays until
+                // the delivered receipt, so it can be sent again if that never comes.
+                self.awaiting_receipt.insert(id, Instant::now());
                 self.set_status(&user, &id, DeliveryStatus::Sent);
+            } else {
+                self.settle(&id);
             }
+        }
+        self.pump(user);
+    }
+
+    /// Removes an outbox entry for good: its receipt came (or it was a receipt, acked).
+    fn settle(&mut self, id: &MessageId) {
+        self.awaiting_receipt.remove(id);
+        if let Some(entry) = self.outbox.remove(id) {
+            if let Err(e) = self.store.outbox_remove(&entry) {
+                tracing::error!(error = %e, "cannot remove settled outbox entry");
+            }
+        }
+    }
+
+    /// Sends again, directly and in a fresh session, the messages to `user` that reached ✓
+    /// but whose delivered receipt has not come within [`Config::receipt_timeout`] although
+    /// `user` is connected. The recipient dedupes by sender and id and answers a duplicate
+    /// with a delivered receipt, so this ends once either copy is opened.
+    fn resend_undelivered(&mut self, user: UserId, now: Instant) {
+        let timeout = self.cfg.receipt_timeout;
+        let mut due: Vec<(u64, MessageId)> = self
+            .awaiting_receipt
+            .iter()
+            .filter(|(_, at)| now.duration_since(**at) > timeout)
+            .filter_map(|(id, _)| {
+                self.outbox
+                    .get(id)
+                    .filter(|e| e.to == user)
+                    .map(|e| (e.seq, *id))
+            })
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        due.sort_unstable();
+        tracing::info!(%user, n = due.len(), "no delivered receipt yet; sending again");
+        if let Some(sessions) = self.sessions.get_mut(&user) {
+            sessions.forget_outbound();
+        }
+        let state = self.peer(user);
+        for (_, id) in &due {
+            if !state.in_flight.contains_key(id) && !state.queue.contains(id) {
+                state.queue.push_back(*id);
+            }
+        }
+        for (_, id) in due {
+            self.awaiting_receipt.insert(id, now);
         }
         self.pump(user);
     }
@@ -1332,6 +1391,12 @@ impl Messenger {
         match already(&self.store, &sender) {
             Ok(true) => {
                 tracing::debug!(%id, %sender, "duplicate message; acknowledged again");
+                // The sender sends a message again when its delivered receipt did not come:
+                // answer with one again (receipts themselves are never receipted).
+                let kind = plaintext.payload.kind;
+                if kind == payload::kind::TEXT || kind == payload::kind::MEDIA {
+                    delivered.entry(sender).or_default().push(id);
+                }
                 return Ok(());
             }
             Ok(false) => {}
@@ -1382,6 +1447,7 @@ impl Messenger {
                             // still on the way (another stream): settle the outbox entry now.
                             if self.addressed_to(&mid, &sender) {
                                 self.on_acked(sender, vec![mid]);
+                                self.settle(&mid);
                             }
                             self.set_status(&sender, &mid, to)
                         }
@@ -1849,6 +1915,9 @@ impl Messenger {
             if !stale.is_empty() {
                 self.pump(user);
             }
+            if self.peers.get(&user).is_some_and(|s| s.link.is_some()) {
+                self.resend_undelivered(user, now);
+            }
         }
         let expired: Vec<OutboxEntry> = self
             .outbox
@@ -1949,11 +2018,26 @@ impl Messenger {
     /// The link to a store peer, opened if needed; a link to one of our own store peers
     /// subscribes to our mailbox and carries our heartbeats.
     fn store_link(&mut self, store: PeerId) -> Option<mpsc::Sender<MailboxRequest>> {
-        if let Some(link) = self.stores.get(&store)?.link.as_ref() {
-            if !link.tx.is_closed() {
-                return Some(link.tx.clone());
+        let ours = self.my_stores().contains(&store);
+        let open = self
+            .stores
+            .get(&store)?
+            .link
+            .as_ref()
+            .filter(|l| !l.tx.is_closed())
+            .map(|l| (l.tx.clone(), l.subscribed));
+        if let Some((tx, subscribed)) = open {
+            if ours && !subscribed {
+                let now_subscribed = tx.try_send(MailboxRequest::Subscribe).is_ok();
+                let record = self.presence_record();
+                let _ = tx.try_send(MailboxRequest::Presence(record));
+                if let Some(link) = self.stores.get_mut(&store).and_then(|s| s.link.as_mut()) {
+                    link.subscribed = now_subscribed;
+                }
             }
+            return Some(tx);
         }
+        let record = ours.then(|| self.presence_record());
         self.next_generation += 1;
         let generation = self.next_generation;
         let (tx, rx) = mpsc::channel(self.cfg.link_queue);
@@ -1970,15 +2054,16 @@ impl Messenger {
             },
             self.cancel.child_token(),
         );
-        if self.my_stores().contains(&store) {
-            let _ = tx.try_send(MailboxRequest::Subscribe);
-            let record = self.presence_record();
+        let mut subscribed = false;
+        if let Some(record) = record {
+            subscribed = tx.try_send(MailboxRequest::Subscribe).is_ok();
             let _ = tx.try_send(MailboxRequest::Presence(record));
         }
         let state = self.stores.get_mut(&store)?;
         state.link = Some(ActiveStoreLink {
             generation,
             tx: tx.clone(),
+            subscribed,
         });
         Some(tx)
     }

@@ -26,16 +26,29 @@ pub const LIST_FRAME_OVERHEAD: usize = 1 + 9;
 /// [`LIST_FRAME_OVERHEAD`].
 pub const MAX_LIST_BYTES: usize = MAX_FRAME_LEN - LIST_FRAME_OVERHEAD;
 
+/// What each item of a list frame is charged beyond its encoded length.
+///
+/// Encoding is not the only bound a list frame must meet: decoding it must stay under
+/// [`codec::MAX_DECODE_LEN`], and bincode's decode limit counts what a value takes *decoded*
+/// (a varint claims its full integer width, an enum tag four bytes, a length eight), not the
+/// bytes read. An envelope's fixed fields decode to a few dozen bytes more than they encode
+/// to, so a frame filled to the last encoded byte was refused by its receiver
+/// (`LimitExceeded`, found by the fault campaign: a store peer's mailbox could never drain).
+/// 128 bytes per item is several times that difference.
+pub const ITEM_DECODE_MARGIN: usize = 128;
+
 // Any valid envelope fits a list frame on its own, so a held envelope always drains.
-const _: () = assert!(MAX_ENVELOPE_LEN <= MAX_LIST_BYTES);
+const _: () = assert!(MAX_ENVELOPE_LEN + ITEM_DECODE_MARGIN <= MAX_LIST_BYTES);
 
 /// How large one batch may be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BatchLimit {
     /// Most items in one batch (at least one is always allowed).
     pub max_items: usize,
-    /// Most encoded item bytes in one batch.
+    /// Most encoded item bytes in one batch, each item's `item_overhead` included.
     pub max_bytes: usize,
+    /// What each item is charged beyond its length.
+    pub item_overhead: usize,
 }
 
 impl BatchLimit {
@@ -44,6 +57,7 @@ impl BatchLimit {
         BatchLimit {
             max_items,
             max_bytes: MAX_LIST_BYTES,
+            item_overhead: ITEM_DECODE_MARGIN,
         }
     }
 }
@@ -67,9 +81,9 @@ impl<T> Default for Batches<T> {
 }
 
 /// Splits `items`, each given with its encoded length, in order into batches of at most
-/// `limit.max_items` items and `limit.max_bytes` bytes. A batch is closed only when the next
-/// item would not fit it. An item longer than `limit.max_bytes` goes to
-/// [`Batches::oversized`].
+/// `limit.max_items` items and `limit.max_bytes` bytes (each item counted as its length plus
+/// `limit.item_overhead`). A batch is closed only when the next item would not fit it. An
+/// item that does not fit even alone goes to [`Batches::oversized`].
 pub fn split_sized<T>(
     items: impl IntoIterator<Item = (T, usize)>,
     limit: BatchLimit,
@@ -79,6 +93,7 @@ pub fn split_sized<T>(
     let mut current = Vec::new();
     let mut bytes = 0usize;
     for (item, len) in items {
+        let len = len.saturating_add(limit.item_overhead);
         if len > limit.max_bytes {
             out.oversized.push(item);
             continue;
@@ -154,9 +169,39 @@ mod tests {
         assert_eq!(split.batches.len(), 2);
         assert_eq!(split.batches.concat(), envs);
         for batch in split.batches {
-            let mut buf = Vec::new();
-            frame::encode(&MailboxResponse::Deliver(batch.clone()), &mut buf).unwrap();
-            frame::encode(&MailboxRequest::Replicate(batch), &mut buf).unwrap();
+            assert_frames_round_trip(batch);
+        }
+    }
+
+    /// Encodes `batch` as a `Deliver` and a `Replicate` frame and decodes both back: what a
+    /// receiver must be able to do with every batch.
+    fn assert_frames_round_trip(batch: Vec<Envelope>) {
+        let deliver = MailboxResponse::Deliver(batch.clone());
+        let replicate = MailboxRequest::Replicate(batch);
+        let mut buf = Vec::new();
+        frame::encode(&deliver, &mut buf).unwrap();
+        let (back, used) = frame::decode::<MailboxResponse>(&buf).unwrap().unwrap();
+        assert_eq!((back, used), (deliver, buf.len()));
+        buf.clear();
+        frame::encode(&replicate, &mut buf).unwrap();
+        let (back, used) = frame::decode::<MailboxRequest>(&buf).unwrap().unwrap();
+        assert_eq!((back, used), (replicate, buf.len()));
+    }
+
+    #[test]
+    fn a_batch_filled_to_its_last_byte_decodes() {
+        // The fault campaign's case: texts near the 48 KiB limit, and one more that fills the
+        // batch to its last byte. The receiver's decode limit counts decoded sizes (a length
+        // claims eight bytes, an enum tag four), a little more than the encoded bytes.
+        for (n, size) in [(8, 128_000), (10, 100_000), (21, 48_000), (40, 25_000)] {
+            let mut envs: Vec<Envelope> = (0..n).map(|i| envelope_of_len(i, size)).collect();
+            let used = n as usize * (size + ITEM_DECODE_MARGIN);
+            let last = MAX_LIST_BYTES - used - ITEM_DECODE_MARGIN;
+            assert!(last <= MAX_ENVELOPE_LEN, "{n} × {size}");
+            envs.push(envelope_of_len(n, last));
+            let split = split(envs.clone(), BatchLimit::frame(256));
+            assert_eq!(split.batches.len(), 1, "{n} × {size} + {last}");
+            assert_frames_round_trip(split.batches.concat());
         }
     }
 
@@ -171,13 +216,14 @@ mod tests {
 
     #[test]
     fn an_item_too_large_for_any_frame_is_handed_back_not_dropped() {
-        let items = vec![("a", 10), ("huge", MAX_LIST_BYTES + 1), ("b", 10)];
+        let room = MAX_LIST_BYTES - ITEM_DECODE_MARGIN;
+        let items = vec![("a", 10), ("huge", room + 1), ("b", 10)];
         let split = split_sized(items, BatchLimit::frame(256));
         assert_eq!(split.batches, vec![vec!["a", "b"]]);
         assert_eq!(split.oversized, vec!["huge"]);
         // Exactly the limit fits, alone.
         let split = split_sized(
-            vec![("x", 1), ("full", MAX_LIST_BYTES), ("y", 1)],
+            vec![("x", 1), ("full", room), ("y", 1)],
             BatchLimit::frame(256),
         );
         assert_eq!(split.batches, vec![vec!["x"], vec!["full"], vec!["y"]]);
@@ -220,7 +266,7 @@ mod tests {
             max_items in 0usize..20,
             max_bytes in 0usize..1000,
         ) {
-            let limit = BatchLimit { max_items, max_bytes };
+            let limit = BatchLimit { max_items, max_bytes, item_overhead: 0 };
             // Items are their indexes in `lens`.
             let split = split_sized(lens.iter().copied().enumerate(), limit);
             // Order: batches then oversized partition the input, each in input order.
