@@ -38,6 +38,8 @@ pub mod format;
 
 use std::path::Path;
 
+use sled::{transaction::TransactionError, Transactional};
+
 use kith_protocol::{
     codec, identity::KeyBundle, payload::Plaintext, seal::SessionId, DeliveryStatus, LocalIdentity,
     MessageId, PeerSessions, UserId,
@@ -385,14 +387,29 @@ impl Store {
             return Ok(false);
         }
         let key = conv_key(&msg.peer, self.db.generate_id()?);
-        self.messages.insert(&key, codec::encode(msg)?)?;
-        if !msg.outgoing && msg.status < DeliveryStatus::Read {
-            self.unread.insert(&key, &[])?;
-        }
-        // The id index goes last: if a crash cuts this sequence short, the message is either
-        // fully indexed or will be stored again on redelivery.
-        self.message_ids.insert(id_key, key)?;
-        Ok(true)
+        let value = codec::encode(msg)?;
+        let unread = !msg.outgoing && msg.status < DeliveryStatus::Read;
+        // One transaction: after a crash the message, its unread mark and its index entry are
+        // all there or none is. (A message without its index entry — what sled's recovery of
+        // separate inserts can leave — would be stored again on redelivery: the fault
+        // campaign saw exactly that duplicate.)
+        let stored = (&self.messages, &self.unread, &self.message_ids)
+            .transaction(|(messages, unread_tree, ids)| {
+                if ids.get(&id_key)?.is_some() {
+                    return Ok(false);
+                }
+                messages.insert(key.as_slice(), value.as_slice())?;
+                if unread {
+                    unread_tree.insert(key.as_slice(), &[][..])?;
+                }
+                ids.insert(id_key.as_slice(), key.as_slice())?;
+                Ok(true)
+            })
+            .map_err(|e: TransactionError<std::convert::Infallible>| match e {
+                TransactionError::Storage(e) => StoreError::Sled(e),
+                TransactionError::Abort(never) => match never {},
+            })?;
+        Ok(stored)
     }
 
     /// The stored message `id` exchanged with `peer` in `direction`.

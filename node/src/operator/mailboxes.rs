@@ -27,6 +27,8 @@
 
 use std::{collections::HashMap, path::Path};
 
+use sled::Transactional;
+
 use crate::{store::Committer, versioned};
 use kith_protocol::{
     envelope::ENVELOPE_DIGEST_LEN,
@@ -220,8 +222,20 @@ impl Mailboxes {
         let mut key = prefix(&user);
         key.extend_from_slice(&self.db.generate_id()?.to_be_bytes());
         key.extend_from_slice(id.as_bytes());
-        self.envelopes.insert(&key, bytes)?;
-        self.ids.insert(identity, key)?;
+        // One transaction: after a crash the envelope and its index entry are both there or
+        // neither is (an envelope without its entry could never be deleted by its owner).
+        (&self.envelopes, &self.ids)
+            .transaction(|(envelopes, ids)| {
+                envelopes.insert(key.as_slice(), bytes)?;
+                ids.insert(identity.as_slice(), key.as_slice())?;
+                Ok(())
+            })
+            .map_err(
+                |e: sled::transaction::TransactionError<std::convert::Infallible>| match e {
+                    sled::transaction::TransactionError::Storage(e) => MailboxError::Sled(e),
+                    sled::transaction::TransactionError::Abort(never) => match never {},
+                },
+            )?;
         let mut usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
         let e = usage.entry(user).or_default();
         e.0 += 1;
