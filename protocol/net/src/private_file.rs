@@ -1,4 +1,5 @@
-//! Secrets on disk: the identity key and the API token.
+//! Secrets on disk: identity keys and the API token, and the path-naming I/O error both node
+//! kinds report for their data directory.
 //!
 //! Such a file must never exist, even for an instant, with permissions that let another local
 //! user read it, and must never be seen half-written after a crash. So it is created with mode
@@ -9,7 +10,7 @@
 use std::{
     fs::{self, OpenOptions},
     io::{self, Write},
-    path::Path,
+    path::{Path, PathBuf},
 };
 
 /// Permissions of a secret file: readable and writable by its owner only.
@@ -71,6 +72,73 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
         Err(_) if !cfg!(unix) => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// An I/O error on a file or directory, naming it.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {source}")]
+pub struct PathError {
+    /// Which file or directory.
+    pub path: PathBuf,
+    /// The cause.
+    #[source]
+    pub source: io::Error,
+}
+
+/// Turns an I/O error on `path` into a [`PathError`] (for `map_err`).
+pub fn at(path: &Path) -> impl FnOnce(io::Error) -> PathError + '_ {
+    move |source| PathError {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The secret `name` in `dir`, made by `create` and written as a private file on first use.
+/// `dir` is created (or restricted) as a private directory either way.
+pub fn load_or_create_secret<E: From<PathError>>(
+    dir: &Path,
+    name: &str,
+    create: impl FnOnce() -> Result<Vec<u8>, E>,
+) -> Result<Vec<u8>, E> {
+    create_private_dir(dir).map_err(at(dir))?;
+    let path = dir.join(name);
+    match fs::read(&path) {
+        Ok(bytes) => Ok(bytes),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let bytes = create()?;
+            write_private_file(dir, name, &bytes).map_err(at(&path))?;
+            Ok(bytes)
+        }
+        Err(e) => Err(at(&path)(e).into()),
+    }
+}
+
+/// Why a libp2p identity key file could not be loaded or created.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyFileError {
+    /// Reading or writing it failed.
+    #[error(transparent)]
+    Io(#[from] PathError),
+    /// The file is not a valid key.
+    #[error("identity key in {0} is invalid")]
+    BadKey(PathBuf),
+}
+
+/// Loads the libp2p identity key (protobuf encoding) `name` in `dir`, creating a fresh
+/// Ed25519 key on first use.
+pub fn load_or_create_keypair(
+    dir: &Path,
+    name: &str,
+) -> Result<libp2p::identity::Keypair, KeyFileError> {
+    let path = dir.join(name);
+    let bad = || KeyFileError::BadKey(path.clone());
+    let bytes = load_or_create_secret(dir, name, || {
+        libp2p::identity::Keypair::generate_ed25519()
+            .to_protobuf_encoding()
+            .map_err(|_| bad())
+    })?;
+    libp2p::identity::Keypair::from_protobuf_encoding(&bytes).map_err(|_| bad())
 }
 
 #[cfg(test)]
@@ -137,5 +205,19 @@ mod tests {
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
         create_private_dir(&dir).unwrap();
         assert_eq!(mode(&dir), DIR_MODE);
+    }
+
+    #[test]
+    fn a_key_file_is_created_once_then_loaded() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("data");
+        let first = load_or_create_keypair(&dir, "identity.key").unwrap();
+        let again = load_or_create_keypair(&dir, "identity.key").unwrap();
+        assert_eq!(first.public(), again.public());
+        fs::write(dir.join("identity.key"), b"not a key").unwrap();
+        assert!(matches!(
+            load_or_create_keypair(&dir, "identity.key"),
+            Err(KeyFileError::BadKey(_))
+        ));
     }
 }

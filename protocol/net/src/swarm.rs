@@ -1,10 +1,11 @@
-//! The libp2p side, shared by the desktop node and `kith-bootstrap`: the composed behaviour,
-//! the transport (TCP + Noise + Yamux), and the one task that owns the [`Swarm`].
+//! The swarm: the composed behaviour, the transport (TCP + Noise + Yamux), and the one task
+//! that owns the [`Swarm`]. Shared by the desktop node and `kith-bootstrap`.
 //!
 //! Everything else holds a [`Network`] handle: commands go to the swarm task over a bounded
 //! channel and are answered on oneshot channels; what happens on the network comes back as
-//! [`NetEvent`]s. Message streams themselves (`/kith/msg/1`) are opened through the
-//! `libp2p-stream` [`Control`], which is safe to use outside the swarm task.
+//! [`NetEvent`]s. Application streams themselves are opened through the `libp2p-stream`
+//! [`Control`], which is safe to use outside the swarm task. This module never knows what a
+//! message, a mailbox or a blob is.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -20,20 +21,13 @@ use libp2p::{
         dial_opts::{DialOpts, PeerCondition},
         SwarmEvent,
     },
-    tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm,
+    tcp, yamux, Multiaddr, PeerId, Swarm, TransportError,
 };
 use libp2p_stream::Control;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-/// Kademlia's protocol name on the Kith network.
-pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/kith/kad/1.0.0");
-
-/// Direct message delivery between two users' nodes.
-pub const MSG_PROTOCOL: StreamProtocol = StreamProtocol::new("/kith/msg/1");
-
-/// The identify protocol version string Kith nodes announce.
-pub const IDENTIFY_VERSION: &str = "/kith/1.0.0";
+use crate::protocols::{IDENTIFY_VERSION, KAD};
 
 /// Depth of the command queue to the swarm task.
 const COMMAND_QUEUE: usize = 256;
@@ -60,7 +54,7 @@ mod behaviour {
         pub ping: ping::Behaviour,
         /// The DHT: peer routing and bootstrap (`/kith/kad/1.0.0`).
         pub kad: kad::Behaviour<kad::store::MemoryStore>,
-        /// Long-lived application streams (`/kith/msg/1`, later mailbox and media).
+        /// Long-lived application streams (messages, mailboxes, media).
         pub stream: libp2p_stream::Behaviour,
         /// Local-network discovery, when enabled.
         pub mdns: Toggle<mdns::tokio::Behaviour>,
@@ -115,16 +109,25 @@ impl Default for RelayLimits {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum NetError {
-    /// The transport could not be built.
+    /// The Noise security upgrade could not be set up (no usable identity key). Boxed: it is
+    /// large and rare.
     #[error("transport: {0}")]
-    Transport(String),
-    /// A listen address could not be bound.
-    #[error("cannot listen on {addr}: {reason}")]
+    Noise(Box<noise::Error>),
+    /// A listen address was refused by the transport.
+    #[error("cannot listen on {addr}: {source}")]
     Listen {
         /// The address.
         addr: Multiaddr,
         /// Why.
-        reason: String,
+        source: TransportError<std::io::Error>,
+    },
+    /// A listener failed while binding.
+    #[error("cannot listen on {addr}: {source}")]
+    Listener {
+        /// The address (the first one asked for, when the listener does not say).
+        addr: Multiaddr,
+        /// Why.
+        source: std::io::Error,
     },
     /// The stream protocol was registered twice.
     #[error("protocol already registered")]
@@ -270,10 +273,10 @@ pub fn build_swarm(
             noise::Config::new,
             yamux::Config::default,
         )
-        .map_err(|e| NetError::Transport(e.to_string()))?
+        .map_err(|e| NetError::Noise(Box::new(e)))?
         .with_behaviour(|key| {
             let peer = key.public().to_peer_id();
-            let mut kad_cfg = kad::Config::new(KAD_PROTOCOL);
+            let mut kad_cfg = kad::Config::new(KAD);
             kad_cfg.set_query_timeout(Duration::from_secs(30));
             if !has_bootstrap {
                 // Nothing to refresh from: without this, kad warns every few minutes.
@@ -314,7 +317,7 @@ pub fn build_swarm(
                 })),
             }
         })
-        .map_err(|e| NetError::Transport(e.to_string()))?
+        .map_err(|never: std::convert::Infallible| -> NetError { match never {} })?
         .with_swarm_config(|c| c.with_idle_connection_timeout(cfg.idle_timeout))
         .build();
     Ok(swarm)
@@ -338,9 +341,9 @@ pub async fn spawn(
     for addr in &cfg.listen {
         swarm
             .listen_on(addr.clone())
-            .map_err(|e| NetError::Listen {
+            .map_err(|source| NetError::Listen {
                 addr: addr.clone(),
-                reason: e.to_string(),
+                source,
             })?;
     }
     // Wait for the listeners to report their bound addresses, so callers (and invites) see
@@ -359,9 +362,9 @@ pub async fn spawn(
             | SwarmEvent::ListenerClosed {
                 reason: Err(error), ..
             } => {
-                return Err(NetError::Listen {
+                return Err(NetError::Listener {
                     addr: cfg.listen.first().cloned().unwrap_or_else(Multiaddr::empty),
-                    reason: error.to_string(),
+                    source: error,
                 });
             }
             other => tracing::trace!(?other, "event before listening"),
@@ -583,7 +586,7 @@ impl SwarmTask {
                 info,
                 ..
             })) => {
-                let speaks_kad = info.protocols.contains(&KAD_PROTOCOL);
+                let speaks_kad = info.protocols.contains(&KAD);
                 for addr in &info.listen_addrs {
                     if speaks_kad {
                         self.swarm

@@ -1,7 +1,7 @@
 //! Versioned sled databases: a format version in each database, step-by-step migration on
 //! open, refusal of versions this build does not know, and a quarantine for values that do
-//! not decode. Shared by the node's database ([`crate::store`]) and the store peer's
-//! ([`crate::operator::mailboxes`]); each declares its own [`Schema`] (current version and
+//! not decode. Shared by the node's database (`kith_node::store`) and the store peer's
+//! (`kith_bootstrap::mailboxes`); each declares its own [`Schema`] (current version and
 //! migration steps) in its `format` module.
 //!
 //! Why: encodings on disk change (a field added to a stored struct); without a version, a
