@@ -103,8 +103,7 @@ pub async fn start(cfg: Config) -> Result<Running, RunError> {
         relay: cfg.relay.clone(),
     };
     let cancel = CancellationToken::new();
-    let swarm = swarm::build_swarm(key, &net_cfg)?;
-    let (network, mut events, net_task) = swarm::spawn(swarm, &net_cfg, cancel.clone()).await?;
+    let (network, mut events, net_task) = swarm::start(key, &net_cfg, cancel.clone()).await?;
     let metrics = Arc::new(Metrics::default());
     let mut tasks = vec![net_task];
     match (&cfg.store, mailboxes) {

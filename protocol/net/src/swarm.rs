@@ -330,14 +330,7 @@ pub async fn spawn(
     mut swarm: Swarm<Behaviour>,
     cfg: &NetConfig,
     cancel: CancellationToken,
-) -> Result<
-    (
-        Network,
-        mpsc::Receiver<NetEvent>,
-        tokio::task::JoinHandle<()>,
-    ),
-    NetError,
-> {
+) -> Result<Started, NetError> {
     for addr in &cfg.listen {
         swarm
             .listen_on(addr.clone())
@@ -411,6 +404,24 @@ pub async fn spawn(
         ev_rx,
         handle,
     ))
+}
+
+/// A started network: its handle, its events, and the swarm task.
+pub type Started = (
+    Network,
+    mpsc::Receiver<NetEvent>,
+    tokio::task::JoinHandle<()>,
+);
+
+/// Peer start-up, as both node kinds do it: builds the swarm for `keypair`, listens, dials the
+/// bootstrap peers and spawns the swarm task (see [`build_swarm`] and [`spawn`]).
+pub async fn start(
+    keypair: identity::Keypair,
+    cfg: &NetConfig,
+    cancel: CancellationToken,
+) -> Result<Started, NetError> {
+    let swarm = build_swarm(keypair, cfg)?;
+    spawn(swarm, cfg, cancel).await
 }
 
 /// The `r` peers of `candidates` closest to `target` in Kademlia's XOR metric, closest first.
