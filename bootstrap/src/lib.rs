@@ -1,17 +1,29 @@
-//! `kith-bootstrap`: the operator's node. It bootstraps the DHT (Kademlia in server mode on
-//! `/kith/kad/1.0.0`, identify, ping), can relay circuits (libp2p circuit-relay v2), and can be
-//! a store-and-forward peer that holds sealed envelopes and presence records for offline users
-//! (`/kith/mailbox/1`).
+//! `kith-bootstrap`: the operator's peer. It bootstraps the DHT (Kademlia in server mode on
+//! `/kith/kad/1.0.0`, identify, ping), can relay circuits (libp2p circuit-relay v2), and can
+//! be a store-and-forward peer that holds sealed envelopes, media blobs and presence records
+//! for offline users (`/kith/mailbox/1`, `/kith/media/1`).
 //!
-//! The peer itself is [`kith_node::operator`] (so that `kith demo` and the simulation harness
-//! run store peers in-process beside users' nodes without a dependency cycle); this crate is
-//! its command line, and re-exports it under the names operators and tests use.
+//! It is built on `kith-net` and `kith-protocol` only: it never depends on the desktop node
+//! (`kith-node` depends on it, for `kith demo` and the in-process mesh) and never sees a
+//! message's plaintext.
+//!
+//! - [`config`]: the one [`Config`].
+//! - [`run`]: [`start`] and [`Running`] (every task it starts, ended on shutdown).
+//! - [`store_peer`]: the `/kith/mailbox/1` service, presence, replication repair.
+//! - [`mailboxes`]: sled storage of mailboxes, quotas, expiry, tombstones.
+//! - [`blobs`]: media blobs held for offline users, on `/kith/media/1`.
+//! - [`format`]: the store peer database's format version and migrations.
+//! - [`metrics`]: Prometheus counters on `/metrics`.
+//! - [`cli`]: the `kith-bootstrap` command line (flags → [`Config`], commands).
 
-pub use kith_node::operator::{
-    blobs, mailboxes, metrics, start, store_peer, Config, RunError, Running,
-};
+pub mod blobs;
+pub mod cli;
+pub mod config;
+pub mod format;
+pub mod mailboxes;
+pub mod metrics;
+pub mod run;
+pub mod store_peer;
 
-/// Starting and stopping the peer.
-pub mod run {
-    pub use kith_node::operator::{load_or_create_key, start, Config, RunError, Running, KEY_FILE};
-}
+pub use config::Config;
+pub use run::{load_or_create_key, start, RunError, Running, KEY_FILE};

@@ -9,7 +9,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use kith_node::{operator::format::STORE_PEER_VERSION, versioned::VERSION_KEY};
+use kith_bootstrap::format::STORE_PEER_VERSION;
+use kith_net::versioned::VERSION_KEY;
 
 /// Bound on how long the refused process may take to exit.
 const TIMEOUT: Duration = Duration::from_secs(30);

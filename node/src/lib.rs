@@ -5,10 +5,9 @@
 //! - [`config`]: the node's configuration.
 //! - [`store`]: sled storage (identity, contacts, conversations, outbox, sessions) with group
 //!   commit.
-//! - [`versioned`]: format versions, migrations and the quarantine of undecodable values, for
-//!   the node's and the store peer's databases.
-//! - [`net`]: the libp2p pieces shared with `kith-bootstrap`: behaviour, transport, the swarm
-//!   task and its [`net::Network`] handle.
+//! - [`versioned`], [`net`], [`private_file`]: re-exports of `kith-net` (shared with
+//!   `kith-bootstrap`): versioned databases; the swarm task and its [`net::Network`] handle;
+//!   secrets on disk.
 //! - [`link`]: one long-lived `/kith/msg/1` stream per peer and direction, batched.
 //! - [`messenger`]: the task that owns sessions, the outbox and statuses; seals and opens.
 //! - [`handle`]: [`Node`], the cloneable handle everything else uses.
@@ -17,11 +16,8 @@
 //! - [`web`]: the web app (embedded assets) and the calls only it needs.
 //! - [`client`]: a REST client, used by the CLI.
 //! - [`run`]: [`run::start`] and [`run::run`], which wire it all together.
-//! - [`operator`]: the operator's peer (bootstrap, relay, store-and-forward), which the
-//!   `kith-bootstrap` binary runs.
-//! - [`private_file`]: secrets on disk (identity key, API token): 0600 from the start, fsync'ed.
-//! - [`mesh`]: a local mesh in one process (store peers and users), for `kith demo` and the
-//!   simulation harness.
+//! - [`mesh`]: a local mesh in one process (store peers from `kith-bootstrap` and users), for
+//!   `kith demo` and the simulation harness.
 
 pub mod api;
 pub mod client;
@@ -33,7 +29,6 @@ pub mod media;
 pub mod mesh;
 pub mod messenger;
 pub mod net;
-pub mod operator;
 pub mod private_file;
 pub mod run;
 pub mod store;

@@ -14,7 +14,8 @@ use kith_protocol::LocalIdentity;
 use libp2p::Multiaddr;
 use rand::{RngCore, SeedableRng};
 
-use crate::{operator, run::DB_DIR, Config, RunError, RunningNode};
+use crate::{run::DB_DIR, Config, RunError, RunningNode};
+use kith_bootstrap as operator;
 
 /// How long starting a peer retries while its data directory is still locked by a previous
 /// incarnation in this process (sled releases its lock when the last handle drops, which

@@ -14,10 +14,13 @@ use rand::RngCore;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use kith_net::private_file::{self, PathError};
+
 use crate::{
     api,
     handle::Node,
     link,
+    media::MediaError,
     messenger::{Inputs, Messenger},
     net::{self, NetConfig},
     store::{self, Store, StoreError},
@@ -44,14 +47,9 @@ const EVENT_BROADCAST: usize = 4096;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RunError {
-    /// A file in the data directory could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        /// Which file.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
+    /// A file in the data directory (or the API address) could not be read, written or bound.
+    #[error(transparent)]
+    Io(#[from] PathError),
     /// The store failed to open (another `kith run` on the same data dir?).
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
@@ -66,15 +64,15 @@ pub enum RunError {
     NoToken(PathBuf),
     /// The media directory could not be prepared.
     #[error("media files: {0}")]
-    Media(String),
+    Media(#[from] MediaError),
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
-    move |source| RunError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
+/// How long a connection nobody uses stays open (the operator's peers keep theirs longer:
+/// `kith_bootstrap::config::IDLE_TIMEOUT`).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long shutdown waits for each task before giving up on it.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// What `kith init` reports.
 #[derive(Debug, Clone)]
@@ -90,43 +88,43 @@ pub struct InitInfo {
 /// Creates the data directory, the identity and the API token if they do not exist yet.
 /// Idempotent: an initialised directory is left as it is.
 pub fn init(data_dir: &Path) -> Result<InitInfo, RunError> {
-    let token_path = ensure_token(data_dir)?;
+    let token = load_or_create_token(data_dir)?;
     let identity = store::ensure_identity(&data_dir.join(DB_DIR))?;
     Ok(InitInfo {
         user_id: identity.user_id().to_string(),
-        token: read_token(data_dir)?,
-        token_path,
+        token,
+        token_path: data_dir.join(TOKEN_FILE),
     })
 }
 
-/// Creates the data directory and the API token file if missing; returns the token's path.
-fn ensure_token(data_dir: &Path) -> Result<PathBuf, RunError> {
-    crate::private_file::create_private_dir(data_dir).map_err(io_err(data_dir))?;
-    let token_path = data_dir.join(TOKEN_FILE);
-    if !token_path.exists() {
+/// The API token, created (with the data directory) on first use.
+fn load_or_create_token(data_dir: &Path) -> Result<String, RunError> {
+    let bytes = private_file::load_or_create_secret(data_dir, TOKEN_FILE, || {
         let mut bytes = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut bytes);
-        let token = hex::encode(bytes);
-        crate::private_file::write_private_file(
-            data_dir,
-            TOKEN_FILE,
-            format!("{token}\n").as_bytes(),
-        )
-        .map_err(io_err(&token_path))?;
-    }
-    Ok(token_path)
+        Ok::<_, PathError>(format!("{}\n", hex::encode(bytes)).into_bytes())
+    })?;
+    token_text(&data_dir.join(TOKEN_FILE), bytes)
 }
 
 /// The API token stored in the data directory.
 pub fn read_token(data_dir: &Path) -> Result<String, RunError> {
     let path = data_dir.join(TOKEN_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(t) => Ok(t.trim().to_string()),
+    match std::fs::read(&path) {
+        Ok(bytes) => token_text(&path, bytes),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             Err(RunError::NoToken(data_dir.to_path_buf()))
         }
-        Err(e) => Err(RunError::Io { path, source: e }),
+        Err(e) => Err(private_file::at(&path)(e).into()),
     }
+}
+
+/// A token file's text, trimmed; not UTF-8 is an I/O error on that file.
+fn token_text(path: &Path, bytes: Vec<u8>) -> Result<String, RunError> {
+    let text = String::from_utf8(bytes).map_err(|e| {
+        private_file::at(path)(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    })?;
+    Ok(text.trim().to_string())
 }
 
 /// A node running in this process.
@@ -152,7 +150,7 @@ impl RunningNode {
     pub async fn shutdown(self) -> Result<(), RunError> {
         self.cancel.cancel();
         for t in self.tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, t).await;
         }
         self.store.flush_now()?;
         tracing::info!("node stopped");
@@ -180,8 +178,7 @@ pub async fn start(config: Config) -> Result<RunningNode, RunError> {
     }
     // The database is opened once: opening it a second time right after closing it can race
     // with sled's background flusher still holding the file lock.
-    ensure_token(&config.data_dir)?;
-    let token = read_token(&config.data_dir)?;
+    let token = load_or_create_token(&config.data_dir)?;
     let store = Store::open(&config.data_dir.join(DB_DIR), config.commit_delay)?;
     let mut me = match store.identity()? {
         Some(me) => me,
@@ -201,12 +198,11 @@ pub async fn start(config: Config) -> Result<RunningNode, RunError> {
         bootstrap: config.bootstrap.clone(),
         mdns: config.mdns,
         kad_server: true,
-        idle_timeout: Duration::from_secs(120),
+        idle_timeout: IDLE_TIMEOUT,
         relay: None,
     };
     let cancel = CancellationToken::new();
-    let swarm = net::build_swarm(keypair, &net_cfg)?;
-    let (network, net_events, net_task) = net::spawn(swarm, &net_cfg, cancel.clone()).await?;
+    let (network, net_events, net_task) = net::start(keypair, &net_cfg, cancel.clone()).await?;
 
     let (link_tx, link_rx) = mpsc::channel(LINK_EVENT_QUEUE);
     let acceptor = link::spawn_acceptor(
@@ -216,8 +212,7 @@ pub async fn start(config: Config) -> Result<RunningNode, RunError> {
         cancel.clone(),
     )?;
     let (events, _) = broadcast::channel(EVENT_BROADCAST);
-    let files = crate::media::MediaFiles::open(&config.data_dir.join(MEDIA_DIR))
-        .map_err(|e| RunError::Media(e.to_string()))?;
+    let files = crate::media::MediaFiles::open(&config.data_dir.join(MEDIA_DIR))?;
     let (transfers, transfer_task) = crate::transfer::spawn(
         store.clone(),
         files,
@@ -260,8 +255,10 @@ pub async fn start(config: Config) -> Result<RunningNode, RunError> {
     };
     let listener = tokio::net::TcpListener::bind(config.api)
         .await
-        .map_err(io_err(Path::new("api")))?;
-    let api_addr = listener.local_addr().map_err(io_err(Path::new("api")))?;
+        .map_err(private_file::at(Path::new("api")))?;
+    let api_addr = listener
+        .local_addr()
+        .map_err(private_file::at(Path::new("api")))?;
     let api_node = node.clone();
     let api_cancel = cancel.clone();
     let api_token = token.clone();

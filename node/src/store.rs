@@ -40,13 +40,13 @@ use std::path::Path;
 
 use sled::{transaction::TransactionError, Transactional};
 
+pub use kith_net::commit::Committer;
 use kith_protocol::{
     codec, identity::KeyBundle, payload::Plaintext, seal::SessionId, DeliveryStatus, LocalIdentity,
     MessageId, PeerSessions, UserId,
 };
 use libp2p::Multiaddr;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     handle::{ContactView, MessageView},
@@ -229,36 +229,6 @@ pub struct Store {
     media: sled::Tree,
     media_by_hash: sled::Tree,
     committer: Committer,
-}
-
-/// Group commit for a sled database: [`Committer::commit`] resolves once every write made
-/// before the call is flushed; one flush serves every request waiting at that moment.
-#[derive(Clone)]
-pub struct Committer {
-    requests: mpsc::Sender<oneshot::Sender<Result<(), sled::Error>>>,
-}
-
-impl Committer {
-    /// Starts the committer task for `db`; it waits up to `delay` to gather more requests.
-    /// Must run inside a tokio runtime.
-    pub fn spawn(db: sled::Db, delay: std::time::Duration) -> Self {
-        let (requests, rx) = mpsc::channel(4096);
-        tokio::spawn(run_committer(db, rx, delay));
-        Committer { requests }
-    }
-
-    /// Resolves once everything written before the call is durable.
-    pub fn commit(
-        &self,
-    ) -> impl std::future::Future<Output = Result<(), sled::Error>> + Send + 'static {
-        let requests = self.requests.clone();
-        async move {
-            let (tx, rx) = oneshot::channel();
-            let stopped = || sled::Error::ReportableBug("commit task stopped".into());
-            requests.send(tx).await.map_err(|_| stopped())?;
-            rx.await.map_err(|_| stopped())?
-        }
-    }
 }
 
 fn conv_prefix(peer: &UserId) -> Vec<u8> {
@@ -793,32 +763,6 @@ pub fn ensure_identity(dir: &Path) -> Result<LocalIdentity, StoreError> {
     meta.insert("identity", id.to_bytes()?)?;
     db.flush()?;
     Ok(id)
-}
-
-/// The group committer: one flush for every batch of waiting commit requests.
-async fn run_committer(
-    db: sled::Db,
-    mut rx: mpsc::Receiver<oneshot::Sender<Result<(), sled::Error>>>,
-    delay: std::time::Duration,
-) {
-    while let Some(first) = rx.recv().await {
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
-        let mut waiting = vec![first];
-        while let Ok(next) = rx.try_recv() {
-            waiting.push(next);
-        }
-        let db2 = db.clone();
-        let result = match tokio::task::spawn_blocking(move || db2.flush()).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(sled::Error::ReportableBug("flush task panicked".into())),
-        };
-        for w in waiting {
-            let _ = w.send(result.clone());
-        }
-    }
 }
 
 #[cfg(test)]

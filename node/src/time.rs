@@ -1,14 +1,9 @@
-//! Wall-clock helpers: the node is where the clock lives (the protocol crate takes `now`).
+//! Wall-clock helpers for the node's users: times as people read and type them. The clock
+//! itself lives in `kith-net` ([`kith_net::clock`]; the protocol crate takes `now`).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
-/// Milliseconds since the unix epoch, now.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use kith_net::clock::now_ms;
 
 /// RFC 3339 (UTC, milliseconds) of a unix-millisecond time.
 pub fn rfc3339(ms: u64) -> String {

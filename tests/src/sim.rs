@@ -50,11 +50,11 @@ use std::{
 
 use anyhow::{anyhow, bail, Context, Result};
 use futures::StreamExt;
+use kith_bootstrap::{self as operator, metrics::Metrics};
 use kith_node::{
     handle::{MessageView, MAX_PAGE},
     mesh::{self, Mesh, MeshConfig, MeshOptions},
     net::{self, BehaviourEvent, NetConfig},
-    operator::{self, metrics::Metrics},
     Config, Event, RunningNode,
 };
 use kith_protocol::{DeliveryStatus, UserId};

@@ -33,8 +33,8 @@ use std::{
     time::Duration,
 };
 
+use kith_bootstrap::{blobs::Blobs, format::STORE_PEER_VERSION, mailboxes::Mailboxes};
 use kith_node::{
-    operator::{blobs::Blobs, format::STORE_PEER_VERSION, mailboxes::Mailboxes},
     store::{format::NODE_VERSION, StoredMessage},
     versioned, Config,
 };

@@ -23,13 +23,16 @@
 //! The database is versioned ([`super::format`]): [`Mailboxes::open`] migrates an older one
 //! and refuses a newer one before anything is read. An envelope that does not decode is
 //! never deleted as if expired: [`Mailboxes::list`] and [`Mailboxes::expire`] move it to the
-//! quarantine tree (see [`crate::versioned`]) and out of the mailbox's index and usage.
+//! quarantine tree (see [`kith_net::versioned`]) and out of the mailbox's index and usage.
 
 use std::{collections::HashMap, path::Path};
 
 use sled::Transactional;
 
-use crate::{store::Committer, versioned};
+use kith_net::{
+    clock::{expiry, is_expired},
+    versioned, Committer,
+};
 use kith_protocol::{
     envelope::ENVELOPE_DIGEST_LEN,
     mailbox::{EnvelopeRef, RefuseReason},
@@ -168,6 +171,11 @@ impl Mailboxes {
         })
     }
 
+    /// The group committer of the mailboxes' database.
+    pub fn committer(&self) -> &Committer {
+        &self.committer
+    }
+
     /// Resolves once everything written before is durable.
     pub fn commit(
         &self,
@@ -193,8 +201,8 @@ impl Mailboxes {
         if bytes.len() > limits.max_envelope_bytes {
             return Ok(Err(RefuseReason::TooLarge));
         }
-        if env.header.expires_at_ms <= now_ms
-            || env.header.expires_at_ms > now_ms.saturating_add(limits.max_lifetime_ms)
+        if is_expired(env.header.expires_at_ms, now_ms)
+            || env.header.expires_at_ms > expiry(now_ms, limits.max_lifetime_ms)
         {
             return Ok(Err(RefuseReason::Expired));
         }
@@ -336,7 +344,7 @@ impl Mailboxes {
         for item in self.envelopes.iter() {
             let (k, v) = item?;
             let expired = match Envelope::from_bytes(&v) {
-                Ok(env) => env.header.expires_at_ms <= now_ms,
+                Ok(env) => is_expired(env.header.expires_at_ms, now_ms),
                 Err(e) => {
                     self.set_aside(&k, &v, &e)?;
                     false
@@ -355,7 +363,7 @@ impl Mailboxes {
         for item in self.forgotten.iter() {
             let (k, v) = item?;
             let until = v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0);
-            if until <= now_ms {
+            if is_expired(until, now_ms) {
                 self.forgotten.remove(k)?;
             }
         }

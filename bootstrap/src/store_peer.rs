@@ -13,34 +13,34 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{
-    link::{encode_frames, report_unencodable, spawn_stream_link, FrameReader, LinkSignal},
-    net::{closest_peers, NetEvent, Network},
-    time::now_ms,
+use futures::AsyncReadExt;
+use kith_net::{
+    accept::{self, Inbound},
+    clock::now_ms,
+    frames::{write_batches, FrameReader},
+    outbound::{spawn_stream_link, LinkSignal},
+    protocols::{speaks, MAILBOX},
+    swarm::{closest_peers, NetEvent, Network},
 };
-use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use kith_protocol::{
     batch::{self, BatchLimit},
-    mailbox::{
-        EnvelopeRef, MailboxRequest, MailboxResponse, RefuseReason, MAILBOX_PROTOCOL, MAX_BATCH,
-    },
+    mailbox::{EnvelopeRef, MailboxRequest, MailboxResponse, RefuseReason, MAX_BATCH},
     presence::PresenceTable,
     Envelope, EnvelopeDigest, MessageId, UserId, Visibility,
 };
-use libp2p::{PeerId, StreamProtocol};
-use tokio::sync::mpsc;
+use libp2p::PeerId;
+use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
-use super::{
+use crate::{
+    blobs::BlobLimits,
     mailboxes::{Deposit, Limits, Mailboxes},
     metrics::Metrics,
 };
 
-/// Most bytes of answers gathered into one write before flushing.
-const MAX_WRITE_BATCH: usize = 256 * 1024;
-
-/// The mailbox protocol name as a libp2p stream protocol.
-pub const MAILBOX: StreamProtocol = StreamProtocol::new(MAILBOX_PROTOCOL);
+/// Depth of the queue into the store peer actor (requests from every stream, link signals,
+/// commits done).
+pub const ACTOR_QUEUE: usize = 4096;
 
 /// How a store peer behaves.
 #[derive(Clone, Debug)]
@@ -60,7 +60,7 @@ pub struct StoreConfig {
     /// Depth of each stream's answer queue.
     pub stream_queue: usize,
     /// Limits on media blobs held for offline users.
-    pub blobs: super::blobs::BlobLimits,
+    pub blobs: BlobLimits,
 }
 
 impl Default for StoreConfig {
@@ -73,7 +73,7 @@ impl Default for StoreConfig {
             presence_capacity: 100_000,
             max_streams: 1024,
             stream_queue: 1024,
-            blobs: super::blobs::BlobLimits::default(),
+            blobs: BlobLimits::default(),
         }
     }
 }
@@ -104,6 +104,7 @@ enum Input {
 struct ReplicaLink {
     generation: u64,
     tx: mpsc::Sender<MailboxRequest>,
+    task: JoinHandle<()>,
 }
 
 /// The store-and-forward actor.
@@ -135,12 +136,9 @@ pub fn spawn(
     known_stores: Vec<PeerId>,
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
-) -> Result<tokio::task::JoinHandle<()>, crate::net::NetError> {
+) -> Result<tokio::task::JoinHandle<()>, kith_net::NetError> {
     let mut control = net.control();
-    let mut incoming = control
-        .accept(MAILBOX)
-        .map_err(|_| crate::net::NetError::AlreadyRegistered)?;
-    let (tx, mut rx) = mpsc::channel::<Input>(4096);
+    let (tx, mut rx) = mpsc::channel::<Input>(ACTOR_QUEUE);
     let mut actor = StorePeer {
         local: net.local_peer_id(),
         presence: PresenceTable::new(cfg.presence_capacity),
@@ -158,37 +156,22 @@ pub fn spawn(
         cancel: cancel.clone(),
     };
     actor.update_gauges();
-    let limit = Arc::new(tokio::sync::Semaphore::new(actor.cfg.max_streams));
     let stream_queue = actor.cfg.stream_queue;
-    // Streams are accepted by a task that does nothing else: libp2p-stream keeps at most one
-    // inbound stream waiting to be accepted and drops the next one, so accepting must never
-    // wait behind the actor's work (sled writes, repair).
+    let inbound = Inbound {
+        protocol: MAILBOX,
+        max_streams: actor.cfg.max_streams,
+    };
     let accept_inputs = tx.clone();
-    let accept_cancel = cancel.clone();
-    let acceptor = tokio::spawn(async move {
-        let mut conn_ids = 0u64;
-        loop {
-            let next = tokio::select! {
-                _ = accept_cancel.cancelled() => break,
-                next = incoming.next() => next,
-            };
-            let Some((peer, stream)) = next else { break };
-            let Ok(permit) = limit.clone().try_acquire_owned() else {
-                tracing::warn!(%peer, "too many mailbox streams; refused");
-                continue;
-            };
+    let mut conn_ids = 0u64;
+    let acceptor = accept::spawn_acceptor(
+        &mut control,
+        inbound,
+        cancel.clone(),
+        move |peer, stream| {
             conn_ids += 1;
-            serve_stream(
-                peer,
-                conn_ids,
-                stream,
-                accept_inputs.clone(),
-                stream_queue,
-                permit,
-                accept_cancel.clone(),
-            );
-        }
-    });
+            serve_stream(peer, conn_ids, stream, accept_inputs.clone(), stream_queue)
+        },
+    )?;
     Ok(tokio::spawn(async move {
         let mut repair = tokio::time::interval(actor.cfg.repair_interval);
         let mut expiry = tokio::time::interval(actor.cfg.expiry_interval);
@@ -201,79 +184,60 @@ pub fn spawn(
                 _ = expiry.tick() => actor.expire(),
             }
         }
-        acceptor.abort();
+        let _ = acceptor.await;
+        for (_, link) in actor.replica_links.drain() {
+            let _ = link.task.await;
+        }
         if let Err(e) = actor.mailboxes.flush() {
             tracing::error!(error = %e, "flush at shutdown failed");
         }
+        actor.mailboxes.committer().shutdown().await;
     }))
 }
 
-/// Reads requests from one inbound stream and writes the actor's answers back.
-fn serve_stream(
+/// Reads requests from one inbound stream and writes the actor's answers back (through the
+/// batched writer); tells the actor when the stream is gone.
+async fn serve_stream(
     peer: PeerId,
     conn: u64,
     stream: libp2p::Stream,
     inputs: mpsc::Sender<Input>,
     queue: usize,
-    permit: tokio::sync::OwnedSemaphorePermit,
-    cancel: CancellationToken,
-) {
+) -> Result<(), std::convert::Infallible> {
     let (out_tx, mut out_rx) = mpsc::channel::<MailboxResponse>(queue);
-    tokio::spawn(async move {
-        let _permit = permit;
-        let (read_half, mut write_half) = stream.split();
-        let reader_inputs = inputs.clone();
-        let reader = async move {
-            let mut reader = FrameReader::new(read_half);
-            loop {
-                match reader.next_batch::<MailboxRequest>(MAX_BATCH).await {
-                    Ok(Some(requests)) => {
-                        let input = Input::Requests {
-                            peer,
-                            conn,
-                            requests,
-                            out: out_tx.clone(),
-                        };
-                        if reader_inputs.send(input).await.is_err() {
-                            break;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::debug!(%peer, error = %e, "mailbox stream: bad input; closing");
+    let (read_half, mut write_half) = stream.split();
+    let reader_inputs = inputs.clone();
+    let reader = async move {
+        let mut reader = FrameReader::new(read_half);
+        loop {
+            match reader.next_batch::<MailboxRequest>(MAX_BATCH).await {
+                Ok(Some(requests)) => {
+                    let input = Input::Requests {
+                        peer,
+                        conn,
+                        requests,
+                        out: out_tx.clone(),
+                    };
+                    if reader_inputs.send(input).await.is_err() {
                         break;
                     }
                 }
-            }
-        };
-        let writer = async move {
-            let mut buf = Vec::new();
-            while let Some(first) = out_rx.recv().await {
-                buf.clear();
-                let mut encoded = encode_frames([&first], &mut buf);
-                while encoded.is_ok() && buf.len() < MAX_WRITE_BATCH {
-                    match out_rx.try_recv() {
-                        Ok(next) => encoded = encode_frames([&next], &mut buf),
-                        Err(_) => break,
-                    }
-                }
-                if let Err(e) = encoded {
-                    // Closing the stream makes the node subscribe (or re-deposit) again.
-                    report_unencodable(&peer, &e);
-                    break;
-                }
-                if write_half.write_all(&buf).await.is_err() || write_half.flush().await.is_err() {
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "mailbox stream: bad input; closing");
                     break;
                 }
             }
-        };
-        tokio::select! {
-            _ = reader => {},
-            _ = writer => {},
-            _ = cancel.cancelled() => {},
         }
-        let _ = inputs.send(Input::StreamClosed { peer, conn }).await;
-    });
+    };
+    // Closing the stream on a write error makes the node subscribe (or re-deposit) again.
+    let writer = write_batches(&peer, &mut out_rx, &mut write_half);
+    tokio::select! {
+        _ = reader => {},
+        _ = writer => {},
+    }
+    let _ = inputs.send(Input::StreamClosed { peer, conn }).await;
+    Ok(())
 }
 
 /// Splits envelopes held for `user` (raw bytes, as stored) into batches that each fit one
@@ -547,16 +511,19 @@ impl StorePeer {
             }
             return;
         }
-        let commit = self.mailboxes.commit();
         let inputs = self.inputs.clone();
-        tokio::spawn(async move {
-            match commit.await {
-                Ok(()) => {
-                    let _ = inputs.send(Input::Committed { answers, pushes }).await;
+        self.mailboxes
+            .committer()
+            .after_commit(move |committed| async move {
+                match committed {
+                    Ok(()) => {
+                        let _ = inputs.send(Input::Committed { answers, pushes }).await;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "commit failed; deposits not acknowledged")
+                    }
                 }
-                Err(e) => tracing::error!(error = %e, "commit failed; deposits not acknowledged"),
-            }
-        });
+            });
     }
 
     /// Stores one envelope; on success also says its digest (of the canonical encoding held).
@@ -596,7 +563,7 @@ impl StorePeer {
             // A store peer that joins, or comes back, gets copies of what it is responsible for.
             NetEvent::Identified {
                 peer, protocols, ..
-            } if protocols.iter().any(|p| p == MAILBOX_PROTOCOL) => {
+            } if speaks(&protocols, &MAILBOX) => {
                 if self.stores.insert(peer) {
                     tracing::info!(%peer, "store peer joined");
                 }
@@ -655,7 +622,7 @@ impl StorePeer {
         self.next_generation += 1;
         let generation = self.next_generation;
         let (tx, rx) = mpsc::channel(self.cfg.stream_queue);
-        spawn_stream_link(
+        let task = spawn_stream_link(
             peer,
             MAILBOX,
             self.net.control(),
@@ -673,6 +640,7 @@ impl StorePeer {
             ReplicaLink {
                 generation,
                 tx: tx.clone(),
+                task,
             },
         );
         tx
@@ -715,7 +683,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::operator::mailboxes::Limits;
+    use kith_net::frames::encode_frames;
 
     /// The largest envelope a store peer accepts, for `to`, with id `n`.
     fn max_envelope(to: UserId, n: u8) -> (Envelope, Vec<u8>) {

@@ -7,7 +7,7 @@
 //! when the last chunk arrives the whole file is hashed and must match the blob's name, or it
 //! is thrown away. Files live under `blobs/` (`<hash>.part` while arriving, `<hash>` when
 //! complete); the index is a tree of the mailboxes' (versioned) database. An index entry that
-//! does not decode is quarantined (see [`crate::versioned`]), never deleted.
+//! does not decode is quarantined (see [`kith_net::versioned`]), never deleted.
 
 use std::{
     collections::HashMap,
@@ -18,7 +18,7 @@ use std::{
     time::Duration,
 };
 
-use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use futures::AsyncReadExt;
 use kith_protocol::{
     blob::{BlobHash, BlobHasher, BlobLayout},
     codec,
@@ -27,14 +27,15 @@ use kith_protocol::{
 };
 use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::metrics::Metrics;
-use crate::{
-    link::{encode_frames, FrameReader},
-    time::now_ms,
-    transfer::MEDIA,
+use crate::metrics::Metrics;
+use kith_net::{
+    accept::{self, Inbound},
+    clock::{expiry, is_expired, now_ms},
+    frames::{write_frames, FrameReader, StreamError},
+    private_file::sync_dir,
+    protocols::MEDIA,
     versioned,
 };
 
@@ -216,7 +217,7 @@ impl Blobs {
                 <[u8; 32]>::try_from(k.as_ref()),
                 codec::decode::<HeldBlob>(&v),
             ) {
-                if held.expires_ms <= now {
+                if is_expired(held.expires_ms, now) {
                     expired.push((BlobHash(hash), held));
                 }
             }
@@ -283,10 +284,10 @@ impl Blobs {
             return refuse(MediaRefusal::Malformed);
         };
         let now = now_ms();
-        if expires_ms <= now {
+        if is_expired(expires_ms, now) {
             return refuse(MediaRefusal::Expired);
         }
-        let expires_ms = expires_ms.min(now.saturating_add(self.limits.max_lifetime_ms));
+        let expires_ms = expires_ms.min(expiry(now, self.limits.max_lifetime_ms));
         let cipher = layout.cipher_size();
         if cipher > self.limits.max_blob_bytes {
             return refuse(MediaRefusal::TooLarge);
@@ -390,7 +391,8 @@ impl Blobs {
                     self.remove(&mut usage, &hash, &held);
                     return refuse(MediaRefusal::NotFound);
                 }
-                crate::media::sync_dir(&self.dir);
+                // Best effort: the index entry below is what marks the blob complete.
+                let _ = sync_dir(&self.dir);
                 held.complete = true;
                 self.put(&hash, &held);
                 let _ = self.index.flush();
@@ -468,16 +470,27 @@ fn hash_file(path: &Path) -> std::io::Result<BlobHash> {
     Ok(hasher.finish())
 }
 
+/// Most requests read from a media stream at once (answered one at a time).
+const MAX_READ_BATCH: usize = 64;
+
 /// Accepts `/kith/media/1` streams and serves them from `blobs`; deletes expired blobs.
+/// The task returned ends, with every stream, when `cancel` fires.
 pub fn spawn(
     blobs: Arc<Blobs>,
     mut control: libp2p_stream::Control,
     cancel: CancellationToken,
-) -> Result<tokio::task::JoinHandle<()>, crate::net::NetError> {
-    let mut incoming = control
-        .accept(MEDIA)
-        .map_err(|_| crate::net::NetError::AlreadyRegistered)?;
-    let limit = Arc::new(Semaphore::new(blobs.limits.max_streams.max(1)));
+) -> Result<tokio::task::JoinHandle<()>, kith_net::NetError> {
+    let inbound = Inbound {
+        protocol: MEDIA,
+        max_streams: blobs.limits.max_streams.max(1),
+    };
+    let served = blobs.clone();
+    let acceptor = accept::spawn_acceptor(
+        &mut control,
+        inbound,
+        cancel.clone(),
+        move |peer, stream| serve(served.clone(), peer, stream),
+    )?;
     Ok(tokio::spawn(async move {
         let mut expiry = tokio::time::interval(blobs.limits.expiry_interval);
         loop {
@@ -490,39 +503,17 @@ pub fn spawn(
                         tracing::info!(n, "expired blobs deleted");
                     }
                 }
-                next = incoming.next() => {
-                    let Some((peer, stream)) = next else { break };
-                    let Ok(permit) = limit.clone().try_acquire_owned() else {
-                        tracing::warn!(%peer, "too many media streams; refused");
-                        continue;
-                    };
-                    let b = blobs.clone();
-                    let c = cancel.clone();
-                    tokio::spawn(async move {
-                        let _permit = permit;
-                        tokio::select! {
-                            r = serve(b, peer, stream) => if let Err(e) = r {
-                                tracing::debug!(%peer, error = %e, "media stream ended");
-                            },
-                            _ = c.cancelled() => {}
-                        }
-                    });
-                }
             }
         }
+        let _ = acceptor.await;
     }))
 }
 
-async fn serve(blobs: Arc<Blobs>, peer: PeerId, stream: libp2p::Stream) -> std::io::Result<()> {
+async fn serve(blobs: Arc<Blobs>, peer: PeerId, stream: libp2p::Stream) -> Result<(), StreamError> {
     let (r, mut w) = stream.split();
     let mut reader = FrameReader::new(r);
     let mut buf = Vec::new();
-    loop {
-        let batch = reader
-            .next_batch::<MediaRequest>(64)
-            .await
-            .map_err(std::io::Error::other)?;
-        let Some(requests) = batch else { break };
+    while let Some(requests) = reader.next_batch::<MediaRequest>(MAX_READ_BATCH).await? {
         // One request's answers at a time: a `Get` answers up to MAX_CHUNKS_PER_REQUEST
         // chunks, each one frame, so memory stays at one request's chunks however many
         // requests arrived together.
@@ -531,14 +522,8 @@ async fn serve(blobs: Arc<Blobs>, peer: PeerId, stream: libp2p::Stream) -> std::
             let answers = tokio::task::spawn_blocking(move || b.answer(peer, req))
                 .await
                 .map_err(std::io::Error::other)?;
-            buf.clear();
-            if let Err(e) = encode_frames(answers.iter(), &mut buf) {
-                crate::link::report_unencodable(&peer, &e);
-                return Err(std::io::Error::other(e));
-            }
-            w.write_all(&buf).await?;
+            write_frames(&peer, answers.iter(), &mut buf, &mut w).await?;
         }
-        w.flush().await?;
     }
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! The store peer database's format version and its migrations (the machinery is in
-//! [`crate::versioned`]). One database holds the mailboxes ([`super::mailboxes`]) and the blob
+//! [`kith_net::versioned`]). One database holds the mailboxes ([`super::mailboxes`]) and the blob
 //! index ([`super::blobs`]); [`super::mailboxes::Mailboxes::open`] checks it before either
 //! reads anything.
 //!
@@ -14,7 +14,7 @@
 //! [`Step`]).
 
 use super::mailboxes::MailboxError;
-use crate::versioned::{Schema, Step};
+use kith_net::versioned::{Schema, Step};
 
 /// The format version this build reads and writes.
 pub const STORE_PEER_VERSION: u32 = 2;

@@ -1,8 +1,20 @@
 //! Operator metrics in Prometheus text format, served on `/metrics`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use kith_protocol::mailbox::RefuseReason;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    task::JoinSet,
+};
+use tokio_util::sync::CancellationToken;
 
 /// Counters and gauges of a bootstrap / store peer. Cheap to update from any task.
 #[derive(Default, Debug)]
@@ -163,28 +175,110 @@ impl Metrics {
     }
 }
 
-/// Serves `/metrics` until `cancel` fires.
+/// Longest a scraper may take to send its request head.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Largest request head read (a scrape is one short `GET`).
+const MAX_REQUEST_HEAD: usize = 8 * 1024;
+
+/// Most scrapes answered at once; more connections wait to be accepted.
+const MAX_SCRAPES: usize = 16;
+
+/// Serves `GET /metrics` (HTTP/1.1, one request per connection) until `cancel` fires. A
+/// plain responder rather than a web framework: the operator's peer has nothing else to serve,
+/// and keeps its dependencies to the network and the disk.
 pub async fn serve(
-    listener: tokio::net::TcpListener,
-    metrics: std::sync::Arc<Metrics>,
-    cancel: tokio_util::sync::CancellationToken,
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
 ) -> std::io::Result<()> {
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let m = metrics.clone();
-            async move {
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4",
-                    )],
-                    m.render(),
-                )
+    let mut scrapes = JoinSet::new();
+    loop {
+        while scrapes.try_join_next().is_some() {}
+        let accepted = tokio::select! {
+            _ = cancel.cancelled() => break,
+            Some(_) = scrapes.join_next(), if scrapes.len() >= MAX_SCRAPES => continue,
+            accepted = listener.accept(), if scrapes.len() < MAX_SCRAPES => accepted,
+        };
+        let (conn, _) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::debug!(error = %e, "metrics: accept failed");
+                continue;
             }
-        }),
+        };
+        let m = metrics.clone();
+        scrapes.spawn(async move {
+            if let Err(e) = tokio::time::timeout(REQUEST_TIMEOUT, answer(conn, &m)).await {
+                tracing::debug!(error = %e, "metrics: scrape timed out");
+            }
+        });
+    }
+    scrapes.shutdown().await;
+    Ok(())
+}
+
+/// Reads one request head and answers it.
+async fn answer(mut conn: TcpStream, metrics: &Metrics) {
+    let mut head = Vec::with_capacity(512);
+    let mut chunk = [0u8; 512];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_REQUEST_HEAD {
+        match conn.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let (status, body) = if is_metrics_get(&head) {
+        ("200 OK", metrics.render())
+    } else {
+        ("404 Not Found", String::from("not found\n"))
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
     );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { cancel.cancelled().await })
-        .await
+    let _ = conn.write_all(response.as_bytes()).await;
+    let _ = conn.shutdown().await;
+}
+
+/// Whether a request head asks `GET /metrics` (a query string is ignored).
+fn is_metrics_get(head: &[u8]) -> bool {
+    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    let path = target.split(|&b| b == b'?').next().unwrap_or_default();
+    method == b"GET" && path == b"/metrics"
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn serves_metrics_and_nothing_else() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let metrics = Arc::new(Metrics::default());
+        metrics.deposits.store(7, Ordering::Relaxed);
+        let cancel = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, metrics, cancel.clone()));
+        let get = |path: &'static str| async move {
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            c.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            let mut out = String::new();
+            c.read_to_string(&mut out).await.unwrap();
+            out
+        };
+        let ok = get("/metrics").await;
+        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+        assert!(ok.contains("kith_deposits_total 7"), "{ok}");
+        assert!(get("/other").await.starts_with("HTTP/1.1 404"));
+        cancel.cancel();
+        server.await.unwrap().unwrap();
+    }
 }

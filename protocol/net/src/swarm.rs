@@ -1,0 +1,686 @@
+//! The swarm: the composed behaviour, the transport (TCP + Noise + Yamux), and the one task
+//! that owns the [`Swarm`]. Shared by the desktop node and `kith-bootstrap`.
+//!
+//! Everything else holds a [`Network`] handle: commands go to the swarm task over a bounded
+//! channel and are answered on oneshot channels; what happens on the network comes back as
+//! [`NetEvent`]s. Application streams themselves are opened through the `libp2p-stream`
+//! [`Control`], which is safe to use outside the swarm task. This module never knows what a
+//! message, a mailbox or a blob is.
+
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
+
+use futures::StreamExt;
+use libp2p::{
+    core::ConnectedPoint,
+    identify, identity, kad, mdns, noise, ping,
+    swarm::{
+        behaviour::toggle::Toggle,
+        dial_opts::{DialOpts, PeerCondition},
+        SwarmEvent,
+    },
+    tcp, yamux, Multiaddr, PeerId, Swarm, TransportError,
+};
+use libp2p_stream::Control;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::protocols::{IDENTIFY_VERSION, KAD};
+
+/// Depth of the command queue to the swarm task.
+const COMMAND_QUEUE: usize = 256;
+
+/// Depth of the event queue from the swarm task.
+const EVENT_QUEUE: usize = 1024;
+
+pub use behaviour::{Behaviour, BehaviourEvent};
+
+/// The composed behaviour; in its own module because the derive generates an undocumented
+/// event enum.
+mod behaviour {
+    #![allow(missing_docs)]
+    use libp2p::{
+        identify, kad, mdns, ping, relay, swarm::behaviour::toggle::Toggle, swarm::NetworkBehaviour,
+    };
+
+    /// The behaviours every Kith peer runs, composed in one struct.
+    #[derive(NetworkBehaviour)]
+    pub struct Behaviour {
+        /// Tells peers who we are, what we speak and where we listen.
+        pub identify: identify::Behaviour,
+        /// Keeps connections alive and measures round trips; others expect it to answer.
+        pub ping: ping::Behaviour,
+        /// The DHT: peer routing and bootstrap (`/kith/kad/1.0.0`).
+        pub kad: kad::Behaviour<kad::store::MemoryStore>,
+        /// Long-lived application streams (messages, mailboxes, media).
+        pub stream: libp2p_stream::Behaviour,
+        /// Local-network discovery, when enabled.
+        pub mdns: Toggle<mdns::tokio::Behaviour>,
+        /// A circuit-relay v2 server, on operators' peers that enable it.
+        pub relay: Toggle<relay::Behaviour>,
+    }
+}
+
+/// How to build and run a swarm.
+#[derive(Clone, Debug)]
+pub struct NetConfig {
+    /// Addresses to listen on.
+    pub listen: Vec<Multiaddr>,
+    /// Peers to bootstrap the DHT from (with `/p2p/<id>`).
+    pub bootstrap: Vec<Multiaddr>,
+    /// Enable mDNS.
+    pub mdns: bool,
+    /// Answer Kademlia queries (always for bootstrap peers; rust-libp2p would otherwise stay a
+    /// client without a confirmed external address, which never happens on loopback or a LAN).
+    pub kad_server: bool,
+    /// Close a connection idle for this long.
+    pub idle_timeout: Duration,
+    /// Run a circuit-relay v2 server with these limits.
+    pub relay: Option<RelayLimits>,
+}
+
+/// Limits of a circuit-relay v2 server.
+#[derive(Clone, Debug)]
+pub struct RelayLimits {
+    /// Most reservations held at once.
+    pub max_reservations: usize,
+    /// Most circuits relayed at once.
+    pub max_circuits: usize,
+    /// Longest a circuit may last.
+    pub max_circuit_duration: Duration,
+    /// Most bytes one circuit may carry.
+    pub max_circuit_bytes: u64,
+}
+
+impl Default for RelayLimits {
+    fn default() -> Self {
+        RelayLimits {
+            max_reservations: 128,
+            max_circuits: 16,
+            max_circuit_duration: Duration::from_secs(120),
+            max_circuit_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Why the network could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetError {
+    /// The Noise security upgrade could not be set up (no usable identity key). Boxed: it is
+    /// large and rare.
+    #[error("transport: {0}")]
+    Noise(Box<noise::Error>),
+    /// A listen address was refused by the transport.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: Multiaddr,
+        /// Why.
+        source: TransportError<std::io::Error>,
+    },
+    /// A listener failed while binding.
+    #[error("cannot listen on {addr}: {source}")]
+    Listener {
+        /// The address (the first one asked for, when the listener does not say).
+        addr: Multiaddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The stream protocol was registered twice.
+    #[error("protocol already registered")]
+    AlreadyRegistered,
+}
+
+/// What the swarm task reports.
+#[derive(Clone, Debug)]
+pub enum NetEvent {
+    /// The first connection to a peer is up.
+    Connected(PeerId),
+    /// The last connection to a peer closed.
+    Disconnected(PeerId),
+    /// Dialing a peer failed.
+    DialFailed(PeerId),
+    /// A peer was found on the local network (mDNS) at these addresses.
+    Discovered(PeerId, Vec<Multiaddr>),
+    /// A connected peer told us (identify) where it listens and which protocols it speaks.
+    Identified {
+        /// The peer.
+        peer: PeerId,
+        /// Its listen addresses.
+        addrs: Vec<Multiaddr>,
+        /// The protocols it supports.
+        protocols: Vec<String>,
+    },
+}
+
+/// Commands to the swarm task.
+#[derive(Debug)]
+enum NetCommand {
+    Dial {
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+    },
+    FindPeer {
+        peer: PeerId,
+        reply: oneshot::Sender<Vec<Multiaddr>>,
+    },
+    PutRecord {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    GetRecord {
+        key: Vec<u8>,
+        reply: oneshot::Sender<Vec<Vec<u8>>>,
+    },
+}
+
+/// Most records one DHT lookup collects.
+const MAX_RECORDS_PER_LOOKUP: usize = 16;
+
+/// Cloneable handle to the swarm task.
+#[derive(Clone)]
+pub struct Network {
+    commands: mpsc::Sender<NetCommand>,
+    control: Control,
+    listen_addrs: watch::Receiver<Vec<Multiaddr>>,
+    local_peer: PeerId,
+}
+
+impl Network {
+    /// A stream control to open or accept application streams.
+    pub fn control(&self) -> Control {
+        self.control.clone()
+    }
+
+    /// This peer's id.
+    pub fn local_peer_id(&self) -> PeerId {
+        self.local_peer
+    }
+
+    /// Current listen addresses (without `/p2p`).
+    pub fn listen_addrs(&self) -> Vec<Multiaddr> {
+        self.listen_addrs.borrow().clone()
+    }
+
+    /// Dials `peer` at `addrs` (plus whatever the swarm knows) unless already connected.
+    /// Never waits: when the swarm's queue is full the dial is skipped (callers retry).
+    pub fn dial(&self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        if self
+            .commands
+            .try_send(NetCommand::Dial { peer, addrs })
+            .is_err()
+        {
+            tracing::debug!(%peer, "swarm busy; dial deferred");
+        }
+    }
+
+    /// Asks the DHT for `peer`'s addresses.
+    pub async fn find_peer(&self, peer: PeerId) -> Vec<Multiaddr> {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .commands
+            .send(NetCommand::FindPeer { peer, reply })
+            .await
+            .is_err()
+        {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// Stores a record in the DHT (on the peers closest to its key). Never waits.
+    pub fn put_record(&self, key: Vec<u8>, value: Vec<u8>) {
+        if self
+            .commands
+            .try_send(NetCommand::PutRecord { key, value })
+            .is_err()
+        {
+            tracing::debug!("swarm busy; record not published");
+        }
+    }
+
+    /// Every value found in the DHT under `key` (unverified: callers check them).
+    pub async fn get_record(&self, key: Vec<u8>) -> Vec<Vec<u8>> {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .commands
+            .send(NetCommand::GetRecord { key, reply })
+            .await
+            .is_err()
+        {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+}
+
+/// Builds the swarm: TCP (nodelay) + Noise + Yamux, and [`Behaviour`].
+pub fn build_swarm(
+    keypair: identity::Keypair,
+    cfg: &NetConfig,
+) -> Result<Swarm<Behaviour>, NetError> {
+    let mdns_enabled = cfg.mdns;
+    let kad_server = cfg.kad_server;
+    let relay_limits = cfg.relay.clone();
+    let has_bootstrap = !cfg.bootstrap.is_empty();
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| NetError::Noise(Box::new(e)))?
+        .with_behaviour(|key| {
+            let peer = key.public().to_peer_id();
+            let mut kad_cfg = kad::Config::new(KAD);
+            kad_cfg.set_query_timeout(Duration::from_secs(30));
+            if !has_bootstrap {
+                // Nothing to refresh from: without this, kad warns every few minutes.
+                kad_cfg.set_periodic_bootstrap_interval(None);
+            }
+            let mut kad =
+                kad::Behaviour::with_config(peer, kad::store::MemoryStore::new(peer), kad_cfg);
+            kad.set_mode(Some(if kad_server {
+                kad::Mode::Server
+            } else {
+                kad::Mode::Client
+            }));
+            let mdns = if mdns_enabled {
+                mdns::tokio::Behaviour::new(mdns::Config::default(), peer).ok()
+            } else {
+                None
+            };
+            Behaviour {
+                identify: identify::Behaviour::new(
+                    identify::Config::new(IDENTIFY_VERSION.to_string(), key.public())
+                        .with_agent_version(format!("kith/{}", env!("CARGO_PKG_VERSION"))),
+                ),
+                ping: ping::Behaviour::new(ping::Config::new()),
+                kad,
+                stream: libp2p_stream::Behaviour::new(),
+                mdns: Toggle::from(mdns),
+                relay: Toggle::from(relay_limits.map(|l| {
+                    libp2p::relay::Behaviour::new(
+                        peer,
+                        libp2p::relay::Config {
+                            max_reservations: l.max_reservations,
+                            max_circuits: l.max_circuits,
+                            max_circuit_duration: l.max_circuit_duration,
+                            max_circuit_bytes: l.max_circuit_bytes,
+                            ..Default::default()
+                        },
+                    )
+                })),
+            }
+        })
+        .map_err(|never: std::convert::Infallible| -> NetError { match never {} })?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(cfg.idle_timeout))
+        .build();
+    Ok(swarm)
+}
+
+/// Starts listening, dials bootstrap peers and spawns the swarm task.
+///
+/// Returns the handle and the event receiver; the task stops when `cancel` fires.
+pub async fn spawn(
+    mut swarm: Swarm<Behaviour>,
+    cfg: &NetConfig,
+    cancel: CancellationToken,
+) -> Result<Started, NetError> {
+    for addr in &cfg.listen {
+        swarm
+            .listen_on(addr.clone())
+            .map_err(|source| NetError::Listen {
+                addr: addr.clone(),
+                source,
+            })?;
+    }
+    // Wait for the listeners to report their bound addresses, so callers (and invites) see
+    // real ports rather than `/tcp/0`.
+    let mut bound: Vec<Multiaddr> = Vec::new();
+    let mut pending = cfg.listen.len();
+    while pending > 0 {
+        match swarm.select_next_some().await {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                bound.push(address);
+                // One listener on 0.0.0.0 reports one address per interface; the first one
+                // proves it is bound.
+                pending = pending.saturating_sub(1);
+            }
+            SwarmEvent::ListenerError { error, .. }
+            | SwarmEvent::ListenerClosed {
+                reason: Err(error), ..
+            } => {
+                return Err(NetError::Listener {
+                    addr: cfg.listen.first().cloned().unwrap_or_else(Multiaddr::empty),
+                    source: error,
+                });
+            }
+            other => tracing::trace!(?other, "event before listening"),
+        }
+    }
+    let local_peer = *swarm.local_peer_id();
+    let mut bootstrap_peers = Vec::new();
+    for addr in &cfg.bootstrap {
+        match peer_of(addr) {
+            Some(peer) => {
+                swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+                bootstrap_peers.push(peer);
+                if let Err(e) = swarm.dial(addr.clone()) {
+                    tracing::warn!(%addr, error = %e, "cannot dial bootstrap peer");
+                }
+            }
+            None => tracing::warn!(%addr, "bootstrap address lacks /p2p/<peer id>; ignored"),
+        }
+    }
+    if !bootstrap_peers.is_empty() {
+        let _ = swarm.behaviour_mut().kad.bootstrap();
+    }
+    let control = swarm.behaviour().stream.new_control();
+    let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
+    let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
+    let (addr_tx, addr_rx) = watch::channel(bound);
+    let task = SwarmTask {
+        swarm,
+        commands: cmd_rx,
+        events: ev_tx,
+        listen_addrs: addr_tx,
+        pending_find: HashMap::new(),
+        pending_get: HashMap::new(),
+        known_addrs: HashMap::new(),
+    };
+    let handle = tokio::spawn(task.run(cancel));
+    Ok((
+        Network {
+            commands: cmd_tx,
+            control,
+            listen_addrs: addr_rx,
+            local_peer,
+        },
+        ev_rx,
+        handle,
+    ))
+}
+
+/// A started network: its handle, its events, and the swarm task.
+pub type Started = (
+    Network,
+    mpsc::Receiver<NetEvent>,
+    tokio::task::JoinHandle<()>,
+);
+
+/// Peer start-up, as both node kinds do it: builds the swarm for `keypair`, listens, dials the
+/// bootstrap peers and spawns the swarm task (see [`build_swarm`] and [`spawn`]).
+pub async fn start(
+    keypair: identity::Keypair,
+    cfg: &NetConfig,
+    cancel: CancellationToken,
+) -> Result<Started, NetError> {
+    let swarm = build_swarm(keypair, cfg)?;
+    spawn(swarm, cfg, cancel).await
+}
+
+/// The `r` peers of `candidates` closest to `target` in Kademlia's XOR metric, closest first.
+/// Senders and recipients that know the same candidates compute the same set.
+pub fn closest_peers(
+    target: &PeerId,
+    candidates: impl IntoIterator<Item = PeerId>,
+    r: usize,
+) -> Vec<PeerId> {
+    let key = kad::KBucketKey::from(*target);
+    let mut all: Vec<(kad::KBucketDistance, PeerId)> = candidates
+        .into_iter()
+        .map(|p| (kad::KBucketKey::from(p).distance(&key), p))
+        .collect();
+    all.sort();
+    all.dedup_by(|a, b| a.1 == b.1);
+    all.into_iter().take(r).map(|(_, p)| p).collect()
+}
+
+/// The peer id at the end of a multiaddr, if any.
+pub fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().find_map(|p| match p {
+        libp2p::multiaddr::Protocol::P2p(peer) => Some(peer),
+        _ => None,
+    })
+}
+
+struct SwarmTask {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<NetCommand>,
+    events: mpsc::Sender<NetEvent>,
+    listen_addrs: watch::Sender<Vec<Multiaddr>>,
+    pending_find: HashMap<kad::QueryId, (PeerId, oneshot::Sender<Vec<Multiaddr>>)>,
+    pending_get: HashMap<kad::QueryId, PendingGet>,
+    /// Addresses learned for peers (from dials asked for, identify and mDNS), bounded per peer.
+    known_addrs: HashMap<PeerId, HashSet<Multiaddr>>,
+}
+
+/// A DHT record lookup under way: values found so far, and who waits for them.
+type PendingGet = (Vec<Vec<u8>>, oneshot::Sender<Vec<Vec<u8>>>);
+
+/// Most addresses remembered per peer.
+const MAX_ADDRS_PER_PEER: usize = 16;
+
+impl SwarmTask {
+    async fn run(mut self, cancel: CancellationToken) {
+        // The swarm runs until cancelled, even when no handle is left to send commands (a
+        // bootstrap peer without a store keeps none): it still serves the network.
+        let mut commands_open = true;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                cmd = self.commands.recv(), if commands_open => match cmd {
+                    Some(cmd) => self.on_command(cmd),
+                    None => commands_open = false,
+                },
+                event = self.swarm.select_next_some() => self.on_event(event),
+            }
+        }
+        tracing::debug!("swarm task stopped");
+    }
+
+    fn remember(&mut self, peer: PeerId, addrs: impl IntoIterator<Item = Multiaddr>) {
+        let entry = self.known_addrs.entry(peer).or_default();
+        for a in addrs {
+            if entry.len() >= MAX_ADDRS_PER_PEER {
+                break;
+            }
+            entry.insert(a);
+        }
+    }
+
+    fn on_command(&mut self, cmd: NetCommand) {
+        match cmd {
+            NetCommand::Dial { peer, addrs } => {
+                if self.swarm.is_connected(&peer) {
+                    let _ = self.events.try_send(NetEvent::Connected(peer));
+                    return;
+                }
+                self.remember(peer, addrs);
+                let addrs: Vec<Multiaddr> = self
+                    .known_addrs
+                    .get(&peer)
+                    .map(|s| s.iter().cloned().collect())
+                    .unwrap_or_default();
+                let opts = DialOpts::peer_id(peer)
+                    .addresses(addrs)
+                    .condition(PeerCondition::DisconnectedAndNotDialing)
+                    .build();
+                if let Err(e) = self.swarm.dial(opts) {
+                    tracing::debug!(%peer, error = %e, "dial not started");
+                    if !matches!(e, libp2p::swarm::DialError::DialPeerConditionFalse(_)) {
+                        let _ = self.events.try_send(NetEvent::DialFailed(peer));
+                    }
+                }
+            }
+            NetCommand::FindPeer { peer, reply } => {
+                let id = self.swarm.behaviour_mut().kad.get_closest_peers(peer);
+                self.pending_find.insert(id, (peer, reply));
+            }
+            NetCommand::PutRecord { key, value } => {
+                let record = kad::Record::new(key, value);
+                if let Err(e) = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .put_record(record, kad::Quorum::One)
+                {
+                    tracing::debug!(error = ?e, "cannot publish record");
+                }
+            }
+            NetCommand::GetRecord { key, reply } => {
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .get_record(kad::RecordKey::new(&key));
+                self.pending_get.insert(id, (Vec::new(), reply));
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "listening");
+                self.listen_addrs.send_modify(|a| {
+                    if !a.contains(&address) {
+                        a.push(address)
+                    }
+                });
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.listen_addrs
+                    .send_modify(|a| a.retain(|x| x != &address));
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                num_established,
+                endpoint,
+                ..
+            } => {
+                if let ConnectedPoint::Dialer { address, .. } = &endpoint {
+                    self.remember(peer_id, [address.clone()]);
+                }
+                if num_established.get() == 1 {
+                    tracing::debug!(peer = %peer_id, "connected");
+                    self.emit(NetEvent::Connected(peer_id));
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                ..
+            } => {
+                if num_established == 0 {
+                    tracing::debug!(peer = %peer_id, "disconnected");
+                    self.emit(NetEvent::Disconnected(peer_id));
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(peer),
+                error,
+                ..
+            } => {
+                tracing::debug!(%peer, %error, "dial failed");
+                if !self.swarm.is_connected(&peer) {
+                    self.emit(NetEvent::DialFailed(peer));
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                let speaks_kad = info.protocols.contains(&KAD);
+                for addr in &info.listen_addrs {
+                    if speaks_kad {
+                        self.swarm
+                            .behaviour_mut()
+                            .kad
+                            .add_address(&peer_id, addr.clone());
+                    }
+                }
+                self.remember(peer_id, info.listen_addrs.clone());
+                self.emit(NetEvent::Identified {
+                    peer: peer_id,
+                    addrs: info.listen_addrs,
+                    protocols: info.protocols.iter().map(|p| p.to_string()).collect(),
+                });
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                let mut by_peer: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
+                for (peer, addr) in found {
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer, addr.clone());
+                    by_peer.entry(peer).or_default().push(addr);
+                }
+                for (peer, addrs) in by_peer {
+                    self.remember(peer, addrs.clone());
+                    self.emit(NetEvent::Discovered(peer, addrs));
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::GetClosestPeers(result),
+                step,
+                ..
+            })) => {
+                let peers = match result {
+                    Ok(ok) => ok.peers,
+                    Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
+                };
+                let Some((target, _)) = self.pending_find.get(&id) else {
+                    return;
+                };
+                let target = *target;
+                let found: Vec<Multiaddr> = peers
+                    .into_iter()
+                    .filter(|p| p.peer_id == target)
+                    .flat_map(|p| p.addrs)
+                    .collect();
+                if !found.is_empty() || step.last {
+                    if let Some((_, reply)) = self.pending_find.remove(&id) {
+                        self.remember(target, found.clone());
+                        let _ = reply.send(found);
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::GetRecord(result),
+                step,
+                ..
+            })) => {
+                if let Some((found, _)) = self.pending_get.get_mut(&id) {
+                    if let Ok(kad::GetRecordOk::FoundRecord(r)) = result {
+                        if found.len() < MAX_RECORDS_PER_LOOKUP && !found.contains(&r.record.value)
+                        {
+                            found.push(r.record.value);
+                        }
+                    }
+                    if step.last {
+                        if let Some((found, reply)) = self.pending_get.remove(&id) {
+                            let _ = reply.send(found);
+                        }
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(event) => tracing::trace!(?event, "behaviour event"),
+            other => tracing::trace!(?other, "swarm event"),
+        }
+    }
+
+    fn emit(&self, event: NetEvent) {
+        if let Err(e) = self.events.try_send(event) {
+            tracing::warn!(error = %e, "network event queue full; event dropped");
+        }
+    }
+}
