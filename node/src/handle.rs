@@ -1,180 +1,22 @@
 //! The cloneable handle the rest of the program (REST API, CLI, tests, demo) uses to talk to
-//! a running node, and the views it answers with.
+//! a running node. Its views, events and errors live in [`crate::view`], [`crate::event`] and
+//! [`crate::error`] (re-exported here), below the store and the messenger.
 //!
 //! Every call is a [`Command`] sent over a bounded channel to the [`crate::messenger`] task,
 //! answered on a oneshot channel; reads of stored history go straight to the [`Store`], which
 //! is safe to read concurrently.
 
-use kith_protocol::{DeliveryStatus, UserId};
+use kith_protocol::UserId;
 use libp2p::Multiaddr;
-use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::{
-    messenger::Command,
-    net::Network,
-    store::{Store, StoreError},
+use crate::{messenger::Command, net::Network, store::Store};
+
+pub use crate::{
+    error::NodeError,
+    event::Event,
+    view::{ContactView, Me, MessageView, Page, PresenceView, Sent, MAX_PAGE},
 };
-
-/// Largest page of history one call returns.
-pub const MAX_PAGE: usize = 200;
-
-/// Why a node call failed. The REST layer maps each variant to one HTTP status.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum NodeError {
-    /// The user is not a contact of this node.
-    #[error("unknown contact {0}")]
-    UnknownContact(String),
-    /// The request is malformed (bad field, bad paging value, empty text...).
-    #[error("invalid input: {0}")]
-    InvalidInput(String),
-    /// A field or body is larger than allowed.
-    #[error("{what} is {len} bytes, over the {max}-byte limit")]
-    TooLarge {
-        /// What was too large.
-        what: &'static str,
-        /// Its size.
-        len: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// An invite that does not parse or whose bundle does not verify.
-    #[error("invalid invite: {0}")]
-    BadInvite(String),
-    /// Nothing was found (e.g. no key bundle for a user in the DHT).
-    #[error("not found: {0}")]
-    NotFound(String),
-    /// The node is shutting down or its task has stopped.
-    #[error("node is not running")]
-    Stopped,
-    /// The node's queue is full; try again.
-    #[error("node is busy")]
-    Busy,
-    /// The local store failed.
-    #[error("storage: {0}")]
-    Storage(#[from] StoreError),
-}
-
-/// The local user, as `GET /v1/me` shows it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Me {
-    /// This node's user id.
-    pub user_id: String,
-    /// Addresses this node listens on (full multiaddrs ending in `/p2p/<id>`).
-    pub listen_addrs: Vec<String>,
-    /// One string carrying user id, addresses and key bundle, to give to a contact.
-    pub invite: String,
-}
-
-/// A contact.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ContactView {
-    /// The contact's user id.
-    pub user_id: String,
-    /// The name the local user gave them (may be empty).
-    pub name: String,
-    /// Known addresses.
-    pub addrs: Vec<String>,
-}
-
-/// One message of a conversation, as the API shows it.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct MessageView {
-    /// Message id (32 hex digits).
-    pub id: String,
-    /// Sender's user id.
-    pub from: String,
-    /// Recipient's user id.
-    pub to: String,
-    /// The text.
-    pub text: String,
-    /// The sender's client metadata (a JSON object).
-    pub client_meta: serde_json::Value,
-    /// When the sender composed it (RFC 3339, UTC).
-    pub sent_at: String,
-    /// Same, unix milliseconds.
-    pub sent_at_ms: u64,
-    /// For messages we sent: pending / sent / delivered / read. For messages we received:
-    /// delivered, or read once the local user read them.
-    pub status: DeliveryStatus,
-    /// Whether the local user sent it.
-    pub outgoing: bool,
-    /// The image, video or file it carries (its `text` is then the caption).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub media: Option<Box<crate::media::MediaView>>,
-}
-
-/// A page of a conversation, newest first.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Page {
-    /// The messages, newest first.
-    pub messages: Vec<MessageView>,
-    /// The offset of the next (older) page, if there is one.
-    pub next_offset: Option<usize>,
-}
-
-/// What the API answers to a send.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Sent {
-    /// The new message's id.
-    pub id: String,
-    /// Its status (pending until a peer holds it).
-    pub status: DeliveryStatus,
-}
-
-/// A contact's presence, as the local user may see it.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct PresenceView {
-    /// Online now.
-    pub online: bool,
-    /// When last seen (RFC 3339), if known and shared.
-    pub last_seen: Option<String>,
-    /// Same, unix milliseconds.
-    pub last_seen_ms: Option<u64>,
-}
-
-/// Something that happened, pushed to `/v1/events` subscribers.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum Event {
-    /// A message was stored (received, or accepted for sending).
-    Message {
-        /// The peer of the conversation.
-        peer: String,
-        /// The message.
-        message: MessageView,
-    },
-    /// A sent message's status moved forward.
-    Status {
-        /// The peer of the conversation.
-        peer: String,
-        /// The message id.
-        id: String,
-        /// Its new status.
-        status: DeliveryStatus,
-    },
-    /// A media upload or download moved on.
-    MediaProgress {
-        /// The peer of the conversation.
-        peer: String,
-        /// The message carrying the media.
-        id: String,
-        /// The blob hash (hex).
-        hash: String,
-        /// uploading | available | downloading | complete | failed.
-        state: crate::media::MediaState,
-        /// Fraction done, 0..1.
-        progress: f64,
-    },
-    /// A contact's presence changed.
-    Presence {
-        /// The contact.
-        user: String,
-        /// The new presence.
-        presence: PresenceView,
-    },
-}
 
 /// A cloneable handle to a running node.
 #[derive(Clone)]
@@ -251,7 +93,7 @@ impl Node {
             .store
             .contacts()?
             .into_iter()
-            .map(|c| c.view())
+            .map(|c| ContactView::from(&c))
             .collect())
     }
 
@@ -289,7 +131,11 @@ impl Node {
         if self.store.contact(peer)?.is_none() {
             return Err(NodeError::UnknownContact(peer.to_string()));
         }
-        let (messages, more) = self.store.page(&self.user, peer, offset, count, since_ms)?;
+        let (records, more) = self.store.page(peer, offset, count, since_ms)?;
+        let messages: Vec<MessageView> = records
+            .iter()
+            .map(|m| crate::view::message_view(&self.store, &self.user, m))
+            .collect();
         let next_offset = more.then_some(offset + messages.len());
         Ok(Page {
             messages,

@@ -104,15 +104,6 @@ pub struct MediaId {
 }
 
 impl MediaId {
-    /// The id of the media carried by a stored message (whether or not it carries any).
-    pub fn of_message(msg: &crate::store::StoredMessage) -> Self {
-        MediaId {
-            outgoing: msg.outgoing,
-            peer: msg.peer,
-            message: msg.id,
-        }
-    }
-
     /// The sled key: `direction (1 out, 0 in) ‖ len(peer) ‖ peer ‖ message id`, so every
     /// record of a conversation is adjacent.
     pub fn to_key(&self) -> Vec<u8> {
