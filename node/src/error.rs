@@ -4,7 +4,7 @@
 //! variant to one HTTP status in [`crate::api::error`]) can name it without importing each
 //! other. It must never know about HTTP.
 
-use crate::store::StoreError;
+use crate::{media::MediaError, store::StoreError};
 
 /// Why a node call failed. The REST layer maps each variant to one HTTP status.
 #[derive(Debug, thiserror::Error)]
@@ -41,4 +41,7 @@ pub enum NodeError {
     /// The local store failed.
     #[error("storage: {0}")]
     Storage(#[from] StoreError),
+    /// A media file could not be prepared or stored.
+    #[error("media storage failed: {0}")]
+    Media(#[from] MediaError),
 }

@@ -18,6 +18,26 @@ pub use crate::{
     view::{ContactView, Me, MessageView, Page, PresenceView, Sent, MAX_PAGE},
 };
 
+/// What the local user says about a file they send.
+#[derive(Clone, Debug)]
+pub struct FileToSend {
+    /// The file name shown to the recipient (already sanitized).
+    pub name: String,
+    /// Its MIME type, as carried to the recipient.
+    pub mime: String,
+    /// The caption (may be empty).
+    pub caption: String,
+}
+
+/// What [`Node::send_file`] answers: the message and the blob it carries.
+#[derive(Clone, Debug)]
+pub struct SentFile {
+    /// The media message.
+    pub sent: Sent,
+    /// The blob's hash.
+    pub hash: kith_protocol::blob::BlobHash,
+}
+
 /// A cloneable handle to a running node.
 #[derive(Clone)]
 pub struct Node {
@@ -143,6 +163,12 @@ impl Node {
         })
     }
 
+    /// How many received messages of the conversation with `peer` the local user has not read,
+    /// counting at most `limit` (from the store's unread marks, without reading messages).
+    pub fn unread(&self, peer: &UserId, limit: usize) -> Result<usize, NodeError> {
+        Ok(self.store.unread_count(peer, limit)?)
+    }
+
     /// Marks every received message of the conversation read and sends the read receipt.
     /// Returns how many messages were newly marked.
     pub async fn mark_read(&self, peer: UserId) -> Result<usize, NodeError> {
@@ -178,6 +204,60 @@ impl Node {
             reply,
         })
         .await
+    }
+
+    /// Fails with [`NodeError::UnknownContact`] unless `peer` is a contact (checked before a
+    /// caller takes a large upload for them).
+    pub fn check_contact(&self, peer: &UserId) -> Result<(), NodeError> {
+        match self.store.contact(peer)? {
+            Some(_) => Ok(()),
+            None => Err(NodeError::UnknownContact(peer.to_string())),
+        }
+    }
+
+    /// Sends the file at `temp` (written under [`crate::media::MediaFiles::temp_path`]) to a
+    /// contact as a media message: seals it under a fresh key to name its blob, keeps it as a
+    /// sent file, and sends the reference. `temp` is gone when this returns, whatever happened.
+    pub async fn send_file(
+        &self,
+        to: UserId,
+        temp: std::path::PathBuf,
+        file: FileToSend,
+    ) -> Result<SentFile, NodeError> {
+        let prepared = match self.check_contact(&to) {
+            Ok(()) => {
+                let files = self.media_files().clone();
+                let (temp, mime) = (temp.clone(), file.mime.clone());
+                tokio::task::spawn_blocking(move || {
+                    crate::media::prepare_upload(&files, &temp, &mime)
+                })
+                .await
+                .map_err(crate::media::MediaError::from)
+                .and_then(|r| r)
+                .map_err(NodeError::from)
+            }
+            Err(e) => Err(e),
+        };
+        let (prepared, key) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&temp).await;
+                return Err(e);
+            }
+        };
+        let hash = prepared.hash;
+        let media = kith_protocol::payload::MediaRef {
+            hash: hash.0,
+            size: prepared.size,
+            chunk_size: kith_protocol::blob::DEFAULT_CHUNK_SIZE,
+            mime: file.mime,
+            name: file.name,
+            key: key.0,
+            preview: prepared.preview,
+            caption: file.caption,
+        };
+        let sent = self.send_media(to, media).await?;
+        Ok(SentFile { sent, hash })
     }
 
     /// The media record the local user means by a blob hash: one they sent, else a complete

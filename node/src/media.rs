@@ -337,6 +337,9 @@ pub enum MediaError {
     /// The blob's layout or a chunk is invalid.
     #[error("blob: {0}")]
     Blob(#[from] blob::BlobError),
+    /// The blocking task doing the file work ended without an answer.
+    #[error("media task: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> MediaError + '_ {
@@ -488,6 +491,21 @@ pub fn prepare(
         size,
         preview,
     })
+}
+
+/// Makes the file at `temp` (written by the caller under [`MediaFiles::temp_path`]) a blob
+/// the local user sends: a fresh key, the blob's hash and preview ([`prepare`]), and the file
+/// moved to [`MediaFiles::sent_path`] of that hash. Blocking. On error `temp` is left for the
+/// caller to remove.
+pub fn prepare_upload(
+    files: &MediaFiles,
+    temp: &Path,
+    mime: &str,
+) -> Result<(Prepared, BlobKey), MediaError> {
+    let key = BlobKey::generate(&mut rand::rngs::OsRng);
+    let prepared = prepare(temp, &key, blob::DEFAULT_CHUNK_SIZE, mime)?;
+    files.commit_temp(temp, &prepared.hash)?;
+    Ok((prepared, key))
 }
 
 /// The blob hash of the plaintext at `path` sealed under `key` in `layout`: what a received

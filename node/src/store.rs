@@ -454,6 +454,16 @@ impl Store {
         Ok(ids)
     }
 
+    /// How many received messages from `peer` are unread, counting at most `limit`.
+    pub fn unread_count(&self, peer: &UserId, limit: usize) -> Result<usize, StoreError> {
+        let mut count = 0;
+        for item in self.unread.scan_prefix(conv_prefix(peer)).take(limit) {
+            item?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
     /// A page of the conversation with `peer`, newest first: skip `offset`, take `count`,
     /// only messages composed after `since_ms`. Also says whether older messages remain.
     pub fn page(
