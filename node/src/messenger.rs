@@ -823,7 +823,7 @@ impl Messenger {
             expires_at_ms,
             tracked: true,
         };
-        self.store.put_media(&record).map_err(store_err)?;
+        self.transfers.put_record(&record).map_err(store_err)?;
         let sent = self.queue_outgoing(msg, entry)?;
         if record.state == MediaState::Uploading {
             self.transfers.start(record.id());
@@ -1498,7 +1498,7 @@ impl Messenger {
                 // A record already there (written before a crash cut this sequence short)
                 // keeps its progress.
                 if fresh {
-                    if let Err(e) = self.store.put_media(&record) {
+                    if let Err(e) = self.transfers.put_record(&record) {
                         tracing::error!(error = %e, "cannot store media record");
                         return Err(RejectReason::Busy);
                     }
@@ -2161,7 +2161,7 @@ impl Messenger {
                 rec.state = MediaState::Uploading;
                 rec.done_chunks = 0;
                 rec.holders = stores.iter().map(|p| p.to_bytes()).collect();
-                if let Err(e) = self.store.put_media(&rec) {
+                if let Err(e) = self.transfers.put_record(&rec) {
                     tracing::error!(error = %e, "cannot store media record");
                     return;
                 }

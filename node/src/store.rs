@@ -505,14 +505,13 @@ impl Store {
         }
     }
 
-    /// Writes a media record under its message (and indexes it by hash).
-    pub fn put_media(&self, rec: &MediaRecord) -> Result<(), StoreError> {
-        let key = rec.id().to_key();
-        // The index first: a record is never unreachable by hash.
-        self.media_by_hash
-            .insert(hash_index_key(&rec.hash, &key), &[])?;
-        self.media.insert(key, codec::encode(rec)?)?;
-        Ok(())
+    /// The writer of the media trees. Only the transfer layer holds one
+    /// ([`crate::transfer::spawn`]): it is their one writer; everyone else reads.
+    pub fn media_writer(&self) -> MediaWriter {
+        MediaWriter {
+            media: self.media.clone(),
+            media_by_hash: self.media_by_hash.clone(),
+        }
     }
 
     /// Every record of messages that named `hash` (a record that does not decode is quarantined and left out).
@@ -607,6 +606,25 @@ impl Store {
             None => Ok(None),
             Some(v) => Ok(UserId::from_bytes(&v).ok()),
         }
+    }
+}
+
+/// The one writer of the media records (`media_records` and its index `media_by_hash`).
+#[derive(Clone)]
+pub struct MediaWriter {
+    media: sled::Tree,
+    media_by_hash: sled::Tree,
+}
+
+impl MediaWriter {
+    /// Writes a media record under its message (and indexes it by hash).
+    pub fn put(&self, rec: &MediaRecord) -> Result<(), StoreError> {
+        let key = rec.id().to_key();
+        // The index first: a record is never unreachable by hash.
+        self.media_by_hash
+            .insert(hash_index_key(&rec.hash, &key), &[])?;
+        self.media.insert(key, codec::encode(rec)?)?;
+        Ok(())
     }
 }
 

@@ -173,7 +173,7 @@ async fn an_undecodable_media_record_is_quarantined_and_the_others_still_resume(
         holders: vec![],
         expires_at_ms: 10,
     };
-    store.put_media(&good).unwrap();
+    store.media_writer().put(&good).unwrap();
     store.media.insert([2u8; 32], GARBAGE).unwrap();
     let all = store.all_media().unwrap();
     assert_eq!(all.len(), 1);
