@@ -1,179 +1,41 @@
 //! The cloneable handle the rest of the program (REST API, CLI, tests, demo) uses to talk to
-//! a running node, and the views it answers with.
+//! a running node. Its views, events and errors live in [`crate::view`], [`crate::event`] and
+//! [`crate::error`] (re-exported here), below the store and the messenger.
 //!
 //! Every call is a [`Command`] sent over a bounded channel to the [`crate::messenger`] task,
 //! answered on a oneshot channel; reads of stored history go straight to the [`Store`], which
 //! is safe to read concurrently.
 
-use kith_protocol::{DeliveryStatus, UserId};
+use kith_protocol::UserId;
 use libp2p::Multiaddr;
-use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::{
-    messenger::Command,
-    net::Network,
-    store::{Store, StoreError},
+use crate::{messenger::Command, net::Network, store::Store};
+
+pub use crate::{
+    error::NodeError,
+    event::Event,
+    view::{ContactView, Me, MessageView, Page, PresenceView, Sent, MAX_PAGE},
 };
 
-/// Largest page of history one call returns.
-pub const MAX_PAGE: usize = 200;
-
-/// Why a node call failed. The REST layer maps each variant to one HTTP status.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum NodeError {
-    /// The user is not a contact of this node.
-    #[error("unknown contact {0}")]
-    UnknownContact(String),
-    /// The request is malformed (bad field, bad paging value, empty text...).
-    #[error("invalid input: {0}")]
-    InvalidInput(String),
-    /// A field or body is larger than allowed.
-    #[error("{what} is {len} bytes, over the {max}-byte limit")]
-    TooLarge {
-        /// What was too large.
-        what: &'static str,
-        /// Its size.
-        len: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// An invite that does not parse or whose bundle does not verify.
-    #[error("invalid invite: {0}")]
-    BadInvite(String),
-    /// Nothing was found (e.g. no key bundle for a user in the DHT).
-    #[error("not found: {0}")]
-    NotFound(String),
-    /// The node is shutting down or its task has stopped.
-    #[error("node is not running")]
-    Stopped,
-    /// The node's queue is full; try again.
-    #[error("node is busy")]
-    Busy,
-    /// The local store failed.
-    #[error("storage: {0}")]
-    Storage(#[from] StoreError),
-}
-
-/// The local user, as `GET /v1/me` shows it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Me {
-    /// This node's user id.
-    pub user_id: String,
-    /// Addresses this node listens on (full multiaddrs ending in `/p2p/<id>`).
-    pub listen_addrs: Vec<String>,
-    /// One string carrying user id, addresses and key bundle, to give to a contact.
-    pub invite: String,
-}
-
-/// A contact.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ContactView {
-    /// The contact's user id.
-    pub user_id: String,
-    /// The name the local user gave them (may be empty).
+/// What the local user says about a file they send.
+#[derive(Clone, Debug)]
+pub struct FileToSend {
+    /// The file name shown to the recipient (already sanitized).
     pub name: String,
-    /// Known addresses.
-    pub addrs: Vec<String>,
+    /// Its MIME type, as carried to the recipient.
+    pub mime: String,
+    /// The caption (may be empty).
+    pub caption: String,
 }
 
-/// One message of a conversation, as the API shows it.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct MessageView {
-    /// Message id (32 hex digits).
-    pub id: String,
-    /// Sender's user id.
-    pub from: String,
-    /// Recipient's user id.
-    pub to: String,
-    /// The text.
-    pub text: String,
-    /// The sender's client metadata (a JSON object).
-    pub client_meta: serde_json::Value,
-    /// When the sender composed it (RFC 3339, UTC).
-    pub sent_at: String,
-    /// Same, unix milliseconds.
-    pub sent_at_ms: u64,
-    /// For messages we sent: pending / sent / delivered / read. For messages we received:
-    /// delivered, or read once the local user read them.
-    pub status: DeliveryStatus,
-    /// Whether the local user sent it.
-    pub outgoing: bool,
-    /// The image, video or file it carries (its `text` is then the caption).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub media: Option<Box<crate::media::MediaView>>,
-}
-
-/// A page of a conversation, newest first.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Page {
-    /// The messages, newest first.
-    pub messages: Vec<MessageView>,
-    /// The offset of the next (older) page, if there is one.
-    pub next_offset: Option<usize>,
-}
-
-/// What the API answers to a send.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Sent {
-    /// The new message's id.
-    pub id: String,
-    /// Its status (pending until a peer holds it).
-    pub status: DeliveryStatus,
-}
-
-/// A contact's presence, as the local user may see it.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct PresenceView {
-    /// Online now.
-    pub online: bool,
-    /// When last seen (RFC 3339), if known and shared.
-    pub last_seen: Option<String>,
-    /// Same, unix milliseconds.
-    pub last_seen_ms: Option<u64>,
-}
-
-/// Something that happened, pushed to `/v1/events` subscribers.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum Event {
-    /// A message was stored (received, or accepted for sending).
-    Message {
-        /// The peer of the conversation.
-        peer: String,
-        /// The message.
-        message: MessageView,
-    },
-    /// A sent message's status moved forward.
-    Status {
-        /// The peer of the conversation.
-        peer: String,
-        /// The message id.
-        id: String,
-        /// Its new status.
-        status: DeliveryStatus,
-    },
-    /// A media upload or download moved on.
-    MediaProgress {
-        /// The peer of the conversation.
-        peer: String,
-        /// The message carrying the media.
-        id: String,
-        /// The blob hash (hex).
-        hash: String,
-        /// uploading | available | downloading | complete | failed.
-        state: crate::media::MediaState,
-        /// Fraction done, 0..1.
-        progress: f64,
-    },
-    /// A contact's presence changed.
-    Presence {
-        /// The contact.
-        user: String,
-        /// The new presence.
-        presence: PresenceView,
-    },
+/// What [`Node::send_file`] answers: the message and the blob it carries.
+#[derive(Clone, Debug)]
+pub struct SentFile {
+    /// The media message.
+    pub sent: Sent,
+    /// The blob's hash.
+    pub hash: kith_protocol::blob::BlobHash,
 }
 
 /// A cloneable handle to a running node.
@@ -251,7 +113,7 @@ impl Node {
             .store
             .contacts()?
             .into_iter()
-            .map(|c| c.view())
+            .map(|c| ContactView::from(&c))
             .collect())
     }
 
@@ -289,12 +151,22 @@ impl Node {
         if self.store.contact(peer)?.is_none() {
             return Err(NodeError::UnknownContact(peer.to_string()));
         }
-        let (messages, more) = self.store.page(&self.user, peer, offset, count, since_ms)?;
+        let (records, more) = self.store.page(peer, offset, count, since_ms)?;
+        let messages: Vec<MessageView> = records
+            .iter()
+            .map(|m| crate::view::message_view(&self.store, &self.user, m))
+            .collect();
         let next_offset = more.then_some(offset + messages.len());
         Ok(Page {
             messages,
             next_offset,
         })
+    }
+
+    /// How many received messages of the conversation with `peer` the local user has not read,
+    /// counting at most `limit` (from the store's unread marks, without reading messages).
+    pub fn unread(&self, peer: &UserId, limit: usize) -> Result<usize, NodeError> {
+        Ok(self.store.unread_count(peer, limit)?)
     }
 
     /// Marks every received message of the conversation read and sends the read receipt.
@@ -332,6 +204,60 @@ impl Node {
             reply,
         })
         .await
+    }
+
+    /// Fails with [`NodeError::UnknownContact`] unless `peer` is a contact (checked before a
+    /// caller takes a large upload for them).
+    pub fn check_contact(&self, peer: &UserId) -> Result<(), NodeError> {
+        match self.store.contact(peer)? {
+            Some(_) => Ok(()),
+            None => Err(NodeError::UnknownContact(peer.to_string())),
+        }
+    }
+
+    /// Sends the file at `temp` (written under [`crate::media::MediaFiles::temp_path`]) to a
+    /// contact as a media message: seals it under a fresh key to name its blob, keeps it as a
+    /// sent file, and sends the reference. `temp` is gone when this returns, whatever happened.
+    pub async fn send_file(
+        &self,
+        to: UserId,
+        temp: std::path::PathBuf,
+        file: FileToSend,
+    ) -> Result<SentFile, NodeError> {
+        let prepared = match self.check_contact(&to) {
+            Ok(()) => {
+                let files = self.media_files().clone();
+                let (temp, mime) = (temp.clone(), file.mime.clone());
+                tokio::task::spawn_blocking(move || {
+                    crate::media::prepare_upload(&files, &temp, &mime)
+                })
+                .await
+                .map_err(crate::media::MediaError::from)
+                .and_then(|r| r)
+                .map_err(NodeError::from)
+            }
+            Err(e) => Err(e),
+        };
+        let (prepared, key) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&temp).await;
+                return Err(e);
+            }
+        };
+        let hash = prepared.hash;
+        let media = kith_protocol::payload::MediaRef {
+            hash: hash.0,
+            size: prepared.size,
+            chunk_size: kith_protocol::blob::DEFAULT_CHUNK_SIZE,
+            mime: file.mime,
+            name: file.name,
+            key: key.0,
+            preview: prepared.preview,
+            caption: file.caption,
+        };
+        let sent = self.send_media(to, media).await?;
+        Ok(SentFile { sent, hash })
     }
 
     /// The media record the local user means by a blob hash: one they sent, else a complete

@@ -10,7 +10,8 @@
 //!   secrets on disk.
 //! - [`link`]: one long-lived `/kith/msg/1` stream per peer and direction, batched.
 //! - [`messenger`]: the task that owns sessions, the outbox and statuses; seals and opens.
-//! - [`handle`]: [`Node`], the cloneable handle everything else uses.
+//! - [`handle`]: [`Node`], the cloneable handle everything else uses; its views, events and
+//!   errors are in [`view`], [`event`] and [`error`], below the store and the messenger.
 //! - [`invite`]: invite strings (user id, addresses, key bundle).
 //! - [`api`]: the REST API (axum) and its error mapping.
 //! - [`web`]: the web app (embedded assets) and the calls only it needs.
@@ -22,6 +23,8 @@
 pub mod api;
 pub mod client;
 pub mod config;
+pub mod error;
+pub mod event;
 pub mod handle;
 pub mod invite;
 pub mod link;
@@ -35,6 +38,7 @@ pub mod store;
 pub mod time;
 pub mod transfer;
 pub mod versioned;
+pub mod view;
 pub mod web;
 
 pub use config::Config;

@@ -104,15 +104,6 @@ pub struct MediaId {
 }
 
 impl MediaId {
-    /// The id of the media carried by a stored message (whether or not it carries any).
-    pub fn of_message(msg: &crate::store::StoredMessage) -> Self {
-        MediaId {
-            outgoing: msg.outgoing,
-            peer: msg.peer,
-            message: msg.id,
-        }
-    }
-
     /// The sled key: `direction (1 out, 0 in) ‖ len(peer) ‖ peer ‖ message id`, so every
     /// record of a conversation is adjacent.
     pub fn to_key(&self) -> Vec<u8> {
@@ -346,6 +337,9 @@ pub enum MediaError {
     /// The blob's layout or a chunk is invalid.
     #[error("blob: {0}")]
     Blob(#[from] blob::BlobError),
+    /// The blocking task doing the file work ended without an answer.
+    #[error("media task: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> MediaError + '_ {
@@ -497,6 +491,21 @@ pub fn prepare(
         size,
         preview,
     })
+}
+
+/// Makes the file at `temp` (written by the caller under [`MediaFiles::temp_path`]) a blob
+/// the local user sends: a fresh key, the blob's hash and preview ([`prepare`]), and the file
+/// moved to [`MediaFiles::sent_path`] of that hash. Blocking. On error `temp` is left for the
+/// caller to remove.
+pub fn prepare_upload(
+    files: &MediaFiles,
+    temp: &Path,
+    mime: &str,
+) -> Result<(Prepared, BlobKey), MediaError> {
+    let key = BlobKey::generate(&mut rand::rngs::OsRng);
+    let prepared = prepare(temp, &key, blob::DEFAULT_CHUNK_SIZE, mime)?;
+    files.commit_temp(temp, &prepared.hash)?;
+    Ok((prepared, key))
 }
 
 /// The blob hash of the plaintext at `path` sealed under `key` in `layout`: what a received

@@ -36,7 +36,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    handle::{ContactView, Event, Me, NodeError, PresenceView, Sent},
+    error::NodeError,
+    event::Event,
     invite::Invite,
     link::{self, LinkEvent, LinkSignal},
     media::{MediaId, MediaRecord, MediaState},
@@ -44,6 +45,7 @@ use crate::{
     store::{Contact, Direction, OutboxEntry, Store, StoreError, StoredMessage},
     time::{now_ms, rfc3339},
     transfer::TransferHandle,
+    view::{ContactView, Me, PresenceView, Sent},
     Config,
 };
 
@@ -659,7 +661,7 @@ impl Messenger {
             },
         };
         self.store.put_contact(&contact).map_err(store_err)?;
-        let view = contact.view();
+        let view = ContactView::from(&contact);
         let dial_addrs = contact.multiaddrs();
         self.contacts.insert(user, contact);
         let state = self.peer(user);
@@ -743,7 +745,7 @@ impl Messenger {
         self.outbox.insert(id, entry);
         self.emit(|| Event::Message {
             peer: to.to_string(),
-            message: self.store.view(&self.user, &msg),
+            message: crate::view::message_view(&self.store, &self.user, &msg),
         });
         // The envelope may leave while the local write is still being flushed: the API only
         // answers after the flush, and a copy that left early is deduplicated by id.
@@ -821,7 +823,7 @@ impl Messenger {
             expires_at_ms,
             tracked: true,
         };
-        self.store.put_media(&record).map_err(store_err)?;
+        self.transfers.put_record(&record).map_err(store_err)?;
         let sent = self.queue_outgoing(msg, entry)?;
         if record.state == MediaState::Uploading {
             self.transfers.start(record.id());
@@ -1422,7 +1424,7 @@ impl Messenger {
                     Ok(true) => {
                         self.emit(|| Event::Message {
                             peer: sender.to_string(),
-                            message: self.store.view(&self.user, &msg),
+                            message: crate::view::message_view(&self.store, &self.user, &msg),
                         });
                         delivered.entry(sender).or_default().push(id);
                     }
@@ -1496,7 +1498,7 @@ impl Messenger {
                 // A record already there (written before a crash cut this sequence short)
                 // keeps its progress.
                 if fresh {
-                    if let Err(e) = self.store.put_media(&record) {
+                    if let Err(e) = self.transfers.put_record(&record) {
                         tracing::error!(error = %e, "cannot store media record");
                         return Err(RejectReason::Busy);
                     }
@@ -1505,7 +1507,7 @@ impl Messenger {
                     Ok(true) => {
                         self.emit(|| Event::Message {
                             peer: sender.to_string(),
-                            message: self.store.view(&self.user, &msg),
+                            message: crate::view::message_view(&self.store, &self.user, &msg),
                         });
                         delivered.entry(sender).or_default().push(id);
                         self.transfers.start(media_id);
@@ -2159,7 +2161,7 @@ impl Messenger {
                 rec.state = MediaState::Uploading;
                 rec.done_chunks = 0;
                 rec.holders = stores.iter().map(|p| p.to_bytes()).collect();
-                if let Err(e) = self.store.put_media(&rec) {
+                if let Err(e) = self.transfers.put_record(&rec) {
                     tracing::error!(error = %e, "cannot store media record");
                     return;
                 }

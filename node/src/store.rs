@@ -49,7 +49,6 @@ use libp2p::Multiaddr;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    handle::{ContactView, MessageView},
     media::{MediaFiles, MediaId, MediaRecord, MediaState},
     versioned,
 };
@@ -138,15 +137,6 @@ impl Contact {
             .filter_map(|a| Multiaddr::try_from(a.clone()).ok())
             .collect()
     }
-
-    /// The API view.
-    pub fn view(&self) -> ContactView {
-        ContactView {
-            user_id: self.user.to_string(),
-            name: self.name.clone(),
-            addrs: self.multiaddrs().iter().map(|a| a.to_string()).collect(),
-        }
-    }
 }
 
 /// A message of a conversation as stored.
@@ -172,26 +162,15 @@ pub struct StoredMessage {
     pub media: Option<BlobHash>,
 }
 
-impl StoredMessage {
-    /// The API view, given the local user.
-    pub fn view(&self, me: &UserId) -> MessageView {
-        let (from, to) = if self.outgoing {
-            (*me, self.peer)
-        } else {
-            (self.peer, *me)
-        };
-        MessageView {
-            id: self.id.to_string(),
-            from: from.to_string(),
-            to: to.to_string(),
-            text: self.text.clone(),
-            client_meta: serde_json::from_str(&self.client_meta)
-                .unwrap_or_else(|_| serde_json::Value::Object(Default::default())),
-            sent_at: crate::time::rfc3339(self.sent_at_ms),
-            sent_at_ms: self.sent_at_ms,
-            status: self.status,
-            outgoing: self.outgoing,
-            media: None,
+// The media layer sits below the store and never names its records: the way from a stored
+// message to its media id lives here, beside the message.
+impl MediaId {
+    /// The id of the media carried by a stored message (whether or not it carries any).
+    pub fn of_message(msg: &StoredMessage) -> Self {
+        MediaId {
+            outgoing: msg.outgoing,
+            peer: msg.peer,
+            message: msg.id,
         }
     }
 }
@@ -445,16 +424,25 @@ impl Store {
         Ok(ids)
     }
 
+    /// How many received messages from `peer` are unread, counting at most `limit`.
+    pub fn unread_count(&self, peer: &UserId, limit: usize) -> Result<usize, StoreError> {
+        let mut count = 0;
+        for item in self.unread.scan_prefix(conv_prefix(peer)).take(limit) {
+            item?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
     /// A page of the conversation with `peer`, newest first: skip `offset`, take `count`,
     /// only messages composed after `since_ms`. Also says whether older messages remain.
     pub fn page(
         &self,
-        me: &UserId,
         peer: &UserId,
         offset: usize,
         count: usize,
         since_ms: Option<u64>,
-    ) -> Result<(Vec<MessageView>, bool), StoreError> {
+    ) -> Result<(Vec<StoredMessage>, bool), StoreError> {
         let mut out = Vec::with_capacity(count);
         let mut skipped = 0usize;
         for item in self.messages.scan_prefix(conv_prefix(peer)).rev() {
@@ -474,25 +462,9 @@ impl Store {
             if out.len() == count {
                 return Ok((out, true));
             }
-            out.push(self.view(me, &msg));
+            out.push(msg);
         }
         Ok((out, false))
-    }
-
-    /// The API view of a stored message, with the state of the media it carried.
-    pub fn view(&self, me: &UserId, msg: &StoredMessage) -> MessageView {
-        let mut view = msg.view(me);
-        if msg.media.is_some() {
-            view.media = match self.media(&MediaId::of_message(msg)) {
-                Ok(Some(rec)) => Some(Box::new(rec.view())),
-                Ok(None) => None,
-                Err(e) => {
-                    tracing::warn!(error = %e, "media record unreadable");
-                    None
-                }
-            };
-        }
-        view
     }
 
     /// The media record of one message.
@@ -503,14 +475,13 @@ impl Store {
         }
     }
 
-    /// Writes a media record under its message (and indexes it by hash).
-    pub fn put_media(&self, rec: &MediaRecord) -> Result<(), StoreError> {
-        let key = rec.id().to_key();
-        // The index first: a record is never unreachable by hash.
-        self.media_by_hash
-            .insert(hash_index_key(&rec.hash, &key), &[])?;
-        self.media.insert(key, codec::encode(rec)?)?;
-        Ok(())
+    /// The writer of the media trees. Only the transfer layer holds one
+    /// ([`crate::transfer::spawn`]): it is their one writer; everyone else reads.
+    pub fn media_writer(&self) -> MediaWriter {
+        MediaWriter {
+            media: self.media.clone(),
+            media_by_hash: self.media_by_hash.clone(),
+        }
     }
 
     /// Every record of messages that named `hash` (a record that does not decode is quarantined and left out).
@@ -605,6 +576,25 @@ impl Store {
             None => Ok(None),
             Some(v) => Ok(UserId::from_bytes(&v).ok()),
         }
+    }
+}
+
+/// The one writer of the media records (`media_records` and its index `media_by_hash`).
+#[derive(Clone)]
+pub struct MediaWriter {
+    media: sled::Tree,
+    media_by_hash: sled::Tree,
+}
+
+impl MediaWriter {
+    /// Writes a media record under its message (and indexes it by hash).
+    pub fn put(&self, rec: &MediaRecord) -> Result<(), StoreError> {
+        let key = rec.id().to_key();
+        // The index first: a record is never unreachable by hash.
+        self.media_by_hash
+            .insert(hash_index_key(&rec.hash, &key), &[])?;
+        self.media.insert(key, codec::encode(rec)?)?;
+        Ok(())
     }
 }
 

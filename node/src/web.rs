@@ -35,12 +35,11 @@ use axum::{
     routing::get,
     Json, Router,
 };
-use kith_protocol::DeliveryStatus;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    api::{node_error, ApiError, Input},
-    handle::{MessageView, Node, NodeError, PresenceView, MAX_PAGE},
+    api::error::{node_error, ApiError, Input},
+    handle::{MessageView, Node, NodeError, PresenceView},
 };
 
 /// The policy every asset answers with: scripts, styles and connections only from this
@@ -230,7 +229,9 @@ async fn chats(State(node): State<Node>) -> Result<Json<ChatList>, ApiError> {
         let first = node
             .conversation(&peer, 0, 1, None)
             .map_err(|e| node_error(e, Input::Query))?;
-        let unread = unread(&node, &peer).map_err(|e| node_error(e, Input::Query))?;
+        let unread = node
+            .unread(&peer, UNREAD_SCAN_LIMIT)
+            .map_err(|e| node_error(e, Input::Query))?;
         let presence = node.presence(peer).await.ok();
         chats.push(ChatView {
             user_id: contact.user_id,
@@ -247,32 +248,6 @@ async fn chats(State(node): State<Node>) -> Result<Json<ChatList>, ApiError> {
             .then_with(|| a.name.to_lowercase().cmp(&b.name.to_lowercase()))
     });
     Ok(Json(ChatList { chats }))
-}
-
-/// How many received messages of the conversation with `peer` are not read yet.
-///
-/// Marking read marks every received message, so the unread ones are the received messages
-/// newer than the newest read one: count from the newest back to it, at most
-/// [`UNREAD_SCAN_LIMIT`].
-fn unread(node: &Node, peer: &kith_protocol::UserId) -> Result<usize, NodeError> {
-    let mut count = 0;
-    let mut offset = 0;
-    loop {
-        let page = node.conversation(peer, offset, MAX_PAGE, None)?;
-        for message in page.messages.iter().filter(|m| !m.outgoing) {
-            if message.status == DeliveryStatus::Read {
-                return Ok(count);
-            }
-            count += 1;
-            if count >= UNREAD_SCAN_LIMIT {
-                return Ok(count);
-            }
-        }
-        match page.next_offset {
-            Some(next) => offset = next,
-            None => return Ok(count),
-        }
-    }
 }
 
 /// `GET /v1/me/qr.svg`: the local user's invite as a QR code, for a phone or another

@@ -25,14 +25,19 @@ use axum::{
     Json, Router,
 };
 use futures::StreamExt;
-use kith_protocol::{
-    blob::{BlobHash, BlobKey, DEFAULT_CHUNK_SIZE},
-    payload::MediaRef,
-};
+use kith_protocol::blob::BlobHash;
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
-use super::{node_error, parse_user_id, ApiError, ApiState, Input};
-use crate::media::{carried_mime, prepare, sanitize_name, MediaId, MediaState, INLINE_TYPES};
+use super::{
+    error::{node_error, ApiError, Input},
+    extract::parse_user_id,
+    link::{link_cap, LINK_LIFETIME},
+    state::ApiState,
+};
+use crate::{
+    handle::{FileToSend, SentFile},
+    media::{carried_mime, sanitize_name, MediaId, MediaState, INLINE_TYPES},
+};
 
 /// How long a ranged read waits for a download in progress to reach the asked bytes.
 const RANGE_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
@@ -44,67 +49,6 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/v1/media/{hash}", get(download))
         .route("/v1/media/{hash}/preview", get(preview))
         .route("/v1/media/{hash}/link", post(link))
-}
-
-/// How long a media link works.
-pub(super) const LINK_LIFETIME: std::time::Duration = std::time::Duration::from_secs(3600);
-
-/// The media-link key derived from the API token (a new token invalidates every link).
-pub(super) fn link_key(token: &str) -> [u8; 32] {
-    use blake2::Digest;
-    let mut h = blake2::Blake2s256::new();
-    h.update(b"kith-media-link-v1\0");
-    h.update(token.as_bytes());
-    h.finalize().into()
-}
-
-/// The capability for `path` until `exp_ms`: keyed BLAKE2s of both.
-fn link_cap(key: &[u8; 32], path: &str, exp_ms: u64) -> [u8; 32] {
-    use blake2::digest::{KeyInit, Mac};
-    let mut mac = match <blake2::Blake2sMac256 as KeyInit>::new_from_slice(key) {
-        Ok(m) => m,
-        // A 32-byte key always fits; never reached.
-        Err(_) => return [0; 32],
-    };
-    mac.update(path.as_bytes());
-    mac.update(b"\n");
-    mac.update(&exp_ms.to_be_bytes());
-    mac.finalize().into_bytes().into()
-}
-
-/// For a GET of a media path carrying `cap` and `exp`: whether the link is valid. `None` when
-/// the request does not use a link.
-pub(super) fn check_link(
-    key: &[u8; 32],
-    method: &axum::http::Method,
-    uri: &axum::http::Uri,
-) -> Option<bool> {
-    let path = uri.path();
-    if !path.starts_with("/v1/media/") || path.ends_with("/link") {
-        return None;
-    }
-    let query = uri.query()?;
-    let mut cap = None;
-    let mut exp = None;
-    for pair in query.split('&') {
-        match pair.split_once('=') {
-            Some(("cap", v)) => cap = Some(v),
-            Some(("exp", v)) => exp = v.parse::<u64>().ok(),
-            _ => {}
-        }
-    }
-    let cap = cap?;
-    let (Some(exp), Ok(given)) = (exp, hex::decode(cap)) else {
-        return Some(false);
-    };
-    if method != axum::http::Method::GET && method != axum::http::Method::HEAD {
-        return Some(false);
-    }
-    if exp <= crate::time::now_ms() {
-        return Some(false);
-    }
-    let want = link_cap(key, path, exp);
-    Some(super::constant_time_eq(&given, &want))
 }
 
 /// `POST /v1/media/{hash}/link`: a URL for this media (and its preview) that works without
@@ -166,18 +110,9 @@ async fn upload(
         ApiError::query("`to` (the recipient's user id) is required in the query string")
     })?;
     let to = parse_user_id(to_raw).map_err(|e| ApiError::query(e.message))?;
-    let known = s
-        .node
-        .store
-        .contact(&to)
-        .map_err(|e| node_error(e.into(), Input::Query))?
-        .is_some();
-    if !known {
-        return Err(node_error(
-            crate::NodeError::UnknownContact(to.to_string()),
-            Input::Query,
-        ));
-    }
+    s.node
+        .check_contact(&to)
+        .map_err(|e| node_error(e, Input::Query))?;
     let max = s.node.max_media_bytes();
     let declared = headers
         .get(CONTENT_LENGTH)
@@ -189,8 +124,7 @@ async fn upload(
     let mime = carried_mime(headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()));
     let name = sanitize_name(q.get("name").map(String::as_str).unwrap_or("file"));
     let caption = q.get("caption").cloned().unwrap_or_default();
-    let files = s.node.media_files().clone();
-    let temp = files.temp_path();
+    let temp = s.node.media_files().temp_path();
     let written = write_body(&temp, body, max).await;
     let size = match written {
         Ok(n) => n,
@@ -200,48 +134,23 @@ async fn upload(
         }
     };
     tracing::info!(size, %mime, "media received from the API; preparing");
-    let key = BlobKey::generate(&mut rand::rngs::OsRng);
-    let prepared = {
-        let temp = temp.clone();
-        let key = key.clone();
-        let mime = mime.clone();
-        tokio::task::spawn_blocking(move || {
-            let prepared = prepare(&temp, &key, DEFAULT_CHUNK_SIZE, &mime)?;
-            files.commit_temp(&temp, &prepared.hash)?;
-            Ok::<_, crate::media::MediaError>(prepared)
-        })
-        .await
-        .map_err(io_error)?
-    };
-    let prepared = match prepared {
-        Ok(p) => p,
-        Err(e) => {
-            let _ = tokio::fs::remove_file(&temp).await;
-            return Err(io_error(e));
-        }
-    };
-    debug_assert_eq!(prepared.size, size);
-    let media = MediaRef {
-        hash: prepared.hash.0,
-        size: prepared.size,
-        chunk_size: DEFAULT_CHUNK_SIZE,
-        mime,
+    let file = FileToSend {
         name,
-        key: key.0,
-        preview: prepared.preview,
+        mime,
         caption,
     };
     let sent = s
         .node
-        .send_media(to, media)
+        .send_file(to, temp, file)
         .await
         .map_err(|e| node_error(e, Input::Query))?;
+    let SentFile { sent, hash } = sent;
     Ok((
         StatusCode::CREATED,
         Json(serde_json::json!({
             "id": sent.id,
             "status": sent.status,
-            "hash": prepared.hash.to_hex(),
+            "hash": hash.to_hex(),
         })),
     )
         .into_response())

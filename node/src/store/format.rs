@@ -233,10 +233,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = super::super::Store::open(dir.path(), std::time::Duration::ZERO).unwrap();
         let old = legacy(1);
-        let (me, peer) = (
-            kith_protocol::LocalIdentity::generate(0, &mut rand::rngs::OsRng).user_id(),
-            old.peer,
-        );
+        let peer = old.peer;
         store
             .messages
             .insert(
@@ -244,7 +241,7 @@ mod tests {
                 codec::encode(&old).unwrap(),
             )
             .unwrap();
-        let (page, _) = store.page(&me, &peer, 0, 10, None).unwrap();
+        let (page, _) = store.page(&peer, 0, 10, None).unwrap();
         assert_eq!(page.len(), 1);
         assert_eq!(page[0].text, "text 1");
         assert!(versioned::quarantined(&store.db).unwrap().is_empty());

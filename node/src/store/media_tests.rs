@@ -34,15 +34,15 @@ async fn records_naming_one_hash_are_independent_and_the_users_own_wins() {
     let hash = BlobHash([7; 32]);
     let from_mallory = record(7, mallory, 1, false, MediaState::Downloading);
     let mut from_alice = record(7, alice, 2, false, MediaState::Downloading);
-    store.put_media(&from_mallory).unwrap();
-    store.put_media(&from_alice).unwrap();
+    store.media_writer().put(&from_mallory).unwrap();
+    store.media_writer().put(&from_alice).unwrap();
     // Mallory's record is not alice's: each message has its own, with its own key.
     let got = store.media(&from_alice.id()).unwrap().unwrap();
     assert_eq!((got.peer, got.key), (alice, from_alice.key));
     assert_eq!(store.media_for_hash(&hash).unwrap().len(), 2);
     // A complete one is what the hash means to the user, whichever arrived first.
     from_alice.state = MediaState::Complete;
-    store.put_media(&from_alice).unwrap();
+    store.media_writer().put(&from_alice).unwrap();
     let chosen = store.media_by_hash(&hash).unwrap().unwrap();
     assert_eq!(chosen.id(), from_alice.id());
     assert_eq!(
@@ -51,7 +51,7 @@ async fn records_naming_one_hash_are_independent_and_the_users_own_wins() {
     );
     // One the user sent beats both.
     let sent = record(7, bob, 3, true, MediaState::Available);
-    store.put_media(&sent).unwrap();
+    store.media_writer().put(&sent).unwrap();
     assert_eq!(store.media_by_hash(&hash).unwrap().unwrap().id(), sent.id());
     assert!(store.media_by_hash(&BlobHash([8; 32])).unwrap().is_none());
 }

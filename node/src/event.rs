@@ -1,0 +1,53 @@
+//! What happened in a running node, pushed to `/v1/events` subscribers: new messages, status
+//! changes, media progress, presence.
+//!
+//! It sits below the messenger and the transfer service, which both emit events, and below
+//! the handle, which hands out subscriptions: none of them has to import another for it. It
+//! must never depend on the store or any task.
+
+use kith_protocol::DeliveryStatus;
+use serde::{Deserialize, Serialize};
+
+use crate::view::{MessageView, PresenceView};
+
+/// Something that happened, pushed to `/v1/events` subscribers.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// A message was stored (received, or accepted for sending).
+    Message {
+        /// The peer of the conversation.
+        peer: String,
+        /// The message.
+        message: MessageView,
+    },
+    /// A sent message's status moved forward.
+    Status {
+        /// The peer of the conversation.
+        peer: String,
+        /// The message id.
+        id: String,
+        /// Its new status.
+        status: DeliveryStatus,
+    },
+    /// A media upload or download moved on.
+    MediaProgress {
+        /// The peer of the conversation.
+        peer: String,
+        /// The message carrying the media.
+        id: String,
+        /// The blob hash (hex).
+        hash: String,
+        /// uploading | available | downloading | complete | failed.
+        state: crate::media::MediaState,
+        /// Fraction done, 0..1.
+        progress: f64,
+    },
+    /// A contact's presence changed.
+    Presence {
+        /// The contact.
+        user: String,
+        /// The new presence.
+        presence: PresenceView,
+    },
+}

@@ -1,0 +1,144 @@
+//! The views a node answers with (`GET /v1/me`, contacts, conversation pages, presence), and
+//! their construction from the store's records.
+//!
+//! The store returns records ([`StoredMessage`], [`Contact`]); this module is the one place
+//! that turns them into what the API shows. It must never write anything.
+
+use kith_protocol::{DeliveryStatus, UserId};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    media::MediaId,
+    store::{Contact, Store, StoredMessage},
+};
+
+/// Largest page of history one call returns.
+pub const MAX_PAGE: usize = 200;
+
+/// The local user, as `GET /v1/me` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Me {
+    /// This node's user id.
+    pub user_id: String,
+    /// Addresses this node listens on (full multiaddrs ending in `/p2p/<id>`).
+    pub listen_addrs: Vec<String>,
+    /// One string carrying user id, addresses and key bundle, to give to a contact.
+    pub invite: String,
+}
+
+/// A contact.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ContactView {
+    /// The contact's user id.
+    pub user_id: String,
+    /// The name the local user gave them (may be empty).
+    pub name: String,
+    /// Known addresses.
+    pub addrs: Vec<String>,
+}
+
+/// One message of a conversation, as the API shows it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct MessageView {
+    /// Message id (32 hex digits).
+    pub id: String,
+    /// Sender's user id.
+    pub from: String,
+    /// Recipient's user id.
+    pub to: String,
+    /// The text.
+    pub text: String,
+    /// The sender's client metadata (a JSON object).
+    pub client_meta: serde_json::Value,
+    /// When the sender composed it (RFC 3339, UTC).
+    pub sent_at: String,
+    /// Same, unix milliseconds.
+    pub sent_at_ms: u64,
+    /// For messages we sent: pending / sent / delivered / read. For messages we received:
+    /// delivered, or read once the local user read them.
+    pub status: DeliveryStatus,
+    /// Whether the local user sent it.
+    pub outgoing: bool,
+    /// The image, video or file it carries (its `text` is then the caption).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<Box<crate::media::MediaView>>,
+}
+
+/// A page of a conversation, newest first.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Page {
+    /// The messages, newest first.
+    pub messages: Vec<MessageView>,
+    /// The offset of the next (older) page, if there is one.
+    pub next_offset: Option<usize>,
+}
+
+/// What the API answers to a send.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Sent {
+    /// The new message's id.
+    pub id: String,
+    /// Its status (pending until a peer holds it).
+    pub status: DeliveryStatus,
+}
+
+/// A contact's presence, as the local user may see it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PresenceView {
+    /// Online now.
+    pub online: bool,
+    /// When last seen (RFC 3339), if known and shared.
+    pub last_seen: Option<String>,
+    /// Same, unix milliseconds.
+    pub last_seen_ms: Option<u64>,
+}
+
+impl From<&Contact> for ContactView {
+    fn from(c: &Contact) -> Self {
+        ContactView {
+            user_id: c.user.to_string(),
+            name: c.name.clone(),
+            addrs: c.multiaddrs().iter().map(|a| a.to_string()).collect(),
+        }
+    }
+}
+
+/// The API view of a stored message, given the local user (without its media: see
+/// [`message_view`]).
+pub fn message_view_bare(me: &UserId, msg: &StoredMessage) -> MessageView {
+    let (from, to) = if msg.outgoing {
+        (*me, msg.peer)
+    } else {
+        (msg.peer, *me)
+    };
+    MessageView {
+        id: msg.id.to_string(),
+        from: from.to_string(),
+        to: to.to_string(),
+        text: msg.text.clone(),
+        client_meta: serde_json::from_str(&msg.client_meta)
+            .unwrap_or_else(|_| serde_json::Value::Object(Default::default())),
+        sent_at: crate::time::rfc3339(msg.sent_at_ms),
+        sent_at_ms: msg.sent_at_ms,
+        status: msg.status,
+        outgoing: msg.outgoing,
+        media: None,
+    }
+}
+
+/// The API view of a stored message, with the state of the media it carried (read from the
+/// store's media records; an unreadable record shows as no media).
+pub fn message_view(store: &Store, me: &UserId, msg: &StoredMessage) -> MessageView {
+    let mut view = message_view_bare(me, msg);
+    if msg.media.is_some() {
+        view.media = match store.media(&MediaId::of_message(msg)) {
+            Ok(Some(rec)) => Some(Box::new(rec.view())),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "media record unreadable");
+                None
+            }
+        };
+    }
+    view
+}
