@@ -114,7 +114,7 @@ pub enum TransferError {
     Write(#[from] std::io::Error),
     /// Reading frames from the stream failed.
     #[error("stream: {0}")]
-    Read(#[from] crate::link::LinkErrorPub),
+    Read(#[from] kith_net::frames::StreamError),
     /// The peer closed the stream.
     #[error("stream ended")]
     Ended,
