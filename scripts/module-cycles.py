@@ -99,7 +99,7 @@ def resolve(mods, here, prefix, rest):
 
 
 def edges_of(mods):
-    edges = set()
+    edges = {}
     for here, files in mods.items():
         for path in files:
             with open(path, encoding="utf-8") as fh:
@@ -109,20 +109,20 @@ def edges_of(mods):
                 for rest in paths:
                     target = resolve(mods, here, m.group(1), rest)
                     if target != here:
-                        edges.add((here, target))
+                        edges.setdefault((here, target), path)
     return edges
 
 
 def sibling_edges(edges):
     out = {}
-    for a, b in edges:
+    for (a, b), path in edges.items():
         n = 0
         while n < len(a) and n < len(b) and a[n] == b[n]:
             n += 1
         if n == len(a) or n == len(b):
             continue  # ancestor or descendant
         parent = a[:n]
-        out.setdefault(parent, set()).add((a[n], b[n]))
+        out.setdefault(parent, {}).setdefault((a[n], b[n]), path)
     return out
 
 
@@ -177,6 +177,9 @@ def main():
                 found += 1
                 scope = "::".join(parent) or "(root)"
                 print(f"{crate}: circle under {scope}: {' <-> '.join(comp)}")
+                for (a, b), path in sorted(pairs.items()):
+                    if a in comp and b in comp:
+                        print(f"    {a} -> {b}  (e.g. {os.path.relpath(path, top)})")
         print(f"{crate}: {len(mods)} modules read")
     if found:
         print(f"{found} circle(s)")
