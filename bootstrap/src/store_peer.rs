@@ -48,6 +48,9 @@ use crate::{
 /// commits done).
 pub const ACTOR_QUEUE: usize = 4096;
 
+/// The window `deposits_per_minute` counts deposits in.
+const RATE_WINDOW: Duration = Duration::from_secs(60);
+
 /// How a store peer behaves.
 #[derive(Clone, Debug)]
 pub struct StoreConfig {
@@ -190,6 +193,9 @@ pub fn spawn(
                 _ = expiry.tick() => actor.expire(),
             }
         }
+        // Nothing reads the actor's queue any more: tasks still sending to it fail at once
+        // instead of waiting on a full queue.
+        drop(rx);
         let _ = acceptor.await;
         for (_, link) in actor.replica_links.drain() {
             let _ = link.task.await;
@@ -288,7 +294,7 @@ impl StorePeer {
         let now = Instant::now();
         let limit = self.cfg.limits.deposits_per_minute;
         let entry = self.rate.entry(peer).or_insert((now, 0));
-        if now.duration_since(entry.0) >= Duration::from_secs(60) {
+        if now.duration_since(entry.0) >= RATE_WINDOW {
             *entry = (now, 0);
         }
         if entry.1 >= limit {

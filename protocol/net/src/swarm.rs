@@ -21,6 +21,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::protocols::{IDENTIFY_VERSION, KAD};
 
+/// Longest a DHT query runs.
+const KAD_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Depth of the command queue to the swarm task.
 const COMMAND_QUEUE: usize = 256;
 
@@ -270,7 +273,7 @@ pub fn build_swarm(
         .with_behaviour(|key| {
             let peer = key.public().to_peer_id();
             let mut kad_cfg = kad::Config::new(KAD);
-            kad_cfg.set_query_timeout(Duration::from_secs(30));
+            kad_cfg.set_query_timeout(KAD_QUERY_TIMEOUT);
             if !has_bootstrap {
                 // Nothing to refresh from: without this, kad warns every few minutes.
                 kad_cfg.set_periodic_bootstrap_interval(None);
