@@ -31,11 +31,13 @@ use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 mod batches;
+mod input;
 mod replication;
 mod streams;
 
 use self::{
     batches::{held_batches, report_oversized},
+    input::Input,
     streams::serve_stream,
 };
 use crate::{
@@ -85,29 +87,6 @@ impl Default for StoreConfig {
             blobs: BlobLimits::default(),
         }
     }
-}
-
-enum Input {
-    Requests {
-        peer: PeerId,
-        conn: u64,
-        requests: Vec<MailboxRequest>,
-        out: mpsc::Sender<MailboxResponse>,
-    },
-    StreamClosed {
-        peer: PeerId,
-        conn: u64,
-    },
-    Replica {
-        peer: PeerId,
-        generation: u64,
-        signal: LinkSignal<MailboxResponse>,
-    },
-    /// Writes are durable: send these answers and pushes.
-    Committed {
-        answers: Vec<(mpsc::Sender<MailboxResponse>, MailboxResponse)>,
-        pushes: Vec<(UserId, Envelope)>,
-    },
 }
 
 struct ReplicaLink {

@@ -14,7 +14,7 @@ use kith_protocol::mailbox::{EnvelopeRef, MailboxRequest, MailboxResponse};
 use libp2p::PeerId;
 use tokio::sync::mpsc;
 
-use super::{batches::held_batches, Input, ReplicaLink, StorePeer};
+use super::{batches::held_batches, input::Input, ReplicaLink, StorePeer};
 
 impl StorePeer {
     pub(super) fn on_net(&mut self, ev: NetEvent) {

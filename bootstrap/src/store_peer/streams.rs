@@ -8,7 +8,7 @@ use kith_protocol::mailbox::{MailboxRequest, MailboxResponse, MAX_BATCH};
 use libp2p::PeerId;
 use tokio::sync::mpsc;
 
-use super::Input;
+use super::input::Input;
 
 /// Reads requests from one inbound stream and writes the actor's answers back (through the
 /// batched writer); tells the actor when the stream is gone.

@@ -32,8 +32,11 @@ const EVENT_QUEUE: usize = 1024;
 
 pub use behaviour::{Behaviour, BehaviourEvent};
 
+mod messages;
 mod task;
 
+use messages::NetCommand;
+pub use messages::NetEvent;
 use task::SwarmTask;
 
 /// The composed behaviour; in its own module because the derive generates an undocumented
@@ -131,49 +134,6 @@ pub enum NetError {
     /// The stream protocol was registered twice.
     #[error("protocol already registered")]
     AlreadyRegistered,
-}
-
-/// What the swarm task reports.
-#[derive(Clone, Debug)]
-pub enum NetEvent {
-    /// The first connection to a peer is up.
-    Connected(PeerId),
-    /// The last connection to a peer closed.
-    Disconnected(PeerId),
-    /// Dialing a peer failed.
-    DialFailed(PeerId),
-    /// A peer was found on the local network (mDNS) at these addresses.
-    Discovered(PeerId, Vec<Multiaddr>),
-    /// A connected peer told us (identify) where it listens and which protocols it speaks.
-    Identified {
-        /// The peer.
-        peer: PeerId,
-        /// Its listen addresses.
-        addrs: Vec<Multiaddr>,
-        /// The protocols it supports.
-        protocols: Vec<String>,
-    },
-}
-
-/// Commands to the swarm task.
-#[derive(Debug)]
-enum NetCommand {
-    Dial {
-        peer: PeerId,
-        addrs: Vec<Multiaddr>,
-    },
-    FindPeer {
-        peer: PeerId,
-        reply: oneshot::Sender<Vec<Multiaddr>>,
-    },
-    PutRecord {
-        key: Vec<u8>,
-        value: Vec<u8>,
-    },
-    GetRecord {
-        key: Vec<u8>,
-        reply: oneshot::Sender<Vec<Vec<u8>>>,
-    },
 }
 
 /// Cloneable handle to the swarm task.

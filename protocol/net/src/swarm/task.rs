@@ -17,7 +17,10 @@ use libp2p::{
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::{Behaviour, BehaviourEvent, NetCommand, NetEvent};
+use super::{
+    behaviour::{Behaviour, BehaviourEvent},
+    messages::{NetCommand, NetEvent},
+};
 use crate::protocols::KAD;
 
 /// Most records one DHT lookup collects.
