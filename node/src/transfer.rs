@@ -26,12 +26,9 @@ use futures::{
 };
 use kith_protocol::{
     blob::{open_chunk, BlobHash, BlobLayout},
-    media::{
-        HaveState, MediaRefusal, MediaRequest, MediaResponse, MAX_CHUNKS_PER_REQUEST,
-        MEDIA_PROTOCOL,
-    },
+    media::{HaveState, MediaRefusal, MediaRequest, MediaResponse, MAX_CHUNKS_PER_REQUEST},
 };
-use libp2p::{PeerId, StreamProtocol};
+use libp2p::PeerId;
 use libp2p_stream::Control;
 use tokio::sync::{broadcast, mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -47,8 +44,8 @@ use crate::{
     time::now_ms,
 };
 
-/// The media protocol as a libp2p stream protocol.
-pub const MEDIA: StreamProtocol = StreamProtocol::new(MEDIA_PROTOCOL);
+/// The media protocol as a libp2p stream protocol (spelled once, in `kith-net`).
+pub use kith_net::protocols::MEDIA;
 
 /// Most frames read from a peer before answering.
 const MAX_READ_BATCH: usize = 64;
