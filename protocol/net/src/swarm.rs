@@ -175,16 +175,7 @@ impl Network {
 
     /// Asks the DHT for `peer`'s addresses.
     pub async fn find_peer(&self, peer: PeerId) -> Vec<Multiaddr> {
-        let (reply, rx) = oneshot::channel();
-        if self
-            .commands
-            .send(NetCommand::FindPeer { peer, reply })
-            .await
-            .is_err()
-        {
-            return Vec::new();
-        }
-        rx.await.unwrap_or_default()
+        self.ask(|reply| NetCommand::FindPeer { peer, reply }).await
     }
 
     /// Stores a record in the DHT (on the peers closest to its key). Never waits.
@@ -200,14 +191,15 @@ impl Network {
 
     /// Every value found in the DHT under `key` (unverified: callers check them).
     pub async fn get_record(&self, key: Vec<u8>) -> Vec<Vec<u8>> {
+        self.ask(|reply| NetCommand::GetRecord { key, reply }).await
+    }
+
+    /// Sends the swarm task a command carrying a reply channel and waits for the answer; a
+    /// stopped task answers nothing (the default).
+    async fn ask<T: Default>(&self, command: impl FnOnce(oneshot::Sender<T>) -> NetCommand) -> T {
         let (reply, rx) = oneshot::channel();
-        if self
-            .commands
-            .send(NetCommand::GetRecord { key, reply })
-            .await
-            .is_err()
-        {
-            return Vec::new();
+        if self.commands.send(command(reply)).await.is_err() {
+            return T::default();
         }
         rx.await.unwrap_or_default()
     }
