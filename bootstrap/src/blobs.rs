@@ -456,10 +456,13 @@ impl Blobs {
     }
 }
 
+/// Bytes read at a time when hashing a complete blob.
+const HASH_READ: usize = 256 * 1024;
+
 fn hash_file(path: &Path) -> std::io::Result<BlobHash> {
     let mut f = File::open(path)?;
     let mut hasher = BlobHasher::new();
-    let mut buf = vec![0u8; 256 * 1024];
+    let mut buf = vec![0u8; HASH_READ];
     loop {
         let n = f.read(&mut buf)?;
         if n == 0 {

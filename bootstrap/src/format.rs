@@ -1,5 +1,6 @@
-//! The store peer database's format version and its migrations (the machinery is in
-//! [`kith_net::versioned`]). One database holds the mailboxes ([`super::mailboxes`]) and the blob
+//! The store peer database's format version and its migrations, as a reference (the
+//! machinery is in [`kith_net::versioned`]; the schema itself is declared beside the code it
+//! migrates, in [`super::mailboxes`], which opens the database). One database holds the mailboxes ([`super::mailboxes`]) and the blob
 //! index ([`super::blobs`]); [`super::mailboxes::Mailboxes::open`] checks it before either
 //! reads anything.
 //!
@@ -10,32 +11,8 @@
 //!   (recipient, id, digest) ([`super::mailboxes::migrate_index_to_recipient_id_digest`]).
 //!
 //! To change the format: raise [`STORE_PEER_VERSION`] and append the steps that bring a
-//! database of the previous version to it to [`STORE_PEER_STEPS`] (each idempotent, see
-//! [`Step`]).
+//! database of the previous version to it to [`STORE_PEER_STEPS`] (in `mailboxes`; each
+//! idempotent, see
+//! [`kith_net::versioned::Step`]).
 
-use super::mailboxes::MailboxError;
-use kith_net::versioned::{Schema, Step};
-
-/// The format version this build reads and writes.
-pub const STORE_PEER_VERSION: u32 = 2;
-
-/// Every migration step of the store peer's database, oldest first.
-pub const STORE_PEER_STEPS: &[Step<MailboxError>] = &[Step {
-    to: 2,
-    name: "envelopes indexed by recipient, id and digest",
-    run: index_by_recipient_id_digest,
-}];
-
-/// Version 1 → 2: an envelope is identified by its recipient, id and digest, not its id alone.
-fn index_by_recipient_id_digest(db: &sled::Db, _: &std::path::Path) -> Result<(), MailboxError> {
-    let n = super::mailboxes::migrate_index_to_recipient_id_digest(db)?;
-    tracing::info!(n, "held envelopes re-indexed by recipient, id and digest");
-    Ok(())
-}
-
-/// The store peer database's schema.
-pub const STORE_PEER_SCHEMA: Schema<MailboxError> = Schema {
-    what: "store peer",
-    current: STORE_PEER_VERSION,
-    steps: STORE_PEER_STEPS,
-};
+pub use super::mailboxes::{STORE_PEER_SCHEMA, STORE_PEER_STEPS, STORE_PEER_VERSION};

@@ -31,7 +31,8 @@ use sled::Transactional;
 
 use kith_net::{
     clock::{expiry, is_expired},
-    versioned, Committer,
+    versioned::{self, Schema, Step},
+    Committer,
 };
 use kith_protocol::{
     envelope::ENVELOPE_DIGEST_LEN,
@@ -150,7 +151,7 @@ impl Mailboxes {
             .path(dir)
             .mode(sled::Mode::HighThroughput)
             .open()?;
-        versioned::open(&db, dir, &super::format::STORE_PEER_SCHEMA)?;
+        versioned::open(&db, dir, &STORE_PEER_SCHEMA)?;
         let envelopes = db.open_tree("envelopes")?;
         let mut usage: HashMap<UserId, (usize, u64)> = HashMap::new();
         for item in envelopes.iter() {
@@ -421,6 +422,30 @@ pub(crate) fn migrate_index_to_recipient_id_digest(db: &sled::Db) -> Result<usiz
     }
     Ok(n)
 }
+
+/// The format version this build reads and writes.
+pub const STORE_PEER_VERSION: u32 = 2;
+
+/// Every migration step of the store peer's database, oldest first.
+pub const STORE_PEER_STEPS: &[Step<MailboxError>] = &[Step {
+    to: 2,
+    name: "envelopes indexed by recipient, id and digest",
+    run: index_by_recipient_id_digest,
+}];
+
+/// Version 1 → 2: an envelope is identified by its recipient, id and digest, not its id alone.
+fn index_by_recipient_id_digest(db: &sled::Db, _: &std::path::Path) -> Result<(), MailboxError> {
+    let n = migrate_index_to_recipient_id_digest(db)?;
+    tracing::info!(n, "held envelopes re-indexed by recipient, id and digest");
+    Ok(())
+}
+
+/// The store peer database's schema.
+pub const STORE_PEER_SCHEMA: Schema<MailboxError> = Schema {
+    what: "store peer",
+    current: STORE_PEER_VERSION,
+    steps: STORE_PEER_STEPS,
+};
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

@@ -181,6 +181,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest request head read (a scrape is one short `GET`).
 const MAX_REQUEST_HEAD: usize = 8 * 1024;
 
+/// Bytes read at a time from a scraper.
+const HEAD_READ: usize = 512;
+
 /// Most scrapes answered at once; more connections wait to be accepted.
 const MAX_SCRAPES: usize = 16;
 
@@ -220,8 +223,8 @@ pub async fn serve(
 
 /// Reads one request head and answers it.
 async fn answer(mut conn: TcpStream, metrics: &Metrics) {
-    let mut head = Vec::with_capacity(512);
-    let mut chunk = [0u8; 512];
+    let mut head = Vec::with_capacity(HEAD_READ);
+    let mut chunk = [0u8; HEAD_READ];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_REQUEST_HEAD {
         match conn.read(&mut chunk).await {
             Ok(0) | Err(_) => return,

@@ -13,14 +13,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::AsyncReadExt;
 use kith_net::{
     accept::{self, Inbound},
     clock::now_ms,
-    frames::{write_batches, FrameReader},
-    outbound::{spawn_stream_link, LinkSignal},
-    protocols::{speaks, MAILBOX},
-    swarm::{closest_peers, NetEvent, Network},
+    outbound::LinkSignal,
+    protocols::MAILBOX,
+    swarm::{NetEvent, Network},
 };
 use kith_protocol::{
     batch::{self, BatchLimit},
@@ -32,6 +30,16 @@ use libp2p::PeerId;
 use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
+mod batches;
+mod input;
+mod replication;
+mod streams;
+
+use self::{
+    batches::{held_batches, report_oversized},
+    input::Input,
+    streams::serve_stream,
+};
 use crate::{
     blobs::BlobLimits,
     mailboxes::{Deposit, Limits, Mailboxes},
@@ -41,6 +49,9 @@ use crate::{
 /// Depth of the queue into the store peer actor (requests from every stream, link signals,
 /// commits done).
 pub const ACTOR_QUEUE: usize = 4096;
+
+/// The window `deposits_per_minute` counts deposits in.
+const RATE_WINDOW: Duration = Duration::from_secs(60);
 
 /// How a store peer behaves.
 #[derive(Clone, Debug)]
@@ -76,29 +87,6 @@ impl Default for StoreConfig {
             blobs: BlobLimits::default(),
         }
     }
-}
-
-enum Input {
-    Requests {
-        peer: PeerId,
-        conn: u64,
-        requests: Vec<MailboxRequest>,
-        out: mpsc::Sender<MailboxResponse>,
-    },
-    StreamClosed {
-        peer: PeerId,
-        conn: u64,
-    },
-    Replica {
-        peer: PeerId,
-        generation: u64,
-        signal: LinkSignal<MailboxResponse>,
-    },
-    /// Writes are durable: send these answers and pushes.
-    Committed {
-        answers: Vec<(mpsc::Sender<MailboxResponse>, MailboxResponse)>,
-        pushes: Vec<(UserId, Envelope)>,
-    },
 }
 
 struct ReplicaLink {
@@ -184,6 +172,9 @@ pub fn spawn(
                 _ = expiry.tick() => actor.expire(),
             }
         }
+        // Nothing reads the actor's queue any more: tasks still sending to it fail at once
+        // instead of waiting on a full queue.
+        drop(rx);
         let _ = acceptor.await;
         for (_, link) in actor.replica_links.drain() {
             let _ = link.task.await;
@@ -193,91 +184,6 @@ pub fn spawn(
         }
         actor.mailboxes.committer().shutdown().await;
     }))
-}
-
-/// Reads requests from one inbound stream and writes the actor's answers back (through the
-/// batched writer); tells the actor when the stream is gone.
-async fn serve_stream(
-    peer: PeerId,
-    conn: u64,
-    stream: libp2p::Stream,
-    inputs: mpsc::Sender<Input>,
-    queue: usize,
-) -> Result<(), std::convert::Infallible> {
-    let (out_tx, mut out_rx) = mpsc::channel::<MailboxResponse>(queue);
-    let (read_half, mut write_half) = stream.split();
-    let reader_inputs = inputs.clone();
-    let reader = async move {
-        let mut reader = FrameReader::new(read_half);
-        loop {
-            match reader.next_batch::<MailboxRequest>(MAX_BATCH).await {
-                Ok(Some(requests)) => {
-                    let input = Input::Requests {
-                        peer,
-                        conn,
-                        requests,
-                        out: out_tx.clone(),
-                    };
-                    if reader_inputs.send(input).await.is_err() {
-                        break;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::debug!(%peer, error = %e, "mailbox stream: bad input; closing");
-                    break;
-                }
-            }
-        }
-    };
-    // Closing the stream on a write error makes the node subscribe (or re-deposit) again.
-    let writer = write_batches(&peer, &mut out_rx, &mut write_half);
-    tokio::select! {
-        _ = reader => {},
-        _ = writer => {},
-    }
-    let _ = inputs.send(Input::StreamClosed { peer, conn }).await;
-    Ok(())
-}
-
-/// Splits envelopes held for `user` (raw bytes, as stored) into batches that each fit one
-/// `Deliver` or `Replicate` frame, and decodes them. Sizes come from the stored bytes: an
-/// envelope's stored bytes are its encoding, so nothing is encoded again to measure it.
-fn held_batches(user: &UserId, held: Vec<(EnvelopeRef, Vec<u8>)>) -> Vec<Vec<Envelope>> {
-    let split = batch::split_sized(
-        held.into_iter().map(|(id, bytes)| {
-            let len = bytes.len();
-            ((id, bytes), len)
-        }),
-        BatchLimit::frame(MAX_BATCH),
-    );
-    let oversized: Vec<MessageId> = split.oversized.iter().map(|(r, _)| r.id).collect();
-    report_oversized(user, &oversized);
-    split
-        .batches
-        .into_iter()
-        .map(|b| {
-            b.into_iter()
-                .filter_map(|(r, bytes)| match Envelope::from_bytes(&bytes) {
-                    Ok(env) => Some(env),
-                    Err(e) => {
-                        tracing::error!(%user, id = %r.id, error = %e, "held envelope does not decode; not sent");
-                        None
-                    }
-                })
-                .collect::<Vec<_>>()
-        })
-        .filter(|b| !b.is_empty())
-        .collect()
-}
-
-/// Logs envelopes that fit no frame. Deposits are refused past
-/// [`kith_protocol::envelope::MAX_ENVELOPE_LEN`], which fits one, so this is a bug: it is
-/// reported, never skipped in silence.
-fn report_oversized(user: &UserId, ids: &[MessageId]) {
-    if !ids.is_empty() {
-        tracing::error!(%user, n = ids.len(), ?ids, "held envelopes too large for any frame (a bug); not sent");
-    }
 }
 
 impl StorePeer {
@@ -367,7 +273,7 @@ impl StorePeer {
         let now = Instant::now();
         let limit = self.cfg.limits.deposits_per_minute;
         let entry = self.rate.entry(peer).or_insert((now, 0));
-        if now.duration_since(entry.0) >= Duration::from_secs(60) {
+        if now.duration_since(entry.0) >= RATE_WINDOW {
             *entry = (now, 0);
         }
         if entry.1 >= limit {
@@ -544,106 +450,6 @@ impl StorePeer {
                 Err(RefuseReason::MailboxFull)
             }
         }
-    }
-
-    fn on_net(&mut self, ev: NetEvent) {
-        match ev {
-            NetEvent::Connected(_) => {
-                self.metrics.connected_peers.fetch_add(1, Ordering::Relaxed);
-            }
-            NetEvent::Disconnected(peer) => {
-                let _ = self.metrics.connected_peers.fetch_update(
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                    |v| Some(v.saturating_sub(1)),
-                );
-                // It may come back without what we gave it: give it everything again then.
-                self.replicated.remove(&peer);
-            }
-            // A store peer that joins, or comes back, gets copies of what it is responsible for.
-            NetEvent::Identified {
-                peer, protocols, ..
-            } if speaks(&protocols, &MAILBOX) => {
-                if self.stores.insert(peer) {
-                    tracing::info!(%peer, "store peer joined");
-                }
-                self.repair();
-            }
-            _ => {}
-        }
-    }
-
-    /// Copies what this peer holds to every other peer now responsible for it.
-    fn repair(&mut self) {
-        let mut candidates: Vec<PeerId> = self.stores.iter().copied().collect();
-        candidates.push(self.local);
-        for (user, _, _) in self.mailboxes.usage() {
-            let set = closest_peers(
-                &user.peer_id(),
-                candidates.iter().copied(),
-                self.cfg.replication,
-            );
-            let held = match self.mailboxes.list(&user) {
-                Ok(h) => h,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot list mailbox for repair");
-                    continue;
-                }
-            };
-            let local = self.local;
-            for p in set.into_iter().filter(|p| *p != local) {
-                let done = self.replicated.entry(p).or_default();
-                let missing: Vec<(EnvelopeRef, Vec<u8>)> = held
-                    .iter()
-                    .filter(|(r, _)| !done.contains(r))
-                    .cloned()
-                    .collect();
-                if missing.is_empty() {
-                    continue;
-                }
-                tracing::debug!(to = %p, %user, n = missing.len(), "replicating");
-                let tx = self.replica_link(p);
-                for envs in held_batches(&user, missing) {
-                    if tx.try_send(MailboxRequest::Replicate(envs)).is_err() {
-                        // The link's queue is full: the rest goes at the next repair.
-                        break;
-                    }
-                }
-            }
-        }
-    }
-
-    fn replica_link(&mut self, peer: PeerId) -> mpsc::Sender<MailboxRequest> {
-        if let Some(l) = self.replica_links.get(&peer) {
-            if !l.tx.is_closed() {
-                return l.tx.clone();
-            }
-        }
-        self.next_generation += 1;
-        let generation = self.next_generation;
-        let (tx, rx) = mpsc::channel(self.cfg.stream_queue);
-        let task = spawn_stream_link(
-            peer,
-            MAILBOX,
-            self.net.control(),
-            rx,
-            self.inputs.clone(),
-            move |signal: LinkSignal<MailboxResponse>| Input::Replica {
-                peer,
-                generation,
-                signal,
-            },
-            self.cancel.child_token(),
-        );
-        self.replica_links.insert(
-            peer,
-            ReplicaLink {
-                generation,
-                tx: tx.clone(),
-                task,
-            },
-        );
-        tx
     }
 
     fn expire(&mut self) {

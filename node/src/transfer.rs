@@ -32,8 +32,8 @@ use std::{
 };
 
 use futures::StreamExt;
-use kith_protocol::media::{MediaRefusal, MEDIA_PROTOCOL};
-use libp2p::{PeerId, StreamProtocol};
+use kith_protocol::media::MediaRefusal;
+use libp2p::PeerId;
 use libp2p_stream::Control;
 use tokio::{
     sync::{broadcast, mpsc, watch},
@@ -50,8 +50,8 @@ use crate::{
     time::now_ms,
 };
 
-/// The media protocol as a libp2p stream protocol.
-pub const MEDIA: StreamProtocol = StreamProtocol::new(MEDIA_PROTOCOL);
+/// The media protocol as a libp2p stream protocol (spelled once, in `kith-net`).
+pub use kith_net::protocols::MEDIA;
 
 /// Most frames read from a peer before answering.
 const MAX_READ_BATCH: usize = 64;

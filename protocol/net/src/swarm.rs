@@ -7,20 +7,12 @@
 //! [`Control`], which is safe to use outside the swarm task. This module never knows what a
 //! message, a mailbox or a blob is.
 
-use std::{
-    collections::{HashMap, HashSet},
-    time::Duration,
-};
+use std::{collections::HashMap, time::Duration};
 
 use futures::StreamExt;
 use libp2p::{
-    core::ConnectedPoint,
     identify, identity, kad, mdns, noise, ping,
-    swarm::{
-        behaviour::toggle::Toggle,
-        dial_opts::{DialOpts, PeerCondition},
-        SwarmEvent,
-    },
+    swarm::{behaviour::toggle::Toggle, SwarmEvent},
     tcp, yamux, Multiaddr, PeerId, Swarm, TransportError,
 };
 use libp2p_stream::Control;
@@ -29,6 +21,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::protocols::{IDENTIFY_VERSION, KAD};
 
+/// Longest a DHT query runs.
+const KAD_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Depth of the command queue to the swarm task.
 const COMMAND_QUEUE: usize = 256;
 
@@ -36,6 +31,13 @@ const COMMAND_QUEUE: usize = 256;
 const EVENT_QUEUE: usize = 1024;
 
 pub use behaviour::{Behaviour, BehaviourEvent};
+
+mod messages;
+mod task;
+
+use messages::NetCommand;
+pub use messages::NetEvent;
+use task::SwarmTask;
 
 /// The composed behaviour; in its own module because the derive generates an undocumented
 /// event enum.
@@ -134,52 +136,6 @@ pub enum NetError {
     AlreadyRegistered,
 }
 
-/// What the swarm task reports.
-#[derive(Clone, Debug)]
-pub enum NetEvent {
-    /// The first connection to a peer is up.
-    Connected(PeerId),
-    /// The last connection to a peer closed.
-    Disconnected(PeerId),
-    /// Dialing a peer failed.
-    DialFailed(PeerId),
-    /// A peer was found on the local network (mDNS) at these addresses.
-    Discovered(PeerId, Vec<Multiaddr>),
-    /// A connected peer told us (identify) where it listens and which protocols it speaks.
-    Identified {
-        /// The peer.
-        peer: PeerId,
-        /// Its listen addresses.
-        addrs: Vec<Multiaddr>,
-        /// The protocols it supports.
-        protocols: Vec<String>,
-    },
-}
-
-/// Commands to the swarm task.
-#[derive(Debug)]
-enum NetCommand {
-    Dial {
-        peer: PeerId,
-        addrs: Vec<Multiaddr>,
-    },
-    FindPeer {
-        peer: PeerId,
-        reply: oneshot::Sender<Vec<Multiaddr>>,
-    },
-    PutRecord {
-        key: Vec<u8>,
-        value: Vec<u8>,
-    },
-    GetRecord {
-        key: Vec<u8>,
-        reply: oneshot::Sender<Vec<Vec<u8>>>,
-    },
-}
-
-/// Most records one DHT lookup collects.
-const MAX_RECORDS_PER_LOOKUP: usize = 16;
-
 /// Cloneable handle to the swarm task.
 #[derive(Clone)]
 pub struct Network {
@@ -219,16 +175,7 @@ impl Network {
 
     /// Asks the DHT for `peer`'s addresses.
     pub async fn find_peer(&self, peer: PeerId) -> Vec<Multiaddr> {
-        let (reply, rx) = oneshot::channel();
-        if self
-            .commands
-            .send(NetCommand::FindPeer { peer, reply })
-            .await
-            .is_err()
-        {
-            return Vec::new();
-        }
-        rx.await.unwrap_or_default()
+        self.ask(|reply| NetCommand::FindPeer { peer, reply }).await
     }
 
     /// Stores a record in the DHT (on the peers closest to its key). Never waits.
@@ -244,14 +191,15 @@ impl Network {
 
     /// Every value found in the DHT under `key` (unverified: callers check them).
     pub async fn get_record(&self, key: Vec<u8>) -> Vec<Vec<u8>> {
+        self.ask(|reply| NetCommand::GetRecord { key, reply }).await
+    }
+
+    /// Sends the swarm task a command carrying a reply channel and waits for the answer; a
+    /// stopped task answers nothing (the default).
+    async fn ask<T: Default>(&self, command: impl FnOnce(oneshot::Sender<T>) -> NetCommand) -> T {
         let (reply, rx) = oneshot::channel();
-        if self
-            .commands
-            .send(NetCommand::GetRecord { key, reply })
-            .await
-            .is_err()
-        {
-            return Vec::new();
+        if self.commands.send(command(reply)).await.is_err() {
+            return T::default();
         }
         rx.await.unwrap_or_default()
     }
@@ -277,7 +225,7 @@ pub fn build_swarm(
         .with_behaviour(|key| {
             let peer = key.public().to_peer_id();
             let mut kad_cfg = kad::Config::new(KAD);
-            kad_cfg.set_query_timeout(Duration::from_secs(30));
+            kad_cfg.set_query_timeout(KAD_QUERY_TIMEOUT);
             if !has_bootstrap {
                 // Nothing to refresh from: without this, kad warns every few minutes.
                 kad_cfg.set_periodic_bootstrap_interval(None);
@@ -447,240 +395,4 @@ pub fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
         libp2p::multiaddr::Protocol::P2p(peer) => Some(peer),
         _ => None,
     })
-}
-
-struct SwarmTask {
-    swarm: Swarm<Behaviour>,
-    commands: mpsc::Receiver<NetCommand>,
-    events: mpsc::Sender<NetEvent>,
-    listen_addrs: watch::Sender<Vec<Multiaddr>>,
-    pending_find: HashMap<kad::QueryId, (PeerId, oneshot::Sender<Vec<Multiaddr>>)>,
-    pending_get: HashMap<kad::QueryId, PendingGet>,
-    /// Addresses learned for peers (from dials asked for, identify and mDNS), bounded per peer.
-    known_addrs: HashMap<PeerId, HashSet<Multiaddr>>,
-}
-
-/// A DHT record lookup under way: values found so far, and who waits for them.
-type PendingGet = (Vec<Vec<u8>>, oneshot::Sender<Vec<Vec<u8>>>);
-
-/// Most addresses remembered per peer.
-const MAX_ADDRS_PER_PEER: usize = 16;
-
-impl SwarmTask {
-    async fn run(mut self, cancel: CancellationToken) {
-        // The swarm runs until cancelled, even when no handle is left to send commands (a
-        // bootstrap peer without a store keeps none): it still serves the network.
-        let mut commands_open = true;
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => break,
-                cmd = self.commands.recv(), if commands_open => match cmd {
-                    Some(cmd) => self.on_command(cmd),
-                    None => commands_open = false,
-                },
-                event = self.swarm.select_next_some() => self.on_event(event),
-            }
-        }
-        tracing::debug!("swarm task stopped");
-    }
-
-    fn remember(&mut self, peer: PeerId, addrs: impl IntoIterator<Item = Multiaddr>) {
-        let entry = self.known_addrs.entry(peer).or_default();
-        for a in addrs {
-            if entry.len() >= MAX_ADDRS_PER_PEER {
-                break;
-            }
-            entry.insert(a);
-        }
-    }
-
-    fn on_command(&mut self, cmd: NetCommand) {
-        match cmd {
-            NetCommand::Dial { peer, addrs } => {
-                if self.swarm.is_connected(&peer) {
-                    let _ = self.events.try_send(NetEvent::Connected(peer));
-                    return;
-                }
-                self.remember(peer, addrs);
-                let addrs: Vec<Multiaddr> = self
-                    .known_addrs
-                    .get(&peer)
-                    .map(|s| s.iter().cloned().collect())
-                    .unwrap_or_default();
-                let opts = DialOpts::peer_id(peer)
-                    .addresses(addrs)
-                    .condition(PeerCondition::DisconnectedAndNotDialing)
-                    .build();
-                if let Err(e) = self.swarm.dial(opts) {
-                    tracing::debug!(%peer, error = %e, "dial not started");
-                    if !matches!(e, libp2p::swarm::DialError::DialPeerConditionFalse(_)) {
-                        let _ = self.events.try_send(NetEvent::DialFailed(peer));
-                    }
-                }
-            }
-            NetCommand::FindPeer { peer, reply } => {
-                let id = self.swarm.behaviour_mut().kad.get_closest_peers(peer);
-                self.pending_find.insert(id, (peer, reply));
-            }
-            NetCommand::PutRecord { key, value } => {
-                let record = kad::Record::new(key, value);
-                if let Err(e) = self
-                    .swarm
-                    .behaviour_mut()
-                    .kad
-                    .put_record(record, kad::Quorum::One)
-                {
-                    tracing::debug!(error = ?e, "cannot publish record");
-                }
-            }
-            NetCommand::GetRecord { key, reply } => {
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .kad
-                    .get_record(kad::RecordKey::new(&key));
-                self.pending_get.insert(id, (Vec::new(), reply));
-            }
-        }
-    }
-
-    fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
-        match event {
-            SwarmEvent::NewListenAddr { address, .. } => {
-                tracing::info!(%address, "listening");
-                self.listen_addrs.send_modify(|a| {
-                    if !a.contains(&address) {
-                        a.push(address)
-                    }
-                });
-            }
-            SwarmEvent::ExpiredListenAddr { address, .. } => {
-                self.listen_addrs
-                    .send_modify(|a| a.retain(|x| x != &address));
-            }
-            SwarmEvent::ConnectionEstablished {
-                peer_id,
-                num_established,
-                endpoint,
-                ..
-            } => {
-                if let ConnectedPoint::Dialer { address, .. } = &endpoint {
-                    self.remember(peer_id, [address.clone()]);
-                }
-                if num_established.get() == 1 {
-                    tracing::debug!(peer = %peer_id, "connected");
-                    self.emit(NetEvent::Connected(peer_id));
-                }
-            }
-            SwarmEvent::ConnectionClosed {
-                peer_id,
-                num_established,
-                ..
-            } => {
-                if num_established == 0 {
-                    tracing::debug!(peer = %peer_id, "disconnected");
-                    self.emit(NetEvent::Disconnected(peer_id));
-                }
-            }
-            SwarmEvent::OutgoingConnectionError {
-                peer_id: Some(peer),
-                error,
-                ..
-            } => {
-                tracing::debug!(%peer, %error, "dial failed");
-                if !self.swarm.is_connected(&peer) {
-                    self.emit(NetEvent::DialFailed(peer));
-                }
-            }
-            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
-                peer_id,
-                info,
-                ..
-            })) => {
-                let speaks_kad = info.protocols.contains(&KAD);
-                for addr in &info.listen_addrs {
-                    if speaks_kad {
-                        self.swarm
-                            .behaviour_mut()
-                            .kad
-                            .add_address(&peer_id, addr.clone());
-                    }
-                }
-                self.remember(peer_id, info.listen_addrs.clone());
-                self.emit(NetEvent::Identified {
-                    peer: peer_id,
-                    addrs: info.listen_addrs,
-                    protocols: info.protocols.iter().map(|p| p.to_string()).collect(),
-                });
-            }
-            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
-                let mut by_peer: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
-                for (peer, addr) in found {
-                    self.swarm
-                        .behaviour_mut()
-                        .kad
-                        .add_address(&peer, addr.clone());
-                    by_peer.entry(peer).or_default().push(addr);
-                }
-                for (peer, addrs) in by_peer {
-                    self.remember(peer, addrs.clone());
-                    self.emit(NetEvent::Discovered(peer, addrs));
-                }
-            }
-            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
-                id,
-                result: kad::QueryResult::GetClosestPeers(result),
-                step,
-                ..
-            })) => {
-                let peers = match result {
-                    Ok(ok) => ok.peers,
-                    Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
-                };
-                let Some((target, _)) = self.pending_find.get(&id) else {
-                    return;
-                };
-                let target = *target;
-                let found: Vec<Multiaddr> = peers
-                    .into_iter()
-                    .filter(|p| p.peer_id == target)
-                    .flat_map(|p| p.addrs)
-                    .collect();
-                if !found.is_empty() || step.last {
-                    if let Some((_, reply)) = self.pending_find.remove(&id) {
-                        self.remember(target, found.clone());
-                        let _ = reply.send(found);
-                    }
-                }
-            }
-            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
-                id,
-                result: kad::QueryResult::GetRecord(result),
-                step,
-                ..
-            })) => {
-                if let Some((found, _)) = self.pending_get.get_mut(&id) {
-                    if let Ok(kad::GetRecordOk::FoundRecord(r)) = result {
-                        if found.len() < MAX_RECORDS_PER_LOOKUP && !found.contains(&r.record.value)
-                        {
-                            found.push(r.record.value);
-                        }
-                    }
-                    if step.last {
-                        if let Some((found, reply)) = self.pending_get.remove(&id) {
-                            let _ = reply.send(found);
-                        }
-                    }
-                }
-            }
-            SwarmEvent::Behaviour(event) => tracing::trace!(?event, "behaviour event"),
-            other => tracing::trace!(?other, "swarm event"),
-        }
-    }
-
-    fn emit(&self, event: NetEvent) {
-        if let Err(e) = self.events.try_send(event) {
-            tracing::warn!(error = %e, "network event queue full; event dropped");
-        }
-    }
 }

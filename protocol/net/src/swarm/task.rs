@@ -1,0 +1,263 @@
+//! The swarm task: the one owner of the [`Swarm`]. It turns [`NetCommand`]s into swarm calls
+//! and swarm events into [`NetEvent`]s, and remembers peers' addresses. It never blocks: a
+//! full event queue drops the event (logged).
+
+use std::collections::{HashMap, HashSet};
+
+use futures::StreamExt;
+use libp2p::{
+    core::ConnectedPoint,
+    identify, kad, mdns,
+    swarm::{
+        dial_opts::{DialOpts, PeerCondition},
+        SwarmEvent,
+    },
+    Multiaddr, PeerId, Swarm,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    behaviour::{Behaviour, BehaviourEvent},
+    messages::{NetCommand, NetEvent},
+};
+use crate::protocols::KAD;
+
+/// Most records one DHT lookup collects.
+const MAX_RECORDS_PER_LOOKUP: usize = 16;
+
+pub(super) struct SwarmTask {
+    pub(super) swarm: Swarm<Behaviour>,
+    pub(super) commands: mpsc::Receiver<NetCommand>,
+    pub(super) events: mpsc::Sender<NetEvent>,
+    pub(super) listen_addrs: watch::Sender<Vec<Multiaddr>>,
+    pub(super) pending_find: HashMap<kad::QueryId, (PeerId, oneshot::Sender<Vec<Multiaddr>>)>,
+    pub(super) pending_get: HashMap<kad::QueryId, PendingGet>,
+    /// Addresses learned for peers (from dials asked for, identify and mDNS), bounded per peer.
+    pub(super) known_addrs: HashMap<PeerId, HashSet<Multiaddr>>,
+}
+
+/// A DHT record lookup under way: values found so far, and who waits for them.
+type PendingGet = (Vec<Vec<u8>>, oneshot::Sender<Vec<Vec<u8>>>);
+
+/// Most addresses remembered per peer.
+const MAX_ADDRS_PER_PEER: usize = 16;
+
+impl SwarmTask {
+    pub(super) async fn run(mut self, cancel: CancellationToken) {
+        // The swarm runs until cancelled, even when no handle is left to send commands (a
+        // bootstrap peer without a store keeps none): it still serves the network.
+        let mut commands_open = true;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                cmd = self.commands.recv(), if commands_open => match cmd {
+                    Some(cmd) => self.on_command(cmd),
+                    None => commands_open = false,
+                },
+                event = self.swarm.select_next_some() => self.on_event(event),
+            }
+        }
+        tracing::debug!("swarm task stopped");
+    }
+
+    fn remember(&mut self, peer: PeerId, addrs: impl IntoIterator<Item = Multiaddr>) {
+        let entry = self.known_addrs.entry(peer).or_default();
+        for a in addrs {
+            if entry.len() >= MAX_ADDRS_PER_PEER {
+                break;
+            }
+            entry.insert(a);
+        }
+    }
+
+    fn on_command(&mut self, cmd: NetCommand) {
+        match cmd {
+            NetCommand::Dial { peer, addrs } => {
+                if self.swarm.is_connected(&peer) {
+                    let _ = self.events.try_send(NetEvent::Connected(peer));
+                    return;
+                }
+                self.remember(peer, addrs);
+                let addrs: Vec<Multiaddr> = self
+                    .known_addrs
+                    .get(&peer)
+                    .map(|s| s.iter().cloned().collect())
+                    .unwrap_or_default();
+                let opts = DialOpts::peer_id(peer)
+                    .addresses(addrs)
+                    .condition(PeerCondition::DisconnectedAndNotDialing)
+                    .build();
+                if let Err(e) = self.swarm.dial(opts) {
+                    tracing::debug!(%peer, error = %e, "dial not started");
+                    if !matches!(e, libp2p::swarm::DialError::DialPeerConditionFalse(_)) {
+                        let _ = self.events.try_send(NetEvent::DialFailed(peer));
+                    }
+                }
+            }
+            NetCommand::FindPeer { peer, reply } => {
+                let id = self.swarm.behaviour_mut().kad.get_closest_peers(peer);
+                self.pending_find.insert(id, (peer, reply));
+            }
+            NetCommand::PutRecord { key, value } => {
+                let record = kad::Record::new(key, value);
+                if let Err(e) = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .put_record(record, kad::Quorum::One)
+                {
+                    tracing::debug!(error = ?e, "cannot publish record");
+                }
+            }
+            NetCommand::GetRecord { key, reply } => {
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .get_record(kad::RecordKey::new(&key));
+                self.pending_get.insert(id, (Vec::new(), reply));
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "listening");
+                self.listen_addrs.send_modify(|a| {
+                    if !a.contains(&address) {
+                        a.push(address)
+                    }
+                });
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.listen_addrs
+                    .send_modify(|a| a.retain(|x| x != &address));
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                num_established,
+                endpoint,
+                ..
+            } => {
+                if let ConnectedPoint::Dialer { address, .. } = &endpoint {
+                    self.remember(peer_id, [address.clone()]);
+                }
+                if num_established.get() == 1 {
+                    tracing::debug!(peer = %peer_id, "connected");
+                    self.emit(NetEvent::Connected(peer_id));
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                ..
+            } => {
+                if num_established == 0 {
+                    tracing::debug!(peer = %peer_id, "disconnected");
+                    self.emit(NetEvent::Disconnected(peer_id));
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(peer),
+                error,
+                ..
+            } => {
+                tracing::debug!(%peer, %error, "dial failed");
+                if !self.swarm.is_connected(&peer) {
+                    self.emit(NetEvent::DialFailed(peer));
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                let speaks_kad = info.protocols.contains(&KAD);
+                for addr in &info.listen_addrs {
+                    if speaks_kad {
+                        self.swarm
+                            .behaviour_mut()
+                            .kad
+                            .add_address(&peer_id, addr.clone());
+                    }
+                }
+                self.remember(peer_id, info.listen_addrs.clone());
+                self.emit(NetEvent::Identified {
+                    peer: peer_id,
+                    addrs: info.listen_addrs,
+                    protocols: info.protocols.iter().map(|p| p.to_string()).collect(),
+                });
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                let mut by_peer: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
+                for (peer, addr) in found {
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer, addr.clone());
+                    by_peer.entry(peer).or_default().push(addr);
+                }
+                for (peer, addrs) in by_peer {
+                    self.remember(peer, addrs.clone());
+                    self.emit(NetEvent::Discovered(peer, addrs));
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::GetClosestPeers(result),
+                step,
+                ..
+            })) => {
+                let peers = match result {
+                    Ok(ok) => ok.peers,
+                    Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
+                };
+                let Some((target, _)) = self.pending_find.get(&id) else {
+                    return;
+                };
+                let target = *target;
+                let found: Vec<Multiaddr> = peers
+                    .into_iter()
+                    .filter(|p| p.peer_id == target)
+                    .flat_map(|p| p.addrs)
+                    .collect();
+                if !found.is_empty() || step.last {
+                    if let Some((_, reply)) = self.pending_find.remove(&id) {
+                        self.remember(target, found.clone());
+                        let _ = reply.send(found);
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::GetRecord(result),
+                step,
+                ..
+            })) => {
+                if let Some((found, _)) = self.pending_get.get_mut(&id) {
+                    if let Ok(kad::GetRecordOk::FoundRecord(r)) = result {
+                        if found.len() < MAX_RECORDS_PER_LOOKUP && !found.contains(&r.record.value)
+                        {
+                            found.push(r.record.value);
+                        }
+                    }
+                    if step.last {
+                        if let Some((found, reply)) = self.pending_get.remove(&id) {
+                            let _ = reply.send(found);
+                        }
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(event) => tracing::trace!(?event, "behaviour event"),
+            other => tracing::trace!(?other, "swarm event"),
+        }
+    }
+
+    fn emit(&self, event: NetEvent) {
+        if let Err(e) = self.events.try_send(event) {
+            tracing::warn!(error = %e, "network event queue full; event dropped");
+        }
+    }
+}
