@@ -537,14 +537,20 @@ fn hash_sealed(
     Ok(hasher.finish())
 }
 
+/// Most memory the image decoder may allocate for a preview.
+const PREVIEW_MAX_ALLOC: u64 = 256 * 1024 * 1024;
+
+/// Widest and tallest image a preview is made of, in pixels.
+const PREVIEW_MAX_SIDE: u32 = 16_384;
+
 /// A JPEG thumbnail of the image at `path`, at most [`PREVIEW_SIDE`] pixels on its longest
 /// side; the decoder's allocations are capped.
 pub fn make_preview(path: &Path) -> Result<Vec<u8>, image::ImageError> {
     let mut reader = image::ImageReader::open(path)?.with_guessed_format()?;
     let mut limits = image::Limits::default();
-    limits.max_alloc = Some(256 * 1024 * 1024);
-    limits.max_image_width = Some(16_384);
-    limits.max_image_height = Some(16_384);
+    limits.max_alloc = Some(PREVIEW_MAX_ALLOC);
+    limits.max_image_width = Some(PREVIEW_MAX_SIDE);
+    limits.max_image_height = Some(PREVIEW_MAX_SIDE);
     reader.limits(limits);
     let img = reader.decode()?;
     let thumb = img.thumbnail(PREVIEW_SIDE, PREVIEW_SIDE).into_rgb8();
