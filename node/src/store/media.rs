@@ -19,7 +19,7 @@ impl Store {
     }
 
     /// The writer of the media trees. Only the transfer layer holds one
-    /// ([`crate::transfer::spawn`]): it is their one writer; everyone else reads.
+    /// (its service, started by `transfer::spawn`): it is their one writer; everyone else reads.
     pub fn media_writer(&self) -> MediaWriter {
         MediaWriter {
             media: self.media.clone(),

@@ -1,7 +1,7 @@
 //! Conversations: stored messages, their index by (direction, other party, id), the unread
 //! marks, paging, and the migration of the index to that key.
 //!
-//! It returns records ([`StoredMessage`]), never API views (those are [`crate::view`]'s).
+//! It returns records ([`StoredMessage`]), never API views (the view module builds those).
 
 use sled::{transaction::TransactionError, Transactional};
 
