@@ -10,6 +10,43 @@ pub const DEFAULT_API: &str = "127.0.0.1:7878";
 /// Default largest media file: room for a 100 MiB video and then some.
 pub const DEFAULT_MAX_MEDIA_BYTES: u64 = 256 * 1024 * 1024;
 
+/// Default presence heartbeat interval.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// Default message lifetime: a month to reach its recipient.
+pub const DEFAULT_MESSAGE_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Default depth of the command queue between handles and the messenger: room for a burst
+/// of API calls without making callers wait.
+pub const DEFAULT_COMMAND_QUEUE: usize = 1024;
+
+/// Default depth of a peer link's send queue, in envelopes.
+pub const DEFAULT_LINK_QUEUE: usize = 4096;
+
+/// Default most envelopes in flight per peer (the ack window).
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 4096;
+
+/// Default wait for an acknowledgement before an envelope is sent again.
+pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default wait for a delivered receipt while the recipient is connected.
+pub const DEFAULT_RECEIPT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Default first redial delay.
+pub const DEFAULT_MIN_BACKOFF: Duration = Duration::from_millis(250);
+
+/// Default longest redial delay.
+pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Default most concurrent inbound message streams.
+pub const DEFAULT_MAX_INBOUND_STREAMS: usize = 256;
+
+/// Default number of store peers holding each mailbox (R).
+pub const DEFAULT_REPLICATION: usize = 3;
+
+/// Default number of store peers that must hold a deposit (W).
+pub const DEFAULT_WRITE_QUORUM: usize = 2;
+
 /// Everything a node needs to start.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -73,21 +110,21 @@ impl Config {
                 .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 7878))),
             api_public: false,
             bootstrap: Vec::new(),
-            heartbeat: Duration::from_secs(5),
+            heartbeat: DEFAULT_HEARTBEAT,
             mdns: false,
             share_last_seen: true,
-            message_lifetime: Duration::from_secs(30 * 24 * 3600),
-            command_queue: 1024,
-            link_queue: 4096,
-            max_in_flight: 4096,
-            ack_timeout: Duration::from_secs(10),
-            receipt_timeout: Duration::from_secs(20),
-            min_backoff: Duration::from_millis(250),
-            max_backoff: Duration::from_secs(60),
-            max_inbound_streams: 256,
+            message_lifetime: DEFAULT_MESSAGE_LIFETIME,
+            command_queue: DEFAULT_COMMAND_QUEUE,
+            link_queue: DEFAULT_LINK_QUEUE,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            ack_timeout: DEFAULT_ACK_TIMEOUT,
+            receipt_timeout: DEFAULT_RECEIPT_TIMEOUT,
+            min_backoff: DEFAULT_MIN_BACKOFF,
+            max_backoff: DEFAULT_MAX_BACKOFF,
+            max_inbound_streams: DEFAULT_MAX_INBOUND_STREAMS,
             commit_delay: Duration::ZERO,
-            replication: 3,
-            write_quorum: 2,
+            replication: DEFAULT_REPLICATION,
+            write_quorum: DEFAULT_WRITE_QUORUM,
             max_media_bytes: DEFAULT_MAX_MEDIA_BYTES,
         }
     }
@@ -108,5 +145,12 @@ impl Config {
         dirs::data_dir()
             .unwrap_or_else(|| PathBuf::from("."))
             .join("kith")
+    }
+}
+
+impl Default for Config {
+    /// The laptop defaults of [`Config::new`] in the platform's data directory.
+    fn default() -> Self {
+        Config::new(Config::default_data_dir())
     }
 }

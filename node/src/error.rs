@@ -1,7 +1,7 @@
 //! Why a node call failed: the one error type of [`crate::Node`]'s calls.
 //!
 //! It sits below the handle and the messenger so both (and the REST layer, which maps each
-//! variant to one HTTP status in [`crate::api::error`]) can name it without importing each
+//! variant to one HTTP status in `api::error`) can name it without importing each
 //! other. It must never know about HTTP.
 
 use crate::{media::MediaError, store::StoreError};

@@ -12,24 +12,35 @@
 //! The bookkeeping ([`MediaRecord`]: key, layout, state, verified-chunk count, holders) lives
 //! in sled next to the message it belongs to, so a restart resumes where it stopped.
 //!
+//! Code map: this file holds the records and views; [`MediaFiles`] (in `files`) names and
+//! moves the files; `sealing` seals, hashes and previews them.
+//!
 //! A record belongs to the message that carried it ([`MediaId`]: direction, other user,
 //! message id), not to its blob hash: anyone can name any hash in a message of their own, so a
 //! second message naming an existing hash gets a record, a file and a transfer of its own, and
 //! can never replace, reset or take over the first one. A received record only completes when
 //! its chunks open under its own key and the whole ciphertext has its own hash.
 
-use std::{
-    io::{Read, Write},
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use kith_protocol::{
-    blob::{self, BlobHash, BlobHasher, BlobKey, BlobLayout},
+    blob::{self, BlobHash, BlobKey, BlobLayout},
     payload::MediaRef,
     MessageId, UserId,
 };
 use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
+
+mod files;
+mod sealing;
+
+pub use files::{sync_dir, MediaFiles};
+pub use sealing::{
+    blob_hash_of, make_preview, prepare, prepare_upload, read_sealed_chunk, write_chunk, Prepared,
+};
+
+/// Name of the media directory in the data directory.
+pub const MEDIA_DIR: &str = "media";
 
 /// Longest side of a preview thumbnail, in pixels.
 pub const PREVIEW_SIDE: u32 = 160;
@@ -342,247 +353,11 @@ pub enum MediaError {
     Task(#[from] tokio::task::JoinError),
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> MediaError + '_ {
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> MediaError + '_ {
     move |source| MediaError::Io {
         path: path.to_path_buf(),
         source,
     }
-}
-
-/// The blob files of one node.
-#[derive(Clone, Debug)]
-pub struct MediaFiles {
-    dir: PathBuf,
-}
-
-impl MediaFiles {
-    /// Media files under `dir` (created if missing, with its `tmp/`; leftovers in `tmp/` from
-    /// an interrupted upload are removed).
-    pub fn open(dir: &Path) -> Result<Self, MediaError> {
-        let tmp = dir.join("tmp");
-        std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-        if let Ok(entries) = std::fs::read_dir(&tmp) {
-            for e in entries.flatten() {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-        Ok(MediaFiles {
-            dir: dir.to_path_buf(),
-        })
-    }
-
-    /// The media files under `dir` as they are (nothing created or removed).
-    pub fn at(dir: &Path) -> Self {
-        MediaFiles {
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    /// The plaintext file of a blob the local user sent (named by its hash: it is written by
-    /// `POST /v1/media` before its message exists, and only ever by the local user).
-    pub fn sent_path(&self, hash: &BlobHash) -> PathBuf {
-        self.dir.join(hash.to_hex())
-    }
-
-    /// The complete plaintext file of a received blob (named by the message that carried it:
-    /// another message naming the same hash never touches it).
-    pub fn received_path(&self, id: &MediaId) -> PathBuf {
-        self.dir.join(id.to_hex())
-    }
-
-    /// The file a download writes into.
-    pub fn part_path(&self, id: &MediaId) -> PathBuf {
-        self.dir.join(format!("{}.part", id.to_hex()))
-    }
-
-    /// The whole plaintext file of a record (sent, or received and complete).
-    pub fn path_of(&self, rec: &MediaRecord) -> PathBuf {
-        if rec.outgoing {
-            self.sent_path(&rec.hash)
-        } else {
-            self.received_path(&rec.id())
-        }
-    }
-
-    /// The file holding a record's verified bytes now: the whole file, or the download's.
-    pub fn current_path(&self, rec: &MediaRecord) -> PathBuf {
-        if rec.is_whole() {
-            self.path_of(rec)
-        } else {
-            self.part_path(&rec.id())
-        }
-    }
-
-    /// A fresh temporary path for an upload.
-    pub fn temp_path(&self) -> PathBuf {
-        self.dir
-            .join("tmp")
-            .join(format!("{:032x}.upload", rand::random::<u128>()))
-    }
-
-    /// Moves a prepared temporary file to its blob name, durably.
-    pub fn commit_temp(&self, temp: &Path, hash: &BlobHash) -> Result<PathBuf, MediaError> {
-        let to = self.sent_path(hash);
-        std::fs::rename(temp, &to).map_err(io(&to))?;
-        sync_dir(&self.dir);
-        Ok(to)
-    }
-
-    /// Moves a finished download to its received name, durably.
-    pub fn commit_part(&self, id: &MediaId) -> Result<PathBuf, MediaError> {
-        let from = self.part_path(id);
-        let to = self.received_path(id);
-        std::fs::rename(&from, &to).map_err(io(&to))?;
-        sync_dir(&self.dir);
-        Ok(to)
-    }
-
-    /// Removes a download's file (it cannot complete); a missing file is fine.
-    pub fn remove_part(&self, id: &MediaId) -> Result<(), MediaError> {
-        let path = self.part_path(id);
-        match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&path)(e)),
-            _ => Ok(()),
-        }
-    }
-}
-
-/// Makes a rename durable (best effort: not every platform can open a directory).
-pub fn sync_dir(dir: &Path) {
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-}
-
-/// What [`prepare`] learned about a file.
-#[derive(Clone, Debug)]
-pub struct Prepared {
-    /// The blob's name (hash of its ciphertext under the fresh key).
-    pub hash: BlobHash,
-    /// Plaintext size.
-    pub size: u64,
-    /// Thumbnail, empty when none could be made.
-    pub preview: Vec<u8>,
-}
-
-/// Encrypts `path` chunk by chunk under `key` to name it (the ciphertext is hashed and thrown
-/// away: it is made again whenever a peer asks), and makes a preview for images. Blocking:
-/// run it on a blocking thread. Memory: one chunk, plus the decoded image for previews.
-pub fn prepare(
-    path: &Path,
-    key: &BlobKey,
-    chunk_size: u32,
-    mime: &str,
-) -> Result<Prepared, MediaError> {
-    let file = std::fs::File::open(path).map_err(io(path))?;
-    let size = file.metadata().map_err(io(path))?.len();
-    let layout = BlobLayout::new(size, chunk_size)?;
-    let hash = hash_sealed(file, path, key, &layout)?;
-    let preview = if mime.starts_with("image/") && size <= MAX_PREVIEW_SOURCE {
-        make_preview(path).unwrap_or_else(|e| {
-            tracing::info!(error = %e, "no preview for this image");
-            Vec::new()
-        })
-    } else {
-        Vec::new()
-    };
-    Ok(Prepared {
-        hash,
-        size,
-        preview,
-    })
-}
-
-/// Makes the file at `temp` (written by the caller under [`MediaFiles::temp_path`]) a blob
-/// the local user sends: a fresh key, the blob's hash and preview ([`prepare`]), and the file
-/// moved to [`MediaFiles::sent_path`] of that hash. Blocking. On error `temp` is left for the
-/// caller to remove.
-pub fn prepare_upload(
-    files: &MediaFiles,
-    temp: &Path,
-    mime: &str,
-) -> Result<(Prepared, BlobKey), MediaError> {
-    let key = BlobKey::generate(&mut rand::rngs::OsRng);
-    let prepared = prepare(temp, &key, blob::DEFAULT_CHUNK_SIZE, mime)?;
-    files.commit_temp(temp, &prepared.hash)?;
-    Ok((prepared, key))
-}
-
-/// The blob hash of the plaintext at `path` sealed under `key` in `layout`: what a received
-/// file must hash to before it counts as the sender's blob. Blocking; memory: one chunk.
-pub fn blob_hash_of(
-    path: &Path,
-    key: &BlobKey,
-    layout: &BlobLayout,
-) -> Result<BlobHash, MediaError> {
-    let file = std::fs::File::open(path).map_err(io(path))?;
-    hash_sealed(file, path, key, layout)
-}
-
-/// Seals `file` chunk by chunk and hashes the ciphertext (sealing is deterministic, so the
-/// sender and every recipient get the same hash from the same plaintext and key).
-fn hash_sealed(
-    mut file: std::fs::File,
-    path: &Path,
-    key: &BlobKey,
-    layout: &BlobLayout,
-) -> Result<BlobHash, MediaError> {
-    let mut hasher = BlobHasher::new();
-    let mut buf = vec![0u8; layout.plain_len(0)?];
-    for index in 0..layout.chunk_count() {
-        let len = layout.plain_len(index)?;
-        file.read_exact(&mut buf[..len]).map_err(io(path))?;
-        hasher.update(&blob::seal_chunk(key, layout, index, &buf[..len])?);
-    }
-    Ok(hasher.finish())
-}
-
-/// A JPEG thumbnail of the image at `path`, at most [`PREVIEW_SIDE`] pixels on its longest
-/// side; the decoder's allocations are capped.
-pub fn make_preview(path: &Path) -> Result<Vec<u8>, image::ImageError> {
-    let mut reader = image::ImageReader::open(path)?.with_guessed_format()?;
-    let mut limits = image::Limits::default();
-    limits.max_alloc = Some(256 * 1024 * 1024);
-    limits.max_image_width = Some(16_384);
-    limits.max_image_height = Some(16_384);
-    reader.limits(limits);
-    let img = reader.decode()?;
-    let thumb = img.thumbnail(PREVIEW_SIDE, PREVIEW_SIDE).into_rgb8();
-    let mut out = std::io::Cursor::new(Vec::new());
-    let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 70);
-    enc.encode_image(&thumb)?;
-    Ok(out.into_inner())
-}
-
-/// Reads plaintext chunk `index` of a blob file and seals it (what a peer is sent).
-pub fn read_sealed_chunk(
-    file: &mut std::fs::File,
-    path: &Path,
-    key: &BlobKey,
-    layout: &BlobLayout,
-    index: u64,
-) -> Result<Vec<u8>, MediaError> {
-    use std::io::{Seek, SeekFrom};
-    let len = layout.plain_len(index)?;
-    let mut buf = vec![0u8; len];
-    file.seek(SeekFrom::Start(layout.plain_offset(index)))
-        .map_err(io(path))?;
-    file.read_exact(&mut buf).map_err(io(path))?;
-    Ok(blob::seal_chunk(key, layout, index, &buf)?)
-}
-
-/// Writes a verified plaintext chunk at its offset in a `.part` file.
-pub fn write_chunk(
-    file: &mut std::fs::File,
-    path: &Path,
-    layout: &BlobLayout,
-    index: u64,
-    plain: &[u8],
-) -> Result<(), MediaError> {
-    use std::io::{Seek, SeekFrom};
-    file.seek(SeekFrom::Start(layout.plain_offset(index)))
-        .map_err(io(path))?;
-    file.write_all(plain).map_err(io(path))
 }
 
 #[cfg(test)]

@@ -34,8 +34,7 @@ pub const TOKEN_FILE: &str = "api-token";
 /// Name of the sled database directory in the data directory.
 pub const DB_DIR: &str = "db";
 
-/// Name of the media directory in the data directory.
-pub const MEDIA_DIR: &str = "media";
+pub use crate::media::MEDIA_DIR;
 
 /// Depth of the link-event queue into the messenger.
 const LINK_EVENT_QUEUE: usize = 4096;

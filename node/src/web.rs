@@ -269,13 +269,16 @@ async fn invite_qr(State(node): State<Node>) -> Result<Response, ApiError> {
     Ok(response)
 }
 
+/// Smallest side of the invite's QR code, in SVG pixels: readable by a phone's camera.
+const QR_MIN_SIDE: u32 = 256;
+
 /// `text` as an SVG QR code (low error correction: the code is shown on a screen, so size
 /// matters more than damage tolerance, and invites are long).
 fn qr_svg(text: &str) -> Result<String, qrcode::types::QrError> {
     let code = qrcode::QrCode::with_error_correction_level(text, qrcode::EcLevel::L)?;
     Ok(code
         .render::<qrcode::render::svg::Color>()
-        .min_dimensions(256, 256)
+        .min_dimensions(QR_MIN_SIDE, QR_MIN_SIDE)
         .quiet_zone(true)
         .build())
 }

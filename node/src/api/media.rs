@@ -39,6 +39,9 @@ use crate::{
     media::{carried_mime, sanitize_name, MediaId, MediaState, INLINE_TYPES},
 };
 
+/// How often a ranged read waiting for a download in progress looks at its progress again.
+const RANGE_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// How long a ranged read waits for a download in progress to reach the asked bytes.
 const RANGE_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
@@ -310,7 +313,7 @@ async fn download(
                 ),
             ));
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        tokio::time::sleep(RANGE_POLL).await;
         // The same record (the message's own), not whichever one the hash resolves to now.
         rec = match s.node.media_record(&rec.id()) {
             Ok(Some(r)) => r,

@@ -165,7 +165,7 @@ fn add_media_field(db: &sled::Db, _: &Path) -> Result<(), StoreError> {
 /// (their files live in the data directory's media directory, beside the database).
 fn media_by_message(db: &sled::Db, dir: &Path) -> Result<(), StoreError> {
     let data_dir = dir.parent().unwrap_or(dir);
-    let done = super::migrate_media_by_message(db, &data_dir.join(crate::run::MEDIA_DIR))?;
+    let done = super::migrate_media_by_message(db, &data_dir.join(crate::media::MEDIA_DIR))?;
     tracing::info!(?done, "media records migrated");
     Ok(())
 }

@@ -2,6 +2,10 @@
 //! id is another message, and the id-only index migrates to that layout.
 
 use super::*;
+#[allow(unused_imports)]
+use crate::media::{MediaFiles, MediaId, MediaRecord, MediaState};
+#[allow(unused_imports)]
+use kith_protocol::{blob::BlobHash, codec, DeliveryStatus, MessageId, UserId};
 
 fn user() -> UserId {
     LocalIdentity::generate(0, &mut rand::rngs::OsRng).user_id()

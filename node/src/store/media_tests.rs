@@ -1,7 +1,13 @@
 //! Media records bound to the message that carried them (issue #11): records naming one hash
 //! stay independent, and the hash-keyed layout migrates to the message-keyed one.
 
+#[allow(unused_imports)]
+use super::media::{hash_index_key, LEGACY_MEDIA};
 use super::*;
+#[allow(unused_imports)]
+use crate::media::{MediaFiles, MediaId, MediaRecord, MediaState};
+#[allow(unused_imports)]
+use kith_protocol::{blob::BlobHash, codec, DeliveryStatus, MessageId, UserId};
 
 fn user() -> UserId {
     LocalIdentity::generate(0, &mut rand::rngs::OsRng).user_id()

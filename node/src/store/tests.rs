@@ -181,3 +181,22 @@ async fn an_undecodable_media_record_is_quarantined_and_the_others_still_resume(
     assert_eq!(only_quarantined(&store).key, [2u8; 32]);
     assert!(store.media.get([2u8; 32]).unwrap().is_none());
 }
+
+#[tokio::test]
+async fn unread_counts_received_unread_messages_up_to_the_limit() {
+    let (_dir, store) = open();
+    let (bob, carol) = (user(), user());
+    for n in 1..=3 {
+        assert!(store.insert_message(&message(bob, n)).unwrap());
+    }
+    let mut sent = message(bob, 9);
+    sent.outgoing = true;
+    assert!(store.insert_message(&sent).unwrap());
+    assert!(store.insert_message(&message(carol, 1)).unwrap());
+    assert_eq!(store.unread_count(&bob, 1000).unwrap(), 3);
+    assert_eq!(store.unread_count(&bob, 2).unwrap(), 2);
+    assert_eq!(store.unread_count(&carol, 1000).unwrap(), 1);
+    store.mark_read(&bob).unwrap();
+    assert_eq!(store.unread_count(&bob, 1000).unwrap(), 0);
+    assert_eq!(store.unread_count(&carol, 1000).unwrap(), 1);
+}
