@@ -49,8 +49,8 @@ mod sessions;
 
 use std::path::Path;
 
-use kith_protocol::{codec, LocalIdentity};
 pub use kith_net::commit::Committer;
+use kith_protocol::{codec, LocalIdentity};
 
 use crate::versioned;
 
@@ -199,7 +199,6 @@ pub fn ensure_identity(dir: &Path) -> Result<LocalIdentity, StoreError> {
     db.flush()?;
     Ok(id)
 }
-
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

@@ -2,7 +2,7 @@
 //! deleted as expired; the layout before format versions migrates; a newer one is refused.
 
 use super::*;
-use crate::{blobs::Blobs, format::STORE_PEER_VERSION};
+use crate::{blobs::Blobs, mailboxes::STORE_PEER_VERSION};
 
 /// Opens `path` once every earlier handle has let go of it (sled's file lock outlives the
 /// last handle briefly): polls for up to 5 s.
