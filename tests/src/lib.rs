@@ -466,7 +466,9 @@ pub fn init_logging() {
             .try_init();
     }
 }
+pub mod bench;
 pub mod faults;
+pub mod measure;
 pub mod mesh;
 pub mod procs;
 pub mod sim;
