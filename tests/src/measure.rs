@@ -1,4 +1,4 @@
-//! Measuring what a run did: percentiles of samples, and what `/proc` says about a process
+//! Measuring what a run did: means and percentiles of samples, and what `/proc` says about a process
 //! (CPU time, resident set, bytes written). The simulation and every `kith-bench` scenario
 //! report these figures, so each is computed here, once, one way.
 //!
@@ -20,6 +20,15 @@ pub fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {
     }
     let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
     sorted[rank - 1]
+}
+
+/// The arithmetic mean of `v` (0 when empty).
+pub fn mean(v: &[u64]) -> f64 {
+    if v.is_empty() {
+        0.0
+    } else {
+        v.iter().sum::<u64>() as f64 / v.len() as f64
+    }
 }
 
 /// What `/proc` says about a process at one moment.

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 
-use super::media::MEDIA_STORES;
+/// Store peers the `media` scenario sends through unless `--media-stores` says otherwise.
+const MEDIA_STORES: usize = 3;
 
 /// Kith's figures side by side with a baseline measured in the same run.
 #[derive(Debug, Parser)]

@@ -18,9 +18,6 @@ use super::{
 };
 use crate::{measure::peak_rss, procs::ChildProc};
 
-/// Store peers the `media` scenario sends through unless `--media-stores` says otherwise.
-pub(super) const MEDIA_STORES: usize = 3;
-
 /// Plaintext chunk size of the `media` baselines: what senders use (`DEFAULT_CHUNK_SIZE`).
 const MEDIA_CHUNK: usize = kith_protocol::blob::DEFAULT_CHUNK_SIZE as usize;
 
