@@ -31,7 +31,7 @@ use kith_bootstrap::{
 use kith_node::{
     handle::MessageView,
     link::FrameReader,
-    mesh::strip_p2p,
+    mesh::{strip_p2p, Mesh as LibraryMesh, MeshConfig, MeshOptions, StoreTweak},
     net::{self, NetConfig, NetEvent, Network},
     time::now_ms,
     Event,
@@ -66,7 +66,9 @@ pub async fn start_store_with(config: StorePeerConfig) -> Result<Running> {
 /// the running peer. Stopping and restarting keeps the data directory and the port.
 pub struct StorePeer {
     name: String,
-    dir: tempfile::TempDir,
+    /// The temporary directory its data directory is in (shared by a mesh's store peers),
+    /// deleted when the last of them is dropped.
+    _dir: Arc<tempfile::TempDir>,
     config: StorePeerConfig,
     running: Option<Running>,
     peer_id: PeerId,
@@ -92,16 +94,26 @@ impl StorePeer {
         tweak(&mut store);
         config.store = Some(store);
         let running = start_store_with(config.clone()).await?;
-        let peer_id = running.peer_id;
-        let listen = strip_p2p(&running.listen_addrs);
-        Ok(StorePeer {
+        config.listen = strip_p2p(&running.listen_addrs);
+        Ok(StorePeer::started(name, Arc::new(dir), config, running))
+    }
+
+    /// Wraps a store peer already started on `config` (its data directory below `dir`, its
+    /// `listen` the addresses it bound), such as one of [`kith_node::mesh::Mesh`]'s.
+    fn started(
+        name: &str,
+        dir: Arc<tempfile::TempDir>,
+        config: StorePeerConfig,
+        running: Running,
+    ) -> Self {
+        StorePeer {
             name: name.to_string(),
-            dir,
+            _dir: dir,
+            peer_id: running.peer_id,
+            listen: config.listen.clone(),
             config,
             running: Some(running),
-            peer_id,
-            listen,
-        })
+        }
     }
 
     /// The name given at start.
@@ -114,9 +126,9 @@ impl StorePeer {
         self.peer_id
     }
 
-    /// The data directory (its identity key and mailboxes live below it).
+    /// The data directory (its identity key, mailboxes and blobs live in it).
     pub fn data_dir(&self) -> &Path {
-        self.dir.path()
+        &self.config.data_dir
     }
 
     /// Whether it runs.
@@ -201,19 +213,40 @@ pub struct Mesh {
 }
 
 impl Mesh {
-    /// Starts `n` store peers (named `store0`, `store1`...), each knowing the ones started
-    /// before it, with [`FAST_REPAIR`] and then `tweak` applied to each one's [`StoreConfig`].
+    /// Starts `n` store peers (named `store0`, `store1`...) with the library mesh
+    /// ([`kith_node::mesh::Mesh`]), each knowing the ones started before it, with
+    /// [`FAST_REPAIR`] and then `tweak` applied to each one's [`StoreConfig`].
     pub async fn start(n: usize, tweak: impl Fn(&mut StoreConfig)) -> Result<Self> {
-        let mut stores: Vec<StorePeer> = Vec::with_capacity(n);
-        for i in 0..n {
-            let peers: Vec<Multiaddr> = stores.iter().flat_map(StorePeer::addrs).collect();
-            let store = StorePeer::start(&format!("store{i}"), &peers, |c| {
-                c.repair_interval = FAST_REPAIR;
-                tweak(c);
+        let dir = tempfile::Builder::new()
+            .prefix("kith-mesh-")
+            .tempdir()
+            .context("creating a temporary directory for the mesh")?;
+        let mut store = StoreConfig {
+            repair_interval: FAST_REPAIR,
+            ..StoreConfig::default()
+        };
+        tweak(&mut store);
+        let store_tweak: StoreTweak = Arc::new(move |c: &mut StorePeerConfig| {
+            c.store = Some(store.clone());
+        });
+        let opts = MeshOptions {
+            introduce_all: false,
+            store_tweak: Some(store_tweak),
+            ..MeshOptions::default()
+        };
+        let built = LibraryMesh::start_with(MeshConfig::stores_only(dir.path().into(), n), opts)
+            .await
+            .context("starting the store peers")?;
+        let dir = Arc::new(dir);
+        let stores = built
+            .stores
+            .into_iter()
+            .zip(built.store_configs)
+            .enumerate()
+            .map(|(i, (running, config))| {
+                StorePeer::started(&format!("store{i}"), dir.clone(), config, running)
             })
-            .await?;
-            stores.push(store);
-        }
+            .collect();
         Ok(Mesh { stores })
     }
 
