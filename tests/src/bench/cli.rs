@@ -143,3 +143,42 @@ impl Cli {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("kith-bench").chain(args.iter().copied()))
+            .expect("valid command line")
+    }
+
+    #[test]
+    fn scenarios_and_flags_mix_as_before_clap() {
+        let cli = parse(&[
+            "direct",
+            "offline",
+            "--json",
+            "f.json",
+            "--messages",
+            "2000",
+        ]);
+        assert_eq!(cli.scenarios(), [ScenarioArg::Direct, ScenarioArg::Offline]);
+        assert_eq!(cli.json.as_deref(), Some(std::path::Path::new("f.json")));
+        assert_eq!(cli.messages, 2000);
+        let cli = parse(&["--mesh-sizes", "10,20", "mesh"]);
+        assert_eq!(cli.mesh_sizes, [10, 20]);
+        assert_eq!(cli.scenarios(), [ScenarioArg::Mesh]);
+    }
+
+    #[test]
+    fn all_is_the_default_and_each_scenario_runs_once() {
+        assert_eq!(parse(&[]).scenarios(), ScenarioArg::IN_ALL);
+        assert_eq!(parse(&["all"]).scenarios(), ScenarioArg::IN_ALL);
+        let cli = parse(&["media", "all", "direct"]);
+        let mut want = vec![ScenarioArg::Media];
+        want.extend(ScenarioArg::IN_ALL);
+        assert_eq!(cli.scenarios(), want);
+        assert!(Cli::try_parse_from(["kith-bench", "bogus"]).is_err());
+    }
+}

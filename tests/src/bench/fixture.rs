@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
 use super::cli::Cli;
-use crate::procs::{self, peer_of, ChildProc, CHILD_TIMEOUT};
+use crate::procs::{self, free_loopback_addr, peer_of, ChildProc, CHILD_TIMEOUT};
 
 /// Payload size of the design's average message.
 pub(super) const TEXT_LEN: usize = 160;
@@ -180,6 +180,46 @@ pub(super) async fn spawn_store(
         .with_context(|| format!("kith-bootstrap printed {line:?}, not an address"))?;
     peer_of(&addr)?;
     Ok((child, addr))
+}
+
+/// One store peer child with metrics served on a free loopback port, for the scenarios that
+/// measure a single store peer: the child, its address (with `/p2p`), its peer id, where its
+/// metrics are, and an HTTP client that has already read `first_metric` (so it is serving).
+pub(super) async fn spawn_metered_store(
+    args: &Cli,
+    dir: &std::path::Path,
+    first_metric: &str,
+) -> Result<(
+    ChildProc,
+    libp2p::Multiaddr,
+    libp2p::PeerId,
+    std::net::SocketAddr,
+    reqwest::Client,
+)> {
+    let bin = sibling_bin(args, "kith-bootstrap")?;
+    let metrics_at = free_loopback_addr()?;
+    let (child, addr) = spawn_store(&bin, &dir.join("store"), &[], Some(metrics_at)).await?;
+    let peer = peer_of(&addr)?;
+    let http = reqwest::Client::new();
+    metric(&http, metrics_at, first_metric).await?;
+    Ok((child, addr, peer, metrics_at, http))
+}
+
+/// `n` store peer children under `dir` (`store0`, `store1`...), each knowing the ones started
+/// before it. Returns the children and their addresses (with `/p2p`).
+pub(super) async fn spawn_store_chain(
+    bin: &std::path::Path,
+    dir: &std::path::Path,
+    n: usize,
+) -> Result<(Vec<ChildProc>, Vec<libp2p::Multiaddr>)> {
+    let mut stores = Vec::with_capacity(n);
+    let mut addrs: Vec<libp2p::Multiaddr> = Vec::with_capacity(n);
+    for i in 0..n {
+        let (c, a) = spawn_store(bin, &dir.join(format!("store{i}")), &addrs, None).await?;
+        addrs.push(a);
+        stores.push(c);
+    }
+    Ok((stores, addrs))
 }
 
 /// A counter or gauge from a store peer's Prometheus endpoint, retried while it starts.

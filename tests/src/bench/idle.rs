@@ -16,7 +16,9 @@ use serde_json::{json, Value};
 
 use super::{
     cli::Cli,
-    fixture::{blast, ratio, round1, round3, sibling_bin, spawn_store, start, MIB, PHASE_TIMEOUT},
+    fixture::{
+        blast, ratio, round1, round3, sibling_bin, spawn_store_chain, start, MIB, PHASE_TIMEOUT,
+    },
 };
 use crate::{
     measure::{proc_sample, ProcSample},
@@ -100,19 +102,7 @@ pub(super) async fn run(args: &Cli) -> Result<Value> {
     let dir = tempfile::tempdir()?;
 
     eprintln!("idle: starting {IDLE_STORES} store peers");
-    let mut stores = Vec::new();
-    let mut addrs: Vec<libp2p::Multiaddr> = Vec::new();
-    for i in 0..IDLE_STORES {
-        let (c, a) = spawn_store(
-            &boot_bin,
-            &dir.path().join(format!("store{i}")),
-            &addrs,
-            None,
-        )
-        .await?;
-        addrs.push(a);
-        stores.push(c);
-    }
+    let (stores, addrs) = spawn_store_chain(&boot_bin, dir.path(), IDLE_STORES).await?;
 
     eprintln!("idle: starting the measured node");
     let node_dir = dir.path().join("node");

@@ -14,7 +14,9 @@ use serde_json::{json, Value};
 
 use super::{
     cli::Cli,
-    fixture::{mib, nonce, ratio, round1, round3, sibling_bin, spawn_store, MIB, PHASE_TIMEOUT},
+    fixture::{
+        mib, nonce, ratio, round1, round3, sibling_bin, spawn_store_chain, MIB, PHASE_TIMEOUT,
+    },
 };
 use crate::{measure::peak_rss, procs::ChildProc};
 
@@ -224,19 +226,7 @@ pub(super) async fn run(args: &Cli) -> Result<Value> {
     };
 
     eprintln!("media: starting {} store peers", args.media_stores);
-    let mut stores = Vec::new();
-    let mut addrs: Vec<libp2p::Multiaddr> = Vec::new();
-    for i in 0..args.media_stores {
-        let (c, a) = spawn_store(
-            &boot_bin,
-            &dir.path().join(format!("store{i}")),
-            &addrs,
-            None,
-        )
-        .await?;
-        addrs.push(a);
-        stores.push(c);
-    }
+    let (stores, addrs) = spawn_store_chain(&boot_bin, dir.path(), args.media_stores).await?;
     let max_media_mib = args.media_mib + 1;
     let (alice_dir, bob_dir) = (dir.path().join("alice"), dir.path().join("bob"));
     let (alice, alice_api) =

@@ -15,25 +15,20 @@ use serde_json::{json, Value};
 
 use super::{
     cli::Cli,
-    fixture::{metric, ratio, round1, round3, sibling_bin, spawn_store},
+    fixture::{metric, ratio, round1, round3, spawn_metered_store},
 };
 use crate::{
     measure::{proc_sample, self_sample},
     mesh::MailboxClient,
-    procs::{free_loopback_addr, peer_of},
 };
 
 /// Presence records written per stream write in the `presence` scenario.
 const PRESENCE_BATCH: usize = 256;
 
 pub(super) async fn run(args: &Cli) -> Result<Value> {
-    let bin = sibling_bin(args, "kith-bootstrap")?;
     let dir = tempfile::tempdir()?;
-    let metrics_at = free_loopback_addr()?;
-    let (child, addr) = spawn_store(&bin, &dir.path().join("store"), &[], Some(metrics_at)).await?;
-    let peer = peer_of(&addr)?;
-    let http = reqwest::Client::new();
-    metric(&http, metrics_at, "kith_heartbeats_total").await?;
+    let (child, addr, peer, metrics_at, http) =
+        spawn_metered_store(args, dir.path(), "kith_heartbeats_total").await?;
 
     let clients_n = args.presence_clients.max(1);
     let per = args.heartbeats.max(1);

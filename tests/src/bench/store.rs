@@ -16,12 +16,11 @@ use serde_json::{json, Value};
 
 use super::{
     cli::Cli,
-    fixture::{baseline_sled, metric, ratio, round1, round3, sibling_bin, spawn_store, text, MIB},
+    fixture::{baseline_sled, metric, ratio, round1, round3, spawn_metered_store, text, MIB},
 };
 use crate::{
     measure::{proc_sample, self_sample},
     mesh::{MailboxClient, MailboxStream, Sealer},
-    procs::{free_loopback_addr, peer_of},
 };
 
 /// Deposits each depositor keeps unanswered at most (below the store peer's per-stream
@@ -67,13 +66,9 @@ async fn deposit_all(stream: &mut MailboxStream, envs: Vec<Envelope>) -> Result<
 }
 
 pub(super) async fn run(args: &Cli) -> Result<Value> {
-    let bin = sibling_bin(args, "kith-bootstrap")?;
     let dir = tempfile::tempdir()?;
-    let metrics_at = free_loopback_addr()?;
-    let (child, addr) = spawn_store(&bin, &dir.path().join("store"), &[], Some(metrics_at)).await?;
-    let peer = peer_of(&addr)?;
-    let http = reqwest::Client::new();
-    metric(&http, metrics_at, "kith_stored_messages").await?;
+    let (child, addr, peer, metrics_at, http) =
+        spawn_metered_store(args, dir.path(), "kith_stored_messages").await?;
 
     let depositors = args.depositors.max(1);
     let per = args.store_messages.div_ceil(depositors).max(1);
