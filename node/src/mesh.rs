@@ -5,7 +5,8 @@
 //! For that the mesh keeps each peer's configuration (to restart it on the same data
 //! directory and ports), can derive every identity from a seed, lets the caller change the
 //! nodes' and store peers' configurations, and can leave introductions to the caller (a large
-//! mesh introduces only the users who talk to each other).
+//! mesh introduces only the users who talk to each other). The integration tests' store-peer
+//! meshes are built here too ([`MeshConfig::stores_only`]): there is one mesh builder.
 
 use std::{fmt, path::PathBuf, sync::Arc, time::Duration};
 
@@ -38,6 +39,20 @@ pub struct MeshConfig {
     pub api_ports: Vec<u16>,
     /// Heartbeat interval of the users' nodes.
     pub heartbeat: Duration,
+}
+
+impl MeshConfig {
+    /// A mesh of `stores` store peers under `dir` and no users: what the integration tests
+    /// start before they add nodes of their own.
+    pub fn stores_only(dir: PathBuf, stores: usize) -> Self {
+        MeshConfig {
+            dir,
+            stores,
+            users: Vec::new(),
+            api_ports: Vec::new(),
+            heartbeat: Duration::ZERO,
+        }
+    }
 }
 
 /// Changes a user node's configuration before it starts.

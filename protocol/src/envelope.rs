@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use blake2::{Blake2s256, Digest};
 
-use crate::{codec, seal::SealedBody, MessageId, UserId};
+use crate::{codec, MessageId, UserId};
 
 /// The envelope format version this crate writes and accepts.
 pub const PROTOCOL_VERSION: u8 = 1;
@@ -65,6 +65,42 @@ impl EnvelopeHeader {
         out.extend_from_slice(&self.expires_at_ms.to_be_bytes());
         out
     }
+}
+
+/// Names a session between two users, in the clear inside the body so the recipient can find
+/// the keys; derived from the secret seed, so it says nothing about who is talking.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SessionId(pub [u8; 16]);
+
+/// The sealed body of an envelope.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SealedBody {
+    /// A first message: a Noise X handshake message to one of the recipient's prekeys.
+    Handshake(HandshakeBody),
+    /// A later message in an established session.
+    Session(SessionBody),
+}
+
+/// A Noise X handshake message and the prekey it was sealed to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandshakeBody {
+    /// Which of the recipient's prekeys is the Noise responder static key.
+    pub prekey_id: u32,
+    /// The Noise message (`e, es, s, ss` and the encrypted payload).
+    #[serde(with = "serde_bytes")]
+    pub noise: Vec<u8>,
+}
+
+/// A message in an established session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionBody {
+    /// Which session's keys to use.
+    pub session: SessionId,
+    /// The message number in the session (0, 1, 2, …).
+    pub n: u64,
+    /// ChaCha20-Poly1305 ciphertext with its tag.
+    #[serde(with = "serde_bytes")]
+    pub ciphertext: Vec<u8>,
 }
 
 /// What travels: routing fields and the sealed body.
@@ -193,10 +229,7 @@ mod tests {
     use rand_core::SeedableRng;
 
     use super::*;
-    use crate::{
-        seal::{HandshakeBody, SessionBody, SessionId},
-        LocalIdentity,
-    };
+    use crate::LocalIdentity;
 
     fn bob() -> UserId {
         LocalIdentity::generate(0, &mut ChaCha20Rng::seed_from_u64(1)).user_id()

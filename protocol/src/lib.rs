@@ -9,7 +9,8 @@
 //! - [`id`]: [`UserId`] (a libp2p PeerId) and [`MessageId`] (128-bit random).
 //! - [`identity`]: the local user's secrets ([`LocalIdentity`], [`PrekeyRing`]) and the
 //!   public, signed [`KeyBundle`] others use to seal to them.
-//! - [`envelope`]: the [`Envelope`], the only thing store peers and relays see.
+//! - [`envelope`]: the [`Envelope`] and its [`SealedBody`], the only thing store peers and
+//!   relays see (below [`seal`], so the seal builds on the envelope and never the reverse).
 //! - [`seal`]: end-to-end sealing with Noise (`Noise_X_25519_ChaChaPoly_BLAKE2s`) and the
 //!   symmetric chain-key sessions that follow a handshake ([`PeerSessions`]).
 //! - [`payload`]: what is inside the seal: text, media references, receipts.

@@ -10,6 +10,13 @@
 //! Both give up after a bounded timeout ([`TIMEOUT`] unless told otherwise) with an error that
 //! says what was awaited, so a hang becomes a clear failure.
 //!
+//! # Layout
+//! - this file: [`TestNode`], [`ApiClient`], the waits; [`wire`]: raw `/kith/msg/1` frames.
+//! - [`mesh`]: store peers under test on the library mesh ([`kith_node::mesh`]), a raw
+//!   mailbox client, hand-sealed envelopes and delivery checks.
+//! - [`sim`]: the many-node simulation; [`faults`]: the kill -9 campaign on child processes
+//!   ([`procs`]); [`bench`]: `kith-bench`'s scenarios; [`measure`]: percentiles and `/proc`.
+//!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! use kith_tests::{introduce, TestNode};
@@ -466,7 +473,10 @@ pub fn init_logging() {
             .try_init();
     }
 }
+
+pub mod bench;
 pub mod faults;
+pub mod measure;
 pub mod mesh;
 pub mod procs;
 pub mod sim;

@@ -254,7 +254,7 @@ async fn wait_all_stores_hold(mesh: &Mesh, hash: &BlobHash) -> Result<Vec<std::p
     let files: Vec<std::path::PathBuf> = mesh
         .stores
         .iter()
-        .map(|s| s.data_dir().join("store").join("blobs").join(hash.to_hex()))
+        .map(|s| s.data_dir().join("blobs").join(hash.to_hex()))
         .collect();
     wait_for(TIMEOUT, "every store peer holds the blob", || async {
         Ok(files.iter().all(|f| f.exists()).then_some(()))

@@ -179,7 +179,7 @@ async fn fresh_store_peer_repaired_then_serving_alone(texts: &[String]) -> Resul
         .await?;
 
     // The late store peer starts with empty mailboxes and gets copies by repair.
-    std::fs::remove_dir_all(mesh.stores[late].data_dir().join("store").join("mailboxes"))
+    std::fs::remove_dir_all(mesh.stores[late].data_dir().join("mailboxes"))
         .context("emptying the late store peer's mailboxes")?;
     let peers = mesh.addrs_except(late);
     mesh.stores[late].restart(&peers).await?;
