@@ -5,16 +5,17 @@ use std::{collections::VecDeque, time::Duration};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use futures::{io::WriteHalf, AsyncReadExt, AsyncWriteExt};
+use kith_net::protocols::MAILBOX;
 use kith_node::{
     link::FrameReader,
     net::{self, NetConfig, NetEvent, Network},
 };
 use kith_protocol::{
     frame,
-    mailbox::{MailboxRequest, MailboxResponse, MAILBOX_PROTOCOL, MAX_BATCH},
+    mailbox::{MailboxRequest, MailboxResponse, MAX_BATCH},
     LocalIdentity, PresenceRecord, UserId,
 };
-use libp2p::{Multiaddr, PeerId, StreamProtocol};
+use libp2p::{Multiaddr, PeerId};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -117,15 +118,11 @@ impl MailboxClient {
         })
         .await
         .map_err(|_| anyhow!("no connection to store peer {peer} within {TIMEOUT:?}"))??;
-        let stream = tokio::time::timeout(
-            TIMEOUT,
-            self.network
-                .control()
-                .open_stream(peer, StreamProtocol::new(MAILBOX_PROTOCOL)),
-        )
-        .await
-        .map_err(|_| anyhow!("opening a mailbox stream to {peer} timed out"))?
-        .map_err(|e| anyhow!("opening a mailbox stream to {peer}: {e:?}"))?;
+        let stream =
+            tokio::time::timeout(TIMEOUT, self.network.control().open_stream(peer, MAILBOX))
+                .await
+                .map_err(|_| anyhow!("opening a mailbox stream to {peer} timed out"))?
+                .map_err(|e| anyhow!("opening a mailbox stream to {peer}: {e:?}"))?;
         let (read, write) = stream.split();
         Ok(MailboxStream {
             peer,
