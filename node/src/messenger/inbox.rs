@@ -1,0 +1,338 @@
+//! The inbox: receiving envelopes, storing messages and answering with acks and receipts.
+
+use super::*;
+
+/// What became of one received envelope: `Ok` means "acknowledge it".
+pub(super) type Outcome = (MessageId, Result<(), RejectReason>);
+
+/// The answer frames for a link's envelopes: the acks first (at most [`MAX_ACK_IDS`] ids
+/// per frame), then the rejects in order.
+pub(super) fn answer_frames(outcomes: Vec<Outcome>) -> Vec<MsgFrame> {
+    let mut acked = Vec::new();
+    let mut rejects = Vec::new();
+    for (id, outcome) in outcomes {
+        match outcome {
+            Ok(()) => acked.push(id),
+            Err(reason) => rejects.push(MsgFrame::Reject(id, reason)),
+        }
+    }
+    // Acks first, in frames that fit (split by bytes as well as by count).
+    let mut answers: Vec<MsgFrame> = batch::split(acked, BatchLimit::frame(MAX_ACK_IDS))
+        .batches
+        .into_iter()
+        .map(MsgFrame::Ack)
+        .collect();
+    answers.extend(rejects);
+    answers
+}
+
+impl Messenger {
+    /// Envelopes (and presence) from a peer's link: answered with acks and rejects once
+    /// what the acks vouch for is durable.
+    pub(super) fn on_inbound(
+        &mut self,
+        from: PeerId,
+        frames: Vec<MsgFrame>,
+        reply: oneshot::Sender<Vec<MsgFrame>>,
+    ) {
+        self.receive_batch(from, frames, move |outcomes| {
+            let _ = reply.send(answer_frames(outcomes));
+        });
+    }
+
+    /// Receives a batch of frames from `from` (a contact's link, or a store peer pushing our
+    /// mailbox) and calls `done` with what became of each envelope, in order, once the acks
+    /// and delivered receipts it implies are durable.
+    pub(super) fn receive_batch(
+        &mut self,
+        from: PeerId,
+        frames: Vec<MsgFrame>,
+        done: impl FnOnce(Vec<Outcome>) + Send + 'static,
+    ) {
+        let link_peer = UserId::from_peer_id(from).ok();
+        let mut outcomes = Vec::new();
+        let mut touched: HashSet<UserId> = HashSet::new();
+        let mut delivered: HashMap<UserId, Vec<MessageId>> = HashMap::new();
+        for frame in frames {
+            match frame {
+                MsgFrame::Envelope(env) => {
+                    let id = env.id();
+                    let outcome = self.receive(env, link_peer, &mut touched, &mut delivered);
+                    outcomes.push((id, outcome));
+                }
+                MsgFrame::Presence(record) => self.on_presence(record),
+                other => tracing::debug!(peer = %from, ?other, "unexpected frame on inbound link"),
+            }
+        }
+        for user in &touched {
+            if let Some(s) = self.sessions.get(user) {
+                if let Err(e) = self.store.put_sessions(user, s) {
+                    tracing::error!(error = %e, "cannot store sessions");
+                }
+            }
+        }
+        let mut release = Vec::new();
+        for (sender, ids) in delivered {
+            match self.queue_receipts(sender, ReceiptKind::Delivered, &ids) {
+                Ok(r) => release.extend(r),
+                Err(e) => tracing::error!(error = %e, "cannot queue delivered receipts"),
+            }
+        }
+        if outcomes.iter().all(|(_, o)| o.is_err()) && release.is_empty() {
+            done(outcomes);
+            return;
+        }
+        // Acks and delivered receipts leave only once what they vouch for is durable.
+        let commit = self.store.commit();
+        let internal = self.internal_tx.clone();
+        tokio::spawn(async move {
+            match commit.await {
+                Ok(()) => {
+                    done(outcomes);
+                    if !release.is_empty() {
+                        let _ = internal.send(Internal::Committed(release)).await;
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "commit failed; not acknowledging"),
+            }
+        });
+    }
+
+    /// Opens, deduplicates and stores one envelope. `Ok` means "acknowledge it".
+    ///
+    /// A message is a duplicate only if *its sender's* message with that id is stored, so
+    /// that is decided once the envelope is open and the sender known: anyone can reuse an
+    /// id (store peers see them all), and another sender's message under it is another
+    /// message. `link_peer` is the authenticated peer the envelope came from (a contact, or
+    /// a store peer), used only for an envelope in a session we no longer know.
+    pub(super) fn receive(
+        &mut self,
+        env: Envelope,
+        link_peer: Option<UserId>,
+        touched: &mut HashSet<UserId>,
+        delivered: &mut HashMap<UserId, Vec<MessageId>>,
+    ) -> Result<(), RejectReason> {
+        let id = env.id();
+        if env.header.recipient != self.user {
+            tracing::warn!(%id, "envelope for another user; refused");
+            return Err(RejectReason::Misaddressed);
+        }
+        if env.check().is_err() {
+            return Err(RejectReason::Invalid);
+        }
+        let now = now_ms();
+        if env.header.expires_at_ms <= now {
+            return Err(RejectReason::Expired);
+        }
+        let already =
+            |store: &Store, sender: &UserId| store.has_message(Direction::Incoming, sender, &id);
+        let opened = match &env.body {
+            kith_protocol::SealedBody::Handshake(body) => {
+                match open_handshake(&self.me, &env.header, body) {
+                    Ok(opened) => {
+                        let sender = opened.sender.user;
+                        if sender == self.user {
+                            tracing::warn!(%id, "handshake claims to come from ourselves; dropped");
+                            return Err(RejectReason::Invalid);
+                        }
+                        self.learn_bundle(&opened.sender);
+                        self.load_sessions(sender);
+                        let session_id = opened.session.id();
+                        let sessions = self.sessions.entry(sender).or_default();
+                        match sessions.accept(opened.session) {
+                            Ok(()) => {
+                                self.session_owner.insert(session_id, sender);
+                                touched.insert(sender);
+                            }
+                            Err(OpenError::Replayed)
+                                if already(&self.store, &sender).unwrap_or(false) =>
+                            {
+                                return Ok(())
+                            }
+                            Err(e) => {
+                                tracing::warn!(%id, %sender, error = %e, "replayed handshake dropped");
+                                return Err(RejectReason::Invalid);
+                            }
+                        }
+                        (sender, opened.plaintext)
+                    }
+                    Err(e) => {
+                        tracing::warn!(%id, error = %e, "cannot open first message; dropped");
+                        return Err(RejectReason::Invalid);
+                    }
+                }
+            }
+            kith_protocol::SealedBody::Session(body) => {
+                let owner = match self.session_owner.get(&body.session) {
+                    Some(u) => Some(*u),
+                    None => self.store.session_peer(&body.session).ok().flatten(),
+                };
+                let Some(sender) = owner else {
+                    // A copy of a message whose session we dropped since: the link's peer
+                    // (authenticated) sent it to us before if we hold its message with
+                    // this id. An ack says only that: through a store peer it deletes just
+                    // this envelope.
+                    if link_peer.is_some_and(|p| already(&self.store, &p).unwrap_or(false)) {
+                        return Ok(());
+                    }
+                    tracing::info!(%id, "message in an unknown session; asking the sender to resend");
+                    return Err(RejectReason::Invalid);
+                };
+                self.load_sessions(sender);
+                let sessions = self.sessions.entry(sender).or_default();
+                match sessions.open(&env.header, body) {
+                    Ok(p) => {
+                        touched.insert(sender);
+                        (sender, p)
+                    }
+                    Err(OpenError::Replayed) if already(&self.store, &sender).unwrap_or(false) => {
+                        return Ok(())
+                    }
+                    Err(e) => {
+                        tracing::warn!(%id, %sender, error = %e, "cannot open message; dropped");
+                        return Err(RejectReason::Invalid);
+                    }
+                }
+            }
+        };
+        let (sender, plaintext) = opened;
+        match already(&self.store, &sender) {
+            Ok(true) => {
+                tracing::debug!(%id, %sender, "duplicate message; acknowledged again");
+                // The sender sends a message again when its delivered receipt did not come:
+                // answer with one again (receipts themselves are never receipted).
+                let kind = plaintext.payload.kind;
+                if kind == payload::kind::TEXT || kind == payload::kind::MEDIA {
+                    delivered.entry(sender).or_default().push(id);
+                }
+                return Ok(());
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "cannot look up message");
+                return Err(RejectReason::Busy);
+            }
+        }
+        match plaintext.payload.decode() {
+            Ok(Payload::Text(t)) => {
+                let msg = StoredMessage {
+                    id,
+                    peer: sender,
+                    outgoing: false,
+                    text: t.body,
+                    client_meta: t.client_meta,
+                    sent_at_ms: plaintext.sent_at_ms,
+                    stored_at_ms: now,
+                    status: DeliveryStatus::Delivered,
+                    media: None,
+                };
+                match self.store.insert_message(&msg) {
+                    Ok(true) => {
+                        self.emit(|| Event::Message {
+                            peer: sender.to_string(),
+                            message: self.store.view(&self.user, &msg),
+                        });
+                        delivered.entry(sender).or_default().push(id);
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot store message");
+                        return Err(RejectReason::Busy);
+                    }
+                }
+            }
+            Ok(Payload::Receipt(r)) => {
+                let to = match r.kind {
+                    ReceiptKind::Delivered => DeliveryStatus::Delivered,
+                    ReceiptKind::Read => DeliveryStatus::Read,
+                };
+                for mid in r.ids {
+                    // Only the conversation's peer may tick our messages to them: the lookup
+                    // is of our message to the receipt's sender.
+                    match self.store.message(Direction::Outgoing, &sender, &mid) {
+                        Ok(Some(_)) => {
+                            // A receipt proves the peer holds the message even if its ack is
+                            // still on the way (another stream): settle the outbox entry now.
+                            if self.addressed_to(&mid, &sender) {
+                                self.on_acked(sender, vec![mid]);
+                                self.settle(&mid);
+                            }
+                            self.set_status(&sender, &mid, to)
+                        }
+                        Ok(_) => {
+                            tracing::debug!(%mid, %sender, "receipt for a message not sent to them; ignored")
+                        }
+                        Err(e) => tracing::error!(error = %e, "cannot read message for receipt"),
+                    }
+                }
+            }
+            Ok(Payload::Media(m)) => {
+                if BlobLayout::new(m.size, m.chunk_size).is_err()
+                    || m.caption.len() > payload::MAX_TEXT_LEN
+                {
+                    tracing::warn!(%id, %sender, "media reference with an invalid layout; dropped");
+                    return Err(RejectReason::Invalid);
+                }
+                let hash = BlobHash(m.hash);
+                let msg = StoredMessage {
+                    id,
+                    peer: sender,
+                    outgoing: false,
+                    text: m.caption.clone(),
+                    client_meta: "{}".into(),
+                    sent_at_ms: plaintext.sent_at_ms,
+                    stored_at_ms: now,
+                    status: DeliveryStatus::Delivered,
+                    media: Some(hash),
+                };
+                // The sender first (it serves its own blob while online), then our store
+                // peers (where it uploaded the blob if we were away).
+                let mut holders = vec![sender.peer_id()];
+                holders.extend(self.my_stores());
+                let expires = now.saturating_add(self.cfg.message_lifetime.as_millis() as u64);
+                // The record is this message's own: another message naming the same hash
+                // has its own record and never touches this one.
+                let record = MediaRecord::incoming(&m, id, sender, &holders, expires);
+                let media_id = record.id();
+                let fresh = match self.store.media(&media_id) {
+                    Ok(existing) => existing.is_none(),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot read media record");
+                        return Err(RejectReason::Busy);
+                    }
+                };
+                // A record already there (written before a crash cut this sequence short)
+                // keeps its progress.
+                if fresh {
+                    if let Err(e) = self.store.put_media(&record) {
+                        tracing::error!(error = %e, "cannot store media record");
+                        return Err(RejectReason::Busy);
+                    }
+                }
+                match self.store.insert_message(&msg) {
+                    Ok(true) => {
+                        self.emit(|| Event::Message {
+                            peer: sender.to_string(),
+                            message: self.store.view(&self.user, &msg),
+                        });
+                        delivered.entry(sender).or_default().push(id);
+                        self.transfers.start(media_id);
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot store message");
+                        return Err(RejectReason::Busy);
+                    }
+                }
+            }
+            Ok(Payload::Unknown { kind }) => {
+                tracing::info!(%id, %sender, kind, "payload of an unknown kind; acknowledged, not shown");
+            }
+            Err(e) => {
+                tracing::warn!(%id, %sender, error = %e, "invalid payload; dropped");
+                return Err(RejectReason::Invalid);
+            }
+        }
+        Ok(())
+    }
+}
