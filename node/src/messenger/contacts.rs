@@ -81,7 +81,7 @@ impl Messenger {
         let dial_addrs = contact.multiaddrs();
         self.contacts.insert(user, contact);
         let state = self.peer(user);
-        state.retry_at = None;
+        state.retry.allow_now();
         state.dialing_until = Some(Instant::now() + DIAL_TIMEOUT);
         self.net.dial(user.peer_id(), dial_addrs);
         Ok(view)

@@ -14,10 +14,9 @@ pub(super) const MAX_UNOPENED: usize = 10_000;
 
 pub(super) struct StoreState {
     pub(super) link: Option<ActiveStoreLink>,
-    /// After a lost link, the heartbeat reopens it no sooner than this.
-    pub(super) retry_at: Option<Instant>,
-    /// The next wait after a lost link (doubles up to the configured maximum).
-    pub(super) backoff: Duration,
+    /// After a lost link, when the heartbeat may reopen it (the wait doubles up to the
+    /// configured maximum).
+    pub(super) retry: Retry,
 }
 
 pub(super) struct ActiveStoreLink {
@@ -197,19 +196,15 @@ impl Messenger {
         match signal {
             LinkSignal::Up => {
                 tracing::debug!(%store, "store link up");
-                let min = self.cfg.min_backoff;
                 if let Some(s) = self.stores.get_mut(&store) {
-                    s.backoff = min;
-                    s.retry_at = None;
+                    s.retry.succeeded();
                 }
             }
             LinkSignal::Down => {
-                let max = self.cfg.max_backoff;
                 if let Some(s) = self.stores.get_mut(&store) {
                     if s.link.as_ref().map(|l| l.generation) == Some(generation) {
                         s.link = None;
-                        s.retry_at = Some(Instant::now() + s.backoff);
-                        s.backoff = (s.backoff * 2).min(max);
+                        s.retry.failed(Instant::now());
                     }
                 }
             }

@@ -43,6 +43,7 @@ mod media;
 mod outbox;
 mod peers;
 mod presence;
+mod retry;
 mod sessions;
 
 use self::{
@@ -51,6 +52,7 @@ use self::{
     mailbox::{DepositState, StoreState, MAILBOX_REFETCH_DELAY, MAX_MAILBOX_REFETCH, MAX_UNOPENED},
     peers::{PeerState, DIAL_TIMEOUT, LOOKUP_INTERVAL},
     presence::{ONLINE_GRACE_INTERVALS, SHARE_LAST_SEEN_KEY},
+    retry::Retry,
 };
 use crate::{
     handle::{Command, ContactView, Event, Me, NodeError, PresenceView, Sent},
@@ -199,7 +201,8 @@ impl Messenger {
             m.share_presence = false;
         }
         for c in m.store.contacts()? {
-            m.peers.insert(c.user, PeerState::new(m.cfg.min_backoff));
+            m.peers
+                .insert(c.user, PeerState::new(m.cfg.min_backoff, m.cfg.max_backoff));
             m.contacts.insert(c.user, c);
         }
         for entry in m.store.outbox_all()? {
@@ -216,10 +219,10 @@ impl Messenger {
     }
 
     fn peer(&mut self, user: UserId) -> &mut PeerState {
-        let min = self.cfg.min_backoff;
+        let (min, max) = (self.cfg.min_backoff, self.cfg.max_backoff);
         self.peers
             .entry(user)
-            .or_insert_with(|| PeerState::new(min))
+            .or_insert_with(|| PeerState::new(min, max))
     }
 
     /// Runs until cancelled.
@@ -380,13 +383,8 @@ impl Messenger {
                 if !self.contacts.contains_key(&user) {
                     return;
                 }
-                let min = self.cfg.min_backoff;
                 let state = self.peer(user);
-                state.connected = true;
-                state.unreachable = false;
-                state.dialing_until = None;
-                state.backoff = min;
-                state.retry_at = None;
+                state.connected();
                 if state.link.is_none() {
                     self.open_link(user);
                 }
@@ -399,10 +397,9 @@ impl Messenger {
                     return;
                 };
                 state.connected = false;
-                let was_online = state.online;
-                state.online = false;
-                // Redial after the first backoff step: a contact we lost may come back.
-                state.retry_at = Some(Instant::now() + state.backoff);
+                let was_online = state.seen.disconnected();
+                // Redial after the current backoff: a contact we lost may come back.
+                state.retry.lost(Instant::now());
                 if was_online {
                     self.presence_event(&user);
                 }
@@ -411,17 +408,13 @@ impl Messenger {
                 let Ok(user) = UserId::from_peer_id(peer) else {
                     return;
                 };
-                let max = self.cfg.max_backoff;
                 let Some(state) = self.peers.get_mut(&user) else {
                     return;
                 };
                 if state.connected {
                     return;
                 }
-                state.dialing_until = None;
-                state.unreachable = true;
-                state.retry_at = Some(Instant::now() + state.backoff);
-                state.backoff = (state.backoff * 2).min(max);
+                state.dial_failed(Instant::now());
                 // The addresses we know may be stale (the peer restarted elsewhere): ask the
                 // DHT, at most once per lookup interval.
                 let due = state
@@ -447,8 +440,7 @@ impl Messenger {
                     tracing::info!(store = %peer, "store peer found");
                     slot.insert(StoreState {
                         link: None,
-                        retry_at: None,
-                        backoff: self.cfg.min_backoff,
+                        retry: Retry::new(self.cfg.min_backoff, self.cfg.max_backoff),
                     });
                     self.subscribe_mailbox();
                     // Anything waiting for an unreachable contact may now be deposited.
@@ -512,18 +504,13 @@ impl Messenger {
                 let Ok(user) = UserId::from_peer_id(peer) else {
                     return;
                 };
-                let max = self.cfg.max_backoff;
                 let Some(state) = self.peers.get_mut(&user) else {
                     return;
                 };
                 if state.link.as_ref().map(|l| l.generation) != Some(generation) {
                     return;
                 }
-                state.link = None;
-                state.unreachable = !state.connected;
-                state.requeue_in_flight();
-                state.retry_at = Some(Instant::now() + state.backoff);
-                state.backoff = (state.backoff * 2).min(max);
+                state.link_down(Instant::now());
                 // A new stream must start with a fresh session: the peer may not have opened
                 // the last messages of the old one.
                 if let Some(s) = self.sessions.get_mut(&user) {
@@ -621,7 +608,7 @@ impl Messenger {
                     let _ = self.store.put_contact(c);
                 }
                 let state = self.peer(user);
-                state.retry_at = None;
+                state.retry.allow_now();
                 state.dialing_until = Some(Instant::now() + DIAL_TIMEOUT);
                 self.net.dial(user.peer_id(), addrs);
             }

@@ -1,6 +1,6 @@
 //! Per-peer queues, links and flow control: dialing, backoff, in-flight windows.
 
-use super::*;
+use super::{presence::Seen, retry::Retry, *};
 
 /// Least time between two DHT lookups of the same peer.
 pub(super) const LOOKUP_INTERVAL: Duration = Duration::from_secs(10);
@@ -14,23 +14,29 @@ pub(super) struct ActiveLink {
 }
 
 /// What the messenger knows about one peer.
+///
+/// The methods are pure (the caller passes `now`): they decide what to send again and when,
+/// and never touch the link or the store.
 pub(super) struct PeerState {
     /// Outbox ids waiting to be sent, in order.
     pub(super) queue: VecDeque<MessageId>,
     /// Ids sent and not yet acknowledged, in send order (may hold ids already acked; the map
     /// is the truth).
     pub(super) in_flight_order: VecDeque<MessageId>,
+    /// Ids sent and not yet acknowledged, with when they left (for the ack timeout).
     pub(super) in_flight: HashMap<MessageId, Instant>,
+    /// The outbound link, while one is open.
     pub(super) link: Option<ActiveLink>,
+    /// Whether the network reports a connection to the peer.
     pub(super) connected: bool,
     /// A dial is under way until this instant (after it, a silent dial counts as failed).
     pub(super) dialing_until: Option<Instant>,
-    pub(super) backoff: Duration,
-    pub(super) retry_at: Option<Instant>,
+    /// When the next dial may start.
+    pub(super) retry: Retry,
+    /// How often each envelope the peer refused as invalid was resealed.
     pub(super) invalid_retries: HashMap<MessageId, u32>,
-    pub(super) presence: Option<PresenceRecord>,
-    pub(super) last_heard_ms: Option<u64>,
-    pub(super) online: bool,
+    /// The peer's presence as we last heard it.
+    pub(super) seen: Seen,
     /// The last attempt to reach the peer directly failed: use its store peers.
     pub(super) unreachable: bool,
     /// When we last asked the DHT where the peer is.
@@ -41,7 +47,9 @@ pub(super) struct PeerState {
 }
 
 impl PeerState {
-    pub(super) fn new(min_backoff: Duration) -> Self {
+    /// A peer we know nothing about yet; dials are paced between `min_backoff` and
+    /// `max_backoff`.
+    pub(super) fn new(min_backoff: Duration, max_backoff: Duration) -> Self {
         PeerState {
             queue: VecDeque::new(),
             in_flight_order: VecDeque::new(),
@@ -49,16 +57,19 @@ impl PeerState {
             link: None,
             connected: false,
             dialing_until: None,
-            backoff: min_backoff,
-            retry_at: None,
+            retry: Retry::new(min_backoff, max_backoff),
             invalid_retries: HashMap::new(),
-            presence: None,
-            last_heard_ms: None,
-            online: false,
+            seen: Seen::default(),
             unreachable: false,
             last_lookup: None,
             direct_only: HashSet::new(),
         }
+    }
+
+    /// Records that `id` left at `now` and waits for its ack.
+    pub(super) fn sent(&mut self, id: MessageId, now: Instant) {
+        self.in_flight.insert(id, now);
+        self.in_flight_order.push_back(id);
     }
 
     /// Puts everything in flight back at the front of the queue, in send order.
@@ -74,6 +85,27 @@ impl PeerState {
         }
     }
 
+    /// Puts what has waited longer than `timeout` for its ack back at the front of the
+    /// queue, in send order, to be sent again (the peer dedupes). Returns whether any was.
+    pub(super) fn requeue_stale(&mut self, now: Instant, timeout: Duration) -> bool {
+        let stale: Vec<MessageId> = self
+            .in_flight_order
+            .iter()
+            .filter(|id| {
+                self.in_flight
+                    .get(id)
+                    .is_some_and(|t| now.duration_since(*t) > timeout)
+            })
+            .copied()
+            .collect();
+        for id in stale.iter().rev() {
+            self.ack(id);
+            self.queue.push_front(*id);
+        }
+        !stale.is_empty()
+    }
+
+    /// Takes `id` out of flight; `false` (and nothing changes) when it was not in flight.
     pub(super) fn ack(&mut self, id: &MessageId) -> bool {
         let was = self.in_flight.remove(id).is_some();
         while let Some(front) = self.in_flight_order.front() {
@@ -83,6 +115,34 @@ impl PeerState {
             self.in_flight_order.pop_front();
         }
         was
+    }
+
+    /// Whether a dial may start at `now`: none is under way and the backoff has passed.
+    pub(super) fn may_dial(&self, now: Instant) -> bool {
+        !self.dialing_until.is_some_and(|t| t > now) && self.retry.is_due(now)
+    }
+
+    /// A dial failed at `now`: back off, and send through the store peers meanwhile.
+    pub(super) fn dial_failed(&mut self, now: Instant) {
+        self.dialing_until = None;
+        self.unreachable = true;
+        self.retry.failed(now);
+    }
+
+    /// The network connected to the peer: it is reachable again and the backoff resets.
+    pub(super) fn connected(&mut self) {
+        self.connected = true;
+        self.unreachable = false;
+        self.dialing_until = None;
+        self.retry.succeeded();
+    }
+
+    /// The outbound link ended at `now`: what was in flight is sent again on the next one.
+    pub(super) fn link_down(&mut self, now: Instant) {
+        self.link = None;
+        self.unreachable = !self.connected;
+        self.requeue_in_flight();
+        self.retry.failed(now);
     }
 }
 
@@ -103,7 +163,7 @@ impl Messenger {
             self.open_link(user);
             return;
         }
-        if state.dialing_until.is_some_and(|t| t > now) || state.retry_at.is_some_and(|t| t > now) {
+        if !state.may_dial(now) {
             return;
         }
         state.dialing_until = Some(now + DIAL_TIMEOUT);
@@ -153,10 +213,7 @@ impl Messenger {
                 break;
             };
             match link.tx.try_send(MsgFrame::Envelope(envelope)) {
-                Ok(()) => {
-                    state.in_flight.insert(id, Instant::now());
-                    state.in_flight_order.push_back(id);
-                }
+                Ok(()) => state.sent(id, Instant::now()),
                 Err(_) => {
                     // Link queue full (it drains and we pump again on acks) or link closing
                     // (its Down event requeues).
@@ -189,35 +246,21 @@ impl Messenger {
                 continue;
             };
             // Envelopes unacknowledged for too long are sent again (the peer dedupes).
-            let stale: Vec<MessageId> = state
-                .in_flight
-                .iter()
-                .filter(|(_, t)| now.duration_since(**t) > timeout)
-                .map(|(id, _)| *id)
-                .collect();
-            for id in stale.iter().rev() {
-                state.ack(id);
-                state.queue.push_front(*id);
-            }
-            if state.online
-                && state
-                    .last_heard_ms
-                    .is_some_and(|t| now_wall.saturating_sub(t) > grace.as_millis() as u64)
-            {
-                state.online = false;
+            let stale = state.requeue_stale(now, timeout);
+            if state.seen.expire(now_wall, grace) {
                 self.presence_event(&user);
             }
             let Some(state) = self.peers.get(&user) else {
                 continue;
             };
             let wants_link = !state.queue.is_empty() || self.contacts.contains_key(&user);
-            if state.link.is_none() && wants_link && state.retry_at.is_none_or(|t| t <= now) {
+            if state.link.is_none() && wants_link && state.retry.is_due(now) {
                 if let Some(s) = self.peers.get_mut(&user) {
-                    s.retry_at = None;
+                    s.retry.allow_now();
                 }
                 self.ensure_link(user);
             }
-            if !stale.is_empty() {
+            if stale {
                 self.pump(user);
             }
             if self.peers.get(&user).is_some_and(|s| s.link.is_some()) {
@@ -233,5 +276,100 @@ impl Messenger {
         for e in expired {
             self.expire(&e);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{rngs::StdRng, SeedableRng};
+
+    use super::*;
+
+    const MIN: Duration = Duration::from_millis(500);
+    const MAX: Duration = Duration::from_secs(8);
+
+    fn ids(n: usize) -> Vec<MessageId> {
+        let mut rng = StdRng::seed_from_u64(7);
+        (0..n).map(|_| MessageId::random(&mut rng)).collect()
+    }
+
+    #[test]
+    fn ack_of_an_unknown_id_is_ignored() {
+        let now = Instant::now();
+        let mut p = PeerState::new(MIN, MAX);
+        let id = ids(2);
+        p.sent(id[0], now);
+        assert!(!p.ack(&id[1]));
+        assert_eq!(p.in_flight.len(), 1);
+        assert_eq!(p.in_flight_order.iter().collect::<Vec<_>>(), vec![&id[0]]);
+        assert!(p.ack(&id[0]));
+        assert!(
+            !p.ack(&id[0]),
+            "a second ack of the same id changes nothing"
+        );
+        assert!(p.in_flight.is_empty() && p.in_flight_order.is_empty());
+    }
+
+    #[test]
+    fn a_lost_link_requeues_in_flight_in_send_order_ahead_of_the_queue() {
+        let now = Instant::now();
+        let mut p = PeerState::new(MIN, MAX);
+        let id = ids(4);
+        for i in &id[..3] {
+            p.sent(*i, now);
+        }
+        p.queue.push_back(id[3]);
+        // The middle one was acked: only the others go again.
+        p.ack(&id[1]);
+        p.link_down(now);
+        assert_eq!(
+            p.queue.iter().copied().collect::<Vec<_>>(),
+            vec![id[0], id[2], id[3]]
+        );
+        assert!(p.in_flight.is_empty());
+        assert!(p.unreachable, "not connected: deposit through store peers");
+        assert!(!p.may_dial(now), "the link loss backs off");
+    }
+
+    #[test]
+    fn envelopes_unacked_past_the_ack_timeout_are_sent_again_in_order() {
+        let start = Instant::now();
+        let timeout = Duration::from_secs(10);
+        let mut p = PeerState::new(MIN, MAX);
+        let id = ids(3);
+        p.sent(id[0], start);
+        p.sent(id[1], start + Duration::from_secs(1));
+        p.sent(id[2], start + Duration::from_secs(20));
+        assert!(!p.requeue_stale(start + timeout, timeout), "not yet past");
+        assert!(p.requeue_stale(start + Duration::from_secs(12), timeout));
+        assert_eq!(
+            p.queue.iter().copied().collect::<Vec<_>>(),
+            vec![id[0], id[1]]
+        );
+        assert_eq!(p.in_flight.keys().copied().collect::<Vec<_>>(), vec![id[2]]);
+    }
+
+    #[test]
+    fn failed_dials_back_off_doubling_and_a_connection_resets_it() {
+        let now = Instant::now();
+        let mut p = PeerState::new(MIN, MAX);
+        assert!(p.may_dial(now));
+        p.dialing_until = Some(now + Duration::from_secs(20));
+        assert!(!p.may_dial(now), "a dial is under way");
+        p.dial_failed(now);
+        assert!(p.unreachable);
+        assert!(!p.may_dial(now));
+        assert!(p.may_dial(now + MIN));
+        p.dial_failed(now);
+        assert!(
+            !p.may_dial(now + MIN),
+            "the second failure waits twice as long"
+        );
+        assert!(p.may_dial(now + MIN * 2));
+        p.connected();
+        assert!(!p.unreachable);
+        p.connected = false;
+        p.dial_failed(now);
+        assert!(p.may_dial(now + MIN), "back to the shortest wait");
     }
 }
