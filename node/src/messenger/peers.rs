@@ -119,7 +119,7 @@ impl PeerState {
 
     /// Whether a dial may start at `now`: none is under way and the backoff has passed.
     pub(super) fn may_dial(&self, now: Instant) -> bool {
-        !self.dialing_until.is_some_and(|t| t > now) && self.retry.is_due(now)
+        self.dialing_until.is_none_or(|t| t <= now) && self.retry.is_due(now)
     }
 
     /// A dial failed at `now`: back off, and send through the store peers meanwhile.
