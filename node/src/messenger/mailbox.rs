@@ -1,6 +1,6 @@
 //! The mailbox client: store peers, W-of-R deposits, subscriptions and deletes.
 
-use super::*;
+use super::{deposits::Refusal, *};
 
 /// How long to wait before fetching the mailbox again when part of it could not be opened
 /// yet (its session's first message is likely still arriving from another store peer).
@@ -26,16 +26,6 @@ pub(super) struct ActiveStoreLink {
     /// has not; once the store peer is one of ours it must, or what only it holds for us
     /// (e.g. a copy a sender re-sealed after a restart) would never reach us or be deleted.
     pub(super) subscribed: bool,
-}
-
-pub(super) struct DepositState {
-    pub(super) to: UserId,
-    pub(super) acks: HashSet<PeerId>,
-    pub(super) needed: usize,
-    /// How many store peers it was handed to.
-    pub(super) asked: usize,
-    /// Store peers that refused it as too large.
-    pub(super) too_large: HashSet<PeerId>,
 }
 
 impl Messenger {
@@ -158,16 +148,7 @@ impl Messenger {
                 state.queue.push_front(id);
                 break;
             }
-            self.deposits.insert(
-                id,
-                DepositState {
-                    to: user,
-                    acks: HashSet::new(),
-                    needed,
-                    asked: sent,
-                    too_large: HashSet::new(),
-                },
-            );
+            self.deposits.start(id, user, needed, sent);
             state.in_flight.insert(id, Instant::now());
             state.in_flight_order.push_back(id);
             if self
@@ -227,13 +208,7 @@ impl Messenger {
     }
 
     pub(super) fn on_deposit_stored(&mut self, store: PeerId, id: MessageId) {
-        let Some(d) = self.deposits.get_mut(&id) else {
-            return;
-        };
-        d.acks.insert(store);
-        if d.acks.len() >= d.needed {
-            let to = d.to;
-            self.deposits.remove(&id);
+        if let Some(to) = self.deposits.stored(store, id) {
             tracing::debug!(%id, %to, "deposit held by W store peers");
             self.on_acked(to, vec![id]);
         }
@@ -246,38 +221,26 @@ impl Messenger {
         reason: RefuseReason,
     ) {
         tracing::warn!(%store, %id, ?reason, "store peer refused deposit");
-        match reason {
-            RefuseReason::TooLarge => {
-                let Some(d) = self.deposits.get_mut(&id) else {
-                    return;
-                };
-                d.too_large.insert(store);
-                if d.asked.saturating_sub(d.too_large.len()) >= d.needed {
-                    // Enough of the others may still hold it.
-                    return;
-                }
-                // Not W store peers will hold it: it must not become ✓ through them, nor be
-                // dropped. It stays pending and waits for a direct link to the recipient
-                // (whose node accepts any envelope up to MAX_ENVELOPE_LEN).
-                let to = d.to;
-                self.deposits.remove(&id);
+        match self.deposits.refused(store, id, reason) {
+            // Enough of the others may still hold it, or the refusal passes (quota, rate):
+            // the entry stays in flight and is deposited again after the ack timeout.
+            Refusal::Wait => {}
+            Refusal::DirectOnly { to } => {
+                // It must not become ✓ through store peers, nor be dropped: it stays pending
+                // and waits for a direct link to the recipient (whose node accepts any
+                // envelope up to MAX_ENVELOPE_LEN).
                 tracing::warn!(%id, %to, "store peers refuse this message as too large; it stays pending until the recipient is reachable directly");
                 let state = self.peer(to);
                 state.ack(&id);
                 state.direct_only.insert(id);
                 state.queue.push_back(id);
             }
-            RefuseReason::Malformed | RefuseReason::Expired => {
-                if let Some(d) = self.deposits.remove(&id) {
-                    self.peer(d.to).ack(&id);
-                    if let Some(entry) = self.outbox.remove(&id) {
-                        let _ = self.store.outbox_remove(&entry);
-                    }
+            Refusal::Drop { to } => {
+                self.peer(to).ack(&id);
+                if let Some(entry) = self.outbox.remove(&id) {
+                    let _ = self.store.outbox_remove(&entry);
                 }
             }
-            // Quota and rate refusals: the entry stays in flight and is deposited again after
-            // the ack timeout.
-            RefuseReason::MailboxFull | RefuseReason::RateLimited | RefuseReason::NotAStore => {}
         }
     }
 

@@ -36,6 +36,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 mod contacts;
+mod deposits;
 mod gate;
 mod inbox;
 mod mailbox;
@@ -48,8 +49,9 @@ mod sessions;
 
 use self::{
     contacts::bundle_record_key,
+    deposits::Deposits,
     gate::spawn_event_gate,
-    mailbox::{DepositState, StoreState, MAILBOX_REFETCH_DELAY, MAX_MAILBOX_REFETCH, MAX_UNOPENED},
+    mailbox::{StoreState, MAILBOX_REFETCH_DELAY, MAX_MAILBOX_REFETCH, MAX_UNOPENED},
     peers::{PeerState, DIAL_TIMEOUT, LOOKUP_INTERVAL},
     presence::{ONLINE_GRACE_INTERVALS, SHARE_LAST_SEEN_KEY},
     retry::Retry,
@@ -113,7 +115,7 @@ pub(crate) struct Messenger {
     store_tx: mpsc::Sender<StoreEvent>,
     store_rx: Option<mpsc::Receiver<StoreEvent>>,
     /// Deposits waiting for W store peers to hold them.
-    deposits: HashMap<MessageId, DepositState>,
+    deposits: Deposits,
     /// When our key bundle was last published in the DHT.
     last_publish: Option<Instant>,
     /// When to fetch our mailbox again because some of it could not be opened yet (a
@@ -187,7 +189,7 @@ impl Messenger {
             stores: HashMap::new(),
             store_tx,
             store_rx: Some(store_rx),
-            deposits: HashMap::new(),
+            deposits: Deposits::default(),
             last_publish: None,
             refetch_at: None,
             awaiting_receipt: HashMap::new(),
