@@ -253,7 +253,7 @@ impl Messenger {
                         Ok(Some(_)) => {
                             // A receipt proves the peer holds the message even if its ack is
                             // still on the way (another stream): settle the outbox entry now.
-                            if self.addressed_to(&mid, &sender) {
+                            if self.outbox.addressed_to(&mid, &sender) {
                                 self.on_acked(sender, vec![mid]);
                                 self.settle(&mid);
                             }

@@ -52,6 +52,7 @@ use self::{
     deposits::Deposits,
     gate::spawn_event_gate,
     mailbox::{StoreState, MAILBOX_REFETCH_DELAY, MAX_MAILBOX_REFETCH, MAX_UNOPENED},
+    outbox::Outbox,
     peers::{PeerState, DIAL_TIMEOUT, LOOKUP_INTERVAL},
     presence::{ONLINE_GRACE_INTERVALS, SHARE_LAST_SEEN_KEY},
     retry::Retry,
@@ -102,7 +103,8 @@ pub(crate) struct Messenger {
     contacts: HashMap<UserId, Contact>,
     sessions: HashMap<UserId, PeerSessions>,
     session_owner: HashMap<SessionId, UserId>,
-    outbox: HashMap<MessageId, OutboxEntry>,
+    /// Unsettled outgoing entries, and which wait for their delivered receipt.
+    outbox: Outbox,
     peers: HashMap<UserId, PeerState>,
     share_presence: bool,
     presence_seq: u64,
@@ -121,10 +123,6 @@ pub(crate) struct Messenger {
     /// When to fetch our mailbox again because some of it could not be opened yet (a
     /// message whose session's first message had not arrived).
     refetch_at: Option<Instant>,
-    /// Our messages that reached ✓ and wait for their delivered receipt, with when they were
-    /// last sent; their outbox entries are kept until the receipt comes (see
-    /// [`Config::receipt_timeout`]).
-    awaiting_receipt: HashMap<MessageId, Instant>,
     /// How many fetches each unopenable mailbox message has survived.
     unopened: HashMap<EnvelopeRef, u32>,
     /// Starts media uploads and downloads.
@@ -178,7 +176,7 @@ impl Messenger {
             contacts: HashMap::new(),
             sessions: HashMap::new(),
             session_owner: HashMap::new(),
-            outbox: HashMap::new(),
+            outbox: Outbox::default(),
             peers: HashMap::new(),
             share_presence: cfg.share_last_seen,
             presence_seq: now_ms(),
@@ -192,7 +190,6 @@ impl Messenger {
             deposits: Deposits::default(),
             last_publish: None,
             refetch_at: None,
-            awaiting_receipt: HashMap::new(),
             unopened: HashMap::new(),
             transfers,
             cfg,
@@ -209,7 +206,7 @@ impl Messenger {
         }
         for entry in m.store.outbox_all()? {
             m.peer(entry.to).queue.push_back(entry.id);
-            m.outbox.insert(entry.id, entry);
+            m.outbox.insert(entry);
         }
         tracing::info!(
             user = %m.user,

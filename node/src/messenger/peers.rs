@@ -267,14 +267,8 @@ impl Messenger {
                 self.resend_undelivered(user, now);
             }
         }
-        let expired: Vec<OutboxEntry> = self
-            .outbox
-            .values()
-            .filter(|e| e.expires_at_ms <= now_wall)
-            .cloned()
-            .collect();
-        for e in expired {
-            self.expire(&e);
+        for e in self.outbox.take_expired(now_wall) {
+            self.expired(&e);
         }
     }
 }

@@ -17,13 +17,13 @@ impl Messenger {
             if state.in_flight.contains_key(&id) {
                 continue;
             }
+            if let Some(expired) = self.outbox.take_if_expired(&id, now_ms) {
+                self.expired(&expired);
+                continue;
+            }
             let Some(entry) = self.outbox.get(&id).cloned() else {
                 continue;
             };
-            if entry.expires_at_ms <= now_ms {
-                self.expire(&entry);
-                continue;
-            }
             return match self.seal(&entry, now_ms) {
                 Ok(env) => Some((id, env)),
                 Err(e) => {
