@@ -2,6 +2,17 @@
 
 use super::*;
 
+/// Why an outbox entry could not be sealed; the entry then stays queued.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum SealFailure {
+    /// The recipient is not (or no longer) a contact: we have no bundle to seal to.
+    #[error("recipient is not a contact")]
+    NotAContact,
+    /// The protocol could not seal it (bad bundle, too large, Noise failure).
+    #[error(transparent)]
+    Seal(#[from] kith_protocol::SealError),
+}
+
 impl Messenger {
     /// The next queued entry for `user`, sealed: skips entries already in flight, gone from
     /// the outbox or expired. `None` when the queue is empty, or when sealing failed (the
@@ -35,26 +46,29 @@ impl Messenger {
         }
     }
 
-    pub(super) fn seal(&mut self, entry: &OutboxEntry, now_ms: u64) -> Result<Envelope, String> {
+    /// Seals `entry` for its recipient in the current session (or a new one).
+    pub(super) fn seal(
+        &mut self,
+        entry: &OutboxEntry,
+        now_ms: u64,
+    ) -> Result<Envelope, SealFailure> {
         let bundle: KeyBundle = self
             .contacts
             .get(&entry.to)
             .map(|c| c.bundle.clone())
-            .ok_or_else(|| "recipient is not a contact".to_string())?;
+            .ok_or(SealFailure::NotAContact)?;
         let header = EnvelopeHeader::new(entry.id, entry.to, entry.expires_at_ms);
         self.load_sessions(entry.to);
         let sessions = self.sessions.entry(entry.to).or_default();
-        let body = sessions
-            .seal(
-                &self.me,
-                &bundle,
-                &header,
-                &entry.plaintext,
-                now_ms,
-                &self.policy,
-                &mut self.rng,
-            )
-            .map_err(|e| e.to_string())?;
+        let body = sessions.seal(
+            &self.me,
+            &bundle,
+            &header,
+            &entry.plaintext,
+            now_ms,
+            &self.policy,
+            &mut self.rng,
+        )?;
         Ok(Envelope { header, body })
     }
 
