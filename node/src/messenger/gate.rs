@@ -5,19 +5,23 @@ use super::*;
 /// Most events waiting for the commit that makes them true.
 pub(super) const EVENT_GATE_QUEUE: usize = 4096;
 
-/// Starts the task that publishes events only once the writes they announce are durable.
+/// The task that publishes events only once the writes they announce are durable.
 ///
 /// sled shows a write before it is flushed, so without this a listener could see a message
 /// "sent" (or received) that a `kill -9` a moment later takes back: the status would seem
 /// to move backwards. Every event is queued after its write was made; the task takes every
 /// queued event, waits for one group commit (which covers all their writes) and publishes
-/// them in order. It ends when the messenger drops its sender.
-pub(super) fn spawn_event_gate(
+/// them in order. It ends when the messenger drops its sender; the messenger runs it among
+/// its own tasks.
+pub(super) fn event_gate(
     store: Store,
     events: broadcast::Sender<Event>,
-) -> mpsc::Sender<Event> {
+) -> (
+    mpsc::Sender<Event>,
+    impl std::future::Future<Output = ()> + Send + 'static,
+) {
     let (tx, mut rx) = mpsc::channel::<Event>(EVENT_GATE_QUEUE);
-    tokio::spawn(async move {
+    let gate = async move {
         let mut batch = Vec::new();
         while let Some(first) = rx.recv().await {
             batch.push(first);
@@ -36,6 +40,6 @@ pub(super) fn spawn_event_gate(
                 }
             }
         }
-    });
-    tx
+    };
+    (tx, gate)
 }

@@ -26,6 +26,27 @@ pub(super) fn answer_frames(outcomes: Vec<Outcome>) -> Vec<MsgFrame> {
     answers
 }
 
+/// What a received batch came to.
+pub(super) struct Received {
+    /// What became of each envelope, in order.
+    pub(super) outcomes: Vec<Outcome>,
+    /// The delivered receipts it queued: they leave once durable.
+    pub(super) release: Vec<MessageId>,
+    /// Whether acks or receipts vouch for writes that must be durable before they leave.
+    pub(super) needs_commit: bool,
+}
+
+/// What receiving one envelope of a batch leaves for the end of the batch.
+#[derive(Default)]
+pub(super) struct BatchEffects {
+    /// Senders whose sessions changed (stored once per batch).
+    touched: HashSet<UserId>,
+    /// Messages to answer with a delivered receipt, by sender.
+    delivered: HashMap<UserId, Vec<MessageId>>,
+    /// Peers whose receipts settled some of our messages: their queues move on afterwards.
+    settled: HashSet<UserId>,
+}
+
 impl Messenger {
     /// Envelopes (and presence) from a peer's link: answered with acks and rejects once
     /// what the acks vouch for is durable.
@@ -35,36 +56,46 @@ impl Messenger {
         frames: Vec<MsgFrame>,
         reply: oneshot::Sender<Vec<MsgFrame>>,
     ) {
-        self.receive_batch(from, frames, move |outcomes| {
-            let _ = reply.send(answer_frames(outcomes));
-        });
+        let received = self.receive_batch(from, frames);
+        let answers = answer_frames(received.outcomes);
+        if !received.needs_commit {
+            let _ = reply.send(answers);
+            return;
+        }
+        // Acks and delivered receipts leave only once what they vouch for is durable.
+        self.when_durable(
+            move |result| match result {
+                Ok(()) => {
+                    let _ = reply.send(answers);
+                }
+                Err(e) => tracing::error!(error = %e, "commit failed; not acknowledging"),
+            },
+            Internal::Committed {
+                release: received.release,
+                deletes: Vec::new(),
+            },
+        );
     }
 
     /// Receives a batch of frames from `from` (a contact's link, or a store peer pushing our
-    /// mailbox) and calls `done` with what became of each envelope, in order, once the acks
-    /// and delivered receipts it implies are durable.
-    pub(super) fn receive_batch(
-        &mut self,
-        from: PeerId,
-        frames: Vec<MsgFrame>,
-        done: impl FnOnce(Vec<Outcome>) + Send + 'static,
-    ) {
+    /// mailbox): what became of each envelope, in order, and the delivered receipts it
+    /// queued. Nothing it implies may leave before the next commit when `needs_commit`.
+    pub(super) fn receive_batch(&mut self, from: PeerId, frames: Vec<MsgFrame>) -> Received {
         let link_peer = UserId::from_peer_id(from).ok();
         let mut outcomes = Vec::new();
-        let mut touched: HashSet<UserId> = HashSet::new();
-        let mut delivered: HashMap<UserId, Vec<MessageId>> = HashMap::new();
+        let mut batch = BatchEffects::default();
         for frame in frames {
             match frame {
                 MsgFrame::Envelope(env) => {
                     let id = env.id();
-                    let outcome = self.receive(env, link_peer, &mut touched, &mut delivered);
+                    let outcome = self.receive(env, link_peer, &mut batch);
                     outcomes.push((id, outcome));
                 }
                 MsgFrame::Presence(record) => self.on_presence(record),
                 other => tracing::debug!(peer = %from, ?other, "unexpected frame on inbound link"),
             }
         }
-        for user in &touched {
+        for user in &batch.touched {
             if let Some(s) = self.sessions.get(user) {
                 if let Err(e) = self.store.put_sessions(user, s) {
                     tracing::error!(error = %e, "cannot store sessions");
@@ -72,30 +103,23 @@ impl Messenger {
             }
         }
         let mut release = Vec::new();
-        for (sender, ids) in delivered {
+        for (sender, ids) in batch.delivered {
             match self.queue_receipts(sender, ReceiptKind::Delivered, &ids) {
                 Ok(r) => release.extend(r),
                 Err(e) => tracing::error!(error = %e, "cannot queue delivered receipts"),
             }
         }
-        if outcomes.iter().all(|(_, o)| o.is_err()) && release.is_empty() {
-            done(outcomes);
-            return;
+        // Receipts settled some of our messages: their queues move on after the batch, not
+        // in the middle of it.
+        for user in batch.settled {
+            self.pump(user);
         }
-        // Acks and delivered receipts leave only once what they vouch for is durable.
-        let commit = self.store.commit();
-        let internal = self.internal_tx.clone();
-        tokio::spawn(async move {
-            match commit.await {
-                Ok(()) => {
-                    done(outcomes);
-                    if !release.is_empty() {
-                        let _ = internal.send(Internal::Committed(release)).await;
-                    }
-                }
-                Err(e) => tracing::error!(error = %e, "commit failed; not acknowledging"),
-            }
-        });
+        let needs_commit = outcomes.iter().any(|(_, o)| o.is_ok()) || !release.is_empty();
+        Received {
+            outcomes,
+            release,
+            needs_commit,
+        }
     }
 
     /// Opens, deduplicates and stores one envelope. `Ok` means "acknowledge it".
@@ -109,8 +133,7 @@ impl Messenger {
         &mut self,
         env: Envelope,
         link_peer: Option<UserId>,
-        touched: &mut HashSet<UserId>,
-        delivered: &mut HashMap<UserId, Vec<MessageId>>,
+        batch: &mut BatchEffects,
     ) -> Result<(), RejectReason> {
         let id = env.id();
         if env.header.recipient != self.user {
@@ -142,7 +165,7 @@ impl Messenger {
                         match sessions.accept(opened.session) {
                             Ok(()) => {
                                 self.session_owner.insert(session_id, sender);
-                                touched.insert(sender);
+                                batch.touched.insert(sender);
                             }
                             Err(OpenError::Replayed)
                                 if already(&self.store, &sender).unwrap_or(false) =>
@@ -182,7 +205,7 @@ impl Messenger {
                 let sessions = self.sessions.entry(sender).or_default();
                 match sessions.open(&env.header, body) {
                     Ok(p) => {
-                        touched.insert(sender);
+                        batch.touched.insert(sender);
                         (sender, p)
                     }
                     Err(OpenError::Replayed) if already(&self.store, &sender).unwrap_or(false) => {
@@ -203,7 +226,7 @@ impl Messenger {
                 // answer with one again (receipts themselves are never receipted).
                 let kind = plaintext.payload.kind;
                 if kind == payload::kind::TEXT || kind == payload::kind::MEDIA {
-                    delivered.entry(sender).or_default().push(id);
+                    batch.delivered.entry(sender).or_default().push(id);
                 }
                 return Ok(());
             }
@@ -232,7 +255,7 @@ impl Messenger {
                             peer: sender.to_string(),
                             message: self.store.view(&self.user, &msg),
                         });
-                        delivered.entry(sender).or_default().push(id);
+                        batch.delivered.entry(sender).or_default().push(id);
                     }
                     Ok(false) => {}
                     Err(e) => {
@@ -256,6 +279,7 @@ impl Messenger {
                             if self.outbox.addressed_to(&mid, &sender) {
                                 self.on_acked(sender, vec![mid]);
                                 self.settle(&mid);
+                                batch.settled.insert(sender);
                             }
                             self.set_status(&sender, &mid, to)
                         }
@@ -315,7 +339,7 @@ impl Messenger {
                             peer: sender.to_string(),
                             message: self.store.view(&self.user, &msg),
                         });
-                        delivered.entry(sender).or_default().push(id);
+                        batch.delivered.entry(sender).or_default().push(id);
                         self.transfers.start(media_id);
                     }
                     Ok(false) => {}

@@ -1,17 +1,12 @@
 //! The mailbox client: store peers, W-of-R deposits, subscriptions and deletes.
 
-use super::{deposits::Refusal, *};
+use super::{
+    deposits::Refusal,
+    unopened::{sort_outcomes, Sorted},
+    *,
+};
 
-/// How long to wait before fetching the mailbox again when part of it could not be opened
-/// yet (its session's first message is likely still arriving from another store peer).
-pub(super) const MAILBOX_REFETCH_DELAY: Duration = Duration::from_secs(2);
-
-/// Fetches an unopenable mailbox message gets before it is deleted as bad.
-pub(super) const MAX_MAILBOX_REFETCH: u32 = 3;
-
-/// Most unopenable mailbox messages tracked at once.
-pub(super) const MAX_UNOPENED: usize = 10_000;
-
+/// What the messenger knows about one store peer.
 pub(super) struct StoreState {
     pub(super) link: Option<ActiveStoreLink>,
     /// After a lost link, when the heartbeat may reopen it (the wait doubles up to the
@@ -19,9 +14,14 @@ pub(super) struct StoreState {
     pub(super) retry: Retry,
 }
 
+/// An open link to a store peer.
 pub(super) struct ActiveStoreLink {
+    /// Tells this link's events from those of an older one to the same store peer.
     pub(super) generation: u64,
+    /// Where requests to the store peer are queued.
     pub(super) tx: mpsc::Sender<MailboxRequest>,
+    /// The link's task, ended when the messenger stops.
+    pub(super) task: JoinHandle<()>,
     /// Whether this link asked for our mailbox. A link opened to deposit for someone else
     /// has not; once the store peer is one of ours it must, or what only it holds for us
     /// (e.g. a copy a sender re-sealed after a restart) would never reach us or be deleted.
@@ -74,7 +74,7 @@ impl Messenger {
         self.next_generation += 1;
         let generation = self.next_generation;
         let (tx, rx) = mpsc::channel(self.cfg.link_queue);
-        link::spawn_stream_link(
+        let task = link::spawn_stream_link(
             store,
             libp2p::StreamProtocol::new(MAILBOX_PROTOCOL),
             self.net.control(),
@@ -96,6 +96,7 @@ impl Messenger {
         state.link = Some(ActiveStoreLink {
             generation,
             tx: tx.clone(),
+            task,
             subscribed,
         });
         Some(tx)
@@ -211,6 +212,7 @@ impl Messenger {
         if let Some(to) = self.deposits.stored(store, id) {
             tracing::debug!(%id, %to, "deposit held by W store peers");
             self.on_acked(to, vec![id]);
+            self.pump(to);
         }
     }
 
@@ -246,7 +248,9 @@ impl Messenger {
 
     /// Envelopes from our mailbox: received like direct ones; once they are durable here,
     /// every store peer of ours is asked to delete them, each named by id and digest (so
-    /// deleting one envelope never deletes another that reuses its id).
+    /// deleting one envelope never deletes another that reuses its id). What could not be
+    /// opened *yet* stays there and is fetched again after a delay; what never opens is
+    /// deleted as bad.
     pub(super) fn on_mailbox_deliver(&mut self, store: PeerId, envs: Vec<Envelope>) {
         // The digest of each envelope as the store peers compute it (of the canonical
         // encoding of the decoded value); `None` for one that does not encode, which no
@@ -260,46 +264,53 @@ impl Messenger {
             })
             .collect();
         let frames = envs.into_iter().map(MsgFrame::Envelope).collect();
-        let (reply, answer) = oneshot::channel();
-        self.receive_batch(store, frames, move |outcomes| {
-            let _ = reply.send(outcomes);
-        });
-        let internal = self.internal_tx.clone();
-        let links: Vec<mpsc::Sender<MailboxRequest>> = self
-            .my_stores()
-            .iter()
-            .filter_map(|p| {
-                self.stores
-                    .get(p)
-                    .and_then(|s| s.link.as_ref())
-                    .map(|l| l.tx.clone())
-            })
-            .collect();
-        tokio::spawn(async move {
-            // The answer comes after the commit, one outcome per envelope in order. Delete
-            // what is stored here (or was already), and what can never be delivered; keep
-            // what could not be opened *yet* (e.g. a message whose session's first message
-            // is still on its way).
-            let Ok(outcomes) = answer.await else { return };
-            let mut done = Vec::new();
-            let mut not_yet = Vec::new();
-            for (r, (_, outcome)) in refs.into_iter().zip(outcomes) {
-                let Some(r) = r else { continue };
-                match outcome {
-                    Ok(()) | Err(RejectReason::Expired | RejectReason::Misaddressed) => {
-                        done.push(r)
+        let received = self.receive_batch(store, frames);
+        let Sorted { delete, not_yet } = sort_outcomes(refs, &received.outcomes);
+        if !not_yet.is_empty() {
+            let give_up = self.unopened.failed(not_yet, Instant::now());
+            if !give_up.is_empty() {
+                // Still unopenable after several fetches: not a late session, a bad
+                // envelope. Stop it from being pushed again.
+                tracing::warn!(
+                    n = give_up.len(),
+                    "mailbox messages that never open; deleted"
+                );
+                self.delete_from_my_stores(give_up);
+            }
+        }
+        if received.needs_commit {
+            self.when_durable(
+                |_| {},
+                Internal::Committed {
+                    release: received.release,
+                    deletes: delete,
+                },
+            );
+        } else {
+            self.delete_from_my_stores(delete);
+        }
+    }
+
+    /// Asks every store peer of ours to delete `refs`.
+    pub(super) fn delete_from_my_stores(&self, refs: Vec<EnvelopeRef>) {
+        if refs.is_empty() {
+            return;
+        }
+        let deletes = batch::split(refs, BatchLimit::frame(MAX_DELETE_IDS));
+        for store in self.my_stores() {
+            if let Some(link) = self.stores.get(&store).and_then(|s| s.link.as_ref()) {
+                for ids in &deletes.batches {
+                    if link
+                        .tx
+                        .try_send(MailboxRequest::Delete(ids.clone()))
+                        .is_err()
+                    {
+                        // The envelope stays there and is pushed again on the next fetch,
+                        // where it is recognised and deleted then.
+                        tracing::debug!(%store, "store link busy; delete deferred");
                     }
-                    Err(_) => not_yet.push(r),
                 }
             }
-            if !not_yet.is_empty() {
-                let _ = internal.send(Internal::RetryMailbox(not_yet)).await;
-            }
-            for ids in batch::split(done, BatchLimit::frame(MAX_DELETE_IDS)).batches {
-                for l in &links {
-                    let _ = l.send(MailboxRequest::Delete(ids.clone())).await;
-                }
-            }
-        });
+        }
     }
 }

@@ -32,7 +32,10 @@ use kith_protocol::{
 };
 use libp2p::PeerId;
 use rand::{rngs::StdRng, SeedableRng};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::{
+    sync::{broadcast, mpsc, oneshot},
+    task::{JoinHandle, JoinSet},
+};
 use tokio_util::sync::CancellationToken;
 
 mod contacts;
@@ -46,16 +49,18 @@ mod peers;
 mod presence;
 mod retry;
 mod sessions;
+mod unopened;
 
 use self::{
     contacts::bundle_record_key,
     deposits::Deposits,
-    gate::spawn_event_gate,
-    mailbox::{StoreState, MAILBOX_REFETCH_DELAY, MAX_MAILBOX_REFETCH, MAX_UNOPENED},
+    gate::event_gate,
+    mailbox::StoreState,
     outbox::Outbox,
     peers::{PeerState, DIAL_TIMEOUT, LOOKUP_INTERVAL},
     presence::{ONLINE_GRACE_INTERVALS, SHARE_LAST_SEEN_KEY},
     retry::Retry,
+    unopened::Unopened,
 };
 use crate::{
     handle::{Command, ContactView, Event, Me, NodeError, PresenceView, Sent},
@@ -71,8 +76,12 @@ use crate::{
 
 /// Reports from the futures the messenger spawned.
 pub(crate) enum Internal {
-    /// These outbox entries are durable: they may leave now.
-    Committed(Vec<MessageId>),
+    /// What was written before a commit is durable: the outbox entries `release` may leave
+    /// now, and our store peers may delete the mailbox envelopes `deletes`.
+    Committed {
+        release: Vec<MessageId>,
+        deletes: Vec<EnvelopeRef>,
+    },
     /// A DHT lookup of a user's key bundle finished.
     BundleFound {
         bundle: Option<Box<KeyBundle>>,
@@ -80,8 +89,6 @@ pub(crate) enum Internal {
         name: Option<String>,
         reply: oneshot::Sender<Result<ContactView, NodeError>>,
     },
-    /// Some mailbox envelopes could not be opened yet: fetch the mailbox again later.
-    RetryMailbox(Vec<EnvelopeRef>),
     /// A DHT lookup found addresses for a contact.
     Found(UserId, Vec<libp2p::Multiaddr>),
 }
@@ -96,7 +103,7 @@ pub(crate) struct Messenger {
     /// Where events are published, for counting listeners.
     events: broadcast::Sender<Event>,
     /// Events go out through this gate, which publishes them only once what they announce
-    /// is durable (see [`spawn_event_gate`]).
+    /// is durable (see [`event_gate`]).
     durable_events: mpsc::Sender<Event>,
     link_tx: mpsc::Sender<LinkEvent>,
     internal_tx: mpsc::Sender<Internal>,
@@ -120,11 +127,11 @@ pub(crate) struct Messenger {
     deposits: Deposits,
     /// When our key bundle was last published in the DHT.
     last_publish: Option<Instant>,
-    /// When to fetch our mailbox again because some of it could not be opened yet (a
-    /// message whose session's first message had not arrived).
-    refetch_at: Option<Instant>,
-    /// How many fetches each unopenable mailbox message has survived.
-    unopened: HashMap<EnvelopeRef, u32>,
+    /// Mailbox envelopes that could not be opened yet, and when to fetch them again.
+    unopened: Unopened,
+    /// The tasks the messenger started that are not links (the event gate, commit waits,
+    /// DHT lookups): ended with it.
+    tasks: JoinSet<()>,
     /// Starts media uploads and downloads.
     transfers: TransferHandle,
 }
@@ -164,7 +171,9 @@ impl Messenger {
         let (internal_tx, internal_rx) = mpsc::channel(1024);
         let (store_tx, store_rx) = mpsc::channel(4096);
         let user = me.user_id();
-        let durable_events = spawn_event_gate(store.clone(), events.clone());
+        let mut tasks = JoinSet::new();
+        let (durable_events, gate) = event_gate(store.clone(), events.clone());
+        tasks.spawn(gate);
         let mut m = Messenger {
             user,
             me,
@@ -189,8 +198,8 @@ impl Messenger {
             store_rx: Some(store_rx),
             deposits: Deposits::default(),
             last_publish: None,
-            refetch_at: None,
-            unopened: HashMap::new(),
+            unopened: Unopened::default(),
+            tasks,
             transfers,
             cfg,
             store,
@@ -233,7 +242,9 @@ impl Messenger {
         // Connect to every contact (presence, and anything left in the outbox).
         let users: Vec<UserId> = self.contacts.keys().copied().collect();
         for u in users {
-            self.ensure_link(u);
+            if self.ensure_link(u) {
+                self.pump(u);
+            }
         }
         let mut store_rx = match self.store_rx.take() {
             Some(rx) => rx,
@@ -249,12 +260,61 @@ impl Messenger {
                 Some(ev) = store_rx.recv() => self.on_store(ev),
                 _ = maintenance.tick() => self.on_maintenance(),
                 _ = heartbeat.tick() => self.on_heartbeat(),
+                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    if let Err(e) = done {
+                        if e.is_panic() {
+                            tracing::error!(error = %e, "messenger task panicked");
+                        }
+                    }
+                }
             }
         }
+        self.stop_tasks().await;
         if let Err(e) = self.store.flush_now() {
             tracing::error!(error = %e, "flush at shutdown failed");
         }
         tracing::debug!("messenger stopped");
+    }
+
+    /// Ends every task the messenger started: links (their tokens are children of the
+    /// cancelled one, so they are already ending), commit waits, lookups and the event gate.
+    async fn stop_tasks(&mut self) {
+        let links: Vec<JoinHandle<()>> = self
+            .peers
+            .values_mut()
+            .filter_map(|p| p.link.take().map(|l| l.task))
+            .chain(
+                self.stores
+                    .values_mut()
+                    .filter_map(|s| s.link.take().map(|l| l.task)),
+            )
+            .collect();
+        for task in &links {
+            task.abort();
+        }
+        for task in links {
+            let _ = task.await;
+        }
+        self.tasks.shutdown().await;
+    }
+
+    /// Once everything written so far is durable, reports `durable` back to the messenger
+    /// and then calls `then` with the commit's result (also on failure, without the
+    /// report). The wait is one of the messenger's tasks.
+    fn when_durable(
+        &mut self,
+        then: impl FnOnce(Result<(), StoreError>) + Send + 'static,
+        durable: Internal,
+    ) {
+        let commit = self.store.commit();
+        let internal = self.internal_tx.clone();
+        self.tasks.spawn(async move {
+            let result = commit.await;
+            if result.is_ok() {
+                let _ = internal.send(durable).await;
+            }
+            then(result);
+        });
     }
 
     /// Publishes an event; it is only built (ids rendered, views made) when someone listens,
@@ -279,7 +339,7 @@ impl Messenger {
                 }
                 let net = self.net.clone();
                 let internal = self.internal_tx.clone();
-                tokio::spawn(async move {
+                self.tasks.spawn(async move {
                     let values = net.get_record(bundle_record_key(&user)).await;
                     // Anyone can store a record under any key: keep only bundles that verify
                     // as this user's, and the newest of those.
@@ -357,20 +417,20 @@ impl Messenger {
     /// Answers `reply` with `value` once everything written so far is durable, then lets the
     /// outbox entries `release` leave.
     fn reply_after_commit<T: Send + 'static>(
-        &self,
+        &mut self,
         reply: oneshot::Sender<Result<T, NodeError>>,
         value: T,
         release: Vec<MessageId>,
     ) {
-        let commit = self.store.commit();
-        let internal = self.internal_tx.clone();
-        tokio::spawn(async move {
-            let result = commit.await;
-            if result.is_ok() && !release.is_empty() {
-                let _ = internal.send(Internal::Committed(release)).await;
-            }
-            let _ = reply.send(result.map(|_| value).map_err(store_err));
-        });
+        self.when_durable(
+            move |result| {
+                let _ = reply.send(result.map(|_| value).map_err(store_err));
+            },
+            Internal::Committed {
+                release,
+                deletes: Vec::new(),
+            },
+        );
     }
 
     fn on_net(&mut self, ev: NetEvent) {
@@ -386,6 +446,7 @@ impl Messenger {
                 state.connected();
                 if state.link.is_none() {
                     self.open_link(user);
+                    self.pump(user);
                 }
             }
             NetEvent::Disconnected(peer) => {
@@ -423,7 +484,7 @@ impl Messenger {
                     state.last_lookup = Some(Instant::now());
                     let net = self.net.clone();
                     let internal = self.internal_tx.clone();
-                    tokio::spawn(async move {
+                    self.tasks.spawn(async move {
                         let addrs = net.find_peer(peer).await;
                         if !addrs.is_empty() {
                             let _ = internal.send(Internal::Found(user, addrs)).await;
@@ -497,6 +558,7 @@ impl Messenger {
                 }
                 if !acked.is_empty() {
                     self.on_acked(user, acked);
+                    self.pump(user);
                 }
             }
             LinkEvent::Down { peer, generation } => {
@@ -526,9 +588,10 @@ impl Messenger {
 
     fn on_internal(&mut self, ev: Internal) {
         match ev {
-            Internal::Committed(ids) => {
+            Internal::Committed { release, deletes } => {
+                self.delete_from_my_stores(deletes);
                 let mut users = HashSet::new();
-                for id in ids {
+                for id in release {
                     if let Some(entry) = self.outbox.get(&id) {
                         let to = entry.to;
                         self.peer(to).queue.push_back(id);
@@ -556,42 +619,6 @@ impl Messenger {
                     Err(e) => {
                         let _ = reply.send(Err(e));
                     }
-                }
-            }
-            Internal::RetryMailbox(ids) => {
-                let mut give_up = Vec::new();
-                for id in ids {
-                    let tries = self.unopened.entry(id).or_insert(0);
-                    *tries += 1;
-                    if *tries > MAX_MAILBOX_REFETCH {
-                        give_up.push(id);
-                    }
-                }
-                if !give_up.is_empty() {
-                    // Still unopenable after several fetches: not a late session, a bad
-                    // envelope. Stop it from being pushed again.
-                    tracing::warn!(
-                        n = give_up.len(),
-                        "mailbox messages that never open; deleted"
-                    );
-                    for id in &give_up {
-                        self.unopened.remove(id);
-                    }
-                    let deletes =
-                        batch::split(give_up.iter().copied(), BatchLimit::frame(MAX_DELETE_IDS));
-                    for store in self.my_stores() {
-                        if let Some(link) = self.stores.get(&store).and_then(|s| s.link.as_ref()) {
-                            for ids in &deletes.batches {
-                                let _ = link.tx.try_send(MailboxRequest::Delete(ids.clone()));
-                            }
-                        }
-                    }
-                }
-                if self.unopened.len() > MAX_UNOPENED {
-                    self.unopened.clear();
-                }
-                if !self.unopened.is_empty() && self.refetch_at.is_none() {
-                    self.refetch_at = Some(Instant::now() + MAILBOX_REFETCH_DELAY);
                 }
             }
             Internal::Found(user, addrs) => {

@@ -243,6 +243,8 @@ impl Messenger {
         }
     }
 
+    /// `user` (or W of its store peers) holds `ids`: ✓ for messages, settled for receipts.
+    /// The caller moves the queue on afterwards.
     pub(super) fn on_acked(&mut self, user: UserId, ids: Vec<MessageId>) {
         for id in ids {
             if self.outbox.get(&id).is_some() && !self.outbox.addressed_to(&id, &user) {
@@ -265,7 +267,6 @@ impl Messenger {
                 self.settle(&id);
             }
         }
-        self.pump(user);
     }
 
     /// Removes an outbox entry for good: its receipt came (or it was a receipt, acked).

@@ -8,9 +8,14 @@ pub(super) const LOOKUP_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a dial may stay silent before it counts as failed.
 pub(super) const DIAL_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// An open outbound link to a peer.
 pub(super) struct ActiveLink {
+    /// Tells this link's events from those of an older one to the same peer.
     pub(super) generation: u64,
+    /// Where frames to the peer are queued.
     pub(super) tx: mpsc::Sender<MsgFrame>,
+    /// The link's task, ended when the messenger stops.
+    pub(super) task: JoinHandle<()>,
 }
 
 /// What the messenger knows about one peer.
@@ -147,8 +152,10 @@ impl PeerState {
 }
 
 impl Messenger {
-    /// Makes sure a link to `user` exists or is being made.
-    pub(super) fn ensure_link(&mut self, user: UserId) {
+    /// Makes sure a link to `user` exists or is being made: opens one at once when the
+    /// peer is connected (returns `true` then: the caller moves the queue on), else dials
+    /// unless a dial is under way or backing off.
+    pub(super) fn ensure_link(&mut self, user: UserId) -> bool {
         let addrs = self
             .contacts
             .get(&user)
@@ -157,24 +164,27 @@ impl Messenger {
         let now = Instant::now();
         let state = self.peer(user);
         if state.link.is_some() {
-            return;
+            return false;
         }
         if state.connected {
             self.open_link(user);
-            return;
+            return true;
         }
         if !state.may_dial(now) {
-            return;
+            return false;
         }
         state.dialing_until = Some(now + DIAL_TIMEOUT);
         self.net.dial(user.peer_id(), addrs);
+        false
     }
 
+    /// Opens the outbound link to a connected peer; it starts with our presence. The caller
+    /// pumps the queue into it.
     pub(super) fn open_link(&mut self, user: UserId) {
         self.next_generation += 1;
         let generation = self.next_generation;
         let (tx, rx) = mpsc::channel(self.cfg.link_queue);
-        link::spawn_outbound(
+        let task = link::spawn_outbound(
             user.peer_id(),
             generation,
             self.net.control(),
@@ -184,26 +194,32 @@ impl Messenger {
         );
         let record = self.presence_record();
         let _ = tx.try_send(MsgFrame::Presence(record));
-        self.peer(user).link = Some(ActiveLink { generation, tx });
-        self.pump(user);
+        self.peer(user).link = Some(ActiveLink {
+            generation,
+            tx,
+            task,
+        });
     }
 
-    /// Sends as much of `user`'s queue as the link and the in-flight window allow.
+    /// Sends as much of `user`'s queue as the link and the in-flight window allow; without
+    /// a link, deposits it on the store peers when the peer is unreachable and makes sure a
+    /// link is on its way.
     pub(super) fn pump(&mut self, user: UserId) {
-        let Some(mut state) = self.peers.remove(&user) else {
+        let Some(state) = self.peers.get(&user) else {
             return;
         };
         if state.link.is_none() {
-            let deposit = state.unreachable && !state.queue.is_empty();
-            self.peers.insert(user, state);
-            if deposit {
+            if state.unreachable && !state.queue.is_empty() {
                 self.deposit_queue(user);
             }
-            if self.peers.get(&user).is_some_and(|s| !s.queue.is_empty()) {
-                self.ensure_link(user);
+            let waiting = self.peers.get(&user).is_some_and(|s| !s.queue.is_empty());
+            if !waiting || !self.ensure_link(user) {
+                return;
             }
-            return;
         }
+        let Some(mut state) = self.peers.remove(&user) else {
+            return;
+        };
         let now_ms = now_ms();
         while state.in_flight.len() < self.cfg.max_in_flight {
             let Some((id, envelope)) = self.next_sealed(user, &mut state, now_ms) else {
@@ -227,8 +243,7 @@ impl Messenger {
 
     pub(super) fn on_maintenance(&mut self) {
         let now = Instant::now();
-        if self.refetch_at.is_some_and(|t| t <= now) {
-            self.refetch_at = None;
+        if self.unopened.refetch_due(now) {
             // Subscribing again makes each store peer push everything it still holds; what
             // is already here is recognised by sender and id.
             for store in self.my_stores() {
@@ -258,7 +273,9 @@ impl Messenger {
                 if let Some(s) = self.peers.get_mut(&user) {
                     s.retry.allow_now();
                 }
-                self.ensure_link(user);
+                if self.ensure_link(user) {
+                    self.pump(user);
+                }
             }
             if stale {
                 self.pump(user);
