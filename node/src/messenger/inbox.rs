@@ -122,6 +122,85 @@ impl Messenger {
         }
     }
 
+    /// Opens one envelope: the authenticated sender and the plaintext, or (as `Err`) the
+    /// answer to give at once — `Ok` for a replay of a message we hold, a reject otherwise.
+    /// A handshake starts a session (and may teach us the sender's bundle).
+    fn open_envelope(
+        &mut self,
+        env: &Envelope,
+        link_peer: Option<UserId>,
+        batch: &mut BatchEffects,
+    ) -> Result<(UserId, Plaintext), Result<(), RejectReason>> {
+        let id = env.id();
+        let already =
+            |store: &Store, sender: &UserId| store.has_message(Direction::Incoming, sender, &id);
+        match &env.body {
+            kith_protocol::SealedBody::Handshake(body) => {
+                match open_handshake(&self.me, &env.header, body) {
+                    Ok(opened) => {
+                        let sender = opened.sender.user;
+                        if sender == self.user {
+                            tracing::warn!(%id, "handshake claims to come from ourselves; dropped");
+                            return Err(Err(RejectReason::Invalid));
+                        }
+                        self.learn_bundle(&opened.sender);
+                        self.load_sessions(sender);
+                        match self.sessions.accept(sender, opened.session) {
+                            Ok(()) => {
+                                batch.touched.insert(sender);
+                            }
+                            Err(OpenError::Replayed)
+                                if already(&self.store, &sender).unwrap_or(false) =>
+                            {
+                                return Err(Ok(()))
+                            }
+                            Err(e) => {
+                                tracing::warn!(%id, %sender, error = %e, "replayed handshake dropped");
+                                return Err(Err(RejectReason::Invalid));
+                            }
+                        }
+                        Ok((sender, opened.plaintext))
+                    }
+                    Err(e) => {
+                        tracing::warn!(%id, error = %e, "cannot open first message; dropped");
+                        Err(Err(RejectReason::Invalid))
+                    }
+                }
+            }
+            kith_protocol::SealedBody::Session(body) => {
+                let owner = match self.sessions.owner(&body.session) {
+                    Some(u) => Some(u),
+                    None => self.store.session_peer(&body.session).ok().flatten(),
+                };
+                let Some(sender) = owner else {
+                    // A copy of a message whose session we dropped since: the link's peer
+                    // (authenticated) sent it to us before if we hold its message with
+                    // this id. An ack says only that: through a store peer it deletes just
+                    // this envelope.
+                    if link_peer.is_some_and(|p| already(&self.store, &p).unwrap_or(false)) {
+                        return Err(Ok(()));
+                    }
+                    tracing::info!(%id, "message in an unknown session; asking the sender to resend");
+                    return Err(Err(RejectReason::Invalid));
+                };
+                self.load_sessions(sender);
+                match self.sessions.open(sender, &env.header, body) {
+                    Ok(p) => {
+                        batch.touched.insert(sender);
+                        Ok((sender, p))
+                    }
+                    Err(OpenError::Replayed) if already(&self.store, &sender).unwrap_or(false) => {
+                        Err(Ok(()))
+                    }
+                    Err(e) => {
+                        tracing::warn!(%id, %sender, error = %e, "cannot open message; dropped");
+                        Err(Err(RejectReason::Invalid))
+                    }
+                }
+            }
+        }
+    }
+
     /// Opens, deduplicates and stores one envelope. `Ok` means "acknowledge it".
     ///
     /// A message is a duplicate only if *its sender's* message with that id is stored, so
@@ -147,78 +226,12 @@ impl Messenger {
         if env.header.expires_at_ms <= now {
             return Err(RejectReason::Expired);
         }
+        let (sender, plaintext) = match self.open_envelope(&env, link_peer, batch) {
+            Ok(opened) => opened,
+            Err(answer) => return answer,
+        };
         let already =
             |store: &Store, sender: &UserId| store.has_message(Direction::Incoming, sender, &id);
-        let opened = match &env.body {
-            kith_protocol::SealedBody::Handshake(body) => {
-                match open_handshake(&self.me, &env.header, body) {
-                    Ok(opened) => {
-                        let sender = opened.sender.user;
-                        if sender == self.user {
-                            tracing::warn!(%id, "handshake claims to come from ourselves; dropped");
-                            return Err(RejectReason::Invalid);
-                        }
-                        self.learn_bundle(&opened.sender);
-                        self.load_sessions(sender);
-                        let session_id = opened.session.id();
-                        let sessions = self.sessions.entry(sender).or_default();
-                        match sessions.accept(opened.session) {
-                            Ok(()) => {
-                                self.session_owner.insert(session_id, sender);
-                                batch.touched.insert(sender);
-                            }
-                            Err(OpenError::Replayed)
-                                if already(&self.store, &sender).unwrap_or(false) =>
-                            {
-                                return Ok(())
-                            }
-                            Err(e) => {
-                                tracing::warn!(%id, %sender, error = %e, "replayed handshake dropped");
-                                return Err(RejectReason::Invalid);
-                            }
-                        }
-                        (sender, opened.plaintext)
-                    }
-                    Err(e) => {
-                        tracing::warn!(%id, error = %e, "cannot open first message; dropped");
-                        return Err(RejectReason::Invalid);
-                    }
-                }
-            }
-            kith_protocol::SealedBody::Session(body) => {
-                let owner = match self.session_owner.get(&body.session) {
-                    Some(u) => Some(*u),
-                    None => self.store.session_peer(&body.session).ok().flatten(),
-                };
-                let Some(sender) = owner else {
-                    // A copy of a message whose session we dropped since: the link's peer
-                    // (authenticated) sent it to us before if we hold its message with
-                    // this id. An ack says only that: through a store peer it deletes just
-                    // this envelope.
-                    if link_peer.is_some_and(|p| already(&self.store, &p).unwrap_or(false)) {
-                        return Ok(());
-                    }
-                    tracing::info!(%id, "message in an unknown session; asking the sender to resend");
-                    return Err(RejectReason::Invalid);
-                };
-                self.load_sessions(sender);
-                let sessions = self.sessions.entry(sender).or_default();
-                match sessions.open(&env.header, body) {
-                    Ok(p) => {
-                        batch.touched.insert(sender);
-                        (sender, p)
-                    }
-                    Err(OpenError::Replayed) if already(&self.store, &sender).unwrap_or(false) => {
-                        return Ok(())
-                    }
-                    Err(e) => {
-                        tracing::warn!(%id, %sender, error = %e, "cannot open message; dropped");
-                        return Err(RejectReason::Invalid);
-                    }
-                }
-            }
-        };
-        let (sender, plaintext) = opened;
         match already(&self.store, &sender) {
             Ok(true) => {
                 tracing::debug!(%id, %sender, "duplicate message; acknowledged again");
@@ -249,20 +262,7 @@ impl Messenger {
                     status: DeliveryStatus::Delivered,
                     media: None,
                 };
-                match self.store.insert_message(&msg) {
-                    Ok(true) => {
-                        self.emit(|| Event::Message {
-                            peer: sender.to_string(),
-                            message: self.store.view(&self.user, &msg),
-                        });
-                        batch.delivered.entry(sender).or_default().push(id);
-                    }
-                    Ok(false) => {}
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot store message");
-                        return Err(RejectReason::Busy);
-                    }
-                }
+                self.store_received(&msg, batch)?;
             }
             Ok(Payload::Receipt(r)) => {
                 let to = match r.kind {
@@ -333,20 +333,8 @@ impl Messenger {
                         return Err(RejectReason::Busy);
                     }
                 }
-                match self.store.insert_message(&msg) {
-                    Ok(true) => {
-                        self.emit(|| Event::Message {
-                            peer: sender.to_string(),
-                            message: self.store.view(&self.user, &msg),
-                        });
-                        batch.delivered.entry(sender).or_default().push(id);
-                        self.transfers.start(media_id);
-                    }
-                    Ok(false) => {}
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot store message");
-                        return Err(RejectReason::Busy);
-                    }
+                if self.store_received(&msg, batch)? {
+                    self.transfers.start(media_id);
                 }
             }
             Ok(Payload::Unknown { kind }) => {
@@ -358,5 +346,30 @@ impl Messenger {
             }
         }
         Ok(())
+    }
+
+    /// Stores a received message, tells listeners and owes its sender a delivered receipt.
+    /// `Ok(false)` when it was already stored; `Busy` when the store failed (the sender
+    /// tries again).
+    fn store_received(
+        &mut self,
+        msg: &StoredMessage,
+        batch: &mut BatchEffects,
+    ) -> Result<bool, RejectReason> {
+        match self.store.insert_message(msg) {
+            Ok(true) => {
+                self.emit(|| Event::Message {
+                    peer: msg.peer.to_string(),
+                    message: self.store.view(&self.user, msg),
+                });
+                batch.delivered.entry(msg.peer).or_default().push(msg.id);
+                Ok(true)
+            }
+            Ok(false) => Ok(false),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot store message");
+                Err(RejectReason::Busy)
+            }
+        }
     }
 }

@@ -11,6 +11,25 @@
 //! the peer's link (sealing each entry just before it leaves); the peer's ack removes the
 //! entry (*sent*); the peer's sealed receipts move the status to *delivered* and *read*.
 //! A lost link requeues what was in flight; a dial that fails is retried with backoff.
+//!
+//! # Layout
+//!
+//! The decisions live in pure parts that own their state, take `now` as an argument and
+//! return what should happen; they never touch a channel, the store, the clock or the RNG,
+//! and are tested synchronously:
+//! - `outbox`: unsettled entries, expiry, resends after the receipt timeout (`Outbox`);
+//! - `peers`: per-peer queues, in-flight window and ack timeout (`PeerState`);
+//! - `retry`: dial and store-link backoff (`Retry`);
+//! - `presence`: heartbeats, online grace, last seen (`Seen`);
+//! - `deposits`: W-of-R counting of store-peer answers (`Deposits`);
+//! - `unopened`: mailbox envelopes that cannot be opened yet (`Unopened`).
+//!
+//! This module is the actor shell: it owns the channels, the store handle, the clock and
+//! the RNG, and routes commands and events to the parts and their answers to the I/O. The
+//! shell's routing is spread over `impl Messenger` blocks by concern (`contacts`,
+//! `inbox`, `mailbox`, `media`, `sessions`, `gate` and the `impl` halves of the
+//! files above); only that code calls from one part into another. Every task it starts
+//! (links, commit waits, lookups, the event gate) is owned by it and ended when it stops.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
@@ -57,9 +76,10 @@ use self::{
     gate::event_gate,
     mailbox::StoreState,
     outbox::Outbox,
-    peers::{PeerState, DIAL_TIMEOUT, LOOKUP_INTERVAL},
+    peers::{PeerState, DIAL_TIMEOUT},
     presence::{ONLINE_GRACE_INTERVALS, SHARE_LAST_SEEN_KEY},
     retry::Retry,
+    sessions::Sessions,
     unopened::Unopened,
 };
 use crate::{
@@ -73,6 +93,17 @@ use crate::{
     transfer::TransferHandle,
     Config,
 };
+
+/// Most reports from the messenger's own tasks (commit waits, DHT lookups) waiting to be
+/// handled.
+const INTERNAL_QUEUE: usize = 1024;
+
+/// Most store-peer link events waiting to be handled (every deposit answer is one).
+const STORE_EVENT_QUEUE: usize = 4096;
+
+/// How often timers are checked (ack timeouts, redials, presence grace, expiry, refetch):
+/// the resolution of every deadline the parts return.
+const MAINTENANCE_TICK: Duration = Duration::from_millis(250);
 
 /// Reports from the futures the messenger spawned.
 pub(crate) enum Internal {
@@ -108,8 +139,8 @@ pub(crate) struct Messenger {
     link_tx: mpsc::Sender<LinkEvent>,
     internal_tx: mpsc::Sender<Internal>,
     contacts: HashMap<UserId, Contact>,
-    sessions: HashMap<UserId, PeerSessions>,
-    session_owner: HashMap<SessionId, UserId>,
+    /// Every peer's sessions, loaded from the store on first use.
+    sessions: Sessions,
     /// Unsettled outgoing entries, and which wait for their delivered receipt.
     outbox: Outbox,
     peers: HashMap<UserId, PeerState>,
@@ -168,8 +199,8 @@ impl Messenger {
         transfers: TransferHandle,
         cancel: CancellationToken,
     ) -> Result<(Self, mpsc::Receiver<Internal>), StoreError> {
-        let (internal_tx, internal_rx) = mpsc::channel(1024);
-        let (store_tx, store_rx) = mpsc::channel(4096);
+        let (internal_tx, internal_rx) = mpsc::channel(INTERNAL_QUEUE);
+        let (store_tx, store_rx) = mpsc::channel(STORE_EVENT_QUEUE);
         let user = me.user_id();
         let mut tasks = JoinSet::new();
         let (durable_events, gate) = event_gate(store.clone(), events.clone());
@@ -183,8 +214,7 @@ impl Messenger {
             link_tx,
             internal_tx,
             contacts: HashMap::new(),
-            sessions: HashMap::new(),
-            session_owner: HashMap::new(),
+            sessions: Sessions::default(),
             outbox: Outbox::default(),
             peers: HashMap::new(),
             share_presence: cfg.share_last_seen,
@@ -235,7 +265,7 @@ impl Messenger {
 
     /// Runs until cancelled.
     pub(crate) async fn run(mut self, mut inputs: Inputs, mut internal: mpsc::Receiver<Internal>) {
-        let mut maintenance = tokio::time::interval(Duration::from_millis(250));
+        let mut maintenance = tokio::time::interval(MAINTENANCE_TICK);
         maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut heartbeat = tokio::time::interval(self.cfg.heartbeat);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -433,110 +463,6 @@ impl Messenger {
         );
     }
 
-    fn on_net(&mut self, ev: NetEvent) {
-        match ev {
-            NetEvent::Connected(peer) => {
-                let Ok(user) = UserId::from_peer_id(peer) else {
-                    return;
-                };
-                if !self.contacts.contains_key(&user) {
-                    return;
-                }
-                let state = self.peer(user);
-                state.connected();
-                if state.link.is_none() {
-                    self.open_link(user);
-                    self.pump(user);
-                }
-            }
-            NetEvent::Disconnected(peer) => {
-                let Ok(user) = UserId::from_peer_id(peer) else {
-                    return;
-                };
-                let Some(state) = self.peers.get_mut(&user) else {
-                    return;
-                };
-                state.connected = false;
-                let was_online = state.seen.disconnected();
-                // Redial after the current backoff: a contact we lost may come back.
-                state.retry.lost(Instant::now());
-                if was_online {
-                    self.presence_event(&user);
-                }
-            }
-            NetEvent::DialFailed(peer) => {
-                let Ok(user) = UserId::from_peer_id(peer) else {
-                    return;
-                };
-                let Some(state) = self.peers.get_mut(&user) else {
-                    return;
-                };
-                if state.connected {
-                    return;
-                }
-                state.dial_failed(Instant::now());
-                // The addresses we know may be stale (the peer restarted elsewhere): ask the
-                // DHT, at most once per lookup interval.
-                let due = state
-                    .last_lookup
-                    .is_none_or(|t| t.elapsed() >= LOOKUP_INTERVAL);
-                if due && !self.cfg.bootstrap.is_empty() {
-                    state.last_lookup = Some(Instant::now());
-                    let net = self.net.clone();
-                    let internal = self.internal_tx.clone();
-                    self.tasks.spawn(async move {
-                        let addrs = net.find_peer(peer).await;
-                        if !addrs.is_empty() {
-                            let _ = internal.send(Internal::Found(user, addrs)).await;
-                        }
-                    });
-                }
-                self.pump(user);
-            }
-            NetEvent::Identified {
-                peer, protocols, ..
-            } if protocols.iter().any(|p| p == MAILBOX_PROTOCOL) => {
-                if let std::collections::hash_map::Entry::Vacant(slot) = self.stores.entry(peer) {
-                    tracing::info!(store = %peer, "store peer found");
-                    slot.insert(StoreState {
-                        link: None,
-                        retry: Retry::new(self.cfg.min_backoff, self.cfg.max_backoff),
-                    });
-                    self.subscribe_mailbox();
-                    // Anything waiting for an unreachable contact may now be deposited.
-                    let waiting: Vec<UserId> = self
-                        .peers
-                        .iter()
-                        .filter(|(_, s)| s.unreachable && !s.queue.is_empty())
-                        .map(|(u, _)| *u)
-                        .collect();
-                    for u in waiting {
-                        self.pump(u);
-                    }
-                }
-            }
-            NetEvent::Discovered(peer, addrs) | NetEvent::Identified { peer, addrs, .. } => {
-                self.maybe_publish_bundle();
-                let Ok(user) = UserId::from_peer_id(peer) else {
-                    return;
-                };
-                if let Some(c) = self.contacts.get_mut(&user) {
-                    let mut changed = false;
-                    for a in addrs.iter().take(crate::invite::MAX_ADDRS) {
-                        let bytes = a.to_vec();
-                        if !c.addrs.contains(&bytes) && c.addrs.len() < crate::invite::MAX_ADDRS {
-                            c.addrs.push(bytes);
-                            changed = true;
-                        }
-                    }
-                    if changed {
-                        let _ = self.store.put_contact(c);
-                    }
-                }
-            }
-        }
-    }
-
     fn on_link(&mut self, ev: LinkEvent) {
         match ev {
             LinkEvent::Up { peer, generation } => {
@@ -574,9 +500,7 @@ impl Messenger {
                 state.link_down(Instant::now());
                 // A new stream must start with a fresh session: the peer may not have opened
                 // the last messages of the old one.
-                if let Some(s) = self.sessions.get_mut(&user) {
-                    s.forget_outbound();
-                }
+                self.sessions.forget_outbound(&user);
             }
             LinkEvent::Inbound {
                 peer,

@@ -290,9 +290,7 @@ impl Messenger {
             return;
         }
         tracing::info!(%user, n = due.len(), "no delivered receipt yet; sending again");
-        if let Some(sessions) = self.sessions.get_mut(&user) {
-            sessions.forget_outbound();
-        }
+        self.sessions.forget_outbound(&user);
         let state = self.peer(user);
         for id in due {
             if !state.in_flight.contains_key(&id) && !state.queue.contains(&id) {
@@ -335,9 +333,7 @@ impl Messenger {
                     tracing::info!(%id, to = %user, "peer could not open envelope; resealing with a new handshake");
                     state.queue.push_front(id);
                     self.load_sessions(user);
-                    if let Some(s) = self.sessions.get_mut(&user) {
-                        s.forget_outbound();
-                    }
+                    self.sessions.forget_outbound(&user);
                 } else {
                     tracing::warn!(%id, to = %user, "peer keeps refusing envelope; giving up");
                     state.invalid_retries.remove(&id);

@@ -241,6 +241,112 @@ impl Messenger {
         self.peers.insert(user, state);
     }
 
+    /// Follows the network: connections, failed dials, store peers found, addresses
+    /// learned.
+    pub(super) fn on_net(&mut self, ev: NetEvent) {
+        match ev {
+            NetEvent::Connected(peer) => {
+                let Ok(user) = UserId::from_peer_id(peer) else {
+                    return;
+                };
+                if !self.contacts.contains_key(&user) {
+                    return;
+                }
+                let state = self.peer(user);
+                state.connected();
+                if state.link.is_none() {
+                    self.open_link(user);
+                    self.pump(user);
+                }
+            }
+            NetEvent::Disconnected(peer) => {
+                let Ok(user) = UserId::from_peer_id(peer) else {
+                    return;
+                };
+                let Some(state) = self.peers.get_mut(&user) else {
+                    return;
+                };
+                state.connected = false;
+                let was_online = state.seen.disconnected();
+                // Redial after the current backoff: a contact we lost may come back.
+                state.retry.lost(Instant::now());
+                if was_online {
+                    self.presence_event(&user);
+                }
+            }
+            NetEvent::DialFailed(peer) => {
+                let Ok(user) = UserId::from_peer_id(peer) else {
+                    return;
+                };
+                let Some(state) = self.peers.get_mut(&user) else {
+                    return;
+                };
+                if state.connected {
+                    return;
+                }
+                state.dial_failed(Instant::now());
+                // The addresses we know may be stale (the peer restarted elsewhere): ask the
+                // DHT, at most once per lookup interval.
+                let due = state
+                    .last_lookup
+                    .is_none_or(|t| t.elapsed() >= LOOKUP_INTERVAL);
+                if due && !self.cfg.bootstrap.is_empty() {
+                    state.last_lookup = Some(Instant::now());
+                    let net = self.net.clone();
+                    let internal = self.internal_tx.clone();
+                    self.tasks.spawn(async move {
+                        let addrs = net.find_peer(peer).await;
+                        if !addrs.is_empty() {
+                            let _ = internal.send(Internal::Found(user, addrs)).await;
+                        }
+                    });
+                }
+                self.pump(user);
+            }
+            NetEvent::Identified {
+                peer, protocols, ..
+            } if protocols.iter().any(|p| p == MAILBOX_PROTOCOL) => {
+                if let std::collections::hash_map::Entry::Vacant(slot) = self.stores.entry(peer) {
+                    tracing::info!(store = %peer, "store peer found");
+                    slot.insert(StoreState {
+                        link: None,
+                        retry: Retry::new(self.cfg.min_backoff, self.cfg.max_backoff),
+                    });
+                    self.subscribe_mailbox();
+                    // Anything waiting for an unreachable contact may now be deposited.
+                    let waiting: Vec<UserId> = self
+                        .peers
+                        .iter()
+                        .filter(|(_, s)| s.unreachable && !s.queue.is_empty())
+                        .map(|(u, _)| *u)
+                        .collect();
+                    for u in waiting {
+                        self.pump(u);
+                    }
+                }
+            }
+            NetEvent::Discovered(peer, addrs) | NetEvent::Identified { peer, addrs, .. } => {
+                self.maybe_publish_bundle();
+                let Ok(user) = UserId::from_peer_id(peer) else {
+                    return;
+                };
+                if let Some(c) = self.contacts.get_mut(&user) {
+                    let mut changed = false;
+                    for a in addrs.iter().take(crate::invite::MAX_ADDRS) {
+                        let bytes = a.to_vec();
+                        if !c.addrs.contains(&bytes) && c.addrs.len() < crate::invite::MAX_ADDRS {
+                            c.addrs.push(bytes);
+                            changed = true;
+                        }
+                    }
+                    if changed {
+                        let _ = self.store.put_contact(c);
+                    }
+                }
+            }
+        }
+    }
+
     pub(super) fn on_maintenance(&mut self) {
         let now = Instant::now();
         if self.unopened.refetch_due(now) {
