@@ -105,6 +105,9 @@ const STORE_EVENT_QUEUE: usize = 4096;
 /// the resolution of every deadline the parts return.
 const MAINTENANCE_TICK: Duration = Duration::from_millis(250);
 
+/// Longest the messenger waits at shutdown for its aborted tasks to end.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
 /// Reports from the futures the messenger spawned.
 pub(crate) enum Internal {
     /// What was written before a commit is durable: the outbox entries `release` may leave
@@ -322,10 +325,21 @@ impl Messenger {
         for task in &links {
             task.abort();
         }
-        for task in links {
-            let _ = task.await;
+        self.tasks.abort_all();
+        // Aborted tasks end at their next await; waiting for that is bounded so a task
+        // stuck in a long poll cannot hold up the node's shutdown.
+        let tasks = &mut self.tasks;
+        let ended = async move {
+            for task in links {
+                let _ = task.await;
+            }
+            while tasks.join_next().await.is_some() {}
+        };
+        if tokio::time::timeout(SHUTDOWN_GRACE, ended).await.is_err() {
+            tracing::warn!(
+                "messenger tasks still ending after {SHUTDOWN_GRACE:?}; left to the runtime"
+            );
         }
-        self.tasks.shutdown().await;
     }
 
     /// Once everything written so far is durable, reports `durable` back to the messenger
