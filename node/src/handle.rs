@@ -10,7 +10,7 @@ use kith_protocol::UserId;
 use libp2p::Multiaddr;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::{messenger::Command, net::Network, store::Store};
+use crate::{net::Network, store::Store};
 
 pub use crate::{
     error::NodeError,
@@ -27,6 +27,47 @@ pub struct FileToSend {
     pub mime: String,
     /// The caption (may be empty).
     pub caption: String,
+}
+
+/// A request from a [`Node`] handle to the messenger task; each carries the oneshot its
+/// answer goes back on.
+pub(crate) enum Command {
+    Me {
+        reply: oneshot::Sender<Result<Me, NodeError>>,
+    },
+    AddContact {
+        invite: String,
+        name: Option<String>,
+        reply: oneshot::Sender<Result<ContactView, NodeError>>,
+    },
+    AddContactById {
+        user: UserId,
+        name: Option<String>,
+        reply: oneshot::Sender<Result<ContactView, NodeError>>,
+    },
+    SendText {
+        to: UserId,
+        text: String,
+        client_meta: serde_json::Value,
+        reply: oneshot::Sender<Result<Sent, NodeError>>,
+    },
+    SendMedia {
+        to: UserId,
+        media: Box<kith_protocol::payload::MediaRef>,
+        reply: oneshot::Sender<Result<Sent, NodeError>>,
+    },
+    MarkRead {
+        peer: UserId,
+        reply: oneshot::Sender<Result<usize, NodeError>>,
+    },
+    Presence {
+        peer: UserId,
+        reply: oneshot::Sender<Result<PresenceView, NodeError>>,
+    },
+    SetSharePresence {
+        share: bool,
+        reply: oneshot::Sender<Result<(), NodeError>>,
+    },
 }
 
 /// What [`Node::send_file`] answers: the message and the blob it carries.

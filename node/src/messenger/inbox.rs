@@ -1,0 +1,375 @@
+//! The inbox: receiving envelopes, storing messages and answering with acks and receipts.
+
+use super::*;
+
+/// What became of one received envelope: `Ok` means "acknowledge it".
+pub(super) type Outcome = (MessageId, Result<(), RejectReason>);
+
+/// The answer frames for a link's envelopes: the acks first (at most [`MAX_ACK_IDS`] ids
+/// per frame), then the rejects in order.
+pub(super) fn answer_frames(outcomes: Vec<Outcome>) -> Vec<MsgFrame> {
+    let mut acked = Vec::new();
+    let mut rejects = Vec::new();
+    for (id, outcome) in outcomes {
+        match outcome {
+            Ok(()) => acked.push(id),
+            Err(reason) => rejects.push(MsgFrame::Reject(id, reason)),
+        }
+    }
+    // Acks first, in frames that fit (split by bytes as well as by count).
+    let mut answers: Vec<MsgFrame> = batch::split(acked, BatchLimit::frame(MAX_ACK_IDS))
+        .batches
+        .into_iter()
+        .map(MsgFrame::Ack)
+        .collect();
+    answers.extend(rejects);
+    answers
+}
+
+/// What a received batch came to.
+pub(super) struct Received {
+    /// What became of each envelope, in order.
+    pub(super) outcomes: Vec<Outcome>,
+    /// The delivered receipts it queued: they leave once durable.
+    pub(super) release: Vec<MessageId>,
+    /// Whether acks or receipts vouch for writes that must be durable before they leave.
+    pub(super) needs_commit: bool,
+}
+
+/// What receiving one envelope of a batch leaves for the end of the batch.
+#[derive(Default)]
+pub(super) struct BatchEffects {
+    /// Senders whose sessions changed (stored once per batch).
+    touched: HashSet<UserId>,
+    /// Messages to answer with a delivered receipt, by sender.
+    delivered: HashMap<UserId, Vec<MessageId>>,
+    /// Peers whose receipts settled some of our messages: their queues move on afterwards.
+    settled: HashSet<UserId>,
+}
+
+impl Messenger {
+    /// Envelopes (and presence) from a peer's link: answered with acks and rejects once
+    /// what the acks vouch for is durable.
+    pub(super) fn on_inbound(
+        &mut self,
+        from: PeerId,
+        frames: Vec<MsgFrame>,
+        reply: oneshot::Sender<Vec<MsgFrame>>,
+    ) {
+        let received = self.receive_batch(from, frames);
+        let answers = answer_frames(received.outcomes);
+        if !received.needs_commit {
+            let _ = reply.send(answers);
+            return;
+        }
+        // Acks and delivered receipts leave only once what they vouch for is durable.
+        self.when_durable(
+            move |result| match result {
+                Ok(()) => {
+                    let _ = reply.send(answers);
+                }
+                Err(e) => tracing::error!(error = %e, "commit failed; not acknowledging"),
+            },
+            Internal::Committed {
+                release: received.release,
+                deletes: Vec::new(),
+            },
+        );
+    }
+
+    /// Receives a batch of frames from `from` (a contact's link, or a store peer pushing our
+    /// mailbox): what became of each envelope, in order, and the delivered receipts it
+    /// queued. Nothing it implies may leave before the next commit when `needs_commit`.
+    pub(super) fn receive_batch(&mut self, from: PeerId, frames: Vec<MsgFrame>) -> Received {
+        let link_peer = UserId::from_peer_id(from).ok();
+        let mut outcomes = Vec::new();
+        let mut batch = BatchEffects::default();
+        for frame in frames {
+            match frame {
+                MsgFrame::Envelope(env) => {
+                    let id = env.id();
+                    let outcome = self.receive(env, link_peer, &mut batch);
+                    outcomes.push((id, outcome));
+                }
+                MsgFrame::Presence(record) => self.on_presence(record),
+                other => tracing::debug!(peer = %from, ?other, "unexpected frame on inbound link"),
+            }
+        }
+        for user in &batch.touched {
+            if let Some(s) = self.sessions.get(user) {
+                if let Err(e) = self.store.put_sessions(user, s) {
+                    tracing::error!(error = %e, "cannot store sessions");
+                }
+            }
+        }
+        let mut release = Vec::new();
+        for (sender, ids) in batch.delivered {
+            match self.queue_receipts(sender, ReceiptKind::Delivered, &ids) {
+                Ok(r) => release.extend(r),
+                Err(e) => tracing::error!(error = %e, "cannot queue delivered receipts"),
+            }
+        }
+        // Receipts settled some of our messages: their queues move on after the batch, not
+        // in the middle of it.
+        for user in batch.settled {
+            self.pump(user);
+        }
+        let needs_commit = outcomes.iter().any(|(_, o)| o.is_ok()) || !release.is_empty();
+        Received {
+            outcomes,
+            release,
+            needs_commit,
+        }
+    }
+
+    /// Opens one envelope: the authenticated sender and the plaintext, or (as `Err`) the
+    /// answer to give at once — `Ok` for a replay of a message we hold, a reject otherwise.
+    /// A handshake starts a session (and may teach us the sender's bundle).
+    fn open_envelope(
+        &mut self,
+        env: &Envelope,
+        link_peer: Option<UserId>,
+        batch: &mut BatchEffects,
+    ) -> Result<(UserId, Plaintext), Result<(), RejectReason>> {
+        let id = env.id();
+        let already =
+            |store: &Store, sender: &UserId| store.has_message(Direction::Incoming, sender, &id);
+        match &env.body {
+            kith_protocol::SealedBody::Handshake(body) => {
+                match open_handshake(&self.me, &env.header, body) {
+                    Ok(opened) => {
+                        let sender = opened.sender.user;
+                        if sender == self.user {
+                            tracing::warn!(%id, "handshake claims to come from ourselves; dropped");
+                            return Err(Err(RejectReason::Invalid));
+                        }
+                        self.learn_bundle(&opened.sender);
+                        self.load_sessions(sender);
+                        match self.sessions.accept(sender, opened.session) {
+                            Ok(()) => {
+                                batch.touched.insert(sender);
+                            }
+                            Err(OpenError::Replayed)
+                                if already(&self.store, &sender).unwrap_or(false) =>
+                            {
+                                return Err(Ok(()))
+                            }
+                            Err(e) => {
+                                tracing::warn!(%id, %sender, error = %e, "replayed handshake dropped");
+                                return Err(Err(RejectReason::Invalid));
+                            }
+                        }
+                        Ok((sender, opened.plaintext))
+                    }
+                    Err(e) => {
+                        tracing::warn!(%id, error = %e, "cannot open first message; dropped");
+                        Err(Err(RejectReason::Invalid))
+                    }
+                }
+            }
+            kith_protocol::SealedBody::Session(body) => {
+                let owner = match self.sessions.owner(&body.session) {
+                    Some(u) => Some(u),
+                    None => self.store.session_peer(&body.session).ok().flatten(),
+                };
+                let Some(sender) = owner else {
+                    // A copy of a message whose session we dropped since: the link's peer
+                    // (authenticated) sent it to us before if we hold its message with
+                    // this id. An ack says only that: through a store peer it deletes just
+                    // this envelope.
+                    if link_peer.is_some_and(|p| already(&self.store, &p).unwrap_or(false)) {
+                        return Err(Ok(()));
+                    }
+                    tracing::info!(%id, "message in an unknown session; asking the sender to resend");
+                    return Err(Err(RejectReason::Invalid));
+                };
+                self.load_sessions(sender);
+                match self.sessions.open(sender, &env.header, body) {
+                    Ok(p) => {
+                        batch.touched.insert(sender);
+                        Ok((sender, p))
+                    }
+                    Err(OpenError::Replayed) if already(&self.store, &sender).unwrap_or(false) => {
+                        Err(Ok(()))
+                    }
+                    Err(e) => {
+                        tracing::warn!(%id, %sender, error = %e, "cannot open message; dropped");
+                        Err(Err(RejectReason::Invalid))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Opens, deduplicates and stores one envelope. `Ok` means "acknowledge it".
+    ///
+    /// A message is a duplicate only if *its sender's* message with that id is stored, so
+    /// that is decided once the envelope is open and the sender known: anyone can reuse an
+    /// id (store peers see them all), and another sender's message under it is another
+    /// message. `link_peer` is the authenticated peer the envelope came from (a contact, or
+    /// a store peer), used only for an envelope in a session we no longer know.
+    pub(super) fn receive(
+        &mut self,
+        env: Envelope,
+        link_peer: Option<UserId>,
+        batch: &mut BatchEffects,
+    ) -> Result<(), RejectReason> {
+        let id = env.id();
+        if env.header.recipient != self.user {
+            tracing::warn!(%id, "envelope for another user; refused");
+            return Err(RejectReason::Misaddressed);
+        }
+        if env.check().is_err() {
+            return Err(RejectReason::Invalid);
+        }
+        let now = now_ms();
+        if env.header.expires_at_ms <= now {
+            return Err(RejectReason::Expired);
+        }
+        let (sender, plaintext) = match self.open_envelope(&env, link_peer, batch) {
+            Ok(opened) => opened,
+            Err(answer) => return answer,
+        };
+        let already =
+            |store: &Store, sender: &UserId| store.has_message(Direction::Incoming, sender, &id);
+        match already(&self.store, &sender) {
+            Ok(true) => {
+                tracing::debug!(%id, %sender, "duplicate message; acknowledged again");
+                // The sender sends a message again when its delivered receipt did not come:
+                // answer with one again (receipts themselves are never receipted).
+                let kind = plaintext.payload.kind;
+                if kind == payload::kind::TEXT || kind == payload::kind::MEDIA {
+                    batch.delivered.entry(sender).or_default().push(id);
+                }
+                return Ok(());
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "cannot look up message");
+                return Err(RejectReason::Busy);
+            }
+        }
+        match plaintext.payload.decode() {
+            Ok(Payload::Text(t)) => {
+                let msg = StoredMessage {
+                    id,
+                    peer: sender,
+                    outgoing: false,
+                    text: t.body,
+                    client_meta: t.client_meta,
+                    sent_at_ms: plaintext.sent_at_ms,
+                    stored_at_ms: now,
+                    status: DeliveryStatus::Delivered,
+                    media: None,
+                };
+                self.store_received(&msg, batch)?;
+            }
+            Ok(Payload::Receipt(r)) => {
+                let to = match r.kind {
+                    ReceiptKind::Delivered => DeliveryStatus::Delivered,
+                    ReceiptKind::Read => DeliveryStatus::Read,
+                };
+                for mid in r.ids {
+                    // Only the conversation's peer may tick our messages to them: the lookup
+                    // is of our message to the receipt's sender.
+                    match self.store.message(Direction::Outgoing, &sender, &mid) {
+                        Ok(Some(_)) => {
+                            // A receipt proves the peer holds the message even if its ack is
+                            // still on the way (another stream): settle the outbox entry now.
+                            if self.outbox.addressed_to(&mid, &sender) {
+                                self.on_acked(sender, vec![mid]);
+                                self.settle(&mid);
+                                batch.settled.insert(sender);
+                            }
+                            self.set_status(&sender, &mid, to)
+                        }
+                        Ok(_) => {
+                            tracing::debug!(%mid, %sender, "receipt for a message not sent to them; ignored")
+                        }
+                        Err(e) => tracing::error!(error = %e, "cannot read message for receipt"),
+                    }
+                }
+            }
+            Ok(Payload::Media(m)) => {
+                if BlobLayout::new(m.size, m.chunk_size).is_err()
+                    || m.caption.len() > payload::MAX_TEXT_LEN
+                {
+                    tracing::warn!(%id, %sender, "media reference with an invalid layout; dropped");
+                    return Err(RejectReason::Invalid);
+                }
+                let hash = BlobHash(m.hash);
+                let msg = StoredMessage {
+                    id,
+                    peer: sender,
+                    outgoing: false,
+                    text: m.caption.clone(),
+                    client_meta: "{}".into(),
+                    sent_at_ms: plaintext.sent_at_ms,
+                    stored_at_ms: now,
+                    status: DeliveryStatus::Delivered,
+                    media: Some(hash),
+                };
+                // The sender first (it serves its own blob while online), then our store
+                // peers (where it uploaded the blob if we were away).
+                let mut holders = vec![sender.peer_id()];
+                holders.extend(self.my_stores());
+                let expires = now.saturating_add(self.cfg.message_lifetime.as_millis() as u64);
+                // The record is this message's own: another message naming the same hash
+                // has its own record and never touches this one.
+                let record = MediaRecord::incoming(&m, id, sender, &holders, expires);
+                let media_id = record.id();
+                let fresh = match self.store.media(&media_id) {
+                    Ok(existing) => existing.is_none(),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot read media record");
+                        return Err(RejectReason::Busy);
+                    }
+                };
+                // A record already there (written before a crash cut this sequence short)
+                // keeps its progress.
+                if fresh {
+                    if let Err(e) = self.transfers.put_record(&record) {
+                        tracing::error!(error = %e, "cannot store media record");
+                        return Err(RejectReason::Busy);
+                    }
+                }
+                if self.store_received(&msg, batch)? {
+                    self.transfers.start(media_id);
+                }
+            }
+            Ok(Payload::Unknown { kind }) => {
+                tracing::info!(%id, %sender, kind, "payload of an unknown kind; acknowledged, not shown");
+            }
+            Err(e) => {
+                tracing::warn!(%id, %sender, error = %e, "invalid payload; dropped");
+                return Err(RejectReason::Invalid);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores a received message, tells listeners and owes its sender a delivered receipt.
+    /// `Ok(false)` when it was already stored; `Busy` when the store failed (the sender
+    /// tries again).
+    fn store_received(
+        &mut self,
+        msg: &StoredMessage,
+        batch: &mut BatchEffects,
+    ) -> Result<bool, RejectReason> {
+        match self.store.insert_message(msg) {
+            Ok(true) => {
+                self.emit(|| Event::Message {
+                    peer: msg.peer.to_string(),
+                    message: crate::view::message_view(&self.store, &self.user, msg),
+                });
+                batch.delivered.entry(msg.peer).or_default().push(msg.id);
+                Ok(true)
+            }
+            Ok(false) => Ok(false),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot store message");
+                Err(RejectReason::Busy)
+            }
+        }
+    }
+}
