@@ -22,6 +22,7 @@ mod link;
 mod media;
 mod routes;
 mod state;
+pub mod web;
 
 pub use error::{ErrorBody, ErrorDetail};
 pub use extract::BODY_LIMIT;
@@ -35,14 +36,14 @@ fn build(node: Node, token: String, port: Option<u16>, shutdown: CancellationTok
             link_key: Arc::new(link::link_key(&token)),
             shutdown,
         })
-        .merge(crate::web::api_routes(node));
+        .merge(web::api_routes(node));
     let guard_state = guard::Guard {
         link_key: Arc::new(link::link_key(&token)),
         token: token.into(),
         port,
     };
     // The web app's assets hold no secret: they are merged outside the guard.
-    guard::harden(routes, guard_state).merge(crate::web::assets(port))
+    guard::harden(routes, guard_state).merge(web::assets(port))
 }
 
 /// The API's routes for `node`, guarded by `token`.

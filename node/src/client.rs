@@ -23,6 +23,9 @@ const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// How long connecting to the API may take: it is on this machine, so this is generous.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Most characters of a non-JSON error body kept in the error message.
+const SHOWN_BODY_CHARS: usize = 200;
+
 /// Why an API call failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -56,8 +59,17 @@ pub enum ClientError {
         source: reqwest::Error,
     },
     /// The API answered with something this client does not understand.
-    #[error("unexpected answer from the kith API: {0}")]
-    Decode(String),
+    #[error("unexpected answer from the kith API{what}: {source}")]
+    Decode {
+        /// What did not decode (empty for a plain answer, else e.g. ` (lagged event)`).
+        what: String,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The HTTP client could not be built (TLS or resolver set-up failed).
+    #[error("cannot build an HTTP client: {0}")]
+    Build(#[source] reqwest::Error),
     /// The API address is not usable.
     #[error("bad API address `{0}`: expected host:port or http://host:port")]
     BadAddress(String),
@@ -144,7 +156,7 @@ impl ApiClient {
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .build()
-            .map_err(|e| ClientError::Decode(format!("cannot build an HTTP client: {e}")))?;
+            .map_err(ClientError::Build)?;
         Ok(ApiClient {
             base,
             token: token.into().trim().to_string(),
@@ -360,7 +372,10 @@ impl ApiClient {
             api: self.base.to_string(),
             source,
         })?;
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+        serde_json::from_slice(&bytes).map_err(|source| ClientError::Decode {
+            what: String::new(),
+            source,
+        })
     }
 
     async fn error_of(&self, res: reqwest::Response) -> ClientError {
@@ -384,7 +399,10 @@ fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
             message: error.message,
         },
         Err(_) => {
-            let text: String = String::from_utf8_lossy(body).chars().take(200).collect();
+            let text: String = String::from_utf8_lossy(body)
+                .chars()
+                .take(SHOWN_BODY_CHARS)
+                .collect();
             let message = if text.trim().is_empty() {
                 status.canonical_reason().unwrap_or("error").to_string()
             } else {
@@ -472,7 +490,10 @@ fn stream_event(message: SseMessage) -> Option<Result<StreamEvent, ClientError>>
         return Some(
             serde_json::from_str::<Lagged>(&message.data)
                 .map(|l| StreamEvent::Lagged { missed: l.missed })
-                .map_err(|e| ClientError::Decode(format!("lagged event: {e}"))),
+                .map_err(|source| ClientError::Decode {
+                    what: " (lagged event)".into(),
+                    source,
+                }),
         );
     }
     if !matches!(message.event.as_str(), "message" | "status" | "presence") {
@@ -482,7 +503,10 @@ fn stream_event(message: SseMessage) -> Option<Result<StreamEvent, ClientError>>
     Some(
         serde_json::from_str::<Event>(&message.data)
             .map(StreamEvent::Event)
-            .map_err(|e| ClientError::Decode(format!("{} event: {e}", message.event))),
+            .map_err(|source| ClientError::Decode {
+                what: format!(" ({} event)", message.event),
+                source,
+            }),
     )
 }
 

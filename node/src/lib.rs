@@ -14,7 +14,7 @@
 //!   errors are in [`view`], [`event`] and [`error`], below the store and the messenger.
 //! - [`invite`]: invite strings (user id, addresses, key bundle).
 //! - [`api`]: the REST API (axum) and its error mapping.
-//! - [`web`]: the web app (embedded assets) and the calls only it needs.
+//! - [`web`] (in [`api`]): the web app (embedded assets) and the calls only it needs.
 //! - [`client`]: a REST client, used by the CLI.
 //! - [`run`]: [`run::start`] and [`run::run`], which wire it all together.
 //! - [`mesh`]: a local mesh in one process (store peers from `kith-bootstrap` and users), for
@@ -39,8 +39,8 @@ pub mod time;
 pub mod transfer;
 pub mod versioned;
 pub mod view;
-pub mod web;
 
+pub use api::web;
 pub use config::Config;
 pub use handle::{Event, Node, NodeError};
 pub use run::{run, start, RunError, RunningNode};

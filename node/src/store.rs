@@ -75,7 +75,7 @@ pub enum StoreError {
     Codec(#[from] codec::CodecError),
     /// The stored identity is invalid.
     #[error("stored identity is invalid: {0}")]
-    Identity(String),
+    Identity(#[source] kith_protocol::identity::IdentityError),
     /// The database's format version is not one this build can open.
     #[error(transparent)]
     Format(#[from] crate::versioned::FormatError),
@@ -153,7 +153,7 @@ impl Store {
             None => Ok(None),
             Some(bytes) => LocalIdentity::from_bytes(&bytes)
                 .map(Some)
-                .map_err(|e| StoreError::Identity(e.to_string())),
+                .map_err(StoreError::Identity),
         }
     }
 
@@ -191,7 +191,7 @@ pub fn ensure_identity(dir: &Path) -> Result<LocalIdentity, StoreError> {
     versioned::open(&db, dir, &format::NODE_SCHEMA)?;
     let meta = db.open_tree("meta")?;
     if let Some(bytes) = meta.get("identity")? {
-        return LocalIdentity::from_bytes(&bytes).map_err(|e| StoreError::Identity(e.to_string()));
+        return LocalIdentity::from_bytes(&bytes).map_err(StoreError::Identity);
     }
     let mut rng = rand::rngs::OsRng;
     let id = LocalIdentity::generate(crate::time::now_ms(), &mut rng);

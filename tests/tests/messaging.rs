@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use anyhow::{bail, ensure, Context, Result};
 use kith_node::{handle::MessageView, Event};
 use kith_protocol::DeliveryStatus;
-use kith_tests::{init_logging, introduce, wait_event, ApiClient, TestNode, TIMEOUT};
+use kith_tests::{init_logging, introduce, wait_event, wait_for, ApiClient, TestNode, TIMEOUT};
 use serde_json::{json, Value};
 
 /// The conversation with `peer` as the REST API shows it (newest first).
@@ -341,6 +341,44 @@ async fn restarted_node_resends_outbox_and_recipient_stores_once() -> Result<()>
             .iter()
             .all(|m| m.status >= DeliveryStatus::Delivered),
         "{alice_conv:#?}"
+    );
+    Ok(())
+}
+
+/// `GET /v1/chats` counts a conversation's received, unread messages (from the store's unread
+/// marks) until the user reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chats_count_unread_messages_until_read() -> Result<()> {
+    init_logging();
+    let alice = TestNode::start("alice").await?;
+    let bob = TestNode::start("bob").await?;
+    introduce(&alice, &bob).await?;
+    for n in 0..3 {
+        alice
+            .node()?
+            .send_text(bob.user_id(), format!("m{n}"), json!({}))
+            .await?;
+    }
+    wait_for(TIMEOUT, "bob holds alice's three messages", || async {
+        Ok((bob.conversation(&alice.user_id())?.len() == 3).then_some(()))
+    })
+    .await?;
+    let api = bob.api()?;
+    let unread = |body: &Value| body["chats"][0]["unread"].as_u64();
+    let res = api.get("/v1/chats").await?;
+    res.expect_status(200)?;
+    ensure!(unread(&res.body) == Some(3), "chats: {}", res.body);
+    api.post(
+        &format!("/v1/conversations/{}/read", alice.user_id()),
+        &json!({}),
+    )
+    .await?
+    .expect_status(200)?;
+    let res = api.get("/v1/chats").await?;
+    ensure!(
+        unread(&res.body) == Some(0),
+        "chats after reading: {}",
+        res.body
     );
     Ok(())
 }

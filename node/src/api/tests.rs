@@ -61,6 +61,15 @@ fn node_errors_map_to_documented_statuses() {
         ),
         (NodeError::Busy, Input::Body, 503, "busy"),
         (NodeError::Stopped, Input::Body, 503, "stopped"),
+        (
+            NodeError::Media(crate::media::MediaError::Io {
+                path: "x".into(),
+                source: std::io::Error::other("disk full"),
+            }),
+            Input::Query,
+            500,
+            "storage",
+        ),
     ];
     for (err, input, status, code) in cases {
         let mapped = node_error(err, input);

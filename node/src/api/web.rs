@@ -3,7 +3,7 @@
 //! It exists so a person can use Kith without a terminal, offline, with nothing to install:
 //! the page, its scripts and styles are compiled into the binary ([`ASSETS`]) and served here
 //! without the API token, because they hold no secret. Everything the page shows comes from
-//! the `/v1` API, which stays behind the bearer token and the `Origin` check in [`crate::api`].
+//! the `/v1` API, which stays behind the bearer token and the `Origin` check in the API's guard.
 //! The page gets the token once, from the address `kith open` prints
 //! (`http://127.0.0.1:7878/#token=…`; a fragment never reaches a server or its logs), keeps it
 //! in the tab's session storage, and sends it as `Authorization: Bearer` on every call,
@@ -91,27 +91,27 @@ const ASSETS: &[Asset] = &[
     Asset {
         path: "/",
         content_type: "text/html; charset=utf-8",
-        body: include_bytes!("../web/index.html"),
+        body: include_bytes!("../../web/index.html"),
     },
     Asset {
         path: "/app.js",
         content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../web/app.js"),
+        body: include_bytes!("../../web/app.js"),
     },
     Asset {
         path: "/api.js",
         content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../web/api.js"),
+        body: include_bytes!("../../web/api.js"),
     },
     Asset {
         path: "/style.css",
         content_type: "text/css; charset=utf-8",
-        body: include_bytes!("../web/style.css"),
+        body: include_bytes!("../../web/style.css"),
     },
     Asset {
         path: "/favicon.svg",
         content_type: "image/svg+xml",
-        body: include_bytes!("../web/favicon.svg"),
+        body: include_bytes!("../../web/favicon.svg"),
     },
 ];
 
@@ -127,7 +127,7 @@ pub(crate) fn assets(port: Option<u16>) -> Router {
     router.layer(middleware::from_fn_with_state(port, loopback_host))
 }
 
-/// The guarded routes the web app adds to `/v1`; [`crate::api`] merges them inside its guard.
+/// The guarded routes the web app adds to `/v1`; the API merges them inside its guard.
 pub(crate) fn api_routes(node: Node) -> Router {
     Router::new()
         .route("/v1/chats", get(chats))
