@@ -32,6 +32,7 @@ use std::{
 };
 
 use futures::StreamExt;
+use kith_net::Backoff;
 use kith_protocol::media::MediaRefusal;
 use libp2p::PeerId;
 use libp2p_stream::Control;
@@ -391,10 +392,14 @@ impl Transfers {
         });
     }
 
-    /// Waits `delay` (false if the service was cancelled meanwhile) and doubles it.
-    async fn backoff(&self, delay: &mut Duration) -> bool {
-        let wait = *delay;
-        *delay = (*delay * 2).min(self.cfg.max_backoff);
+    /// The retry pacing of one transfer, from the configured bounds.
+    fn new_backoff(&self) -> Backoff {
+        Backoff::new(self.cfg.min_backoff, self.cfg.max_backoff)
+    }
+
+    /// Waits the backoff's next delay (false if the service was cancelled meanwhile).
+    async fn backoff(&self, backoff: &mut Backoff) -> bool {
+        let wait = backoff.next_delay();
         tokio::select! {
             _ = tokio::time::sleep(wait) => true,
             _ = self.cancel.cancelled() => false,

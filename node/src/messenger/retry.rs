@@ -6,15 +6,14 @@
 
 use std::time::{Duration, Instant};
 
+use kith_net::Backoff;
+
 /// The reconnection pacing of one peer.
 #[derive(Debug)]
 pub(super) struct Retry {
-    /// The wait after the next failure.
-    wait: Duration,
-    /// The shortest wait, where a success resets it to.
-    min: Duration,
-    /// The longest wait, so a peer that was away a long time is still tried now and then.
-    max: Duration,
+    /// The wait after the next failure: doubles up to a cap, so a peer that was away a long
+    /// time is still tried now and then.
+    backoff: Backoff,
     /// No attempt before this instant.
     not_before: Option<Instant>,
 }
@@ -23,28 +22,25 @@ impl Retry {
     /// Pacing that starts at `min` and doubles up to `max`.
     pub(super) fn new(min: Duration, max: Duration) -> Self {
         Retry {
-            wait: min,
-            min,
-            max: max.max(min),
+            backoff: Backoff::new(min, max),
             not_before: None,
         }
     }
 
     /// An attempt failed: none before `now` plus the current wait, and the wait doubles.
     pub(super) fn failed(&mut self, now: Instant) {
-        self.not_before = Some(now + self.wait);
-        self.wait = (self.wait * 2).min(self.max);
+        self.not_before = Some(now + self.backoff.next_delay());
     }
 
     /// What we had was lost (a connection closed): try again after the current wait, which
     /// does not grow, since nothing failed yet.
     pub(super) fn lost(&mut self, now: Instant) {
-        self.not_before = Some(now + self.wait);
+        self.not_before = Some(now + self.backoff.current());
     }
 
     /// An attempt worked: the next failure waits the shortest time again.
     pub(super) fn succeeded(&mut self) {
-        self.wait = self.min;
+        self.backoff.reset();
         self.not_before = None;
     }
 
@@ -61,7 +57,7 @@ impl Retry {
     /// The wait the next failure will impose.
     #[cfg(test)]
     pub(super) fn wait(&self) -> Duration {
-        self.wait
+        self.backoff.current()
     }
 }
 

@@ -43,7 +43,7 @@ pub(super) async fn download(
     let mut file = Some(file);
     let mut conns: HashMap<PeerId, MediaConn> = HashMap::new();
     let mut turn = 0usize;
-    let mut delay = s.cfg.min_backoff;
+    let mut delay = s.new_backoff();
     let mut last_emit = Instant::now();
     tracing::info!(%hash, size = rec.size, from = rec.done_chunks, "downloading media");
     let mut holders = Vec::new();
@@ -102,7 +102,7 @@ pub(super) async fn download(
             }
             continue;
         }
-        delay = s.cfg.min_backoff;
+        delay.reset();
         let n = got.len() as u64;
         {
             let mut f = file.take().ok_or(TransferError::Unexpected)?;

@@ -32,7 +32,7 @@ pub(super) async fn upload(s: &Arc<Transfers>, mut rec: MediaRecord) -> Result<(
     // Chunks each store peer acknowledged: one counter per store, written only by its own
     // upload, read by all of them to show the W-th best.
     let progress: Vec<AtomicU64> = stores.iter().map(|_| AtomicU64::new(0)).collect();
-    let mut delay = s.cfg.min_backoff;
+    let mut delay = s.new_backoff();
     tracing::info!(%hash, size = rec.size, stores = stores.len(), "uploading media to store peers");
     // What the upload tasks read; `rec` itself changes state as copies land.
     let source = rec.clone();
