@@ -360,7 +360,7 @@ async fn run_transfer(s: &Arc<Transfers>, id: MediaId) -> Result<(), TransferErr
     let Some(rec) = s.store.media(&id)? else {
         return Ok(());
     };
-    if rec.expires_at_ms <= now_ms()
+    if kith_net::clock::is_expired(rec.expires_at_ms, now_ms())
         && matches!(rec.state, MediaState::Uploading | MediaState::Downloading)
     {
         tracing::warn!(hash = %rec.hash, media = %id, "media expired before its transfer finished");

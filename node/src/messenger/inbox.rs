@@ -223,7 +223,7 @@ impl Messenger {
             return Err(RejectReason::Invalid);
         }
         let now = now_ms();
-        if env.header.expires_at_ms <= now {
+        if kith_net::clock::is_expired(env.header.expires_at_ms, now) {
             return Err(RejectReason::Expired);
         }
         let (sender, plaintext) = match self.open_envelope(&env, link_peer, batch) {

@@ -58,7 +58,7 @@ impl Outbox {
 
     /// Takes out the entry `id` if it expired by `now_ms`.
     pub(super) fn take_if_expired(&mut self, id: &MessageId, now_ms: u64) -> Option<OutboxEntry> {
-        if self.get(id)?.expires_at_ms > now_ms {
+        if !kith_net::clock::is_expired(self.get(id)?.expires_at_ms, now_ms) {
             return None;
         }
         self.remove(id)
@@ -69,7 +69,7 @@ impl Outbox {
         let mut ids: Vec<(u64, MessageId)> = self
             .entries
             .values()
-            .filter(|e| e.expires_at_ms <= now_ms)
+            .filter(|e| kith_net::clock::is_expired(e.expires_at_ms, now_ms))
             .map(|e| (e.seq, e.id))
             .collect();
         ids.sort_unstable();

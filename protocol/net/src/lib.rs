@@ -26,6 +26,6 @@ pub mod swarm;
 pub mod versioned;
 
 pub use backoff::Backoff;
-pub use clock::{now_ms, Clock, ManualClock, SystemClock};
+pub use clock::now_ms;
 pub use commit::Committer;
 pub use swarm::{closest_peers, peer_of, NetConfig, NetError, NetEvent, Network, RelayLimits};
