@@ -14,22 +14,25 @@
 //!
 //! # Layout
 //!
-//! The decisions live in pure parts that own their state, take `now` as an argument and
-//! return what should happen; they never touch a channel, the store, the clock or the RNG,
-//! and are tested synchronously:
+//! The decisions live in pure parts that own their state, take `now` (and the RNG) as
+//! arguments and return what should happen; they never touch a channel, the store or the
+//! clock, and are tested synchronously:
 //! - `outbox`: unsettled entries, expiry, resends after the receipt timeout (`Outbox`);
 //! - `peers`: per-peer queues, in-flight window and ack timeout (`PeerState`);
 //! - `retry`: dial and store-link backoff (`Retry`);
 //! - `presence`: heartbeats, online grace, last seen (`Seen`);
 //! - `deposits`: W-of-R counting of store-peer answers (`Deposits`);
-//! - `unopened`: mailbox envelopes that cannot be opened yet (`Unopened`).
+//! - `unopened`: mailbox envelopes that cannot be opened yet (`Unopened`);
+//! - `sessions`: sessions by peer and who owns each inbound one (`Sessions`);
+//! - `contacts`: merging what we learn into a contact (`merged_contact`).
 //!
-//! This module is the actor shell: it owns the channels, the store handle, the clock and
-//! the RNG, and routes commands and events to the parts and their answers to the I/O. The
-//! shell's routing is spread over `impl Messenger` blocks by concern (`contacts`,
-//! `inbox`, `mailbox`, `media`, `sessions`, `gate` and the `impl` halves of the
-//! files above); only that code calls from one part into another. Every task it starts
-//! (links, commit waits, lookups, the event gate) is owned by it and ended when it stops.
+//! The actor shell is this module and [`shell`]: it owns the channels, the store handle, the
+//! clock and the RNG, routes commands and events to the parts, and carries their answers out
+//! to the I/O (`shell/<part>.rs` acts on `<part>`'s decisions; `shell/inbox`, `mailbox` and
+//! `media` have no pure part of their own yet). Only the shell calls from one part into
+//! another; a part never imports the shell (`scripts/module-cycles.py` checks). Every task it
+//! starts (links, commit waits, lookups, the event `gate`) is owned by it and ended when it
+//! stops.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
@@ -39,10 +42,7 @@ use std::{
 use kith_protocol::{
     batch::{self, BatchLimit},
     blob::{BlobHash, BlobLayout},
-    mailbox::{
-        EnvelopeRef, MailboxRequest, MailboxResponse, RefuseReason, MAILBOX_PROTOCOL,
-        MAX_DELETE_IDS,
-    },
+    mailbox::{EnvelopeRef, MailboxRequest, MailboxResponse, RefuseReason, MAX_DELETE_IDS},
     payload::{self, MediaRef, Receipt, ReceiptKind, Text},
     seal::{open_handshake, OpenError, SessionId},
     wire::{MsgFrame, RejectReason, MAX_ACK_IDS},
@@ -60,26 +60,24 @@ use tokio_util::sync::CancellationToken;
 mod contacts;
 mod deposits;
 mod gate;
-mod inbox;
-mod mailbox;
-mod media;
 mod outbox;
 mod peers;
 mod presence;
 mod retry;
 mod sessions;
+mod shell;
 mod unopened;
 
 use self::{
     contacts::bundle_record_key,
     deposits::Deposits,
     gate::event_gate,
-    mailbox::StoreState,
     outbox::Outbox,
     peers::{PeerState, DIAL_TIMEOUT},
     presence::{ONLINE_GRACE_INTERVALS, SHARE_LAST_SEEN_KEY},
     retry::Retry,
     sessions::Sessions,
+    shell::mailbox::StoreState,
     unopened::Unopened,
 };
 use crate::{
@@ -110,6 +108,10 @@ const MAINTENANCE_TICK: Duration = Duration::from_millis(250);
 
 /// Longest the messenger waits at shutdown for its aborted tasks to end.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// What became of one received envelope: `Ok` means "acknowledge it". Shared by the inbox
+/// (which answers with it) and the unopened-envelope part (which sorts by it).
+pub(crate) type Outcome = (MessageId, Result<(), RejectReason>);
 
 /// Reports from the futures the messenger spawned.
 pub(crate) enum Internal {

@@ -13,7 +13,7 @@ use std::{
 
 use kith_protocol::{mailbox::EnvelopeRef, wire::RejectReason};
 
-use super::inbox::Outcome;
+use super::Outcome;
 
 /// How long to wait before fetching the mailbox again when part of it could not be opened
 /// yet (its session's first message is likely still arriving from another store peer).

@@ -1,13 +1,17 @@
 //! What the messenger decides about media: sending references and uploading blobs to
 //! store peers when the recipient is away.
 
-use super::*;
+use crate::messenger::*;
 
 impl Messenger {
     /// Sends a media reference whose blob file is already in place under its hash. The blob
     /// goes to the recipient's store peers when the recipient is not connected now; otherwise
     /// the recipient pulls it from this node.
-    pub(super) fn send_media(&mut self, to: UserId, media: MediaRef) -> Result<Sent, NodeError> {
+    pub(in crate::messenger) fn send_media(
+        &mut self,
+        to: UserId,
+        media: MediaRef,
+    ) -> Result<Sent, NodeError> {
         if !self.contacts.contains_key(&to) {
             return Err(NodeError::UnknownContact(to.to_string()));
         }
@@ -80,7 +84,12 @@ impl Messenger {
 
     /// A media message went to store peers: its blob must follow it there (unless it is
     /// already on its way), or the recipient could not fetch it while we are away.
-    pub(super) fn upload_media_of(&mut self, id: MessageId, to: UserId, stores: &[PeerId]) {
+    pub(in crate::messenger) fn upload_media_of(
+        &mut self,
+        id: MessageId,
+        to: UserId,
+        stores: &[PeerId],
+    ) {
         let Ok(Some(msg)) = self.store.message(Direction::Outgoing, &to, &id) else {
             return;
         };

@@ -1,13 +1,10 @@
 //! The inbox: receiving envelopes, storing messages and answering with acks and receipts.
 
-use super::*;
-
-/// What became of one received envelope: `Ok` means "acknowledge it".
-pub(super) type Outcome = (MessageId, Result<(), RejectReason>);
+use crate::messenger::*;
 
 /// The answer frames for a link's envelopes: the acks first (at most [`MAX_ACK_IDS`] ids
 /// per frame), then the rejects in order.
-pub(super) fn answer_frames(outcomes: Vec<Outcome>) -> Vec<MsgFrame> {
+pub(in crate::messenger) fn answer_frames(outcomes: Vec<Outcome>) -> Vec<MsgFrame> {
     let mut acked = Vec::new();
     let mut rejects = Vec::new();
     for (id, outcome) in outcomes {
@@ -27,18 +24,18 @@ pub(super) fn answer_frames(outcomes: Vec<Outcome>) -> Vec<MsgFrame> {
 }
 
 /// What a received batch came to.
-pub(super) struct Received {
+pub(in crate::messenger) struct Received {
     /// What became of each envelope, in order.
-    pub(super) outcomes: Vec<Outcome>,
+    pub(in crate::messenger) outcomes: Vec<Outcome>,
     /// The delivered receipts it queued: they leave once durable.
-    pub(super) release: Vec<MessageId>,
+    pub(in crate::messenger) release: Vec<MessageId>,
     /// Whether acks or receipts vouch for writes that must be durable before they leave.
-    pub(super) needs_commit: bool,
+    pub(in crate::messenger) needs_commit: bool,
 }
 
 /// What receiving one envelope of a batch leaves for the end of the batch.
 #[derive(Default)]
-pub(super) struct BatchEffects {
+pub(in crate::messenger) struct BatchEffects {
     /// Senders whose sessions changed (stored once per batch).
     touched: HashSet<UserId>,
     /// Messages to answer with a delivered receipt, by sender.
@@ -50,7 +47,7 @@ pub(super) struct BatchEffects {
 impl Messenger {
     /// Envelopes (and presence) from a peer's link: answered with acks and rejects once
     /// what the acks vouch for is durable.
-    pub(super) fn on_inbound(
+    pub(in crate::messenger) fn on_inbound(
         &mut self,
         from: PeerId,
         frames: Vec<MsgFrame>,
@@ -80,7 +77,11 @@ impl Messenger {
     /// Receives a batch of frames from `from` (a contact's link, or a store peer pushing our
     /// mailbox): what became of each envelope, in order, and the delivered receipts it
     /// queued. Nothing it implies may leave before the next commit when `needs_commit`.
-    pub(super) fn receive_batch(&mut self, from: PeerId, frames: Vec<MsgFrame>) -> Received {
+    pub(in crate::messenger) fn receive_batch(
+        &mut self,
+        from: PeerId,
+        frames: Vec<MsgFrame>,
+    ) -> Received {
         let link_peer = UserId::from_peer_id(from).ok();
         let mut outcomes = Vec::new();
         let mut batch = BatchEffects::default();
@@ -208,7 +209,7 @@ impl Messenger {
     /// id (store peers see them all), and another sender's message under it is another
     /// message. `link_peer` is the authenticated peer the envelope came from (a contact, or
     /// a store peer), used only for an envelope in a session we no longer know.
-    pub(super) fn receive(
+    pub(in crate::messenger) fn receive(
         &mut self,
         env: Envelope,
         link_peer: Option<UserId>,

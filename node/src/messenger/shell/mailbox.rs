@@ -1,47 +1,47 @@
 //! The mailbox client: store peers, W-of-R deposits, subscriptions and deletes.
 
-use super::{
+use crate::messenger::{
     deposits::Refusal,
     unopened::{sort_outcomes, Sorted},
     *,
 };
 
 /// What the messenger knows about one store peer.
-pub(super) struct StoreState {
-    pub(super) link: Option<ActiveStoreLink>,
+pub(in crate::messenger) struct StoreState {
+    pub(in crate::messenger) link: Option<ActiveStoreLink>,
     /// After a lost link, when the heartbeat may reopen it (the wait doubles up to the
     /// configured maximum).
-    pub(super) retry: Retry,
+    pub(in crate::messenger) retry: Retry,
 }
 
 /// An open link to a store peer.
-pub(super) struct ActiveStoreLink {
+pub(in crate::messenger) struct ActiveStoreLink {
     /// Tells this link's events from those of an older one to the same store peer.
-    pub(super) generation: u64,
+    pub(in crate::messenger) generation: u64,
     /// Where requests to the store peer are queued.
-    pub(super) tx: mpsc::Sender<MailboxRequest>,
+    pub(in crate::messenger) tx: mpsc::Sender<MailboxRequest>,
     /// The link's task, ended when the messenger stops.
-    pub(super) task: JoinHandle<()>,
+    pub(in crate::messenger) task: JoinHandle<()>,
     /// Whether this link asked for our mailbox. A link opened to deposit for someone else
     /// has not; once the store peer is one of ours it must, or what only it holds for us
     /// (e.g. a copy a sender re-sealed after a restart) would never reach us or be deleted.
-    pub(super) subscribed: bool,
+    pub(in crate::messenger) subscribed: bool,
 }
 
 impl Messenger {
     /// The `r` known store peers closest to `user` (its mailbox set).
-    pub(super) fn store_set(&self, user: &UserId, r: usize) -> Vec<PeerId> {
+    pub(in crate::messenger) fn store_set(&self, user: &UserId, r: usize) -> Vec<PeerId> {
         closest_peers(&user.peer_id(), self.stores.keys().copied(), r)
     }
 
     /// The store peers we fetch our own mailbox from: our set, and as many again beyond it,
     /// which still hold messages deposited before the set last changed.
-    pub(super) fn my_stores(&self) -> Vec<PeerId> {
+    pub(in crate::messenger) fn my_stores(&self) -> Vec<PeerId> {
         self.store_set(&self.user, self.cfg.replication * 2)
     }
 
     /// Opens links to our mailbox's store peers (each subscribes on open).
-    pub(super) fn subscribe_mailbox(&mut self) {
+    pub(in crate::messenger) fn subscribe_mailbox(&mut self) {
         self.transfers.set_mailbox_stores(self.my_stores());
         for store in self.my_stores() {
             self.store_link(store);
@@ -50,7 +50,10 @@ impl Messenger {
 
     /// The link to a store peer, opened if needed; a link to one of our own store peers
     /// subscribes to our mailbox and carries our heartbeats.
-    pub(super) fn store_link(&mut self, store: PeerId) -> Option<mpsc::Sender<MailboxRequest>> {
+    pub(in crate::messenger) fn store_link(
+        &mut self,
+        store: PeerId,
+    ) -> Option<mpsc::Sender<MailboxRequest>> {
         let ours = self.my_stores().contains(&store);
         let open = self
             .stores
@@ -76,7 +79,7 @@ impl Messenger {
         let (tx, rx) = mpsc::channel(self.cfg.link_queue);
         let task = link::spawn_stream_link(
             store,
-            libp2p::StreamProtocol::new(MAILBOX_PROTOCOL),
+            kith_net::protocols::MAILBOX,
             self.net.control(),
             rx,
             self.store_tx.clone(),
@@ -103,7 +106,7 @@ impl Messenger {
     }
 
     /// Seals what is queued for an unreachable `user` and deposits it on their mailbox set.
-    pub(super) fn deposit_queue(&mut self, user: UserId) {
+    pub(in crate::messenger) fn deposit_queue(&mut self, user: UserId) {
         let set = self.store_set(&user, self.cfg.replication);
         // W copies, unless the whole network has fewer store peers than that (a single
         // operator's store peer): then every store peer there is.
@@ -169,7 +172,7 @@ impl Messenger {
         }
     }
 
-    pub(super) fn on_store(&mut self, ev: StoreEvent) {
+    pub(in crate::messenger) fn on_store(&mut self, ev: StoreEvent) {
         let StoreEvent {
             store,
             generation,
@@ -208,7 +211,7 @@ impl Messenger {
         }
     }
 
-    pub(super) fn on_deposit_stored(&mut self, store: PeerId, id: MessageId) {
+    pub(in crate::messenger) fn on_deposit_stored(&mut self, store: PeerId, id: MessageId) {
         if let Some(to) = self.deposits.stored(store, id) {
             tracing::debug!(%id, %to, "deposit held by W store peers");
             self.on_acked(to, vec![id]);
@@ -216,7 +219,7 @@ impl Messenger {
         }
     }
 
-    pub(super) fn on_deposit_refused(
+    pub(in crate::messenger) fn on_deposit_refused(
         &mut self,
         store: PeerId,
         id: MessageId,
@@ -251,7 +254,7 @@ impl Messenger {
     /// deleting one envelope never deletes another that reuses its id). What could not be
     /// opened *yet* stays there and is fetched again after a delay; what never opens is
     /// deleted as bad.
-    pub(super) fn on_mailbox_deliver(&mut self, store: PeerId, envs: Vec<Envelope>) {
+    pub(in crate::messenger) fn on_mailbox_deliver(&mut self, store: PeerId, envs: Vec<Envelope>) {
         // The digest of each envelope as the store peers compute it (of the canonical
         // encoding of the decoded value); `None` for one that does not encode, which no
         // store peer holds either.
@@ -292,7 +295,7 @@ impl Messenger {
     }
 
     /// Asks every store peer of ours to delete `refs`.
-    pub(super) fn delete_from_my_stores(&self, refs: Vec<EnvelopeRef>) {
+    pub(in crate::messenger) fn delete_from_my_stores(&self, refs: Vec<EnvelopeRef>) {
         if refs.is_empty() {
             return;
         }
