@@ -284,4 +284,35 @@ mod tests {
         cancel.cancel();
         server.await.unwrap().unwrap();
     }
+
+    #[tokio::test]
+    async fn a_stalled_or_oversized_scrape_neither_blocks_others_nor_grows_past_the_head_limit() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let cancel = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, metrics, cancel.clone()));
+        // The least: a connection that sends nothing holds one slot, not the server.
+        let _stalled = TcpStream::connect(addr).await.unwrap();
+        // The most: 1 MiB of head without an end is cut at MAX_REQUEST_HEAD and refused.
+        let mut big = TcpStream::connect(addr).await.unwrap();
+        let junk = vec![b'a'; 1024 * 1024];
+        // The server stops reading after the head limit, so the write may fail: that is fine.
+        let _ = tokio::time::timeout(Duration::from_secs(5), big.write_all(&junk)).await;
+        let mut out = Vec::new();
+        let _ = big.read_to_end(&mut out).await;
+        assert!(
+            out.is_empty() || out.starts_with(b"HTTP/1.1 404"),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
+        // A real scrape is still answered meanwhile.
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut ok = String::new();
+        c.read_to_string(&mut ok).await.unwrap();
+        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+        cancel.cancel();
+        server.await.unwrap().unwrap();
+    }
 }
