@@ -18,26 +18,26 @@ use std::{
     time::Duration,
 };
 
-use futures::AsyncReadExt;
 use kith_protocol::{
     blob::{BlobHash, BlobHasher, BlobLayout},
     codec,
-    media::{HaveState, MediaRefusal, MediaRequest, MediaResponse, MAX_CHUNKS_PER_REQUEST},
+    media::{HaveState, MediaRefusal, MediaRequest, MediaResponse},
     UserId,
 };
 use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
-use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Metrics;
+use crate::{budget::DiskBudget, metrics::Metrics, rates::Rate};
 use kith_net::{
-    accept::{self, Inbound},
     clock::{expiry, is_expired, now_ms},
-    frames::{write_frames, FrameReader, StreamError},
+    frames::ReadTimeouts,
     private_file::sync_dir,
-    protocols::MEDIA,
     versioned,
 };
+
+mod serve;
+
+pub use serve::spawn;
 
 /// Limits on the blobs a store peer holds.
 #[derive(Clone, Debug)]
@@ -50,6 +50,19 @@ pub struct BlobLimits {
     pub max_lifetime_ms: u64,
     /// Most concurrent media streams.
     pub max_streams: usize,
+    /// Most concurrent media streams of one peer.
+    pub max_streams_per_peer: usize,
+    /// How long a media stream may idle, or take over one request.
+    pub stream_timeouts: ReadTimeouts,
+    /// Most uploads under way (started, not complete) per mailbox: an upload is charged only
+    /// for the bytes it delivered, so the number of them is what is capped.
+    pub max_uploads_per_mailbox: usize,
+    /// Most uploads under way in all.
+    pub max_uploads: usize,
+    /// Uploads started (`Put`), per peer and per IP.
+    pub put_rate: Rate,
+    /// Downloads (`Get`), per peer and per IP.
+    pub get_rate: Rate,
     /// How often expired blobs are deleted.
     pub expiry_interval: Duration,
 }
@@ -61,6 +74,15 @@ impl Default for BlobLimits {
             max_bytes_per_mailbox: 1024 * 1024 * 1024,
             max_lifetime_ms: 31 * 24 * 3600 * 1000,
             max_streams: 256,
+            max_streams_per_peer: 8,
+            stream_timeouts: ReadTimeouts {
+                idle: Duration::from_secs(120),
+                stalled_frame: Duration::from_secs(30),
+            },
+            max_uploads_per_mailbox: 16,
+            max_uploads: 4096,
+            put_rate: Rate::per_minute(120),
+            get_rate: Rate::per_minute(6_000),
             expiry_interval: Duration::from_secs(60),
         }
     }
@@ -99,8 +121,51 @@ impl HeldBlob {
         BlobLayout::new(self.size, self.chunk_size).ok()
     }
 
-    fn cipher_size(&self) -> u64 {
-        self.layout().map(|l| l.cipher_size()).unwrap_or(0)
+    /// Bytes this blob is charged for: what it received (the whole ciphertext once
+    /// complete), never what its `Put` announced.
+    fn charged(&self) -> u64 {
+        match self.layout() {
+            Some(l) if self.complete => l.cipher_size(),
+            Some(l) => l.cipher_offset(self.received.min(l.chunk_count())),
+            None => 0,
+        }
+    }
+}
+
+/// What the blobs hold, per mailbox.
+#[derive(Default)]
+struct Held {
+    /// Bytes charged per mailbox.
+    bytes: HashMap<UserId, u64>,
+    /// Uploads under way per mailbox.
+    uploads: HashMap<UserId, usize>,
+    /// Uploads under way in all.
+    uploads_total: usize,
+}
+
+impl Held {
+    fn upload_started(&mut self, mailbox: UserId) {
+        *self.uploads.entry(mailbox).or_default() += 1;
+        self.uploads_total += 1;
+    }
+
+    fn upload_ended(&mut self, mailbox: &UserId) {
+        if let Some(n) = self.uploads.get_mut(mailbox) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.uploads.remove(mailbox);
+            }
+            self.uploads_total = self.uploads_total.saturating_sub(1);
+        }
+    }
+
+    fn uncharge(&mut self, mailbox: &UserId, n: u64) {
+        if let Some(u) = self.bytes.get_mut(mailbox) {
+            *u = u.saturating_sub(n);
+            if *u == 0 {
+                self.bytes.remove(mailbox);
+            }
+        }
     }
 }
 
@@ -110,10 +175,13 @@ pub struct Blobs {
     /// The database `index` lives in (for its quarantine tree).
     db: sled::Db,
     index: sled::Tree,
-    /// Bytes reserved per mailbox; the lock also serialises index updates and appends.
-    usage: Mutex<HashMap<UserId, u64>>,
+    /// Bytes charged and uploads under way per mailbox; the lock also serialises index
+    /// updates and appends.
+    usage: Mutex<Held>,
     limits: BlobLimits,
     metrics: Arc<Metrics>,
+    /// The store peer's disk cap (shared with the mailboxes once [`Blobs::share_budget`]).
+    budget: Arc<DiskBudget>,
 }
 
 impl Blobs {
@@ -130,7 +198,7 @@ impl Blobs {
             source,
         })?;
         let index = db.open_tree("blobs")?;
-        let mut usage: HashMap<UserId, u64> = HashMap::new();
+        let mut usage = Held::default();
         let mut count = 0u64;
         for item in index.iter() {
             let (k, v) = item?;
@@ -138,13 +206,17 @@ impl Blobs {
             else {
                 continue;
             };
-            *usage.entry(held.mailbox).or_default() += held.cipher_size();
+            *usage.bytes.entry(held.mailbox).or_default() += held.charged();
+            if !held.complete {
+                usage.upload_started(held.mailbox);
+            }
             count += 1;
         }
+        let total: u64 = usage.bytes.values().sum();
         metrics.blobs.store(count, Ordering::Relaxed);
-        metrics
-            .blob_bytes
-            .store(usage.values().sum(), Ordering::Relaxed);
+        metrics.blob_bytes.store(total, Ordering::Relaxed);
+        let budget = Arc::new(DiskBudget::new(u64::MAX));
+        budget.charge(total);
         Ok(Blobs {
             dir: dir.to_path_buf(),
             db: db.clone(),
@@ -152,7 +224,22 @@ impl Blobs {
             usage: Mutex::new(usage),
             limits,
             metrics,
+            budget,
         })
+    }
+
+    /// Charges the blobs to `budget` (the store peer's, shared with its mailboxes) from now
+    /// on, with what they hold already.
+    pub fn share_budget(mut self, budget: Arc<DiskBudget>) -> Self {
+        let held = self.budget.held();
+        budget.charge(held);
+        self.budget = budget;
+        self
+    }
+
+    /// The limits these blobs are served with.
+    pub fn limits(&self) -> &BlobLimits {
+        &self.limits
     }
 
     fn part_path(&self, hash: &BlobHash) -> PathBuf {
@@ -182,15 +269,14 @@ impl Blobs {
         }
     }
 
-    fn remove(&self, usage: &mut HashMap<UserId, u64>, hash: &BlobHash, held: &HeldBlob) {
+    fn remove(&self, usage: &mut Held, hash: &BlobHash, held: &HeldBlob) {
         let _ = self.index.remove(hash.0);
         let _ = std::fs::remove_file(self.part_path(hash));
         let _ = std::fs::remove_file(self.complete_path(hash));
-        if let Some(u) = usage.get_mut(&held.mailbox) {
-            *u = u.saturating_sub(held.cipher_size());
-            if *u == 0 {
-                usage.remove(&held.mailbox);
-            }
+        usage.uncharge(&held.mailbox, held.charged());
+        self.budget.release(held.charged());
+        if !held.complete {
+            usage.upload_ended(&held.mailbox);
         }
         let _ = self
             .metrics
@@ -202,7 +288,7 @@ impl Blobs {
             .metrics
             .blob_bytes
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
-                Some(v.saturating_sub(held.cipher_size()))
+                Some(v.saturating_sub(held.charged()))
             });
     }
 
@@ -307,8 +393,16 @@ impl Blobs {
                 next_index: held.received,
             }];
         }
-        let used = usage.get(&mailbox).copied().unwrap_or(0);
-        if used.saturating_add(cipher) > self.limits.max_bytes_per_mailbox {
+        // Nothing is reserved for what the upload announces: its chunks are charged as they
+        // arrive. What a `Put` costs before then is one index entry and one empty file, so
+        // the uploads under way are capped, per mailbox and in all.
+        let used = usage.bytes.get(&mailbox).copied().unwrap_or(0);
+        if used >= self.limits.max_bytes_per_mailbox {
+            return refuse(MediaRefusal::QuotaExceeded);
+        }
+        if usage.uploads.get(&mailbox).copied().unwrap_or(0) >= self.limits.max_uploads_per_mailbox
+            || usage.uploads_total >= self.limits.max_uploads
+        {
             return refuse(MediaRefusal::QuotaExceeded);
         }
         if let Err(e) = File::create(self.part_path(&hash)) {
@@ -326,9 +420,8 @@ impl Blobs {
         if !self.put(&hash, &held) {
             return refuse(MediaRefusal::Malformed);
         }
-        *usage.entry(mailbox).or_default() += cipher;
+        usage.upload_started(mailbox);
         self.metrics.blobs.fetch_add(1, Ordering::Relaxed);
-        self.metrics.blob_bytes.fetch_add(cipher, Ordering::Relaxed);
         tracing::debug!(%hash, %mailbox, cipher, "blob upload accepted");
         vec![MediaResponse::PutAccepted {
             hash,
@@ -360,6 +453,17 @@ impl Blobs {
         if layout.cipher_len(index).ok() != Some(bytes.len()) {
             return refuse(MediaRefusal::BadChunk);
         }
+        // Charged for the bytes that arrived, against the mailbox's quota and the store
+        // peer's disk cap.
+        let len = bytes.len() as u64;
+        let used = usage.bytes.get(&held.mailbox).copied().unwrap_or(0);
+        if used.saturating_add(len) > self.limits.max_bytes_per_mailbox {
+            return refuse(MediaRefusal::QuotaExceeded);
+        }
+        if !self.budget.try_charge(len) {
+            tracing::warn!(%hash, "store peer at its disk cap; blob chunk refused");
+            return refuse(MediaRefusal::QuotaExceeded);
+        }
         let path = self.part_path(&hash);
         let write = || -> std::io::Result<()> {
             let mut f = std::fs::OpenOptions::new().write(true).open(&path)?;
@@ -371,9 +475,12 @@ impl Blobs {
             Ok(())
         };
         if let Err(e) = write() {
+            self.budget.release(len);
             tracing::error!(%hash, error = %e, "cannot write blob chunk");
             return refuse(MediaRefusal::NotFound);
         }
+        *usage.bytes.entry(held.mailbox).or_default() += len;
+        self.metrics.blob_bytes.fetch_add(len, Ordering::Relaxed);
         self.metrics.blob_chunks_in.fetch_add(1, Ordering::Relaxed);
         held.received += 1;
         if held.received < layout.chunk_count() {
@@ -394,6 +501,7 @@ impl Blobs {
                 // Best effort: the index entry below is what marks the blob complete.
                 let _ = sync_dir(&self.dir);
                 held.complete = true;
+                usage.upload_ended(&held.mailbox);
                 self.put(&hash, &held);
                 let _ = self.index.flush();
                 tracing::info!(%hash, mailbox = %held.mailbox, "blob complete");
@@ -413,46 +521,21 @@ impl Blobs {
     }
 
     fn on_get(&self, peer: PeerId, hash: BlobHash, first: u64, count: u32) -> Vec<MediaResponse> {
-        let refuse = |reason| vec![MediaResponse::Refused { hash, reason }];
-        let held = match self.get(&hash) {
-            Some(h) if h.complete && h.mailbox.peer_id() == peer => h,
-            // Not the owner, or not there: the same answer, so nobody probes for blobs.
-            _ => return refuse(MediaRefusal::NotFound),
-        };
-        let Some(layout) = held.layout() else {
-            return refuse(MediaRefusal::NotFound);
-        };
-        let end = first
-            .saturating_add(u64::from(count.min(MAX_CHUNKS_PER_REQUEST)))
-            .min(layout.chunk_count());
-        if first >= end {
-            return refuse(MediaRefusal::Malformed);
-        }
-        let path = self.complete_path(&hash);
-        let mut file = match File::open(&path) {
-            Ok(f) => f,
-            Err(_) => return refuse(MediaRefusal::NotFound),
-        };
-        let mut out = Vec::with_capacity((end - first) as usize);
-        for index in first..end {
-            let Ok(len) = layout.cipher_len(index) else {
-                break;
-            };
-            let mut bytes = vec![0u8; len];
-            let read = file
-                .seek(SeekFrom::Start(layout.cipher_offset(index)))
-                .and_then(|_| file.read_exact(&mut bytes));
-            if read.is_err() {
-                out.push(MediaResponse::Refused {
-                    hash,
-                    reason: MediaRefusal::NotFound,
-                });
-                break;
+        match self.plan_get(peer, hash, first, count) {
+            Ok(plan) => {
+                let mut out = Vec::new();
+                for index in plan.indexes() {
+                    let answer = plan.read(index);
+                    let stop = matches!(answer, MediaResponse::Refused { .. });
+                    out.push(answer);
+                    if stop {
+                        break;
+                    }
+                }
+                out
             }
-            self.metrics.blob_chunks_out.fetch_add(1, Ordering::Relaxed);
-            out.push(MediaResponse::Chunk { hash, index, bytes });
+            Err(refused) => vec![refused],
         }
-        out
     }
 }
 
@@ -471,62 +554,4 @@ fn hash_file(path: &Path) -> std::io::Result<BlobHash> {
         hasher.update(&buf[..n]);
     }
     Ok(hasher.finish())
-}
-
-/// Most requests read from a media stream at once (answered one at a time).
-const MAX_READ_BATCH: usize = 64;
-
-/// Accepts `/kith/media/1` streams and serves them from `blobs`; deletes expired blobs.
-/// The task returned ends, with every stream, when `cancel` fires.
-pub fn spawn(
-    blobs: Arc<Blobs>,
-    mut control: libp2p_stream::Control,
-    cancel: CancellationToken,
-) -> Result<tokio::task::JoinHandle<()>, kith_net::NetError> {
-    let inbound = Inbound {
-        protocol: MEDIA,
-        max_streams: blobs.limits.max_streams.max(1),
-    };
-    let served = blobs.clone();
-    let acceptor = accept::spawn_acceptor(
-        &mut control,
-        inbound,
-        cancel.clone(),
-        move |peer, stream| serve(served.clone(), peer, stream),
-    )?;
-    Ok(tokio::spawn(async move {
-        let mut expiry = tokio::time::interval(blobs.limits.expiry_interval);
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => break,
-                _ = expiry.tick() => {
-                    let b = blobs.clone();
-                    let n = tokio::task::spawn_blocking(move || b.expire(now_ms())).await.unwrap_or(0);
-                    if n > 0 {
-                        tracing::info!(n, "expired blobs deleted");
-                    }
-                }
-            }
-        }
-        let _ = acceptor.await;
-    }))
-}
-
-async fn serve(blobs: Arc<Blobs>, peer: PeerId, stream: libp2p::Stream) -> Result<(), StreamError> {
-    let (r, mut w) = stream.split();
-    let mut reader = FrameReader::new(r);
-    let mut buf = Vec::new();
-    while let Some(requests) = reader.next_batch::<MediaRequest>(MAX_READ_BATCH).await? {
-        // One request's answers at a time: a `Get` answers up to MAX_CHUNKS_PER_REQUEST
-        // chunks, each one frame, so memory stays at one request's chunks however many
-        // requests arrived together.
-        for req in requests {
-            let b = blobs.clone();
-            let answers = tokio::task::spawn_blocking(move || b.answer(peer, req))
-                .await
-                .map_err(std::io::Error::other)?;
-            write_frames(&peer, answers.iter(), &mut buf, &mut w).await?;
-        }
-    }
-    Ok(())
 }

@@ -4,7 +4,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use kith_net::RelayLimits;
+use kith_net::{ConnectionCaps, RelayLimits};
 use libp2p::Multiaddr;
 
 use crate::store_peer::StoreConfig;
@@ -23,6 +23,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// libp2p listen addresses.
     pub listen: Vec<Multiaddr>,
+    /// Addresses announced to other peers (identify, the DHT) besides the listen addresses:
+    /// a peer listening on 0.0.0.0 or behind NAT cannot learn its public address from them.
+    pub external_addrs: Vec<Multiaddr>,
     /// Other bootstrap / store peers to connect to (with `/p2p/<id>`).
     pub peers: Vec<Multiaddr>,
     /// Be a store-and-forward peer, with this configuration.
@@ -33,6 +36,8 @@ pub struct Config {
     pub metrics: Option<SocketAddr>,
     /// Close a connection idle for this long.
     pub idle_timeout: Duration,
+    /// Connection limits (in all, pending, per peer, memory).
+    pub connections: ConnectionCaps,
 }
 
 /// `/ip4/127.0.0.1/tcp/0`: loopback, any free port.
@@ -54,11 +59,13 @@ impl Config {
         Config {
             data_dir,
             listen: vec![loopback_any_port()],
+            external_addrs: Vec::new(),
             peers: Vec::new(),
             store: Some(StoreConfig::default()),
             relay: None,
             metrics: None,
             idle_timeout: IDLE_TIMEOUT,
+            connections: ConnectionCaps::default(),
         }
     }
 }

@@ -11,17 +11,29 @@
 //! - [`run`]: [`start`] and [`Running`] (every task it starts, ended on shutdown).
 //! - [`store_peer`]: the `/kith/mailbox/1` service, presence, replication repair.
 //! - [`mailboxes`]: sled storage of mailboxes, quotas, expiry, tombstones.
+//! - [`registrations`]: which mailboxes this peer holds (their owners' signed registrations).
 //! - [`blobs`]: media blobs held for offline users, on `/kith/media/1`.
+//! - [`budget`]: the store peer's disk cap, shared by mailboxes and blobs.
+//! - [`rates`]: rate limits per peer id and per IP address.
 //! - [`format`]: the store peer database's format version and migrations.
-//! - [`metrics`]: Prometheus counters on `/metrics`.
+//! - [`metrics`]: Prometheus counters and gauges, and their exposition.
+//! - [`health`]: what `/healthz` reports (running, or shutting down).
+//! - [`http`]: the operator's HTTP listener, `/metrics` and `/healthz`.
+//! - [`logging`]: the binary's log lines (text or JSON, colour only on a terminal).
 //! - [`cli`]: the `kith-bootstrap` command line (flags → [`Config`], commands).
 
 pub mod blobs;
+pub mod budget;
 pub mod cli;
 pub mod config;
 pub mod format;
+pub mod health;
+pub mod http;
+pub mod logging;
 pub mod mailboxes;
 pub mod metrics;
+pub mod rates;
+pub mod registrations;
 pub mod run;
 pub mod store_peer;
 

@@ -16,6 +16,9 @@
 //!   deleted it, so nobody can block deposits to someone else by "deleting" them ahead, and to
 //!   the digest, so deleting one envelope never blocks another that reuses its id.
 //!
+//! - `requests`: identity key (as in `ids`) → nothing, for each envelope deposited without the
+//!   recipient's access key (see [`requests`]).
+//!
 //! Per-mailbox counts and bytes are kept in memory, rebuilt at start. The layout before
 //! (`ids`: id → key, across all mailboxes; `forgotten` without the digest) is converted by
 //! [`migrate_index_to_recipient_id_digest`].
@@ -25,10 +28,15 @@
 //! never deleted as if expired: [`Mailboxes::list`] and [`Mailboxes::expire`] move it to the
 //! quarantine tree (see [`kith_net::versioned`]) and out of the mailbox's index and usage.
 
-use std::{collections::HashMap, path::Path};
+use std::{
+    path::Path,
+    sync::{Arc, Mutex},
+};
 
-use sled::Transactional;
-
+pub use self::requests::{Quota, RequestLimits};
+pub use self::usage::{Page, Totals};
+use self::{requests::RequestUsage, usage::Usage};
+use crate::budget::DiskBudget;
 use kith_net::{
     clock::{expiry, is_expired},
     versioned::{self, Schema, Step},
@@ -49,10 +57,17 @@ pub struct Limits {
     pub max_messages_per_mailbox: usize,
     /// Most bytes held per mailbox.
     pub max_bytes_per_mailbox: u64,
-    /// Most deposits one depositor may make per minute.
+    /// Most deposits one depositor (peer id) may make per minute.
     pub deposits_per_minute: u32,
+    /// Most deposits per minute from one IP address, whatever peer ids it uses.
+    pub deposits_per_ip_per_minute: u32,
     /// Longest lifetime accepted, in milliseconds (expiry further out is refused).
     pub max_lifetime_ms: u64,
+    /// Most tombstones kept per mailbox (a delete ahead past it removes nothing and
+    /// remembers nothing: its owner's node deletes a late copy again).
+    pub max_tombstones_per_mailbox: usize,
+    /// Most tombstones kept in all.
+    pub max_tombstones: usize,
 }
 
 impl Default for Limits {
@@ -62,7 +77,10 @@ impl Default for Limits {
             max_messages_per_mailbox: 10_000,
             max_bytes_per_mailbox: 64 * 1024 * 1024,
             deposits_per_minute: 6_000,
+            deposits_per_ip_per_minute: 60_000,
             max_lifetime_ms: 31 * 24 * 3600 * 1000,
+            max_tombstones_per_mailbox: 20_000,
+            max_tombstones: 2_000_000,
         }
     }
 }
@@ -96,7 +114,13 @@ pub struct Mailboxes {
     ids: sled::Tree,
     forgotten: sled::Tree,
     committer: Committer,
-    usage: std::sync::Arc<std::sync::Mutex<HashMap<UserId, (usize, u64)>>>,
+    usage: Arc<Mutex<Usage>>,
+    /// The store peer's disk cap, shared with its blobs.
+    budget: Arc<DiskBudget>,
+    /// Which held envelopes came without the access key.
+    requests: sled::Tree,
+    /// Count and bytes of them per mailbox.
+    request_usage: Arc<Mutex<RequestUsage>>,
 }
 
 fn prefix(user: &UserId) -> Vec<u8> {
@@ -153,23 +177,57 @@ impl Mailboxes {
             .open()?;
         versioned::open(&db, dir, &STORE_PEER_SCHEMA)?;
         let envelopes = db.open_tree("envelopes")?;
-        let mut usage: HashMap<UserId, (usize, u64)> = HashMap::new();
+        let forgotten = db.open_tree("forgotten")?;
+        let ids = db.open_tree("ids")?;
+        let mut usage = Usage::default();
+        let mut reindexed = 0usize;
         for item in envelopes.iter() {
             let (k, v) = item?;
             if let Some(u) = user_of_key(&k) {
-                let e = usage.entry(u).or_default();
-                e.0 += 1;
-                e.1 += v.len() as u64;
+                usage.add(u, v.len() as u64);
+                // A crash between the envelope and its index entry (see `deposit`).
+                if let Some(r) = ref_of(&k, &v) {
+                    let identity = identity_key(&u, &r);
+                    if !ids.contains_key(&identity)? {
+                        ids.insert(identity, k.as_ref())?;
+                        reindexed += 1;
+                    }
+                }
             }
         }
+        if reindexed > 0 {
+            tracing::warn!(reindexed, "envelopes indexed again after an unclean stop");
+        }
+        let requests = db.open_tree("requests")?;
+        let request_usage = requests::count_requests(&requests, &ids, &envelopes)?;
+        for item in forgotten.iter() {
+            let (k, _) = item?;
+            if let Some(u) = user_of_key(&k) {
+                usage.tombstone_added(u);
+            }
+        }
+        let budget = Arc::new(DiskBudget::new(u64::MAX));
+        budget.charge(usage.bytes);
         Ok(Mailboxes {
-            ids: db.open_tree("ids")?,
-            forgotten: db.open_tree("forgotten")?,
+            ids,
+            requests,
+            request_usage: Arc::new(Mutex::new(request_usage)),
+            forgotten,
             committer: Committer::spawn(db.clone(), std::time::Duration::ZERO),
             envelopes,
             db,
-            usage: std::sync::Arc::new(std::sync::Mutex::new(usage)),
+            usage: Arc::new(Mutex::new(usage)),
+            budget,
         })
+    }
+
+    /// The store peer's disk budget (its cap is set by the store peer; blobs share it).
+    pub fn budget(&self) -> &Arc<DiskBudget> {
+        &self.budget
+    }
+
+    fn lock_usage(&self) -> std::sync::MutexGuard<'_, Usage> {
+        self.usage.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The group committer of the mailboxes' database.
@@ -197,6 +255,7 @@ impl Mailboxes {
         env: &Envelope,
         bytes: &[u8],
         limits: &Limits,
+        quota: Quota<'_>,
         now_ms: u64,
     ) -> Result<Result<Deposit, RefuseReason>, MailboxError> {
         if bytes.len() > limits.max_envelope_bytes {
@@ -220,35 +279,41 @@ impl Mailboxes {
             return Ok(Ok(Deposit::Duplicate));
         }
         {
-            let usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
-            let (n, b) = usage.get(&user).copied().unwrap_or_default();
+            let usage = self.lock_usage();
+            let (n, b) = usage.per_mailbox.get(&user).copied().unwrap_or_default();
             if n >= limits.max_messages_per_mailbox
                 || b + bytes.len() as u64 > limits.max_bytes_per_mailbox
             {
                 return Ok(Err(RefuseReason::MailboxFull));
             }
         }
+        if let Quota::Requests(allowance) = quota {
+            if !self.request_fits(&user, bytes.len(), allowance) {
+                return Ok(Err(RefuseReason::MailboxFull));
+            }
+        }
+        if !self.budget.try_charge(bytes.len() as u64) {
+            return Ok(Err(RefuseReason::StoreFull));
+        }
         let mut key = prefix(&user);
         key.extend_from_slice(&self.db.generate_id()?.to_be_bytes());
         key.extend_from_slice(id.as_bytes());
-        // One transaction: after a crash the envelope and its index entry are both there or
-        // neither is (an envelope without its entry could never be deleted by its owner).
-        (&self.envelopes, &self.ids)
-            .transaction(|(envelopes, ids)| {
-                envelopes.insert(key.as_slice(), bytes)?;
-                ids.insert(identity.as_slice(), key.as_slice())?;
-                Ok(())
-            })
-            .map_err(
-                |e: sled::transaction::TransactionError<std::convert::Infallible>| match e {
-                    sled::transaction::TransactionError::Storage(e) => MailboxError::Sled(e),
-                    sled::transaction::TransactionError::Abort(never) => match never {},
-                },
-            )?;
-        let mut usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
-        let e = usage.entry(user).or_default();
-        e.0 += 1;
-        e.1 += bytes.len() as u64;
+        // No sled transaction (one anywhere in the process turns every later read into a
+        // shared lock that deadlocks against a database being dropped): the envelope first,
+        // then its index entry and request mark, an order whose every prefix is safe; an
+        // envelope left without its index entry by a crash is indexed again at open.
+        let written = self
+            .envelopes
+            .insert(key.as_slice(), bytes)
+            .and_then(|_| self.ids.insert(identity.as_slice(), key.as_slice()));
+        if let Err(e) = written {
+            self.budget.release(bytes.len() as u64);
+            return Err(e.into());
+        }
+        if matches!(quota, Quota::Requests(_)) {
+            self.mark_request(user, &identity, bytes.len())?;
+        }
+        self.lock_usage().add(user, bytes.len() as u64);
         Ok(Ok(Deposit::Stored))
     }
 
@@ -267,6 +332,50 @@ impl Mailboxes {
             }
         }
         Ok(out)
+    }
+
+    /// One page of `user`'s mailbox: envelopes after `after` (from the start when `None`), in
+    /// arrival order, until `max_bytes` or `max_count` is reached (at least one envelope when
+    /// any is left, so a page always moves on). Reads only what it returns.
+    pub fn list_page(
+        &self,
+        user: &UserId,
+        after: Option<&[u8]>,
+        max_bytes: usize,
+        max_count: usize,
+    ) -> Result<Page, MailboxError> {
+        let start = prefix(user);
+        let mut range_start = start.clone();
+        if let Some(after) = after {
+            range_start = after.to_vec();
+            // Strictly after: the smallest key greater than `after`.
+            range_start.push(0);
+        }
+        let mut page = Page::default();
+        let mut bytes = 0usize;
+        let mut last_key = None;
+        for item in self.envelopes.range(range_start..) {
+            let (k, v) = item?;
+            if !k.starts_with(&start) {
+                break;
+            }
+            if !page.held.is_empty()
+                && (bytes + v.len() > max_bytes || page.held.len() >= max_count)
+            {
+                page.next = last_key;
+                return Ok(page);
+            }
+            if let Err(e) = Envelope::from_bytes(&v) {
+                self.set_aside(&k, &v, &e)?;
+                continue;
+            }
+            if let Some(r) = ref_of(&k, &v) {
+                bytes += v.len();
+                page.held.push((r, v.to_vec()));
+                last_key = Some(k.to_vec());
+            }
+        }
+        Ok(page)
     }
 
     /// Moves the envelope at `key` (bytes `bytes`, which do not decode: `why`) to the
@@ -289,51 +398,56 @@ impl Mailboxes {
                 if target.as_ref() == key {
                     let _ = self
                         .ids
-                        .compare_and_swap(identity, Some(target), None::<&[u8]>)?;
+                        .compare_and_swap(&identity, Some(target), None::<&[u8]>)?;
+                    self.forget_request(&owner, &identity, bytes.len())?;
                 }
             }
         }
         if let Some(owner) = user_of_key(key) {
-            let mut usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(e) = usage.get_mut(&owner) {
-                e.0 = e.0.saturating_sub(1);
-                e.1 = e.1.saturating_sub(bytes.len() as u64);
-                if e.0 == 0 {
-                    usage.remove(&owner);
-                }
-            }
+            self.lock_usage().remove(&owner, bytes.len() as u64);
+            self.budget.release(bytes.len() as u64);
         }
         Ok(())
     }
 
     /// Deletes exactly the named envelopes of `owner`'s mailbox (other mailboxes are never
     /// touched, nor another envelope reusing a named id) and remembers them until
-    /// `tombstone_until_ms`. Returns how many were deleted.
+    /// `tombstone_until_ms`, within the tombstone caps of `limits` (an envelope deleted is
+    /// always deleted; only remembering it may be skipped). Returns how many were deleted.
     pub fn delete(
         &self,
         owner: &UserId,
         refs: &[EnvelopeRef],
         tombstone_until_ms: u64,
+        limits: &Limits,
     ) -> Result<usize, MailboxError> {
         let mut n = 0;
         for r in refs {
             let identity = identity_key(owner, r);
             if let Some(key) = self.ids.get(&identity)? {
                 if let Some(v) = self.envelopes.remove(&key)? {
-                    let mut usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
-                    if let Some(e) = usage.get_mut(owner) {
-                        e.0 = e.0.saturating_sub(1);
-                        e.1 = e.1.saturating_sub(v.len() as u64);
-                        if e.0 == 0 {
-                            usage.remove(owner);
-                        }
-                    }
+                    self.lock_usage().remove(owner, v.len() as u64);
+                    self.budget.release(v.len() as u64);
+                    self.forget_request(owner, &identity, v.len())?;
                     n += 1;
                 }
                 self.ids.remove(&identity)?;
             }
-            self.forgotten
+            let room = {
+                let usage = self.lock_usage();
+                usage.tombstones.get(owner).copied().unwrap_or(0)
+                    < limits.max_tombstones_per_mailbox
+                    && usage.tombstones_total < limits.max_tombstones
+            };
+            if !room {
+                continue;
+            }
+            let had = self
+                .forgotten
                 .insert(identity, &tombstone_until_ms.to_be_bytes())?;
+            if had.is_none() {
+                self.lock_usage().tombstone_added(*owner);
+            }
         }
         Ok(n)
     }
@@ -359,13 +473,20 @@ impl Mailboxes {
         }
         let n = gone.len();
         for (u, r) in gone {
-            self.delete(&u, &[r], now_ms)?;
+            // An expired envelope needs no tombstone that outlives it.
+            let no_tombstone = Limits {
+                max_tombstones_per_mailbox: 0,
+                ..Limits::default()
+            };
+            self.delete(&u, &[r], now_ms, &no_tombstone)?;
         }
         for item in self.forgotten.iter() {
             let (k, v) = item?;
             let until = v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0);
-            if is_expired(until, now_ms) {
-                self.forgotten.remove(k)?;
+            if is_expired(until, now_ms) && self.forgotten.remove(&k)?.is_some() {
+                if let Some(u) = user_of_key(&k) {
+                    self.lock_usage().tombstone_gone(&u);
+                }
             }
         }
         Ok(n)
@@ -373,8 +494,23 @@ impl Mailboxes {
 
     /// Mailboxes held, with message count and bytes.
     pub fn usage(&self) -> Vec<(UserId, usize, u64)> {
-        let usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
-        usage.iter().map(|(u, (n, b))| (*u, *n, *b)).collect()
+        let usage = self.lock_usage();
+        usage
+            .per_mailbox
+            .iter()
+            .map(|(u, (n, b))| (*u, *n, *b))
+            .collect()
+    }
+
+    /// Totals of what is held, without copying any per-mailbox figure.
+    pub fn totals(&self) -> Totals {
+        let usage = self.lock_usage();
+        Totals {
+            mailboxes: usage.per_mailbox.len(),
+            messages: usage.messages,
+            bytes: usage.bytes,
+            tombstones: usage.tombstones_total,
+        }
     }
 
     /// Whether an envelope is held in `user`'s mailbox.
@@ -446,6 +582,9 @@ pub const STORE_PEER_SCHEMA: Schema<MailboxError> = Schema {
     current: STORE_PEER_VERSION,
     steps: STORE_PEER_STEPS,
 };
+
+mod requests;
+mod usage;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

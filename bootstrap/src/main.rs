@@ -1,19 +1,18 @@
-//! `kith-bootstrap`: parses flags and starts a bootstrap / relay / store peer (the command
-//! handlers are in `kith_bootstrap::cli`).
+//! `kith-bootstrap`: parses flags, reads the config file, sets up logging and starts a
+//! bootstrap / relay / store peer (the command handlers are in `kith_bootstrap::cli`).
 
 use anyhow::Context;
 use clap::Parser;
-use kith_bootstrap::cli::{self, Cli};
+use kith_bootstrap::{
+    cli::{self, Cli},
+    logging,
+};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-    cli::execute(Cli::parse().command, shutdown_signal())
+    let command = Cli::parse().command.with_file().context("kith-bootstrap")?;
+    logging::init(command.log_format()).context("kith-bootstrap: logging")?;
+    cli::execute(command, shutdown_signal())
         .await
         .context("kith-bootstrap")
 }

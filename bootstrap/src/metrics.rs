@@ -1,20 +1,31 @@
-//! Operator metrics in Prometheus text format, served on `/metrics`.
+//! Operator metrics: counters and gauges any task updates, latency histograms, and the
+//! prometheus-client registry that encodes them as OpenMetrics text (served on `/metrics`
+//! by [`crate::http`]). prometheus-client is the crate libp2p-metrics writes to, so the
+//! swarm's own series can later join the same registry.
 
 use std::{
+    collections::VecDeque,
+    fmt,
     sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Arc, Mutex,
     },
-    time::Duration,
 };
 
-use kith_protocol::mailbox::RefuseReason;
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
-    task::JoinSet,
+use kith_protocol::{mailbox::RefuseReason, UserId};
+use libp2p::PeerId;
+use prometheus_client::{
+    collector::Collector,
+    encoding::{text, DescriptorEncoder, EncodeMetric},
+    metrics::{
+        counter::ConstCounter,
+        gauge::ConstGauge,
+        histogram::{exponential_buckets, Histogram},
+        info::Info,
+        MetricType,
+    },
+    registry::{Registry, Unit},
 };
-use tokio_util::sync::CancellationToken;
 
 /// Counters and gauges of a bootstrap / store peer. Cheap to update from any task.
 #[derive(Default, Debug)]
@@ -47,16 +58,84 @@ pub struct Metrics {
     pub blob_chunks_in: AtomicU64,
     /// Blob chunks served to mailbox owners.
     pub blob_chunks_out: AtomicU64,
-    rejected: [AtomicU64; 6],
+    /// Deposits stored in a requests allowance (made without the recipient's access key).
+    pub requests: AtomicU64,
+    /// What recent deposits showed this peer; empty unless asked for.
+    pub deposit_log: DepositLog,
+    /// Requests of any kind refused by a rate limit (per peer or per IP).
+    pub rate_limited: AtomicU64,
+    /// Tombstones held (envelopes their owners took or deleted ahead).
+    pub tombstones: AtomicU64,
+    /// Most envelope bytes read from a mailbox for one answer (a page of a subscription's
+    /// listing): what one `Subscribe` costs at most, whatever the mailbox holds.
+    pub largest_listing_bytes: AtomicU64,
+    /// Most envelope bytes ever queued on one mailbox stream and not yet written (pushes and
+    /// listing pages): what a subscriber that stops reading costs at most.
+    pub largest_stream_queue_bytes: AtomicU64,
+    /// Blob chunk bytes read from disk and not yet written to their stream.
+    pub blob_bytes_in_flight: AtomicU64,
+    /// Deposit and listing latencies.
+    pub latency: Latencies,
+    rejected: [AtomicU64; 8],
 }
 
-const REASONS: [(RefuseReason, &str); 6] = [
+/// What one deposit showed the store peer: the peer id of the connection that handed it over,
+/// the recipient and the envelope exactly as held. Nothing else about the sender reaches a
+/// store peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeenDeposit {
+    /// The depositing connection's (authenticated) peer id.
+    pub depositor: PeerId,
+    /// The envelope's recipient.
+    pub recipient: UserId,
+    /// The envelope's canonical encoding, as stored.
+    pub envelope: Vec<u8>,
+}
+
+/// The last deposits a store peer saw, bounded; with capacity 0 (the default) nothing is kept.
+/// It lets a test, or an operator auditing their own peer, look at exactly what a logging
+/// store peer could learn.
+#[derive(Debug, Default)]
+pub struct DepositLog {
+    capacity: AtomicUsize,
+    seen: Mutex<VecDeque<SeenDeposit>>,
+}
+
+impl DepositLog {
+    /// Keeps the last `n` deposits from now on.
+    pub fn keep(&self, n: usize) {
+        self.capacity.store(n, Ordering::Relaxed);
+    }
+
+    /// Notes one deposit (dropping the oldest past the capacity).
+    pub fn record(&self, deposit: SeenDeposit) {
+        let capacity = self.capacity.load(Ordering::Relaxed);
+        if capacity == 0 {
+            return;
+        }
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        while seen.len() >= capacity {
+            seen.pop_front();
+        }
+        seen.push_back(deposit);
+    }
+
+    /// The deposits kept, oldest first.
+    pub fn seen(&self) -> Vec<SeenDeposit> {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.iter().cloned().collect()
+    }
+}
+
+const REASONS: [(RefuseReason, &str); 8] = [
     (RefuseReason::TooLarge, "too_large"),
     (RefuseReason::MailboxFull, "mailbox_full"),
     (RefuseReason::RateLimited, "rate_limited"),
     (RefuseReason::Expired, "expired"),
     (RefuseReason::Malformed, "malformed"),
     (RefuseReason::NotAStore, "not_a_store"),
+    (RefuseReason::NotNamed, "not_named"),
+    (RefuseReason::StoreFull, "store_full"),
 ];
 
 impl Metrics {
@@ -76,183 +155,212 @@ impl Metrics {
             .unwrap_or(0)
     }
 
-    /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        let mut gauge = |name: &str, help: &str, kind: &str, v: u64| {
-            out.push_str(&format!(
-                "# HELP kith_{name} {help}\n# TYPE kith_{name} {kind}\nkith_{name} {v}\n"
-            ));
-        };
-        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        gauge(
-            "connected_peers",
-            "Peers with an open connection.",
-            "gauge",
-            l(&self.connected_peers),
-        );
-        gauge(
-            "mailboxes",
-            "Mailboxes holding messages.",
-            "gauge",
-            l(&self.mailboxes),
-        );
-        gauge(
-            "stored_messages",
-            "Messages held.",
-            "gauge",
-            l(&self.stored_messages),
-        );
-        gauge(
-            "stored_bytes",
-            "Bytes of messages held.",
-            "gauge",
-            l(&self.stored_bytes),
-        );
-        gauge("blobs", "Media blobs held.", "gauge", l(&self.blobs));
-        gauge(
-            "blob_bytes",
-            "Bytes reserved by media blobs.",
-            "gauge",
-            l(&self.blob_bytes),
-        );
-        gauge(
-            "blob_chunks_in_total",
-            "Blob chunks received.",
-            "counter",
-            l(&self.blob_chunks_in),
-        );
-        gauge(
-            "blob_chunks_out_total",
-            "Blob chunks served.",
-            "counter",
-            l(&self.blob_chunks_out),
-        );
-        gauge(
-            "deposits_total",
-            "Deposits stored.",
-            "counter",
-            l(&self.deposits),
-        );
-        gauge(
-            "replicas_total",
-            "Replicas stored.",
-            "counter",
-            l(&self.replicas),
-        );
-        gauge(
-            "fetched_total",
-            "Messages handed to their owners.",
-            "counter",
-            l(&self.fetched),
-        );
-        gauge(
-            "deleted_total",
-            "Messages deleted by their owners.",
-            "counter",
-            l(&self.deleted),
-        );
-        gauge(
-            "expired_total",
-            "Messages expired.",
-            "counter",
-            l(&self.expired),
-        );
-        gauge(
-            "heartbeats_total",
-            "Presence records accepted.",
-            "counter",
-            l(&self.heartbeats),
-        );
-        out.push_str("# HELP kith_rejections_total Deposits refused, by reason.\n# TYPE kith_rejections_total counter\n");
-        for (i, (_, name)) in REASONS.iter().enumerate() {
-            out.push_str(&format!(
-                "kith_rejections_total{{reason=\"{name}\"}} {}\n",
-                l(&self.rejected[i])
-            ));
-        }
-        out
+    /// Kith's own series, in the order `/metrics` shows them: name (without `kith_` and,
+    /// for counters, `_total`), help, kind, value.
+    fn series(&self) -> [(&'static str, &'static str, Kind, &AtomicU64); 20] {
+        use Kind::{Counter, Gauge};
+        [
+            (
+                "connected_peers",
+                "Peers with an open connection.",
+                Gauge,
+                &self.connected_peers,
+            ),
+            (
+                "mailboxes",
+                "Mailboxes holding messages.",
+                Gauge,
+                &self.mailboxes,
+            ),
+            (
+                "stored_messages",
+                "Messages held.",
+                Gauge,
+                &self.stored_messages,
+            ),
+            (
+                "stored_bytes",
+                "Bytes of messages held.",
+                Gauge,
+                &self.stored_bytes,
+            ),
+            ("blobs", "Media blobs held.", Gauge, &self.blobs),
+            (
+                "blob_bytes",
+                "Bytes reserved by media blobs.",
+                Gauge,
+                &self.blob_bytes,
+            ),
+            (
+                "blob_chunks_in",
+                "Blob chunks received.",
+                Counter,
+                &self.blob_chunks_in,
+            ),
+            (
+                "blob_chunks_out",
+                "Blob chunks served.",
+                Counter,
+                &self.blob_chunks_out,
+            ),
+            (
+                "rate_limited",
+                "Requests refused by a rate limit.",
+                Counter,
+                &self.rate_limited,
+            ),
+            ("tombstones", "Tombstones held.", Gauge, &self.tombstones),
+            (
+                "largest_listing_bytes",
+                "Most mailbox bytes read for one answer.",
+                Gauge,
+                &self.largest_listing_bytes,
+            ),
+            (
+                "largest_stream_queue_bytes",
+                "Most envelope bytes queued on one mailbox stream.",
+                Gauge,
+                &self.largest_stream_queue_bytes,
+            ),
+            (
+                "blob_bytes_in_flight",
+                "Blob chunk bytes read and not yet sent.",
+                Gauge,
+                &self.blob_bytes_in_flight,
+            ),
+            ("deposits", "Deposits stored.", Counter, &self.deposits),
+            (
+                "requests",
+                "Deposits stored in a requests allowance (without the access key).",
+                Counter,
+                &self.requests,
+            ),
+            ("replicas", "Replicas stored.", Counter, &self.replicas),
+            (
+                "fetched",
+                "Messages handed to their owners.",
+                Counter,
+                &self.fetched,
+            ),
+            (
+                "deleted",
+                "Messages deleted by their owners.",
+                Counter,
+                &self.deleted,
+            ),
+            ("expired", "Messages expired.", Counter, &self.expired),
+            (
+                "heartbeats",
+                "Presence records accepted.",
+                Counter,
+                &self.heartbeats,
+            ),
+        ]
     }
 }
 
-/// Longest a scraper may take to send its request head.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Largest request head read (a scrape is one short `GET`).
-const MAX_REQUEST_HEAD: usize = 8 * 1024;
-
-/// Bytes read at a time from a scraper.
-const HEAD_READ: usize = 512;
-
-/// Most scrapes answered at once; more connections wait to be accepted.
-const MAX_SCRAPES: usize = 16;
-
-/// Serves `GET /metrics` (HTTP/1.1, one request per connection) until `cancel` fires. A
-/// plain responder rather than a web framework: the operator's peer has nothing else to serve,
-/// and keeps its dependencies to the network and the disk.
-pub async fn serve(
-    listener: TcpListener,
-    metrics: Arc<Metrics>,
-    cancel: CancellationToken,
-) -> std::io::Result<()> {
-    let mut scrapes = JoinSet::new();
-    loop {
-        while scrapes.try_join_next().is_some() {}
-        let accepted = tokio::select! {
-            _ = cancel.cancelled() => break,
-            Some(_) = scrapes.join_next(), if scrapes.len() >= MAX_SCRAPES => continue,
-            accepted = listener.accept(), if scrapes.len() < MAX_SCRAPES => accepted,
-        };
-        let (conn, _) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::debug!(error = %e, "metrics: accept failed");
-                continue;
-            }
-        };
-        let m = metrics.clone();
-        scrapes.spawn(async move {
-            if let Err(e) = tokio::time::timeout(REQUEST_TIMEOUT, answer(conn, &m)).await {
-                tracing::debug!(error = %e, "metrics: scrape timed out");
-            }
-        });
-    }
-    scrapes.shutdown().await;
-    Ok(())
+/// Whether a series only grows (a counter, shown with `_total`) or goes up and down.
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
 }
 
-/// Reads one request head and answers it.
-async fn answer(mut conn: TcpStream, metrics: &Metrics) {
-    let mut head = Vec::with_capacity(HEAD_READ);
-    let mut chunk = [0u8; HEAD_READ];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_REQUEST_HEAD {
-        match conn.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => head.extend_from_slice(&chunk[..n]),
+/// Latency buckets, in seconds: 0.1 ms to 3.3 s, doubling. A deposit's commit is an fsync
+/// (milliseconds on an SSD, tens on a disk under load); a listing page is one sled range
+/// read (sub-millisecond when cached). Past 3.3 s an operator needs no finer resolution.
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.000_1, 2.0, 16)
+}
+
+/// How long the store peer takes for what users wait on, as histograms in seconds.
+#[derive(Clone, Debug)]
+pub struct Latencies {
+    /// From the store task taking a deposit to the flush of the commit that holds it (when
+    /// the depositor's `Stored` can leave): what a sender waits for its tick.
+    pub deposit: Histogram,
+    /// Reading one page of a subscription's listing from the mailboxes and queueing it: what
+    /// an owner coming back waits per page of its offline messages.
+    pub fetch_page: Histogram,
+}
+
+impl Default for Latencies {
+    fn default() -> Self {
+        Latencies {
+            deposit: Histogram::new(latency_buckets()),
+            fetch_page: Histogram::new(latency_buckets()),
         }
     }
-    let (status, body) = if is_metrics_get(&head) {
-        ("200 OK", metrics.render())
-    } else {
-        ("404 Not Found", String::from("not found\n"))
-    };
-    let response = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
+}
+
+/// Kith's own series, read from [`Metrics`] at each scrape (its atomics stay what every task
+/// updates and tests read).
+#[derive(Debug)]
+struct Series(Arc<Metrics>);
+
+impl Collector for Series {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        for (name, help, kind, value) in self.0.series() {
+            let value = value.load(Ordering::Relaxed);
+            match kind {
+                Kind::Counter => {
+                    let c = ConstCounter::new(value);
+                    c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
+                }
+                Kind::Gauge => {
+                    let g = ConstGauge::new(value);
+                    g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)?;
+                }
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "rejections",
+            "Deposits refused, by reason.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (i, (_, reason)) in REASONS.iter().enumerate() {
+            let value = self.0.rejected[i].load(Ordering::Relaxed);
+            ConstCounter::new(value).encode(family.encode_family(&[("reason", *reason)])?)?;
+        }
+        Ok(())
+    }
+}
+
+/// The registry `/metrics` shows, every name prefixed `kith_`: the peer's counters and
+/// gauges, `kith_build_info{version}`, and the latency histograms. Built once at start;
+/// libp2p-metrics can register the swarm's series into the same registry.
+pub fn registry(metrics: Arc<Metrics>) -> Registry {
+    let mut registry = Registry::with_prefix("kith");
+    registry.register(
+        "build",
+        "The running build.",
+        Info::new([("version", env!("CARGO_PKG_VERSION"))]),
     );
-    let _ = conn.write_all(response.as_bytes()).await;
-    let _ = conn.shutdown().await;
+    registry.register_with_unit(
+        "deposit_latency",
+        "From taking a deposit to the flush of its commit.",
+        Unit::Seconds,
+        metrics.latency.deposit.clone(),
+    );
+    registry.register_with_unit(
+        "fetch_page_latency",
+        "Reading and queueing one page of a subscription's listing.",
+        Unit::Seconds,
+        metrics.latency.fetch_page.clone(),
+    );
+    registry.register_collector(Box::new(Series(metrics)));
+    registry
 }
 
-/// Whether a request head asks `GET /metrics` (a query string is ignored).
-fn is_metrics_get(head: &[u8]) -> bool {
-    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
-    let mut parts = line.split(|&b| b == b' ');
-    let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
-        return false;
-    };
-    let path = target.split(|&b| b == b'?').next().unwrap_or_default();
-    method == b"GET" && path == b"/metrics"
+/// The OpenMetrics text of `registry` (what `/metrics` answers).
+pub fn encode(registry: &Registry) -> String {
+    let mut out = String::new();
+    if let Err(e) = text::encode(&mut out, registry) {
+        // Writing to a String cannot fail; an encoder error would be a bug in a series.
+        tracing::error!(error = %e, "cannot encode the metrics");
+    }
+    out
 }
 
 #[cfg(test)]
@@ -260,59 +368,43 @@ fn is_metrics_get(head: &[u8]) -> bool {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn serves_metrics_and_nothing_else() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+    #[test]
+    fn the_exposition_keeps_every_name_and_adds_build_info_and_latencies() {
         let metrics = Arc::new(Metrics::default());
-        metrics.deposits.store(7, Ordering::Relaxed);
-        let cancel = CancellationToken::new();
-        let server = tokio::spawn(serve(listener, metrics, cancel.clone()));
-        let get = |path: &'static str| async move {
-            let mut c = TcpStream::connect(addr).await.unwrap();
-            c.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
-                .await
-                .unwrap();
-            let mut out = String::new();
-            c.read_to_string(&mut out).await.unwrap();
-            out
-        };
-        let ok = get("/metrics").await;
-        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
-        assert!(ok.contains("kith_deposits_total 7"), "{ok}");
-        assert!(get("/other").await.starts_with("HTTP/1.1 404"));
-        cancel.cancel();
-        server.await.unwrap().unwrap();
-    }
-
-    #[tokio::test]
-    async fn a_stalled_or_oversized_scrape_neither_blocks_others_nor_grows_past_the_head_limit() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let metrics = Arc::new(Metrics::default());
-        let cancel = CancellationToken::new();
-        let server = tokio::spawn(serve(listener, metrics, cancel.clone()));
-        // The least: a connection that sends nothing holds one slot, not the server.
-        let _stalled = TcpStream::connect(addr).await.unwrap();
-        // The most: 1 MiB of head without an end is cut at MAX_REQUEST_HEAD and refused.
-        let mut big = TcpStream::connect(addr).await.unwrap();
-        let junk = vec![b'a'; 1024 * 1024];
-        // The server stops reading after the head limit, so the write may fail: that is fine.
-        let _ = tokio::time::timeout(Duration::from_secs(5), big.write_all(&junk)).await;
-        let mut out = Vec::new();
-        let _ = big.read_to_end(&mut out).await;
-        assert!(
-            out.is_empty() || out.starts_with(b"HTTP/1.1 404"),
-            "{}",
-            String::from_utf8_lossy(&out)
+        metrics.deposits.store(3, Ordering::Relaxed);
+        metrics.stored_messages.store(5, Ordering::Relaxed);
+        metrics.reject(RefuseReason::TooLarge);
+        metrics.latency.deposit.observe(0.002);
+        let text = encode(&registry(metrics.clone()));
+        let lines: Vec<&str> = text.lines().collect();
+        for line in [
+            "kith_deposits_total 3",
+            "kith_stored_messages 5",
+            "kith_heartbeats_total 0",
+            "kith_rejections_total{reason=\"too_large\"} 1",
+            "kith_rejections_total{reason=\"store_full\"} 0",
+            "# TYPE kith_deposit_latency_seconds histogram",
+            "kith_deposit_latency_seconds_count 1",
+            "kith_deposit_latency_seconds_bucket{le=\"0.0016\"} 0",
+            "kith_deposit_latency_seconds_bucket{le=\"0.0032\"} 1",
+            "kith_fetch_page_latency_seconds_count 0",
+            "# EOF",
+        ] {
+            assert!(lines.contains(&line), "no `{line}` in\n{text}");
+        }
+        let build = format!(
+            "kith_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
         );
-        // A real scrape is still answered meanwhile.
-        let mut c = TcpStream::connect(addr).await.unwrap();
-        c.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").await.unwrap();
-        let mut ok = String::new();
-        c.read_to_string(&mut ok).await.unwrap();
-        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
-        cancel.cancel();
-        server.await.unwrap().unwrap();
+        assert!(lines.contains(&build.as_str()), "{text}");
+        // Every series of the table is shown, once.
+        for (name, _, kind, _) in metrics.series() {
+            let shown = match kind {
+                Kind::Counter => format!("kith_{name}_total "),
+                Kind::Gauge => format!("kith_{name} "),
+            };
+            let n = lines.iter().filter(|l| l.starts_with(&shown)).count();
+            assert_eq!(n, 1, "{shown}\n{text}");
+        }
     }
 }

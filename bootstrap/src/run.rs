@@ -5,7 +5,8 @@ use std::{future::Future, net::SocketAddr, path::Path, sync::Arc, time::Duration
 
 use kith_net::{
     private_file::{self, KeyFileError, PathError},
-    swarm::{self, NetConfig, NetEvent},
+    swarm::{self, AutonatRole, KadMode, NetConfig, NetEvent},
+    tasks::Tasks,
     NetError,
 };
 use libp2p::{identity, Multiaddr, PeerId};
@@ -14,6 +15,8 @@ use tokio_util::sync::CancellationToken;
 pub use crate::config::Config;
 use crate::{
     blobs,
+    health::Health,
+    http,
     mailboxes::{MailboxError, Mailboxes},
     metrics::{self, Metrics},
     store_peer,
@@ -35,6 +38,9 @@ pub enum RunError {
     /// The network failed to start.
     #[error(transparent)]
     Net(#[from] NetError),
+    /// The store service could not start.
+    #[error("store peer: {0}")]
+    Store(#[from] crate::store_peer::SpawnError),
     /// The mailboxes could not be opened.
     #[error("mailboxes: {0}")]
     Mailboxes(#[from] MailboxError),
@@ -61,26 +67,25 @@ pub struct Running {
     pub metrics_addr: Option<SocketAddr>,
     /// Its metrics.
     pub metrics: Arc<Metrics>,
-    cancel: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Dropped without [`Running::shutdown`], its tasks are aborted.
+    tasks: Tasks,
+    /// The HTTP listener (`/metrics`, `/healthz`), stopped after `tasks`: while they stop,
+    /// `/healthz` answers 503.
+    http: Tasks,
 }
 
 impl Running {
-    /// Stops every task and flushes the mailboxes.
+    /// Stops every task (aborting any that does not end within the grace) and flushes the
+    /// mailboxes: once this returns, nothing of the peer runs any more.
     pub async fn shutdown(self) {
-        self.cancel.cancel();
-        for t in self.tasks {
-            let _ = tokio::time::timeout(SHUTDOWN_GRACE, t).await;
-        }
+        self.tasks.stop(SHUTDOWN_GRACE).await;
+        self.http.stop(SHUTDOWN_GRACE).await;
     }
 
     /// Stops every task at once, without a final flush (a crash, for tests).
     pub async fn abort(self) {
-        self.cancel.cancel();
-        for t in self.tasks {
-            t.abort();
-            let _ = t.await;
-        }
+        self.tasks.abort().await;
+        self.http.abort().await;
     }
 }
 
@@ -93,14 +98,30 @@ pub async fn start(cfg: Config) -> Result<Running, RunError> {
         Some(_) => Some(Mailboxes::open(&cfg.data_dir.join("mailboxes"))?),
         None => None,
     };
+    // Also before the network: a metrics address already taken stops the start while
+    // nothing runs yet.
+    let http_listener = match cfg.metrics {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(private_file::at(Path::new(&addr.to_string())))?,
+        ),
+        None => None,
+    };
     let peer_id = key.public().to_peer_id();
     let net_cfg = NetConfig {
         listen: cfg.listen.clone(),
         bootstrap: cfg.peers.clone(),
-        mdns: false,
-        kad_server: true,
+        kad_mode: KadMode::Server,
         idle_timeout: cfg.idle_timeout,
         relay: cfg.relay.clone(),
+        caps: cfg.connections.clone(),
+        // Operators' peers are the ones others ask whether they are reachable.
+        autonat: AutonatRole::Server,
+        // Confirmed before the first connection, so identify and Kademlia announce them from
+        // the start.
+        external_addrs: cfg.external_addrs.clone(),
+        ..NetConfig::default()
     };
     let cancel = CancellationToken::new();
     let (network, mut events, net_task) = swarm::start(key, &net_cfg, cancel.clone()).await?;
@@ -114,9 +135,10 @@ pub async fn start(cfg: Config) -> Result<Running, RunError> {
                 store_cfg.blobs.clone(),
                 metrics.clone(),
             )?;
+            let blobs = blobs.share_budget(mailboxes.budget().clone());
             tasks.push(blobs::spawn(
                 Arc::new(blobs),
-                network.control(),
+                network.clone(),
                 cancel.clone(),
             )?);
             let known: Vec<PeerId> = cfg.peers.iter().filter_map(swarm::peer_of).collect();
@@ -157,15 +179,23 @@ pub async fn start(cfg: Config) -> Result<Running, RunError> {
         }
     }
     let mut metrics_addr = None;
-    if let Some(addr) = cfg.metrics {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(private_file::at(Path::new(&addr.to_string())))?;
+    let http_cancel = CancellationToken::new();
+    let mut http_tasks = Vec::new();
+    if let Some(listener) = http_listener {
         metrics_addr = listener.local_addr().ok();
-        let m = metrics.clone();
-        let c = cancel.clone();
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = metrics::serve(listener, m, c).await {
+        let health = Health::new(
+            peer_id,
+            (cfg.store.is_some(), cfg.relay.is_some()),
+            cancel.clone(),
+            tasks.iter().map(|t| t.abort_handle()).collect(),
+        );
+        let served = http::Served {
+            registry: Arc::new(metrics::registry(metrics.clone())),
+            health: Arc::new(health),
+        };
+        let c = http_cancel.clone();
+        http_tasks.push(tokio::spawn(async move {
+            if let Err(e) = http::serve(listener, served, c).await {
                 tracing::error!(error = %e, "metrics server failed");
             }
         }));
@@ -175,14 +205,14 @@ pub async fn start(cfg: Config) -> Result<Running, RunError> {
         .into_iter()
         .map(|a| a.with_p2p(peer_id).unwrap_or_else(|a| a))
         .collect();
-    tracing::info!(%peer_id, store = cfg.store.is_some(), relay = cfg.relay.is_some(), "bootstrap peer started");
+    tracing::info!(%peer_id, store = cfg.store.is_some(), relay = cfg.relay.is_some(), external = ?cfg.external_addrs, "bootstrap peer started");
     Ok(Running {
         peer_id,
         listen_addrs,
         metrics_addr,
         metrics,
-        cancel,
-        tasks,
+        tasks: Tasks::new(cancel, tasks),
+        http: Tasks::new(http_cancel, http_tasks),
     })
 }
 

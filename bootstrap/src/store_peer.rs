@@ -9,7 +9,10 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{atomic::Ordering, Arc},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
@@ -23,71 +26,40 @@ use kith_net::{
 use kith_protocol::{
     batch::{self, BatchLimit},
     mailbox::{EnvelopeRef, MailboxRequest, MailboxResponse, RefuseReason, MAX_BATCH},
-    presence::PresenceTable,
-    Envelope, EnvelopeDigest, MessageId, UserId, Visibility,
+    Envelope, EnvelopeDigest, MessageId, UserId,
 };
 use libp2p::PeerId;
 use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
+mod access;
 mod batches;
+mod config;
 mod input;
+mod paging;
+mod presence;
 mod replication;
 mod streams;
 
+pub use self::config::StoreConfig;
 use self::{
-    batches::{held_batches, report_oversized},
-    input::Input,
+    batches::report_oversized, input::Input, paging::Paging, presence::HeldPresence,
     streams::serve_stream,
 };
 use crate::{
-    blobs::BlobLimits,
-    mailboxes::{Deposit, Limits, Mailboxes},
+    mailboxes::{Deposit, Mailboxes, Quota},
     metrics::Metrics,
+    rates::{PeerLimiter, Rate},
+    registrations::Registrations,
 };
 
 /// Depth of the queue into the store peer actor (requests from every stream, link signals,
 /// commits done).
 pub const ACTOR_QUEUE: usize = 4096;
 
-/// The window `deposits_per_minute` counts deposits in.
-const RATE_WINDOW: Duration = Duration::from_secs(60);
-
-/// How a store peer behaves.
-#[derive(Clone, Debug)]
-pub struct StoreConfig {
-    /// Quotas and lifetimes.
-    pub limits: Limits,
-    /// How many store peers hold each mailbox (R).
-    pub replication: usize,
-    /// How often to check that every held message has R copies.
-    pub repair_interval: Duration,
-    /// How often to delete expired messages.
-    pub expiry_interval: Duration,
-    /// Most users whose presence is kept.
-    pub presence_capacity: usize,
-    /// Most concurrent mailbox streams.
-    pub max_streams: usize,
-    /// Depth of each stream's answer queue.
-    pub stream_queue: usize,
-    /// Limits on media blobs held for offline users.
-    pub blobs: BlobLimits,
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        StoreConfig {
-            limits: Limits::default(),
-            replication: 3,
-            repair_interval: Duration::from_secs(30),
-            expiry_interval: Duration::from_secs(60),
-            presence_capacity: 100_000,
-            max_streams: 1024,
-            stream_queue: 1024,
-            blobs: BlobLimits::default(),
-        }
-    }
-}
+/// How often subscriptions still paging through a mailbox send their next page (when their
+/// stream has room).
+const PAGE_INTERVAL: Duration = Duration::from_millis(5);
 
 struct ReplicaLink {
     generation: u64,
@@ -98,14 +70,23 @@ struct ReplicaLink {
 /// The store-and-forward actor.
 pub struct StorePeer {
     cfg: StoreConfig,
-    local: PeerId,
+    /// This peer as a user id (what registrations name); `None` for a non-Ed25519 key, which
+    /// can never be named and so holds nothing.
+    local_user: Option<UserId>,
+    registrations: Registrations,
     mailboxes: Mailboxes,
     net: Network,
     metrics: Arc<Metrics>,
     inputs: mpsc::Sender<Input>,
     subscribers: HashMap<UserId, Vec<(u64, mpsc::Sender<MailboxResponse>)>>,
-    rate: HashMap<PeerId, (Instant, u32)>,
-    presence: PresenceTable,
+    /// Subscriptions still being sent what their mailbox held, a page at a time (by stream).
+    paging: HashMap<u64, Paging>,
+    /// Envelope bytes queued and not yet written, per stream (entries go with their stream).
+    queued: HashMap<u64, Arc<AtomicUsize>>,
+    deposit_rate: PeerLimiter,
+    subscribe_rate: PeerLimiter,
+    delete_rate: PeerLimiter,
+    presence: HeldPresence,
     stores: HashSet<PeerId>,
     replica_links: HashMap<PeerId, ReplicaLink>,
     /// What each other store peer confirmed holding (by envelope identity: the recipient is
@@ -113,6 +94,18 @@ pub struct StorePeer {
     replicated: HashMap<PeerId, HashSet<EnvelopeRef>>,
     next_generation: u64,
     cancel: CancellationToken,
+}
+
+/// Why the store service could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpawnError {
+    /// The mailbox protocol could not be served.
+    #[error(transparent)]
+    Net(#[from] kith_net::NetError),
+    /// The mailbox registrations could not be read.
+    #[error("mailbox registrations: {0}")]
+    Registrations(#[from] sled::Error),
 }
 
 /// Starts the store service on `net`; returns its task.
@@ -124,30 +117,44 @@ pub fn spawn(
     known_stores: Vec<PeerId>,
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
-) -> Result<tokio::task::JoinHandle<()>, kith_net::NetError> {
+) -> Result<tokio::task::JoinHandle<()>, SpawnError> {
     let mut control = net.control();
     let (tx, mut rx) = mpsc::channel::<Input>(ACTOR_QUEUE);
+    let registrations = Registrations::open(mailboxes.db(), cfg.max_registrations)?;
+    metrics.deposit_log.keep(cfg.record_deposits);
     let mut actor = StorePeer {
-        local: net.local_peer_id(),
-        presence: PresenceTable::new(cfg.presence_capacity),
+        local_user: UserId::from_peer_id(net.local_peer_id()).ok(),
+        registrations,
+        presence: HeldPresence::new(cfg.presence_capacity, cfg.presence_ttl),
         stores: known_stores.into_iter().collect(),
+        paging: HashMap::new(),
+        queued: HashMap::new(),
+        deposit_rate: PeerLimiter::new(Rate {
+            per_peer_per_minute: cfg.limits.deposits_per_minute,
+            per_ip_per_minute: cfg.limits.deposits_per_ip_per_minute,
+            max_keys: cfg.rates.max_deposit_keys,
+        }),
+        subscribe_rate: PeerLimiter::new(cfg.rates.subscribes),
+        delete_rate: PeerLimiter::new(cfg.rates.deletes),
         cfg,
         mailboxes,
         net,
         metrics,
         inputs: tx.clone(),
         subscribers: HashMap::new(),
-        rate: HashMap::new(),
         replica_links: HashMap::new(),
         replicated: HashMap::new(),
         next_generation: 0,
         cancel: cancel.clone(),
     };
+    actor.mailboxes.budget().set_cap(actor.cfg.max_store_bytes);
     actor.update_gauges();
     let stream_queue = actor.cfg.stream_queue;
+    let timeouts = actor.cfg.stream_timeouts;
     let inbound = Inbound {
         protocol: MAILBOX,
         max_streams: actor.cfg.max_streams,
+        max_streams_per_peer: actor.cfg.max_streams_per_peer.max(1),
     };
     let accept_inputs = tx.clone();
     let mut conn_ids = 0u64;
@@ -157,12 +164,21 @@ pub fn spawn(
         cancel.clone(),
         move |peer, stream| {
             conn_ids += 1;
-            serve_stream(peer, conn_ids, stream, accept_inputs.clone(), stream_queue)
+            serve_stream(
+                peer,
+                conn_ids,
+                stream,
+                accept_inputs.clone(),
+                stream_queue,
+                timeouts,
+            )
         },
     )?;
     Ok(tokio::spawn(async move {
         let mut repair = tokio::time::interval(actor.cfg.repair_interval);
         let mut expiry = tokio::time::interval(actor.cfg.expiry_interval);
+        let mut pages = tokio::time::interval(PAGE_INTERVAL);
+        pages.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -170,6 +186,7 @@ pub fn spawn(
                 Some(ev) = net_events.recv() => actor.on_net(ev),
                 _ = repair.tick() => actor.repair(),
                 _ = expiry.tick() => actor.expire(),
+                _ = pages.tick(), if !actor.paging.is_empty() => actor.send_pages(),
             }
         }
         // Nothing reads the actor's queue any more: tasks still sending to it fail at once
@@ -194,8 +211,14 @@ impl StorePeer {
                 conn,
                 requests,
                 out,
-            } => self.on_requests(peer, conn, requests, out),
+                queued,
+            } => {
+                self.queued.entry(conn).or_insert(queued);
+                self.on_requests(peer, conn, requests, out)
+            }
             Input::StreamClosed { peer, conn } => {
+                self.paging.remove(&conn);
+                self.queued.remove(&conn);
                 if let Ok(user) = UserId::from_peer_id(peer) {
                     if let Some(list) = self.subscribers.get_mut(&user) {
                         list.retain(|(c, _)| *c != conn);
@@ -212,9 +235,14 @@ impl StorePeer {
             } => match signal {
                 LinkSignal::Up => {}
                 LinkSignal::Frames(frames) => {
+                    let cap = self.cfg.max_replicated_refs;
                     for f in frames {
                         if let MailboxResponse::Replicated(refs) = f {
-                            self.replicated.entry(peer).or_default().extend(refs);
+                            // Bounded: past the cap, more copies are sent again at the next
+                            // repair (and merged there as duplicates), never remembered.
+                            let done = self.replicated.entry(peer).or_default();
+                            let room = cap.saturating_sub(done.len());
+                            done.extend(refs.into_iter().take(room));
                         }
                     }
                 }
@@ -248,39 +276,58 @@ impl StorePeer {
         let oversized: Vec<MessageId> = split.oversized.iter().map(Envelope::id).collect();
         report_oversized(user, &oversized);
         for chunk in split.batches {
-            for (_, out) in subs {
-                self.deliver(out, chunk.clone());
+            for (conn, out) in subs {
+                self.deliver(*conn, out, chunk.clone());
             }
         }
     }
 
     /// Queues one `Deliver` to a subscriber; one that cannot take it gets it on its next
     /// subscription (the envelopes stay held until their owner deletes them).
-    fn deliver(&self, out: &mpsc::Sender<MailboxResponse>, envs: Vec<Envelope>) {
+    fn deliver(&self, conn: u64, out: &mpsc::Sender<MailboxResponse>, envs: Vec<Envelope>) {
         let n = envs.len() as u64;
-        match out.try_send(MailboxResponse::Deliver(envs)) {
+        let frame = MailboxResponse::Deliver(envs);
+        let weight = streams::deliver_weight(&frame);
+        let Some(queued) = self.queued.get(&conn) else {
+            return;
+        };
+        let fits = queued.fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+            q.checked_add(weight)
+                .filter(|total| *total <= self.cfg.stream_queue_bytes || q == 0)
+        });
+        if let Ok(before) = fits {
+            self.metrics
+                .largest_stream_queue_bytes
+                .fetch_max((before + weight) as u64, Ordering::Relaxed);
+        } else {
+            tracing::debug!(
+                n,
+                "subscriber's queue holds too many bytes; left for its next subscription"
+            );
+            return;
+        }
+        match out.try_send(frame) {
             Ok(()) => {
                 self.metrics.fetched.fetch_add(n, Ordering::Relaxed);
             }
-            Err(_) => tracing::debug!(
-                n,
-                "subscriber's queue full or closed; left for its next subscription"
-            ),
+            Err(_) => {
+                queued.fetch_sub(weight, Ordering::AcqRel);
+                tracing::debug!(
+                    n,
+                    "subscriber's queue full or closed; left for its next subscription"
+                );
+            }
         }
     }
 
-    fn rate_ok(&mut self, peer: PeerId) -> bool {
-        let now = Instant::now();
-        let limit = self.cfg.limits.deposits_per_minute;
-        let entry = self.rate.entry(peer).or_insert((now, 0));
-        if now.duration_since(entry.0) >= RATE_WINDOW {
-            *entry = (now, 0);
+    /// Counts one request of `peer` against `limiter` (per peer id and per IP address);
+    /// false, counted in the metrics, when over its rate.
+    fn allowed(&self, limiter: &PeerLimiter, peer: &PeerId) -> bool {
+        if limiter.allow(peer, self.net.remote_ip(peer)) {
+            return true;
         }
-        if entry.1 >= limit {
-            return false;
-        }
-        entry.1 += 1;
-        true
+        self.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+        false
     }
 
     fn on_requests(
@@ -291,14 +338,17 @@ impl StorePeer {
         out: mpsc::Sender<MailboxResponse>,
     ) {
         let now = now_ms();
+        let taken = Instant::now();
+        // Deposits answered `Stored` (new or duplicate): each waits for this batch's commit.
+        let mut deposits = 0u32;
         let mut answers = Vec::new();
         let mut pushes = Vec::new();
         let mut wrote = false;
         for req in requests {
             match req {
-                MailboxRequest::Deposit(env) => {
+                MailboxRequest::Deposit(env, key) => {
                     let id = env.id();
-                    if !self.rate_ok(peer) {
+                    if !self.allowed(&self.deposit_rate, &peer) {
                         self.metrics.reject(RefuseReason::RateLimited);
                         answers.push((
                             out.clone(),
@@ -306,16 +356,31 @@ impl StorePeer {
                         ));
                         continue;
                     }
-                    match self.store_one(&env, now).map(|(d, _)| d) {
-                        Ok(Deposit::Stored) => {
+                    let stored = self
+                        .admit_deposit(&env.header.recipient, key.as_ref())
+                        .and_then(|quota| {
+                            let request = matches!(quota, Quota::Requests(_));
+                            self.store_one(&env, quota, now).map(|(d, _)| (d, request))
+                        });
+                    if matches!(stored, Ok((Deposit::Stored, _))) && self.cfg.record_deposits > 0 {
+                        let bytes = env.to_bytes().unwrap_or_default();
+                        self.log_deposit(peer, env.header.recipient, bytes);
+                    }
+                    match stored {
+                        Ok((Deposit::Stored, request)) => {
                             wrote = true;
                             self.metrics.deposits.fetch_add(1, Ordering::Relaxed);
+                            if request {
+                                self.metrics.requests.fetch_add(1, Ordering::Relaxed);
+                            }
                             pushes.push((env.header.recipient, env));
                             answers.push((out.clone(), MailboxResponse::Stored(id)));
+                            deposits += 1;
                         }
-                        Ok(Deposit::Duplicate) => {
+                        Ok((Deposit::Duplicate, _)) => {
                             wrote = true;
                             answers.push((out.clone(), MailboxResponse::Stored(id)));
+                            deposits += 1;
                         }
                         Err(reason) => {
                             self.metrics.reject(reason);
@@ -324,20 +389,30 @@ impl StorePeer {
                         }
                     }
                 }
-                MailboxRequest::Replicate(envs) => {
-                    if !self.stores.contains(&peer) {
-                        tracing::warn!(%peer, "replicas from a peer that is not a known store peer; refused");
-                        for e in &envs {
-                            answers.push((
-                                out.clone(),
-                                MailboxResponse::Refused(e.id(), RefuseReason::NotAStore),
-                            ));
-                        }
-                        continue;
-                    }
+                MailboxRequest::Replicate {
+                    envelopes,
+                    requests,
+                } => {
                     let mut refs = Vec::new();
-                    for env in envs {
-                        match self.store_one(&env, now) {
+                    let mut admitted = false;
+                    let tagged = envelopes
+                        .into_iter()
+                        .map(|e| (e, false))
+                        .chain(requests.into_iter().map(|e| (e, true)));
+                    for (env, request) in tagged {
+                        if let Err(reason) = self.admit_replica(peer, &env.header.recipient) {
+                            self.metrics.reject(reason);
+                            answers.push((out.clone(), MailboxResponse::Refused(env.id(), reason)));
+                            continue;
+                        }
+                        admitted = true;
+                        let limits = self.cfg.requests_limits.clone();
+                        let quota = if request {
+                            Quota::Requests(&limits)
+                        } else {
+                            Quota::Mailbox
+                        };
+                        match self.store_one(&env, quota, now) {
                             Ok((Deposit::Stored, digest)) => {
                                 self.metrics.replicas.fetch_add(1, Ordering::Relaxed);
                                 refs.push(EnvelopeRef {
@@ -353,35 +428,48 @@ impl StorePeer {
                             Err(reason) => self.metrics.reject(reason),
                         }
                     }
-                    wrote = true;
+                    // Nothing admitted wrote nothing: the refusals go at once.
+                    wrote |= admitted;
                     answers.push((out.clone(), MailboxResponse::Replicated(refs)));
+                }
+                MailboxRequest::Register(reg) => {
+                    if self.on_register(peer, reg) {
+                        wrote = true;
+                    }
                 }
                 MailboxRequest::Subscribe => {
                     let Ok(user) = UserId::from_peer_id(peer) else {
                         continue;
                     };
+                    if !self.allowed(&self.subscribe_rate, &peer) {
+                        tracing::debug!(%peer, "subscribe over its rate; ignored");
+                        continue;
+                    }
                     let list = self.subscribers.entry(user).or_default();
                     if !list.iter().any(|(c, _)| *c == conn) {
                         list.push((conn, out.clone()));
                     }
-                    match self.mailboxes.list(&user) {
-                        Ok(held) => {
-                            tracing::debug!(%user, held = held.len(), "owner subscribed");
-                            for envs in held_batches(&user, held) {
-                                self.deliver(&out, envs);
-                            }
-                        }
-                        Err(e) => tracing::error!(error = %e, "cannot list mailbox"),
-                    }
+                    // What is held goes a page at a time, as the stream takes it: never the
+                    // whole mailbox read (or queued) at once.
+                    self.paging.insert(conn, Paging::new(user, out.clone()));
+                    self.send_pages_of(conn);
                 }
-                MailboxRequest::Delete(refs) => {
+                MailboxRequest::Delete(mut refs) => {
                     // Only the mailbox's owner — the connection's authenticated peer — deletes,
                     // and only the envelopes it names by id and digest.
                     let Ok(owner) = UserId::from_peer_id(peer) else {
                         continue;
                     };
+                    if !self.allowed(&self.delete_rate, &peer) {
+                        tracing::debug!(%peer, "delete over its rate; ignored");
+                        continue;
+                    }
+                    refs.truncate(self.cfg.max_delete_per_request);
                     let until = now.saturating_add(self.cfg.limits.max_lifetime_ms);
-                    match self.mailboxes.delete(&owner, &refs, until) {
+                    match self
+                        .mailboxes
+                        .delete(&owner, &refs, until, &self.cfg.limits)
+                    {
                         Ok(n) => {
                             wrote = true;
                             self.metrics.deleted.fetch_add(n as u64, Ordering::Relaxed);
@@ -396,16 +484,12 @@ impl StorePeer {
                     }
                     // The Noise session proved the sender is the record's user (checked
                     // above); readers of the record verify its signature themselves.
-                    if self.presence.accept_from_owner(record).is_ok() {
+                    if self.keep_presence(record, now) {
                         self.metrics.heartbeats.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                MailboxRequest::GetPresence(user) => {
-                    let record = self
-                        .presence
-                        .get(&user)
-                        .filter(|r| r.visibility == Visibility::Everyone)
-                        .cloned();
+                MailboxRequest::GetPresence(user, key) => {
+                    let record = self.shown_presence(&user, key.as_ref());
                     answers.push((out.clone(), MailboxResponse::Presence(user, record)));
                 }
             }
@@ -418,11 +502,16 @@ impl StorePeer {
             return;
         }
         let inputs = self.inputs.clone();
+        let latency = self.metrics.latency.deposit.clone();
         self.mailboxes
             .committer()
             .after_commit(move |committed| async move {
                 match committed {
                     Ok(()) => {
+                        let waited = taken.elapsed().as_secs_f64();
+                        for _ in 0..deposits {
+                            latency.observe(waited);
+                        }
                         let _ = inputs.send(Input::Committed { answers, pushes }).await;
                     }
                     Err(e) => {
@@ -434,8 +523,9 @@ impl StorePeer {
 
     /// Stores one envelope; on success also says its digest (of the canonical encoding held).
     fn store_one(
-        &mut self,
+        &self,
         env: &Envelope,
+        quota: Quota<'_>,
         now: u64,
     ) -> Result<(Deposit, EnvelopeDigest), RefuseReason> {
         if env.check().is_err() {
@@ -443,7 +533,10 @@ impl StorePeer {
         }
         let bytes = env.to_bytes().map_err(|_| RefuseReason::TooLarge)?;
         let digest = EnvelopeDigest::of_bytes(&bytes);
-        match self.mailboxes.deposit(env, &bytes, &self.cfg.limits, now) {
+        match self
+            .mailboxes
+            .deposit(env, &bytes, &self.cfg.limits, quota, now)
+        {
             Ok(r) => r.map(|d| (d, digest)),
             Err(e) => {
                 tracing::error!(error = %e, "cannot store envelope");
@@ -453,6 +546,10 @@ impl StorePeer {
     }
 
     fn expire(&mut self) {
+        self.deposit_rate.prune();
+        self.subscribe_rate.prune();
+        self.delete_rate.prune();
+        self.presence.expire(now_ms());
         match self.mailboxes.expire(now_ms()) {
             Ok(n) if n > 0 => {
                 tracing::info!(n, "expired messages deleted");
@@ -464,108 +561,19 @@ impl StorePeer {
         self.update_gauges();
     }
 
+    /// Sets the gauges from the mailboxes' running totals (no per-mailbox copy).
     fn update_gauges(&self) {
-        let usage = self.mailboxes.usage();
-        self.metrics
-            .mailboxes
-            .store(usage.len() as u64, Ordering::Relaxed);
-        self.metrics
-            .stored_messages
-            .store(usage.iter().map(|u| u.1 as u64).sum(), Ordering::Relaxed);
-        self.metrics
-            .stored_bytes
-            .store(usage.iter().map(|u| u.2).sum(), Ordering::Relaxed);
+        let totals = self.mailboxes.totals();
+        let m = &self.metrics;
+        m.mailboxes
+            .store(totals.mailboxes as u64, Ordering::Relaxed);
+        m.stored_messages.store(totals.messages, Ordering::Relaxed);
+        m.stored_bytes.store(totals.bytes, Ordering::Relaxed);
+        m.tombstones
+            .store(totals.tombstones as u64, Ordering::Relaxed);
     }
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
-    use kith_protocol::{
-        envelope::MAX_ENVELOPE_LEN,
-        frame,
-        seal::{HandshakeBody, SealedBody},
-        EnvelopeHeader, LocalIdentity,
-    };
-
-    use super::*;
-    use kith_net::frames::encode_frames;
-
-    /// The largest envelope a store peer accepts, for `to`, with id `n`.
-    fn max_envelope(to: UserId, n: u8) -> (Envelope, Vec<u8>) {
-        let make = |len: usize| Envelope {
-            header: EnvelopeHeader::new(MessageId([n; 16]), to, now_ms() + 60_000),
-            body: SealedBody::Handshake(HandshakeBody {
-                prekey_id: 1,
-                noise: vec![n; len],
-            }),
-        };
-        let mut len = MAX_ENVELOPE_LEN;
-        while make(len).to_bytes().is_err() {
-            len -= 1;
-        }
-        let env = make(len);
-        let bytes = env.to_bytes().unwrap();
-        assert!(bytes.len() > MAX_ENVELOPE_LEN - 8);
-        (env, bytes)
-    }
-
-    #[tokio::test]
-    async fn mailbox_of_nine_maximum_envelopes_drains_in_frames_that_fit() {
-        let dir = tempfile::tempdir().unwrap();
-        let mailboxes = Mailboxes::open(&dir.path().join("mailboxes")).unwrap();
-        let bob = LocalIdentity::generate(0, &mut rand::rngs::OsRng).user_id();
-        let mut sent = Vec::new();
-        for n in 0..9 {
-            let (env, bytes) = max_envelope(bob, n);
-            let r = mailboxes.deposit(&env, &bytes, &Limits::default(), now_ms());
-            assert!(matches!(r, Ok(Ok(Deposit::Stored))));
-            sent.push(env);
-        }
-        // One frame cannot carry them all (what issue #11 hit: it was dropped every time).
-        let mut buf = Vec::new();
-        assert!(encode_frames([&MailboxResponse::Deliver(sent.clone())], &mut buf).is_err());
-
-        let batches = held_batches(&bob, mailboxes.list(&bob).unwrap());
-        assert!(batches.len() >= 2);
-        assert_eq!(
-            batches.concat(),
-            sent,
-            "every envelope, once, in arrival order"
-        );
-        for envs in batches {
-            assert!(envs.len() <= MAX_BATCH);
-            let mut buf = Vec::new();
-            encode_frames([&MailboxResponse::Deliver(envs.clone())], &mut buf).unwrap();
-            assert!(buf.len() <= frame::LEN_PREFIX + frame::MAX_FRAME_LEN);
-            let mut buf = Vec::new();
-            encode_frames([&MailboxRequest::Replicate(envs)], &mut buf).unwrap();
-        }
-    }
-
-    #[test]
-    fn many_small_envelopes_keep_the_count_cap() {
-        let bob = LocalIdentity::generate(0, &mut rand::rngs::OsRng).user_id();
-        let held: Vec<(EnvelopeRef, Vec<u8>)> = (0..600u32)
-            .map(|i| {
-                let mut id = [0u8; 16];
-                id[..4].copy_from_slice(&i.to_be_bytes());
-                let env = Envelope {
-                    header: EnvelopeHeader::new(MessageId(id), bob, u64::MAX),
-                    body: SealedBody::Handshake(HandshakeBody {
-                        prekey_id: 1,
-                        noise: vec![1; 100],
-                    }),
-                };
-                let r = EnvelopeRef {
-                    id: MessageId(id),
-                    digest: env.digest().unwrap(),
-                };
-                (r, env.to_bytes().unwrap())
-            })
-            .collect();
-        let batches = held_batches(&bob, held);
-        let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
-        assert_eq!(sizes, [MAX_BATCH, MAX_BATCH, 600 - 2 * MAX_BATCH]);
-    }
-}
+mod tests;

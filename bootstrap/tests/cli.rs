@@ -31,6 +31,18 @@ fn id_prints_the_same_peer_id_every_time() {
     assert_eq!(id(dir.path()), first);
 }
 
+/// The lines `from` prints, as they come.
+fn lines(from: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(from).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
+
 #[test]
 fn run_prints_its_listen_address_with_its_peer_id() {
     let dir = tempfile::tempdir().unwrap();
@@ -45,15 +57,7 @@ fn run_prints_its_listen_address_with_its_peer_id() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line);
-        }
-    });
-    let line = rx.recv_timeout(TIMEOUT);
+    let line = lines(child.stdout.take().unwrap()).recv_timeout(TIMEOUT);
     let _ = child.kill();
     let _ = child.wait();
     let line = line.unwrap();
@@ -66,4 +70,78 @@ fn an_unknown_flag_exits_non_zero() {
     let out = bin().args(["run", "--no-such-flag"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--no-such-flag"));
+}
+
+#[test]
+fn a_flag_beats_its_variable_which_beats_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("kith-bootstrap.toml");
+    std::fs::write(
+        &file,
+        "data-dir = \"/from/file\"\nstore = true\nreplication = 2\nmax-blob-bytes = 10\nmax-lifetime = \"3d\"\n",
+    )
+    .unwrap();
+    let out = bin()
+        .args(["check-config", "--config"])
+        .arg(&file)
+        .args(["--max-blob-bytes", "30"])
+        .env("KITH_REPLICATION", "4")
+        .env("KITH_MAX_BLOB_BYTES", "20")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let printed = String::from_utf8(out.stdout).unwrap();
+    // Flag over variable over file; variable over file; file over default.
+    assert!(printed.contains("max_blob_bytes: 30,"), "{printed}");
+    assert!(printed.contains("replication: 4,"), "{printed}");
+    assert!(printed.contains("max_lifetime_ms: 259200000,"), "{printed}");
+    assert!(printed.contains("\"/from/file\""), "{printed}");
+}
+
+#[test]
+fn an_unknown_key_in_the_config_file_stops_the_peer_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("kith-bootstrap.toml");
+    std::fs::write(&file, "data-dir = \"/d\"\nmax-lifetme = \"3d\"\n").unwrap();
+    let out = bin()
+        .args(["run", "--config"])
+        .arg(&file)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("max-lifetme"), "{err}");
+}
+
+#[test]
+fn logs_are_json_lines_when_asked_and_never_coloured_in_a_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = |format: &str| {
+        bin()
+            .arg("run")
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
+            .env("KITH_LOG_FORMAT", format)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    for format in ["json", "text"] {
+        let mut child = start(format);
+        let rx = lines(child.stderr.take().unwrap());
+        let line = rx.recv_timeout(TIMEOUT);
+        let _ = child.kill();
+        let _ = child.wait();
+        let line = line.unwrap();
+        assert!(!line.contains('\u{1b}'), "{line:?}");
+        if format == "json" {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
+        }
+    }
 }

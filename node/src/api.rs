@@ -20,6 +20,7 @@ mod extract;
 mod guard;
 mod link;
 mod media;
+mod requests;
 mod routes;
 mod state;
 pub mod web;
@@ -31,6 +32,7 @@ pub use routes::DEFAULT_PAGE;
 fn build(node: Node, token: String, port: Option<u16>, shutdown: CancellationToken) -> Router {
     let routes = routes::routes()
         .merge(media::routes())
+        .merge(requests::routes())
         .with_state(state::ApiState {
             node: node.clone(),
             link_key: Arc::new(link::link_key(&token)),

@@ -17,6 +17,8 @@ use crate::{
     handle::{ContactView, Event, Me, Page, PresenceView, Sent},
 };
 
+mod requests;
+
 /// How long a single request may take before the client gives up (event streams excepted).
 const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 

@@ -47,6 +47,29 @@ pub const DEFAULT_REPLICATION: usize = 3;
 /// Default number of store peers that must hold a deposit (W).
 pub const DEFAULT_WRITE_QUORUM: usize = 2;
 
+/// Default wait before a named mailbox store peer that stays unreachable is replaced.
+pub const DEFAULT_MAILBOX_RESELECT_AFTER: Duration = Duration::from_secs(600);
+
+/// Default lifetime of the ephemeral identity deposits are made with.
+pub const DEFAULT_DEPOSIT_IDENTITY_LIFETIME: Duration = Duration::from_secs(600);
+/// Default most pending message requests (strangers who wrote first) kept at once.
+pub const DEFAULT_MAX_REQUESTS: usize = 64;
+
+/// Default most unread messages kept from one pending request; later ones are acknowledged
+/// and dropped until the user accepts.
+pub const DEFAULT_MAX_REQUEST_MESSAGES: usize = 20;
+
+/// Default largest incoming media fetched without asking the user: 100 MiB.
+pub const DEFAULT_AUTO_DOWNLOAD_BYTES: u64 = 100 * 1024 * 1024;
+
+/// Default longest a download may go without any holder serving a chunk before it fails.
+pub const DEFAULT_DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Default idle timeout: a connection without open streams closes after 30 s. The node's
+/// links to contacts and its mailbox subscriptions hold streams, so they stay; a DHT peer,
+/// an mDNS neighbour or a stranger met once goes, and so does its socket.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Everything a node needs to start.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -95,6 +118,71 @@ pub struct Config {
     pub write_quorum: usize,
     /// Largest media file `POST /v1/media` takes, in bytes.
     pub max_media_bytes: u64,
+    /// How long one of our named mailbox store peers may stay unreachable before another
+    /// known store peer replaces it (and the new choice is published).
+    pub mailbox_reselect_after: Duration,
+    /// How long one ephemeral deposit identity is used before a fresh one replaces it (it is
+    /// replaced only between deposits, so none is lost).
+    pub deposit_identity_lifetime: Duration,
+    /// Most pending message requests; a stranger beyond them is acknowledged and dropped.
+    pub max_requests: usize,
+    /// Most unread messages kept from one pending request.
+    pub max_request_messages: usize,
+    /// Largest incoming media (from a contact) fetched at once; larger ones wait for the
+    /// user (`POST /v1/media/{hash}/download`). Media from non-contacts is never fetched
+    /// before the user accepts them.
+    pub auto_download_bytes: u64,
+    /// Longest a download may go without any holder serving a verified chunk: it then fails
+    /// (its slot is freed) and waits for the user to retry.
+    pub download_timeout: Duration,
+    /// How long a connection with no open stream stays open (libp2p's idle timeout).
+    pub idle_timeout: Duration,
+    /// How the node gets through NATs and firewalls.
+    pub traversal: Traversal,
+}
+
+/// How a node behind a NAT stays reachable: relays, hole punching, AutoNAT, port mapping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Traversal {
+    /// Reserve a slot on up to this many relays (operators' peers run with `--relay`) while
+    /// none of our addresses is confirmed reachable; 0: never.
+    pub relays: usize,
+    /// Upgrade relayed connections with contacts to direct ones by hole punching (DCUtR).
+    pub hole_punching: bool,
+    /// Ask operators' peers (AutoNAT v2) whether our addresses are reachable from outside.
+    pub autonat: bool,
+    /// Ask the local router for a port mapping (UPnP IGD).
+    pub upnp: bool,
+    /// Answer DHT queries even before an address of ours is confirmed reachable (otherwise the
+    /// node is a DHT client until AutoNAT confirms one).
+    pub kad_server: bool,
+}
+
+impl Default for Traversal {
+    /// Everything on, as a laptop behind a home router needs it; a DHT server only once
+    /// reachable.
+    fn default() -> Self {
+        Traversal {
+            relays: 2,
+            hole_punching: true,
+            autonat: true,
+            upnp: true,
+            kad_server: false,
+        }
+    }
+}
+
+impl Traversal {
+    /// For tests and local meshes: nothing that talks to the LAN's router or probes from
+    /// outside, and a DHT server at once (nothing on loopback confirms an address).
+    pub fn loopback() -> Self {
+        Traversal {
+            autonat: false,
+            upnp: false,
+            kad_server: true,
+            ..Traversal::default()
+        }
+    }
 }
 
 impl Config {
@@ -102,9 +190,7 @@ impl Config {
     pub fn new(data_dir: PathBuf) -> Self {
         Config {
             data_dir,
-            listen: vec!["/ip4/0.0.0.0/tcp/0"
-                .parse()
-                .unwrap_or_else(|_| Multiaddr::empty())],
+            listen: listen_on("0.0.0.0"),
             api: DEFAULT_API
                 .parse()
                 .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 7878))),
@@ -126,16 +212,27 @@ impl Config {
             replication: DEFAULT_REPLICATION,
             write_quorum: DEFAULT_WRITE_QUORUM,
             max_media_bytes: DEFAULT_MAX_MEDIA_BYTES,
+            mailbox_reselect_after: DEFAULT_MAILBOX_RESELECT_AFTER,
+            deposit_identity_lifetime: DEFAULT_DEPOSIT_IDENTITY_LIFETIME,
+            max_requests: DEFAULT_MAX_REQUESTS,
+            max_request_messages: DEFAULT_MAX_REQUEST_MESSAGES,
+            auto_download_bytes: DEFAULT_AUTO_DOWNLOAD_BYTES,
+            download_timeout: DEFAULT_DOWNLOAD_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            traversal: Traversal::default(),
         }
     }
 
     /// A configuration for tests and local meshes: loopback only, API on a free port.
     pub fn loopback(data_dir: PathBuf) -> Self {
         Config {
+            // TCP only: QUIC in a debug build is slow enough to stretch the media tests many
+            // times over; the QUIC path has tests of its own.
             listen: vec!["/ip4/127.0.0.1/tcp/0"
                 .parse()
                 .unwrap_or_else(|_| Multiaddr::empty())],
             api: SocketAddr::from(([127, 0, 0, 1], 0)),
+            traversal: Traversal::loopback(),
             ..Config::new(data_dir)
         }
     }
@@ -146,6 +243,17 @@ impl Config {
             .unwrap_or_else(|| PathBuf::from("."))
             .join("kith")
     }
+}
+
+/// TCP and QUIC listen addresses on `ip`, free ports.
+fn listen_on(ip: &str) -> Vec<Multiaddr> {
+    [
+        format!("/ip4/{ip}/udp/0/quic-v1"),
+        format!("/ip4/{ip}/tcp/0"),
+    ]
+    .iter()
+    .filter_map(|a| a.parse().ok())
+    .collect()
 }
 
 impl Default for Config {

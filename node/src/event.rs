@@ -38,7 +38,7 @@ pub enum Event {
         id: String,
         /// The blob hash (hex).
         hash: String,
-        /// uploading | available | downloading | complete | failed.
+        /// uploading | available | downloading | complete | failed | waiting.
         state: crate::media::MediaState,
         /// Fraction done, 0..1.
         progress: f64,

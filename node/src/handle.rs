@@ -15,7 +15,10 @@ use crate::{net::Network, store::Store};
 pub use crate::{
     error::NodeError,
     event::Event,
-    view::{ContactView, Me, MessageView, Page, PresenceView, Sent, MAX_PAGE},
+    view::{
+        BlockedView, ContactRoute, ContactView, Me, MessageView, Page, PresenceView, RequestView,
+        Sent, MAX_PAGE,
+    },
 };
 
 /// What the local user says about a file they send.
@@ -66,6 +69,22 @@ pub(crate) enum Command {
     },
     SetSharePresence {
         share: bool,
+        reply: oneshot::Sender<Result<(), NodeError>>,
+    },
+    AcceptRequest {
+        user: UserId,
+        reply: oneshot::Sender<Result<ContactView, NodeError>>,
+    },
+    Block {
+        user: UserId,
+        reply: oneshot::Sender<Result<(), NodeError>>,
+    },
+    Unblock {
+        user: UserId,
+        reply: oneshot::Sender<Result<(), NodeError>>,
+    },
+    RemoveContact {
+        user: UserId,
         reply: oneshot::Sender<Result<(), NodeError>>,
     },
 }
@@ -158,6 +177,68 @@ impl Node {
             .collect())
     }
 
+    /// Pending message requests: people who wrote without being a contact, newest first.
+    pub fn requests(&self) -> Result<Vec<RequestView>, NodeError> {
+        let max = crate::config::DEFAULT_MAX_REQUEST_MESSAGES.max(MAX_PAGE);
+        let mut out = Vec::new();
+        for c in self.store.requests()? {
+            out.push(RequestView {
+                user_id: c.user.to_string(),
+                messages: self.store.unread_count(&c.user, max)?,
+                since_ms: c.added_at_ms,
+            });
+        }
+        out.sort_by_key(|r| std::cmp::Reverse(r.since_ms));
+        Ok(out)
+    }
+
+    /// Accepts a message request: its sender becomes a contact (dialled, owed receipts, media
+    /// fetched per policy).
+    pub async fn accept_request(&self, user: UserId) -> Result<ContactView, NodeError> {
+        self.call(|reply| Command::AcceptRequest { user, reply })
+            .await
+    }
+
+    /// Blocks a user (a request or a contact): their envelopes are acknowledged and dropped.
+    pub async fn block(&self, user: UserId) -> Result<(), NodeError> {
+        self.call(|reply| Command::Block { user, reply }).await
+    }
+
+    /// Unblocks a user.
+    pub async fn unblock(&self, user: UserId) -> Result<(), NodeError> {
+        self.call(|reply| Command::Unblock { user, reply }).await
+    }
+
+    /// How many messages and receipts still wait in the outbox to leave for `peer` (a
+    /// request's sender has none: they are owed nothing until accepted).
+    pub fn outbox_to(&self, peer: &UserId) -> Result<usize, NodeError> {
+        Ok(self
+            .store
+            .outbox_all()?
+            .iter()
+            .filter(|e| e.to == *peer)
+            .count())
+    }
+
+    /// Blocked users.
+    pub fn blocked(&self) -> Result<Vec<BlockedView>, NodeError> {
+        Ok(self
+            .store
+            .blocked()?
+            .into_iter()
+            .map(|(user, at)| BlockedView {
+                user_id: user.to_string(),
+                since_ms: at,
+            })
+            .collect())
+    }
+
+    /// Removes a contact (their history stays; what was still to be sent to them is dropped).
+    pub async fn remove_contact(&self, user: UserId) -> Result<(), NodeError> {
+        self.call(|reply| Command::RemoveContact { user, reply })
+            .await
+    }
+
     /// Sends a text to a contact (the design's `SendMessage`): durable when this returns.
     pub async fn send_text(
         &self,
@@ -189,7 +270,8 @@ impl Node {
                 "count must be 1..={MAX_PAGE}"
             )));
         }
-        if self.store.contact(peer)?.is_none() {
+        // A pending request's messages may be read before accepting (reading sends nothing).
+        if self.store.contact(peer)?.is_none() && self.store.request(peer)?.is_none() {
             return Err(NodeError::UnknownContact(peer.to_string()));
         }
         let (records, more) = self.store.page(peer, offset, count, since_ms)?;
@@ -216,7 +298,7 @@ impl Node {
         self.call(|reply| Command::MarkRead { peer, reply }).await
     }
 
-    /// A contact's presence.
+    /// A contact's presence, and the route messages to it take now.
     pub async fn presence(&self, peer: UserId) -> Result<PresenceView, NodeError> {
         self.call(|reply| Command::Presence { peer, reply }).await
     }
@@ -247,13 +329,14 @@ impl Node {
         .await
     }
 
-    /// Fails with [`NodeError::UnknownContact`] unless `peer` is a contact (checked before a
-    /// caller takes a large upload for them).
+    /// Fails with [`NodeError::UnknownContact`] unless `peer` is a contact or a pending
+    /// request (sending to one accepts it), checked before a caller takes a large upload for
+    /// them.
     pub fn check_contact(&self, peer: &UserId) -> Result<(), NodeError> {
-        match self.store.contact(peer)? {
-            Some(_) => Ok(()),
-            None => Err(NodeError::UnknownContact(peer.to_string())),
+        if self.store.contact(peer)?.is_some() || self.store.request(peer)?.is_some() {
+            return Ok(());
         }
+        Err(NodeError::UnknownContact(peer.to_string()))
     }
 
     /// Sends the file at `temp` (written under [`crate::media::MediaFiles::temp_path`]) to a
@@ -324,6 +407,41 @@ impl Node {
         id: &crate::media::MediaId,
     ) -> Result<Option<crate::media::MediaRecord>, NodeError> {
         Ok(self.store.media(id)?)
+    }
+
+    /// Starts fetching a received message's media that waits for the user (larger than the
+    /// auto-download limit) or failed (no holder served it in time; resumes where it
+    /// stopped). Only from a contact: a request's media waits for them to be accepted.
+    pub fn fetch_media(
+        &self,
+        id: &crate::media::MediaId,
+    ) -> Result<crate::media::MediaRecord, NodeError> {
+        use crate::media::MediaState;
+        let Some(mut rec) = self.store.media(id)? else {
+            return Err(NodeError::NotFound(format!("no media {id}")));
+        };
+        if rec.outgoing {
+            return Err(NodeError::InvalidInput(
+                "that media is one you sent: there is nothing to fetch".into(),
+            ));
+        }
+        if !matches!(rec.state, MediaState::Waiting | MediaState::Failed) {
+            return Ok(rec);
+        }
+        if self.store.contact(&rec.peer)?.is_none() {
+            return Err(NodeError::InvalidInput(format!(
+                "{} is not a contact: accept their request first",
+                rec.peer
+            )));
+        }
+        // A failed download whose partial file was removed (it did not hash right) starts over.
+        if !self.media_files().part_path(id).exists() {
+            rec.done_chunks = 0;
+        }
+        rec.state = MediaState::Downloading;
+        self.transfers.put_record(&rec)?;
+        self.transfers.start(*id);
+        Ok(rec)
     }
 
     /// Largest media file this node takes from its user, in bytes.

@@ -24,6 +24,9 @@ pub struct Invite {
     pub bundle: KeyBundle,
     /// Addresses to reach the user's node at (multiaddr bytes).
     pub addrs: Vec<Vec<u8>>,
+    /// The user's mailbox access key: whoever holds the invite may deposit into the
+    /// user's mailbox as a contact would (see `kith_protocol::access`).
+    pub access: Option<kith_protocol::MailboxAccessKey>,
 }
 
 /// Why an invite string was refused.
@@ -56,7 +59,14 @@ impl Invite {
         Invite {
             bundle,
             addrs: addrs.iter().take(MAX_ADDRS).map(|a| a.to_vec()).collect(),
+            access: None,
         }
+    }
+
+    /// The same invite, also carrying the user's mailbox access key.
+    pub fn with_access(mut self, key: kith_protocol::MailboxAccessKey) -> Self {
+        self.access = Some(key);
+        self
     }
 
     /// The user the invite introduces.

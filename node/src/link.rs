@@ -12,7 +12,7 @@
 use futures::AsyncReadExt;
 use kith_net::{
     accept::{self, Inbound},
-    frames::{write_frames, StreamError},
+    frames::{write_frames, ReadTimeouts, StreamError},
     protocols::MSG,
 };
 use kith_protocol::wire::MsgFrame;
@@ -99,6 +99,7 @@ pub fn spawn_acceptor(
     let inbound = Inbound {
         protocol: MSG,
         max_streams,
+        max_streams_per_peer: accept::STREAMS_PER_PEER,
     };
     accept::spawn_acceptor(&mut control, inbound, cancel, move |peer, stream| {
         serve_inbound(peer, stream, events.clone())
@@ -111,7 +112,9 @@ async fn serve_inbound(
     events: mpsc::Sender<LinkEvent>,
 ) -> Result<(), StreamError> {
     let (read_half, mut write_half) = stream.split();
-    let mut reader = FrameReader::new(read_half);
+    // A contact's link carries a heartbeat every few seconds; a stream silent for minutes,
+    // or a frame trickling in for longer than a frame should take, holds a slot for nothing.
+    let mut reader = FrameReader::with_timeouts(read_half, ReadTimeouts::default());
     let mut buf = Vec::new();
     while let Some(frames) = reader.next_batch::<MsgFrame>(MAX_READ_BATCH).await? {
         let (reply, answer) = oneshot::channel();

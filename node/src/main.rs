@@ -41,6 +41,12 @@ enum MediaCommand {
         #[arg(short, long, value_name = "PATH")]
         output: PathBuf,
     },
+    /// Fetch a received file that waits for you (larger than the auto-download size), or
+    /// try a failed download again.
+    Fetch {
+        /// The media hash (from `kith history`).
+        hash: String,
+    },
 }
 
 const EXAMPLES: &str = "\
@@ -53,6 +59,8 @@ Examples:
   kith send <user> 'hello'           send a message
   kith send <user> --file clip.mp4   send an image or video (with a progress bar)
   kith media get <hash> -o clip.mp4  save a received file
+  kith requests                      who wrote to you without being a contact
+  kith accept <user>                 make a request's sender a contact (or: kith block <user>)
   kith history <user>                show the conversation with ticks
   kith presence <user>               online, or when last seen
 
@@ -104,9 +112,29 @@ Examples:
     },
     /// Print your invite: one string a contact adds with `kith contacts add`.
     Invite,
-    /// Add or list contacts.
+    /// Add, list or remove contacts.
     #[command(subcommand)]
     Contacts(ContactsCommand),
+    /// List message requests: people who wrote to you without being a contact. Nothing is
+    /// sent to them (no receipt, no dial) until you `kith accept` them.
+    Requests,
+    /// Accept a message request: its sender becomes a contact.
+    Accept {
+        /// The sender's user id (from `kith requests`).
+        user: String,
+    },
+    /// Block a user (a request or a contact): what they send is dropped, and they are not told.
+    Block {
+        /// Their user id.
+        user: String,
+    },
+    /// Unblock a user.
+    Unblock {
+        /// Their user id.
+        user: String,
+    },
+    /// List blocked users.
+    Blocked,
     /// Send a text message to a contact.
     #[command(after_help = "\
 Examples:
@@ -169,6 +197,11 @@ enum ContactsCommand {
     },
     /// List your contacts.
     List,
+    /// Remove a contact (their history stays; what was still to be sent to them is dropped).
+    Remove {
+        /// Their user id.
+        user: String,
+    },
 }
 
 #[tokio::main]
@@ -222,12 +255,23 @@ async fn client_command(client: &ApiClient, command: Command) -> Result<()> {
             client::add_contact(client, &invite, name.as_deref()).await
         }
         Command::Contacts(ContactsCommand::List) => client::list_contacts(client).await,
+        Command::Contacts(ContactsCommand::Remove { user }) => {
+            client::remove_contact(client, &user).await
+        }
+        Command::Requests => client::requests(client).await,
+        Command::Accept { user } => client::accept(client, &user).await,
+        Command::Block { user } => client::block(client, &user).await,
+        Command::Unblock { user } => client::unblock(client, &user).await,
+        Command::Blocked => client::blocked(client).await,
         Command::Send {
             user,
             file: Some(path),
             caption,
             ..
         } => client::send_file(client, &user, &path, caption.as_deref()).await,
+        Command::Media(MediaCommand::Fetch { hash }) => {
+            cli::media::fetch_media(client, &hash).await
+        }
         Command::Media(MediaCommand::Get { hash, output }) => {
             cli::media::get_media(client, &hash, &output).await
         }

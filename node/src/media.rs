@@ -98,8 +98,13 @@ pub enum MediaState {
     Downloading,
     /// Theirs, every chunk verified and on disk.
     Complete,
-    /// Gave up (the blob expired before it could be fetched or uploaded).
+    /// Gave up (the blob expired before it could be fetched or uploaded, or no holder served
+    /// it in time); a download may be retried by the user.
     Failed,
+    /// Theirs, not fetched until the user asks (`POST /v1/media/{hash}/download`): it is
+    /// larger than the auto-download limit, or its sender is not a contact yet. (Last, so
+    /// records written before it existed still decode.)
+    Waiting,
 }
 
 /// Which media record: the message that carried it. Two messages naming the same blob hash
@@ -310,7 +315,7 @@ pub struct MediaView {
     /// This message's own record (hex): `GET /v1/media/{hash}?of={id}` serves exactly it, even
     /// when other messages named the same hash.
     pub id: String,
-    /// uploading | available | downloading | complete | failed.
+    /// uploading | available | downloading | complete | failed | waiting.
     pub state: MediaState,
     /// Fraction done, 0..1.
     pub progress: f64,

@@ -15,6 +15,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use kith_net::private_file::{self, PathError};
+use kith_net::tasks::Tasks;
 
 use crate::{
     api,
@@ -22,7 +23,7 @@ use crate::{
     link,
     media::MediaError,
     messenger::{Inputs, Messenger},
-    net::{self, NetConfig},
+    net::{self, AutonatRole, KadMode, NetConfig},
     store::{self, Store, StoreError},
     time::now_ms,
     Config,
@@ -65,10 +66,6 @@ pub enum RunError {
     #[error("media files: {0}")]
     Media(#[from] MediaError),
 }
-
-/// How long a connection nobody uses stays open (the operator's peers keep theirs longer:
-/// `kith_bootstrap::config::IDLE_TIMEOUT`).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// How long shutdown waits for each task before giving up on it.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -134,8 +131,8 @@ pub struct RunningNode {
     pub api_addr: SocketAddr,
     /// The API token.
     pub token: String,
-    cancel: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Dropped without [`RunningNode::shutdown`], its tasks are aborted.
+    tasks: Tasks,
     store: Store,
 }
 
@@ -145,12 +142,10 @@ impl RunningNode {
         self.node.user_id()
     }
 
-    /// Stops every task and flushes the store.
+    /// Stops every task (aborting any that does not end within the grace) and flushes the
+    /// store: once this returns, nothing of the node runs any more.
     pub async fn shutdown(self) -> Result<(), RunError> {
-        self.cancel.cancel();
-        for t in self.tasks {
-            let _ = tokio::time::timeout(SHUTDOWN_GRACE, t).await;
-        }
+        self.tasks.stop(SHUTDOWN_GRACE).await;
         self.store.flush_now()?;
         tracing::info!("node stopped");
         Ok(())
@@ -160,13 +155,42 @@ impl RunningNode {
     /// by tests; a real `kill -9` is tested with the binary).
     pub async fn abort(self) {
         // Abort first, so no task gets to run its clean-shutdown path (final flush).
-        for t in &self.tasks {
-            t.abort();
-        }
-        for t in self.tasks {
-            let _ = t.await;
-        }
-        self.cancel.cancel();
+        self.tasks.abort().await;
+    }
+}
+
+/// The network as the node runs it: a relay client that reserves while unreachable, hole
+/// punching and AutoNAT as configured, and relayed connections only from contacts (in hole
+/// punching the receiver of a relayed connection dials: a stranger must not make us dial).
+fn net_config(config: &Config, store: &Store) -> NetConfig {
+    let t = &config.traversal;
+    let store = store.clone();
+    let accepts = kith_net::RelayedFilter(std::sync::Arc::new(move |peer: &libp2p::PeerId| {
+        UserId::from_peer_id(*peer)
+            .ok()
+            .and_then(|user| store.contact(&user).ok().flatten())
+            .is_some()
+    }));
+    NetConfig {
+        listen: config.listen.clone(),
+        bootstrap: config.bootstrap.clone(),
+        mdns: config.mdns,
+        kad_mode: if t.kad_server {
+            KadMode::Server
+        } else {
+            KadMode::Auto
+        },
+        idle_timeout: config.idle_timeout,
+        reserve_on_relays: t.relays,
+        hole_punching: t.hole_punching,
+        autonat: if t.autonat {
+            AutonatRole::Client
+        } else {
+            AutonatRole::Off
+        },
+        upnp: t.upnp,
+        relayed_filter: Some(accepts),
+        ..NetConfig::default()
     }
 }
 
@@ -192,14 +216,7 @@ pub async fn start(config: Config) -> Result<RunningNode, RunError> {
         tracing::info!(prekey = me.prekeys().current().id, "prekey rotated");
     }
     let keypair = libp2p::identity::Keypair::from(me.keypair().clone());
-    let net_cfg = NetConfig {
-        listen: config.listen.clone(),
-        bootstrap: config.bootstrap.clone(),
-        mdns: config.mdns,
-        kad_server: true,
-        idle_timeout: IDLE_TIMEOUT,
-        relay: None,
-    };
+    let net_cfg = net_config(&config, &store);
     let cancel = CancellationToken::new();
     let (network, net_events, net_task) = net::start(keypair, &net_cfg, cancel.clone()).await?;
 
@@ -220,6 +237,7 @@ pub async fn start(config: Config) -> Result<RunningNode, RunError> {
         crate::transfer::TransferConfig {
             write_quorum: config.write_quorum,
             max_media_bytes: config.max_media_bytes,
+            download_timeout: config.download_timeout,
             ..Default::default()
         },
         cancel.clone(),
@@ -271,8 +289,10 @@ pub async fn start(config: Config) -> Result<RunningNode, RunError> {
         node,
         api_addr,
         token,
-        cancel,
-        tasks: vec![messenger_task, api_task, acceptor, transfer_task, net_task],
+        tasks: Tasks::new(
+            cancel,
+            vec![messenger_task, api_task, acceptor, transfer_task, net_task],
+        ),
         store,
     })
 }

@@ -10,6 +10,9 @@
 //! Layout (all keys big-endian so sled's order is the logical order):
 //! - `meta`: `identity` → [`LocalIdentity`]; `share_last_seen` → u64 (1 share, 0 hide).
 //! - `contacts`: user id bytes → [`Contact`].
+//! - `requests`: user id bytes → [`Contact`]: people who wrote without being a contact, until
+//!   the user accepts or blocks them (format 3). `blocked`: user id bytes → u64 unix ms when
+//!   blocked (format 3).
 //! - `messages`: `len(peer) ‖ peer ‖ seq` → [`StoredMessage`] (seq from sled's monotonic ids,
 //!   so a conversation is in arrival order).
 //! - `message_ids`: `direction ‖ len(peer) ‖ peer ‖ message id` → key in `messages` (dedupe
@@ -31,7 +34,7 @@
 //!
 //! Code map: this file opens the database, keeps identity and `meta`, and runs the group
 //! committer; [`messages`] (conversations, index, unread), [`contacts`], [`outbox`],
-//! [`sessions`] and [`media`] (records, their one writer [`MediaWriter`], the migration) each
+//! [`requests`], [`sessions`] and [`media`] (records, their one writer [`MediaWriter`], the migration) each
 //! add the `Store` methods of their trees; [`format`] holds versions and decoding. The store
 //! returns records, never API views.
 //!
@@ -45,6 +48,7 @@ pub mod format;
 mod media;
 mod messages;
 mod outbox;
+mod requests;
 mod sessions;
 
 use std::path::Path;
@@ -54,6 +58,7 @@ use kith_protocol::{codec, LocalIdentity};
 
 use crate::versioned;
 
+pub(crate) use contacts::migrate_contacts_to_bundle_v2;
 pub use contacts::Contact;
 pub(crate) use media::{migrate_media_by_message, MEDIA_BY_HASH, MEDIA_RECORDS};
 pub use media::{MediaMigration, MediaWriter};
@@ -95,6 +100,8 @@ pub struct Store {
     db: sled::Db,
     meta: sled::Tree,
     contacts: sled::Tree,
+    requests: sled::Tree,
+    blocked: sled::Tree,
     messages: sled::Tree,
     message_ids: sled::Tree,
     unread: sled::Tree,
@@ -117,9 +124,11 @@ impl Store {
             .open()?;
         versioned::open(&db, dir, &format::NODE_SCHEMA)?;
         let committer = Committer::spawn(db.clone(), commit_delay);
-        Ok(Store {
+        let store = Store {
             meta: db.open_tree("meta")?,
             contacts: db.open_tree("contacts")?,
+            requests: db.open_tree(format::REQUESTS)?,
+            blocked: db.open_tree(format::BLOCKED)?,
             messages: db.open_tree("messages")?,
             message_ids: db.open_tree("message_ids")?,
             unread: db.open_tree("unread")?,
@@ -130,7 +139,16 @@ impl Store {
             media_by_hash: db.open_tree(MEDIA_BY_HASH)?,
             db,
             committer,
-        })
+        };
+        // Set while open, cleared by a clean stop: found set, the last run stopped in the
+        // middle of something, and what its writes may have left half done is repaired.
+        if store.meta.insert(OPEN_MARK, &[1u8][..])?.is_some() {
+            let repaired = store.repair_message_index()?;
+            if repaired > 0 {
+                tracing::warn!(repaired, "message index repaired after an unclean stop");
+            }
+        }
+        Ok(store)
     }
 
     /// Resolves once every write made before the call is durable (group commit).
@@ -141,8 +159,10 @@ impl Store {
         async move { commit.await.map_err(StoreError::from) }
     }
 
-    /// Flushes everything now (used at shutdown).
+    /// Flushes everything now and marks the stop clean (used at shutdown).
     pub fn flush_now(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        self.meta.remove(OPEN_MARK)?;
         self.db.flush()?;
         Ok(())
     }
@@ -178,11 +198,37 @@ impl Store {
         Ok(())
     }
 
+    /// A value kept in `meta`, bincode-encoded; one that does not decode reads as absent (and
+    /// is quarantined).
+    pub fn meta_value<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        match self.meta.get(key)? {
+            None => Ok(None),
+            Some(v) => self.decode(&self.meta, key.as_bytes(), &v),
+        }
+    }
+
+    /// Sets a bincode-encoded value in `meta`.
+    pub fn set_meta_value<T: serde::Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        self.meta
+            .insert(key, kith_protocol::codec::encode(value)?)?;
+        Ok(())
+    }
+
     /// A fresh number, larger than every number handed out before (also across restarts).
     pub fn next_seq(&self) -> Result<u64, StoreError> {
         Ok(self.db.generate_id()?)
     }
 }
+
+/// The `meta` key present while a store is open (see [`Store::open`]).
+const OPEN_MARK: &str = "open";
 
 /// Opens the database without the committer (for `kith init`, outside a runtime), loads or
 /// creates the identity, and closes it again.

@@ -84,10 +84,15 @@ pub struct TransferConfig {
     pub write_quorum: usize,
     /// First retry delay when no holder could give anything; doubles up to `max_backoff`.
     pub min_backoff: Duration,
-    /// Longest retry delay.
+    /// Longest retry delay. Short: a node that just started (or a holder that just came
+    /// back) should not leave a download sleeping for long after its holders connect, and
+    /// a waiting download costs one stream attempt per holder per delay.
     pub max_backoff: Duration,
     /// Largest media file accepted from the local user.
     pub max_media_bytes: u64,
+    /// Longest a download goes without a verified chunk from any holder before it fails,
+    /// freeing its slot (the user may retry it).
+    pub download_timeout: Duration,
 }
 
 impl Default for TransferConfig {
@@ -97,8 +102,9 @@ impl Default for TransferConfig {
             max_streams: 64,
             write_quorum: 2,
             min_backoff: Duration::from_millis(500),
-            max_backoff: Duration::from_secs(30),
+            max_backoff: Duration::from_secs(5),
             max_media_bytes: crate::config::DEFAULT_MAX_MEDIA_BYTES,
+            download_timeout: crate::config::DEFAULT_DOWNLOAD_TIMEOUT,
         }
     }
 }

@@ -37,6 +37,26 @@ pub struct ContactView {
     pub addrs: Vec<String>,
 }
 
+/// A pending message request, as `GET /v1/requests` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RequestView {
+    /// The sender's user id (their messages: `GET /v1/conversations/{user_id}`).
+    pub user_id: String,
+    /// How many of their messages are kept (unread).
+    pub messages: usize,
+    /// When their first message arrived, unix ms.
+    pub since_ms: u64,
+}
+
+/// A blocked user, as `GET /v1/blocked` shows them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BlockedView {
+    /// Their user id.
+    pub user_id: String,
+    /// When they were blocked, unix ms.
+    pub since_ms: u64,
+}
+
 /// One message of a conversation, as the API shows it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct MessageView {
@@ -91,6 +111,33 @@ pub struct PresenceView {
     pub last_seen: Option<String>,
     /// Same, unix milliseconds.
     pub last_seen_ms: Option<u64>,
+    /// How messages to the contact travel now (not a presence signal: shown even when last
+    /// seen is hidden, since it is about our own connections).
+    #[serde(default)]
+    pub route: ContactRoute,
+}
+
+/// How messages to a contact travel now.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ContactRoute {
+    /// A direct connection to the contact's node is open.
+    Direct,
+    /// Only a connection through a relay is open.
+    Relayed,
+    /// No connection: messages go to the contact's store peers.
+    #[default]
+    Store,
+}
+
+impl From<kith_net::Route> for ContactRoute {
+    fn from(r: kith_net::Route) -> Self {
+        match r {
+            kith_net::Route::Direct => ContactRoute::Direct,
+            kith_net::Route::Relayed => ContactRoute::Relayed,
+            kith_net::Route::None => ContactRoute::Store,
+        }
+    }
 }
 
 impl From<&Contact> for ContactView {

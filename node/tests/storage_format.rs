@@ -49,6 +49,19 @@ fn kith(data_dir: &Path, args: &[&str]) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// Opens the database at `path` once the process that last had it open (or this process's
+/// previous handle, whose flusher thread ends a little later) has let go of its lock.
+fn open_released(path: &std::path::Path) -> sled::Db {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        match sled::open(path) {
+            Ok(db) => return db,
+            Err(e) if Instant::now() >= deadline => panic!("{} stays locked: {e}", path.display()),
+            Err(_) => std::thread::sleep(POLL),
+        }
+    }
+}
+
 #[test]
 fn kith_run_and_init_refuse_a_newer_database_naming_both_versions() {
     let dir = tempfile::tempdir().unwrap();
@@ -56,7 +69,7 @@ fn kith_run_and_init_refuse_a_newer_database_naming_both_versions() {
     kith_node::run::init(&data).unwrap();
     let db_path = data.join(kith_node::run::DB_DIR);
     {
-        let db = sled::open(&db_path).unwrap();
+        let db = open_released(&db_path);
         db.insert(VERSION_KEY, &FUTURE.to_be_bytes()).unwrap();
         db.flush().unwrap();
     }
@@ -70,7 +83,7 @@ fn kith_run_and_init_refuse_a_newer_database_naming_both_versions() {
             "{args:?}: {stderr}"
         );
     }
-    let db = sled::open(&db_path).unwrap();
+    let db = open_released(&db_path);
     assert_eq!(
         db.get(VERSION_KEY).unwrap().unwrap().as_ref(),
         FUTURE.to_be_bytes()

@@ -39,6 +39,9 @@ const state = {
   stick: true,
 };
 
+/** `GET /v1/requests`: strangers who wrote first, with their first message when known. */
+let requests = [];
+
 /** `${hash}:full|preview` → Promise of a blob URL (kept for the page's life). */
 const mediaUrls = new Map();
 
@@ -81,6 +84,20 @@ function dayName(ms) {
 function listTime(ms) {
   return sameDay(new Date(ms), new Date()) ? clock(ms) : dayName(ms);
 }
+
+/** How messages to a contact travel now, discreetly: "" while direct (the normal case). */
+function routeLine(presence) {
+  if (!presence) return '';
+  if (presence.route === 'relayed') return '· via relay';
+  if (presence.route === 'store') return '· via store peers';
+  return '';
+}
+
+const ROUTE_TITLES = {
+  direct: 'Connected directly',
+  relayed: 'Connected through a relay (end-to-end encrypted; the relay sees only that you talk)',
+  store: 'Not connected: messages wait on store peers until they can be delivered',
+};
 
 /** "online", "last seen today at 14:05", or "" when hidden or unknown. */
 function presenceLine(presence) {
@@ -256,6 +273,69 @@ async function loadChats() {
   renderHeader();
 }
 
+// ---------------------------------------------------------------- message requests
+
+/** Loads the requests and the newest message of each, then redraws them. */
+async function loadRequests() {
+  const answer = await call('GET', '/v1/requests');
+  requests = await Promise.all(
+    answer.requests.map(async (r) => {
+      try {
+        const page = await call('GET', `/v1/conversations/${encodeURIComponent(r.user_id)}?count=1`);
+        return { ...r, first: page.messages[0] || null };
+      } catch {
+        return { ...r, first: null };
+      }
+    }),
+  );
+  renderRequests();
+}
+
+function renderRequests() {
+  const list = $('request-list');
+  list.replaceChildren();
+  $('requests').hidden = requests.length === 0;
+  for (const r of requests) {
+    const li = el('li', 'request-row');
+    const who = el('div', 'request-who');
+    who.append(el('div', 'chat-name', shortId(r.user_id)));
+    who.title = r.user_id;
+    const first = r.first ? snippet(r.first) : `${r.messages} message(s)`;
+    who.append(el('div', 'request-first', first));
+    const accept = el('button', 'request-accept', 'Accept');
+    accept.type = 'button';
+    accept.addEventListener('click', () => answerRequest(r.user_id, 'accept'));
+    const block = el('button', 'request-block', 'Block');
+    block.type = 'button';
+    block.addEventListener('click', () => answerRequest(r.user_id, 'block'));
+    li.append(who, accept, block);
+    list.append(li);
+  }
+}
+
+/** Accepts (the sender becomes a contact) or blocks (what they send is dropped) a request. */
+async function answerRequest(user, answer) {
+  try {
+    await call('POST', `/v1/requests/${encodeURIComponent(user)}/${answer}`);
+    await Promise.all([loadRequests(), loadChats()]);
+    if (answer === 'accept') openChat(user);
+  } catch (err) {
+    report(err, answer === 'accept' ? 'Accepting the request' : 'Blocking');
+  }
+}
+
+/** Asks the node to fetch media that waits for the user, or failed (a retry). */
+async function fetchMedia(message) {
+  const media = message.media;
+  try {
+    const view = await call('POST', `/v1/media/${encodeURIComponent(media.hash)}/download${ofQuery(media)}`);
+    message.media = { ...media, ...view };
+    renderMessage(message);
+  } catch (err) {
+    report(err, 'Downloading');
+  }
+}
+
 // ---------------------------------------------------------------- media
 
 /**
@@ -355,6 +435,15 @@ function mediaBlock(message) {
     box.append(bar, label);
   } else if (media.state === 'failed') {
     box.append(el('span', 'media-failed', message.outgoing ? 'Could not send' : 'Could not download'));
+  }
+  // Received media that waits for the user (large, or from someone just accepted), or whose
+  // download failed (no holder served it in time): a button fetches it.
+  if (!message.outgoing && (media.state === 'waiting' || media.state === 'failed')) {
+    const label = media.state === 'waiting' ? `Download · ${sizeText(media.size)}` : 'Retry';
+    const button = el('button', 'media-fetch', label);
+    button.type = 'button';
+    button.addEventListener('click', () => fetchMedia(message));
+    box.append(button);
   }
   return box;
 }
@@ -473,6 +562,9 @@ function renderHeader() {
   $('peer-avatar').textContent = name.slice(0, 1).toUpperCase();
   $('peer-avatar').classList.toggle('online', !!(chat && chat.presence && chat.presence.online));
   $('peer-presence').textContent = presenceLine(chat && chat.presence);
+  const presence = chat && chat.presence;
+  $('peer-route').textContent = routeLine(presence);
+  $('peer-route').title = (presence && ROUTE_TITLES[presence.route]) || '';
 }
 
 const historyPath = (peer, offset, count) =>
@@ -600,6 +692,7 @@ const looking = () => document.visibilityState === 'visible';
 /** After a reconnection or lost events: fetch the newest page and merge it in. */
 async function resync() {
   await loadChats();
+  await loadRequests();
   if (!state.open) return;
   const generation = state.generation;
   const peer = state.open;
@@ -628,7 +721,9 @@ function onEvent(type, data) {
       const { peer, message } = data;
       const chat = state.chats.get(peer);
       if (!chat) {
+        // Someone who is not a contact yet: a message request (or a contact just added).
         loadChats().catch((err) => report(err, 'Loading conversations'));
+        loadRequests().catch((err) => report(err, 'Loading requests'));
         return;
       }
       chat.last_message = message;
@@ -952,6 +1047,7 @@ async function start() {
     $('me-id').title = state.me.user_id;
     $('me-avatar').textContent = (label || 'Y').slice(0, 1).toUpperCase();
     await loadChats();
+    await loadRequests();
   } catch (err) {
     report(err, 'Connecting to your node');
   }

@@ -78,7 +78,11 @@ fn benches(c: &mut Criterion) {
     let me = LocalIdentity::generate(0, &mut ChaCha20Rng::seed_from_u64(3));
     let record = PresenceRecord::sign(&me, 1, 1_700_000_000_000, true, Visibility::Everyone);
     bench_one(c, "mailbox presence", &MailboxRequest::Presence(record));
-    bench_one(c, "mailbox deposit", &MailboxRequest::Deposit(env.clone()));
+    bench_one(
+        c,
+        "mailbox deposit",
+        &MailboxRequest::Deposit(env.clone(), None),
+    );
     bench_one(
         c,
         "mailbox deliver (256 envelopes)",

@@ -177,7 +177,10 @@ mod tests {
     /// receiver must be able to do with every batch.
     fn assert_frames_round_trip(batch: Vec<Envelope>) {
         let deliver = MailboxResponse::Deliver(batch.clone());
-        let replicate = MailboxRequest::Replicate(batch);
+        let replicate = MailboxRequest::Replicate {
+            envelopes: batch,
+            requests: Vec::new(),
+        };
         let mut buf = Vec::new();
         frame::encode(&deliver, &mut buf).unwrap();
         let (back, used) = frame::decode::<MailboxResponse>(&buf).unwrap().unwrap();

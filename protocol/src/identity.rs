@@ -19,11 +19,15 @@ use snow::{
     resolvers::{CryptoResolver, DefaultResolver},
 };
 
-use crate::{codec, UserId};
+use crate::{
+    access::{check_peers, AccessError, MailboxPeer},
+    codec, UserId,
+};
 
 /// Domain separation for bundle signatures, so a bundle signature can never be replayed as a
 /// signature over anything else.
-const BUNDLE_SIGNING_CONTEXT: &[u8] = b"kith-bundle/1\0";
+/// Version 2 added the named mailbox store peers and the issue time.
+const BUNDLE_SIGNING_CONTEXT: &[u8] = b"kith-bundle/2\0";
 
 /// How prekeys rotate and how long retired ones stay usable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,6 +167,13 @@ pub struct LocalIdentity {
     static_public: [u8; 32],
     /// The prekeys others seal first messages to.
     prekeys: PrekeyRing,
+    /// The store peers named in the bundle. Not part of the stored identity: the node keeps
+    /// its mailbox choice itself and sets it with [`LocalIdentity::set_mailboxes`].
+    #[serde(skip)]
+    mailboxes: Vec<MailboxPeer>,
+    /// When the mailbox choice was last set, unix milliseconds (0: never).
+    #[serde(skip)]
+    mailboxes_set_at_ms: u64,
 }
 
 impl fmt::Debug for LocalIdentity {
@@ -205,6 +216,8 @@ impl LocalIdentity {
             static_private,
             static_public,
             prekeys: PrekeyRing::new(now_ms, rng),
+            mailboxes: Vec::new(),
+            mailboxes_set_at_ms: 0,
         }
     }
 
@@ -243,14 +256,36 @@ impl LocalIdentity {
         self.prekeys.maintain(now_ms, policy, rng)
     }
 
-    /// The signed public bundle for the current prekey. Ed25519 signatures are deterministic,
-    /// so the bundle is byte-identical until the next rotation.
+    /// Names the store peers that hold this user's mailbox, from `set_at_ms` on (the bundle's
+    /// issue time is the later of this and the current prekey's creation).
+    pub fn set_mailboxes(
+        &mut self,
+        peers: Vec<MailboxPeer>,
+        set_at_ms: u64,
+    ) -> Result<(), AccessError> {
+        check_peers(&peers)?;
+        self.mailboxes = peers;
+        self.mailboxes_set_at_ms = set_at_ms;
+        Ok(())
+    }
+
+    /// The store peers named in the bundle.
+    pub fn mailboxes(&self) -> &[MailboxPeer] {
+        &self.mailboxes
+    }
+
+    /// The signed public bundle for the current prekey and mailbox choice. Ed25519
+    /// signatures are deterministic, so the bundle is byte-identical until one of them
+    /// changes.
     pub fn bundle(&self) -> KeyBundle {
+        let prekey = self.prekeys.current().to_public();
         let unsigned = UnsignedBundle {
             user: self.user_id(),
             identity_key: self.keypair().public().to_bytes(),
             static_key: self.static_public,
-            prekey: self.prekeys.current().to_public(),
+            prekey,
+            mailboxes: self.mailboxes.clone(),
+            issued_at_ms: prekey.created_at_ms.max(self.mailboxes_set_at_ms),
         };
         let signature = self.sign(&unsigned.signing_bytes());
         KeyBundle {
@@ -258,6 +293,8 @@ impl LocalIdentity {
             identity_key: unsigned.identity_key,
             static_key: unsigned.static_key,
             prekey: unsigned.prekey,
+            mailboxes: unsigned.mailboxes,
+            issued_at_ms: unsigned.issued_at_ms,
             signature,
         }
     }
@@ -329,6 +366,8 @@ struct UnsignedBundle {
     identity_key: [u8; 32],
     static_key: [u8; 32],
     prekey: Prekey,
+    mailboxes: Vec<MailboxPeer>,
+    issued_at_ms: u64,
 }
 
 impl UnsignedBundle {
@@ -349,9 +388,16 @@ pub struct KeyBundle {
     pub identity_key: [u8; 32],
     /// The X25519 static key the user sends with (Noise `s`).
     pub static_key: [u8; 32],
-    /// The current prekey to seal first messages to; its `created_at_ms` dates the bundle.
+    /// The current prekey to seal first messages to.
     pub prekey: Prekey,
-    /// Ed25519 signature over `"kith-bundle/1\0" ‖ bincode(user, identity_key, static_key, prekey)`.
+    /// The store peers this user named to hold its mailbox (at most
+    /// [`crate::access::MAX_MAILBOX_PEERS`]); senders deposit there and nowhere else.
+    pub mailboxes: Vec<MailboxPeer>,
+    /// When the user issued this bundle, unix milliseconds; the newest bundle wins. Never
+    /// before the prekey's creation.
+    pub issued_at_ms: u64,
+    /// Ed25519 signature over `"kith-bundle/2\0" ‖ bincode(user, identity_key, static_key,
+    /// prekey, mailboxes, issued_at_ms)`.
     #[serde(with = "serde_bytes")]
     pub signature: Vec<u8>,
 }
@@ -372,12 +418,19 @@ pub enum BundleError {
     /// The signature does not verify.
     #[error("bundle signature does not verify")]
     BadSignature,
+    /// The bundle claims to be issued before its prekey existed.
+    #[error("bundle issued before its prekey was created")]
+    IssuedBeforePrekey,
+    /// The named mailbox store peers are over the limits.
+    #[error("bundle's mailbox store peers: {0}")]
+    Mailboxes(AccessError),
 }
 
 impl KeyBundle {
-    /// When this bundle (its prekey) was created, unix milliseconds.
+    /// When this bundle was issued, unix milliseconds: the newer of two bundles replaces the
+    /// older.
     pub fn created_at_ms(&self) -> u64 {
-        self.prekey.created_at_ms
+        self.issued_at_ms
     }
 
     /// Checks that the identity key makes `user` and that the signature verifies.
@@ -387,11 +440,17 @@ impl KeyBundle {
         if UserId::from_public_key(&key) != self.user {
             return Err(BundleError::UserIdMismatch);
         }
+        if self.issued_at_ms < self.prekey.created_at_ms {
+            return Err(BundleError::IssuedBeforePrekey);
+        }
+        check_peers(&self.mailboxes).map_err(BundleError::Mailboxes)?;
         let unsigned = UnsignedBundle {
             user: self.user,
             identity_key: self.identity_key,
             static_key: self.static_key,
             prekey: self.prekey,
+            mailboxes: self.mailboxes.clone(),
+            issued_at_ms: self.issued_at_ms,
         };
         if !key.verify(&unsigned.signing_bytes(), &self.signature) {
             return Err(BundleError::BadSignature);

@@ -5,6 +5,8 @@
 //! keep (identity, prekeys, sessions) is a plain serializable value that the caller stores.
 //!
 //! # Layout
+//! - [`access`]: the recipient's choice of store peers ([`MailboxRegistration`]) and the
+//!   [`MailboxAccessKey`] its contacts deposit with.
 //! - [`codec`]: the one bincode configuration, with its size limit, used for every format.
 //! - [`id`]: [`UserId`] (a libp2p PeerId) and [`MessageId`] (128-bit random).
 //! - [`identity`]: the local user's secrets ([`LocalIdentity`], [`PrekeyRing`]) and the
@@ -26,6 +28,7 @@
 //!
 //! The construction is written down exactly in `protocol/README.md`.
 
+pub mod access;
 pub mod batch;
 pub mod blob;
 pub mod codec;
@@ -41,6 +44,7 @@ pub mod seal;
 pub mod status;
 pub mod wire;
 
+pub use access::{MailboxAccessKey, MailboxPeer, MailboxRegistration};
 pub use blob::{BlobError, BlobHash, BlobHasher, BlobKey, BlobLayout};
 pub use envelope::{Envelope, EnvelopeDigest, EnvelopeHeader, PROTOCOL_VERSION};
 pub use id::{MessageId, UserId};

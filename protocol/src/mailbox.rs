@@ -1,9 +1,11 @@
 //! Frames of the `/kith/mailbox/1` protocol between nodes and store-and-forward peers.
 //!
-//! A store peer holds sealed envelopes for offline recipients. It sees only the envelope's
-//! routing fields (recipient, id, expiry) and who handed it over; never the sender, the
-//! content or a receipt. One long-lived stream per node and store peer carries requests one
-//! way and answers and pushes the other way.
+//! A store peer holds sealed envelopes for offline recipients whose registration names it
+//! ([`crate::access`]). It sees the envelope's routing fields (recipient, id, size, expiry),
+//! when it arrived and from which IP address; never the sender, the content or a receipt:
+//! senders deposit over a connection whose libp2p identity is ephemeral and unlinkable to
+//! them, and the envelope header carries no sender. One long-lived stream per node and store
+//! peer carries requests one way and answers and pushes the other way.
 //!
 //! What identifies an envelope on a store peer is (recipient, message id, digest), where the
 //! digest is an [`EnvelopeDigest`] of the envelope's canonical encoding. A message id is chosen
@@ -15,7 +17,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Envelope, EnvelopeDigest, MessageId, PresenceRecord, UserId};
+use crate::{
+    access::{MailboxAccessKey, MailboxRegistration},
+    Envelope, EnvelopeDigest, MessageId, PresenceRecord, UserId,
+};
 
 /// The libp2p protocol name of the mailbox protocol.
 pub const MAILBOX_PROTOCOL: &str = "/kith/mailbox/1";
@@ -50,13 +55,23 @@ pub enum RefuseReason {
     Malformed,
     /// This peer does not store mailboxes.
     NotAStore,
+    /// The recipient has not named this peer as one of its store peers (or has not
+    /// registered with it): deposit where its current bundle says.
+    NotNamed,
+    /// This store peer is at its global disk cap: try another (nothing about the mailbox).
+    StoreFull,
 }
 
 /// A node's (or a peer's) request to a store peer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MailboxRequest {
-    /// Hold this envelope until its recipient fetches it or it expires.
-    Deposit(Envelope),
+    /// Hold this envelope until its recipient fetches it or it expires. With the recipient's
+    /// access key it counts against the mailbox's quota; without (a stranger writing), against
+    /// the small "requests" allowance.
+    Deposit(Envelope, Option<MailboxAccessKey>),
+    /// The mailbox owner names its store peers and its access key's verifier (forwarded
+    /// unchanged by named store peers to each other; it is signed by the owner).
+    Register(MailboxRegistration),
     /// The connection's (Noise-authenticated) peer asks for its own mailbox: everything held
     /// now, then new deposits as they arrive, on this stream.
     Subscribe,
@@ -66,11 +81,19 @@ pub enum MailboxRequest {
     Delete(Vec<EnvelopeRef>),
     /// The sender's presence (a heartbeat), kept for others to ask for.
     Presence(PresenceRecord),
-    /// Ask for a user's latest presence record.
-    GetPresence(UserId),
+    /// Ask for a user's latest presence record; a record visible to contacts only is served
+    /// only with that user's access key.
+    GetPresence(UserId, Option<MailboxAccessKey>),
     /// Store peer to store peer: copies of envelopes that the receiver is now responsible for
-    /// (merged by recipient, id and digest, like deposits).
-    Replicate(Vec<Envelope>),
+    /// (merged by recipient, id and digest, like deposits). Accepted only from a store peer
+    /// named for the envelopes' mailbox; `requests` came without an access key and stay in the
+    /// requests allowance.
+    Replicate {
+        /// Copies of envelopes deposited with the access key.
+        envelopes: Vec<Envelope>,
+        /// Copies of envelopes deposited without it.
+        requests: Vec<Envelope>,
+    },
 }
 
 /// A store peer's answer or push.

@@ -198,8 +198,9 @@ proptest! {
         prop_assert_eq!(back.payload.decode().unwrap(), p);
     }
 
+    // Past the highest kind this build knows (a test pinned to a number went stale once).
     #[test]
-    fn unknown_kinds_are_unknown(k in 4u16.., body in proptest::collection::vec(any::<u8>(), 0..50)) {
+    fn unknown_kinds_are_unknown(k in (kind::CONTACT_CARD + 1).., body in proptest::collection::vec(any::<u8>(), 0..50)) {
         prop_assert_eq!(RawPayload { kind: k, body }.decode().unwrap(), Payload::Unknown { kind: k });
     }
 }

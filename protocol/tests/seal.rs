@@ -476,6 +476,43 @@ fn too_far_ahead() {
     assert_eq!(bob.open(&envs[0]).unwrap().1, text("m"));
 }
 
+/// The attack: a session message numbered far ahead (or replayed at will) made the receiver
+/// walk the chain up to the old 2,000-step limit before its MAC failed. Now the number is
+/// checked before any key is derived.
+#[test]
+fn a_far_ahead_or_replayed_session_message_costs_o1_chain_steps() {
+    let (mut alice, mut bob) = (User::new(1), User::new(2));
+    bob.open(&alice.seal(&bob.bundle(), &text("0"))).unwrap();
+    let env = alice.seal(&bob.bundle(), &text("1"));
+    let sessions = bob.sessions.get_mut(&alice.id()).unwrap();
+    let mut body = session_body(&env).clone();
+    let before = sessions.chain_steps();
+    for n in [MAX_SKIP + 1, 1_000_000, u64::MAX] {
+        body.n = n;
+        for _ in 0..100 {
+            assert!(sessions.open(&env.header, &body).is_err());
+        }
+    }
+    assert_eq!(
+        sessions.chain_steps(),
+        before,
+        "far ahead: no chain step at all"
+    );
+    // Within reach but forged (its MAC fails): at most MAX_SKIP + 1 steps per try, however
+    // often it is replayed, and nothing is kept.
+    body.n = MAX_SKIP;
+    let tries = 10;
+    for _ in 0..tries {
+        assert!(matches!(
+            sessions.open(&env.header, &body),
+            Err(OpenError::Tampered)
+        ));
+    }
+    assert!(sessions.chain_steps() - before <= tries * (MAX_SKIP + 1));
+    // The honest message still opens.
+    assert_eq!(bob.open(&env).unwrap().1, text("1"));
+}
+
 #[test]
 fn unknown_session() {
     let (mut alice, bob) = (User::new(1), User::new(2));

@@ -140,6 +140,8 @@ fn readme_is_enough_to_open_a_conversation() {
     let bundle_prekey_id = r.varint();
     let bundle_created = r.varint();
     let bundle_prekey: [u8; 32] = r.array();
+    assert_eq!(r.varint(), 0, "no mailbox store peers named in this test");
+    let issued_at = r.varint();
     let signature = r.bytes().to_vec();
     let seed: [u8; 32] = r.array();
     let (sent_at, body, meta) = parse_text_plaintext(&mut r);
@@ -156,8 +158,9 @@ fn readme_is_enough_to_open_a_conversation() {
         [&[0x00, 0x24, 0x08, 0x01, 0x12, 0x20][..], &identity_key].concat()
     );
     assert_eq!(user, alice.id().to_bytes());
-    // Bundle signature: "kith-bundle/1\0" ‖ bincode(user, identity_key, static_key, prekey).
-    let mut signed = b"kith-bundle/1\0".to_vec();
+    // Bundle signature: "kith-bundle/2\0" ‖ bincode(user, identity_key, static_key, prekey,
+    // mailboxes, issued_at_ms).
+    let mut signed = b"kith-bundle/2\0".to_vec();
     signed.push(user.len() as u8);
     signed.extend_from_slice(&user);
     signed.extend_from_slice(&identity_key);
@@ -166,6 +169,9 @@ fn readme_is_enough_to_open_a_conversation() {
     assert!(bundle_created < 251);
     signed.push(bundle_created as u8);
     signed.extend_from_slice(&bundle_prekey);
+    signed.push(0);
+    assert_eq!(issued_at, bundle_created);
+    signed.push(issued_at as u8);
     let key = libp2p_identity::ed25519::PublicKey::try_from_bytes(&identity_key).unwrap();
     assert!(key.verify(&signed, &signature));
 

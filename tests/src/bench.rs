@@ -7,8 +7,8 @@
 //!
 //! One module per scenario, each opening with what it measures and its baseline:
 //! [`direct`], [`offline`], [`store`], [`presence`] and [`idle`] run in `all`; [`media`]
-//! (writes several times the file size to disk), [`faults`] (runs alone) and [`mesh`] only
-//! when named. `store`, `presence`, `idle`, `media` and `faults` run `kith-bootstrap` and
+//! (writes several times the file size to disk), [`faults`] (runs alone), [`mesh`] and [`nat`]
+//! (the NAT lab, as root) only when named. `store`, `presence`, `idle`, `media` and `faults` run `kith-bootstrap` and
 //! `kith` from the directory of this binary (or `--bin-dir`): build them in the same profile
 //! first.
 //!
@@ -23,6 +23,7 @@ mod fixture;
 pub mod idle;
 pub mod media;
 pub mod mesh;
+pub mod nat;
 pub mod offline;
 pub mod presence;
 pub mod store;
@@ -64,6 +65,7 @@ async fn run_scenario(scenario: ScenarioArg, cli: &Cli) -> Result<Value> {
         ScenarioArg::Idle => idle::run(cli).await,
         ScenarioArg::Media => media::run(cli).await,
         ScenarioArg::Mesh => mesh::run(&cli.mesh_sizes, cli.mesh_stores, cli.mesh_messages).await,
+        ScenarioArg::Nat => nat::run(cli).await,
         ScenarioArg::All | ScenarioArg::Faults => {
             anyhow::bail!("{} is not a single scenario", scenario.name())
         }

@@ -14,7 +14,8 @@
 //! - this file: [`TestNode`], [`ApiClient`], the waits; [`wire`]: raw `/kith/msg/1` frames.
 //! - [`mesh`]: store peers under test on the library mesh ([`kith_node::mesh`]), a raw
 //!   mailbox client, hand-sealed envelopes and delivery checks.
-//! - [`sim`]: the many-node simulation; [`faults`]: the kill -9 campaign on child processes
+//! - [`sim`]: the many-node simulation; [`nat_lab`]: the NAT lab script; [`faults`]: the
+//!   kill -9 campaign on child processes
 //!   ([`procs`]); [`bench`]: `kith-bench`'s scenarios; [`measure`]: percentiles and `/proc`.
 //!
 //! ```no_run
@@ -66,6 +67,17 @@ pub struct TestNode {
     config: Config,
     running: Option<RunningNode>,
     user: UserId,
+}
+
+impl Drop for TestNode {
+    /// A node still running stops before its data directory is deleted (see [`teardown`]).
+    fn drop(&mut self) {
+        if let Some(running) = self.running.take() {
+            teardown::stop_from_drop(async move {
+                let _ = running.shutdown().await;
+            });
+        }
+    }
 }
 
 impl TestNode {
@@ -138,6 +150,23 @@ impl TestNode {
             .await
             .with_context(|| format!("{}: me", self.name))?
             .invite)
+    }
+
+    /// What this node's invite says about its mailbox: the store peers it named (in its
+    /// signed bundle) and its mailbox access key.
+    pub async fn mailbox(&self) -> Result<(Vec<libp2p::PeerId>, kith_protocol::MailboxAccessKey)> {
+        let invite = kith_node::invite::Invite::decode(&self.invite().await?)
+            .with_context(|| format!("{}: decoding its invite", self.name))?;
+        let key = invite
+            .access
+            .with_context(|| format!("{}: its invite carries no access key", self.name))?;
+        let named = invite
+            .bundle
+            .mailboxes
+            .iter()
+            .map(|p| p.peer.peer_id())
+            .collect();
+        Ok((named, key))
     }
 
     /// Stops the node cleanly ([`RunningNode::shutdown`]); the data directory stays.
@@ -464,8 +493,10 @@ impl ApiClient {
 }
 
 /// Sends the nodes' `tracing` output to the test's captured output when `RUST_LOG` is set
-/// (e.g. `RUST_LOG=kith_node=debug cargo test -p kith-tests`). Safe to call from every test.
+/// (e.g. `RUST_LOG=kith_node=debug cargo test -p kith-tests`), and starts the process's
+/// hang watchdog (`KITH_TEST_WATCHDOG_SECS`, 15 min by default). Call it from every test.
 pub fn init_logging() {
+    teardown::start_watchdog();
     if std::env::var_os("RUST_LOG").is_some() {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -478,5 +509,7 @@ pub mod bench;
 pub mod faults;
 pub mod measure;
 pub mod mesh;
+pub mod nat_lab;
 pub mod procs;
 pub mod sim;
+mod teardown;

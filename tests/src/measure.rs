@@ -58,6 +58,70 @@ pub fn proc_sample(pid: u32) -> Result<ProcSample> {
     Ok(ProcSample { cpu_s, rss, wchar })
 }
 
+/// A process's open sockets by kind, from its file descriptors and `/proc/net`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocketCounts {
+    /// TCP connections established (one per libp2p connection over TCP).
+    pub tcp_established: usize,
+    /// TCP sockets listening.
+    pub tcp_listening: usize,
+    /// TCP sockets in any other state (closing, connecting).
+    pub tcp_other: usize,
+    /// UDP sockets (QUIC endpoints, mDNS, DNS lookups).
+    pub udp: usize,
+}
+
+/// Counts process `pid`'s sockets: the inodes behind `/proc/<pid>/fd`, looked up in the
+/// network namespace's `/proc/<pid>/net/{tcp,tcp6,udp,udp6}`. Sockets on local port `skip`
+/// are left out (a node's REST API, whose clients are not peers).
+pub fn socket_counts(pid: u32, skip: Option<u16>) -> Result<SocketCounts> {
+    let mut inodes = std::collections::HashSet::new();
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .with_context(|| format!("reading /proc/{pid}/fd"))?;
+    for fd in fds.flatten() {
+        // A descriptor closed since the listing has no link any more: not a socket of ours.
+        let Ok(target) = std::fs::read_link(fd.path()) else {
+            continue;
+        };
+        let target = target.to_string_lossy();
+        if let Some(inode) = target
+            .strip_prefix("socket:[")
+            .and_then(|t| t.strip_suffix(']'))
+            .and_then(|t| t.parse::<u64>().ok())
+        {
+            inodes.insert(inode);
+        }
+    }
+    let mut counts = SocketCounts::default();
+    for table in ["tcp", "tcp6", "udp", "udp6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}"))
+            .with_context(|| format!("reading /proc/{pid}/net/{table}"))?;
+        // Columns: sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode.
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let ours = f
+                .get(9)
+                .and_then(|i| i.parse::<u64>().ok())
+                .is_some_and(|i| inodes.contains(&i));
+            // The local address is `hex ip:hex port`.
+            let port = f
+                .get(1)
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if !ours || (skip.is_some() && port == skip) {
+                continue;
+            }
+            match (table.starts_with("tcp"), f.get(3).copied()) {
+                (false, _) => counts.udp += 1,
+                (true, Some("01")) => counts.tcp_established += 1,
+                (true, Some("0A")) => counts.tcp_listening += 1,
+                (true, _) => counts.tcp_other += 1,
+            }
+        }
+    }
+    Ok(counts)
+}
+
 /// A sample of this process.
 pub fn self_sample() -> Result<ProcSample> {
     proc_sample(std::process::id())
@@ -146,5 +210,20 @@ mod tests {
         let stat = "42 (a b) S 1 2 3 4 5 6 7 8 9 10 250 150 0 0";
         assert_eq!(stat_cpu_seconds(stat), Some(4.0));
         assert_eq!(kib_field("VmRSS:\t  1024 kB\n", "VmRSS:"), Some(1024));
+    }
+
+    #[test]
+    fn sockets_are_counted_by_state() -> Result<()> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let client = std::net::TcpStream::connect(listener.local_addr()?)?;
+        let (server, _) = listener.accept()?;
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        let n = socket_counts(std::process::id(), None)?;
+        // Other tests of this process may hold sockets too: ours are counted at least.
+        assert!(n.tcp_listening >= 1, "{n:?}");
+        assert!(n.tcp_established >= 2, "{n:?}");
+        assert!(n.udp >= 1, "{n:?}");
+        drop((client, server, udp));
+        Ok(())
     }
 }

@@ -25,11 +25,7 @@ use std::{sync::Arc, time::Duration};
 
 use anyhow::{anyhow, ensure, Context, Result};
 use kith_bootstrap::{store_peer::StoreConfig, Config as StorePeerConfig};
-use kith_node::{
-    mesh::{Mesh as LibraryMesh, MeshConfig, MeshOptions, StoreTweak},
-    net::{self},
-};
-use kith_protocol::UserId;
+use kith_node::mesh::{Mesh as LibraryMesh, MeshConfig, MeshOptions, StoreTweak};
 use libp2p::{Multiaddr, PeerId};
 
 use crate::{wait_for, TestNode, POLL_INTERVAL, TIMEOUT};
@@ -147,13 +143,23 @@ impl Mesh {
             .ok_or_else(|| anyhow!("{peer} is not a store peer of the mesh"))
     }
 
-    /// Indexes of `user`'s mailbox set among all store peers of the mesh: the `r` closest
-    /// (XOR), closest first, as nodes and store peers compute it.
-    pub fn mailbox_set(&self, user: &UserId, r: usize) -> Result<Vec<usize>> {
-        net::closest_peers(&user.peer_id(), self.stores.iter().map(|s| s.peer_id()), r)
-            .iter()
-            .map(|p| self.index_of(p))
-            .collect()
+    /// Indexes of the store peers `node` named for its mailbox (in its signed bundle), once it
+    /// has named as many as it will (R, or every running store peer when there are fewer).
+    pub async fn mailbox_set(&self, node: &TestNode) -> Result<Vec<usize>> {
+        let running = self.stores.iter().filter(|s| s.is_running()).count();
+        let want = kith_node::Config::loopback(Default::default())
+            .replication
+            .min(running);
+        let named = wait_for(
+            TIMEOUT,
+            &format!("{} to name {want} store peers", node.name()),
+            || async {
+                let (named, _) = node.mailbox().await?;
+                Ok((named.len() >= want).then_some(named))
+            },
+        )
+        .await?;
+        named.iter().map(|p| self.index_of(p)).collect()
     }
 
     /// Waits until every running store peer holds exactly `n` messages (`stored_messages`).
@@ -183,23 +189,30 @@ impl Mesh {
             .collect()
     }
 
-    /// Waits until every running store peer holds a presence record of each of `users`.
-    ///
-    /// A node sends its presence on each mailbox link it opens to its own store peers (which,
-    /// in a mesh of at most `2R` store peers, are all of them), so a record held by a store
-    /// peer proves the node has found it and subscribed there. Needs the users to share their
-    /// presence (the default).
-    pub async fn wait_known_by(&self, probe: &mut MailboxClient, users: &[UserId]) -> Result<()> {
-        for store in self.stores.iter().filter(|s| s.is_running()) {
-            let mut stream = probe.open(store).await?;
-            for user in users {
+    /// Waits until each of `nodes` has named its store peers and registered and subscribed
+    /// with every one of them: each named store peer shows the node's presence to a holder of
+    /// its access key (a node sends its registration, subscription and presence on each
+    /// mailbox link it opens to its own store peers). Needs the nodes to share their presence
+    /// (the default).
+    pub async fn wait_known_by(
+        &self,
+        probe: &mut MailboxClient,
+        nodes: &[&TestNode],
+    ) -> Result<()> {
+        for node in nodes {
+            let user = node.user_id();
+            let (_, key) = node.mailbox().await?;
+            for index in self.mailbox_set(node).await? {
+                let store = &self.stores[index];
+                let mut stream = probe.open(store).await?;
                 let deadline = tokio::time::Instant::now() + TIMEOUT;
-                while stream.get_presence(user).await?.is_none() {
+                while stream.get_presence_with(&user, Some(key)).await?.is_none() {
                     ensure!(
                         tokio::time::Instant::now() < deadline,
                         "timed out after {TIMEOUT:?} waiting for {} to hold a presence \
-                         record of {user} (the node has not found it)",
-                        store.name()
+                         record of {} (the node has not registered there)",
+                        store.name(),
+                        node.name()
                     );
                     tokio::time::sleep(POLL_INTERVAL).await;
                 }

@@ -2,8 +2,6 @@
 //! third party) opens a message stream to a node and writes hand-made envelopes, the way
 //! anyone on the network could, and reads the node's answers.
 
-use std::time::Duration;
-
 use anyhow::{anyhow, bail, Result};
 use futures::{AsyncReadExt, AsyncWriteExt};
 use kith_node::net::{self, NetConfig, NetEvent, MSG_PROTOCOL};
@@ -20,6 +18,14 @@ pub struct Wire {
 }
 
 impl Wire {
+    /// Frames over a stream opened elsewhere (e.g. one a node opened to the test's peer).
+    pub fn from_stream(stream: libp2p::Stream) -> Self {
+        Wire {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
     /// Writes one frame.
     pub async fn send(&mut self, f: &MsgFrame) -> Result<()> {
         let mut bytes = Vec::new();
@@ -73,10 +79,7 @@ pub async fn connect(
     let cfg = NetConfig {
         listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
         bootstrap: Vec::new(),
-        mdns: false,
-        kad_server: false,
-        idle_timeout: Duration::from_secs(60),
-        relay: None,
+        ..NetConfig::default()
     };
     let keypair = libp2p::identity::Keypair::from(sender.keypair().clone());
     let swarm = net::build_swarm(keypair, &cfg)?;

@@ -95,13 +95,24 @@ fn self_made_user() -> Result<(KeyBundle, [u8; 32])> {
         created_at_ms: now_ms(),
         public: prekey_public,
     };
-    let mut signed = b"kith-bundle/1\0".to_vec();
-    signed.extend(codec::encode(&(user, identity_key, static_key, prekey))?);
+    let mailboxes: Vec<kith_protocol::MailboxPeer> = Vec::new();
+    let issued_at_ms = prekey.created_at_ms;
+    let mut signed = b"kith-bundle/2\0".to_vec();
+    signed.extend(codec::encode(&(
+        user,
+        identity_key,
+        static_key,
+        prekey,
+        &mailboxes,
+        issued_at_ms,
+    ))?);
     let bundle = KeyBundle {
         user,
         identity_key,
         static_key,
         prekey,
+        mailboxes,
+        issued_at_ms,
         signature: key.sign(&signed),
     };
     bundle

@@ -140,7 +140,7 @@ async fn front_running_a_message_id_through_a_store_peer_does_not_take_over_the_
     introduce(&alice, &bob).await?;
     let (a, b) = (alice.user_id(), bob.user_id());
     let mut probe = MailboxClient::random().await?;
-    mesh.wait_known_by(&mut probe, &[a, b]).await?;
+    mesh.wait_known_by(&mut probe, &[&alice, &bob]).await?;
     let bob_bundle = Invite::decode(&bob.invite().await?)?.bundle;
     let mut mallory = Sealer::new();
     let m = mallory.user_id();
@@ -163,7 +163,8 @@ async fn front_running_a_message_id_through_a_store_peer_does_not_take_over_the_
     let mut depositor = MailboxClient::as_user(&mallory.identity).await?;
     for store in &mesh.stores {
         let mut s = depositor.open(store).await?;
-        s.send(&[MailboxRequest::Deposit(forged.clone())]).await?;
+        s.send(&[MailboxRequest::Deposit(forged.clone(), None)])
+            .await?;
         let (before, answer) = s
             .recv_until("the answer to mallory's deposit", |r| {
                 matches!(r, MailboxResponse::Stored(i) | MailboxResponse::Refused(i, _) if *i == id)

@@ -119,6 +119,7 @@ fn tampered_invites_are_refused() -> Result<()> {
         Err(InviteError::TooLong)
     ));
     let crowded = Invite {
+        access: None,
         bundle: alice.bundle(),
         addrs: vec!["/ip4/127.0.0.1/tcp/1".parse::<Multiaddr>()?.to_vec(); MAX_ADDRS + 1],
     };

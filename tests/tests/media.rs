@@ -118,8 +118,7 @@ async fn pair(mesh: Option<&Mesh>) -> Result<(TestNode, TestNode)> {
     introduce(&alice, &bob).await?;
     if let Some(m) = mesh {
         let mut probe = MailboxClient::random().await?;
-        m.wait_known_by(&mut probe, &[alice.user_id(), bob.user_id()])
-            .await?;
+        m.wait_known_by(&mut probe, &[&alice, &bob]).await?;
     }
     Ok((alice, bob))
 }
@@ -245,6 +244,9 @@ async fn sent_while_both_away(
     bob.shutdown().await?;
     let hash = send_media(&alice, &bob, name, mime, bytes).await?;
     let sent = wait_media(&alice, &hash, MediaState::Available).await?;
+    // `available` needs W = 2 holders; the tests want all three, and alice's shutdown stops
+    // her uploads (it waits for nothing unfinished), so the third must be done first.
+    wait_all_stores_hold(mesh, &hash).await?;
     alice.shutdown().await?;
     Ok((alice, bob, hash, sent))
 }

@@ -15,8 +15,8 @@ use anyhow::{anyhow, ensure, Context, Result};
 use kith_node::{invite::Invite, time::now_ms};
 use kith_protocol::{
     mailbox::{EnvelopeRef, MailboxRequest, MailboxResponse, RefuseReason},
-    DeliveryStatus, Envelope, EnvelopeDigest, KeyBundle, LocalIdentity, MessageId, UserId,
-    Visibility,
+    DeliveryStatus, Envelope, EnvelopeDigest, LocalIdentity, MailboxAccessKey, MailboxRegistration,
+    MessageId, UserId, Visibility,
 };
 use kith_tests::{
     init_logging, introduce,
@@ -41,8 +41,7 @@ async fn alice_and_bob(
     let bob = mesh.node("bob", &tweak).await?;
     introduce(&alice, &bob).await?;
     let mut probe = MailboxClient::random().await?;
-    mesh.wait_known_by(&mut probe, &[alice.user_id(), bob.user_id()])
-        .await?;
+    mesh.wait_known_by(&mut probe, &[&alice, &bob]).await?;
     Ok((alice, bob))
 }
 
@@ -97,14 +96,15 @@ async fn store_peer_loss_after_deposit_loses_nothing() -> Result<()> {
     let mut mesh = Mesh::start(3, |_| {}).await?;
     let (alice, mut bob) = alice_and_bob(&mesh, |_| {}).await?;
     let (a, b) = (alice.user_id(), bob.user_id());
+    let bob_set = mesh.mailbox_set(&bob).await?;
     bob.shutdown().await?;
 
     let texts = numbered("m", N);
     let ids = send_while_offline(&alice, b, &texts).await?;
     mesh.wait_all_hold(N as u64, "alice deposited on all three")
         .await?;
-    // The store peer closest to bob crashes with everything it held.
-    let lost = mesh.mailbox_set(&b, 3)?[0];
+    // One of bob's store peers crashes with everything it held.
+    let lost = bob_set[0];
     mesh.stores[lost].abort().await?;
 
     bob.restart().await?;
@@ -120,6 +120,7 @@ async fn restarted_store_peer_is_repaired_and_recipient_sees_no_duplicates() -> 
     let mut mesh = Mesh::start(3, |_| {}).await?;
     let (alice, mut bob) = alice_and_bob(&mesh, |_| {}).await?;
     let (a, b) = (alice.user_id(), bob.user_id());
+    let bob_set = mesh.mailbox_set(&bob).await?;
     bob.shutdown().await?;
     let half = N / 2;
 
@@ -130,7 +131,7 @@ async fn restarted_store_peer_is_repaired_and_recipient_sees_no_duplicates() -> 
         .await?;
 
     // One crashes; the second half reaches only the other two (W=2 is still met).
-    let victim = mesh.mailbox_set(&b, 3)?[0];
+    let victim = bob_set[0];
     mesh.stores[victim].abort().await?;
     let second = numbered("b", N - half);
     ids.extend(send_while_offline(&alice, b, &second).await?);
@@ -159,18 +160,12 @@ async fn restarted_store_peer_is_repaired_and_recipient_sees_no_duplicates() -> 
 /// with empty mailboxes, gets every message by repair, and then alone serves bob all of them.
 async fn fresh_store_peer_repaired_then_serving_alone(texts: &[String]) -> Result<()> {
     let n = texts.len();
-    // The third store peer exists (its key and address are in the nodes' bootstrap lists)
-    // but is down until after the deposits; it then starts with empty mailboxes.
+    // Bob names all three store peers; the third goes down before the deposits and comes
+    // back with its disk lost (no mailboxes, no registrations).
     let mut mesh = Mesh::start(3, |_| {}).await?;
-    let all = mesh.bootstrap_addrs()?;
+    let (alice, mut bob) = alice_and_bob(&mesh, |_| {}).await?;
     let late = 2;
     mesh.stores[late].shutdown().await?;
-    let alice = mesh.node("alice", |c| c.bootstrap = all.clone()).await?;
-    let mut bob = mesh.node("bob", |c| c.bootstrap = all.clone()).await?;
-    introduce(&alice, &bob).await?;
-    let mut probe = MailboxClient::random().await?;
-    mesh.wait_known_by(&mut probe, &[alice.user_id(), bob.user_id()])
-        .await?;
     let (a, b) = (alice.user_id(), bob.user_id());
     bob.shutdown().await?;
 
@@ -178,7 +173,8 @@ async fn fresh_store_peer_repaired_then_serving_alone(texts: &[String]) -> Resul
     mesh.wait_all_hold(n as u64, "alice deposited on the two running store peers")
         .await?;
 
-    // The late store peer starts with empty mailboxes and gets copies by repair.
+    // The late store peer starts with empty mailboxes and gets bob's registration and then
+    // copies by repair (it takes replicas only for a mailbox registered with it).
     std::fs::remove_dir_all(mesh.stores[late].data_dir().join("mailboxes"))
         .context("emptying the late store peer's mailboxes")?;
     let peers = mesh.addrs_except(late);
@@ -320,7 +316,7 @@ async fn mallory_cannot_fetch_or_delete_bobs_mailbox() -> Result<()> {
 
     // Mallory, on a raw mailbox stream to each store peer: subscribes (she may only get her
     // own, empty, mailbox), asks to delete bob's messages, and offers "replicas" for bob
-    // (only known store peers may replicate).
+    // (only the store peers bob named may replicate).
     let mut mallory_id = Sealer::new();
     let forged = mallory_id.text(&bob_bundle, "from mallory", now_ms() + 3_600_000)?;
     let mut mallory = MailboxClient::as_user(&mallory_id.identity).await?;
@@ -344,13 +340,16 @@ async fn mallory_cannot_fetch_or_delete_bobs_mailbox() -> Result<()> {
             "{}: mallory's subscription carried {before:?}",
             store.name()
         );
-        s.send(&[MailboxRequest::Replicate(vec![forged.clone()])])
-            .await?;
+        s.send(&[MailboxRequest::Replicate {
+            envelopes: vec![forged.clone()],
+            requests: Vec::new(),
+        }])
+        .await?;
         let (before, answer) = s.barrier(&b).await?;
-        let expected = vec![MailboxResponse::Refused(
-            forged.id(),
-            RefuseReason::NotAStore,
-        )];
+        let expected = vec![
+            MailboxResponse::Refused(forged.id(), RefuseReason::NotNamed),
+            MailboxResponse::Replicated(Vec::new()),
+        ];
         ensure!(
             before == expected,
             "{}: mallory's replica got {before:?} (then {answer:?}), expected {expected:?}",
@@ -425,7 +424,12 @@ async fn mallory_cannot_fetch_or_delete_bobs_mailbox() -> Result<()> {
         bob.node()?
             .contacts()?
             .iter()
-            .all(|c| c.user_id != mallory_id.user_id().to_string()),
+            .all(|c| c.user_id != mallory_id.user_id().to_string())
+            && bob
+                .node()?
+                .requests()?
+                .iter()
+                .all(|r| r.user_id != mallory_id.user_id().to_string()),
         "mallory's forged replica reached bob"
     );
     // Bob deletes all n + 2 everywhere (count deletions: his delivered receipt to carol, who
@@ -448,21 +452,9 @@ async fn mallory_cannot_fetch_or_delete_bobs_mailbox() -> Result<()> {
     check_exactly_once(&received_from(&bob, &a)?, &ids)
 }
 
-/// Sends one deposit and returns the store peer's answer to it.
+/// Sends one deposit without an access key (as a stranger) and returns the answer.
 async fn deposit(stream: &mut MailboxStream, env: &Envelope) -> Result<MailboxResponse> {
-    stream.send(&[MailboxRequest::Deposit(env.clone())]).await?;
-    let id = env.id();
-    let (before, answer) = stream
-        .recv_until(&format!("the answer to deposit {id}"), |r| {
-            matches!(r, MailboxResponse::Stored(i) | MailboxResponse::Refused(i, _) if *i == id)
-        })
-        .await?;
-    ensure!(before.is_empty(), "unexpected answers {before:?}");
-    Ok(answer)
-}
-
-fn bundle_of_stranger() -> KeyBundle {
-    LocalIdentity::generate(now_ms(), &mut rand::rngs::OsRng).bundle()
+    stream.deposit(env, None).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -476,16 +468,29 @@ async fn over_limit_and_oversized_deposits_are_refused_and_nothing_else_is_lost(
         c.limits.max_lifetime_ms = 24 * 3600 * 1000;
     })
     .await?;
-    // Carol's node knows the store peer; she goes offline before anything is deposited.
+    // Carol's node names the store peer for her mailbox; she goes offline before anything is
+    // deposited.
     let mut carol = TestNode::start_with("carol", |c| c.bootstrap = store.addrs()).await?;
-    let carol_bundle = Invite::decode(&carol.invite().await?)?.bundle;
+    let (carol_key, carol_bundle) = store.wait_registered(&carol).await?;
     carol.shutdown().await?;
-    let dave = bundle_of_stranger();
 
     let mut sender = Sealer::new();
     let mut client = MailboxClient::as_user(&sender.identity).await?;
     let mut stream = client.open(&store).await?;
     let hour = now_ms() + 3_600_000;
+    // Dave (no node) registers his mailbox there by hand; the sender is a stranger to him.
+    let dave_id = LocalIdentity::generate(now_ms(), &mut rand::rngs::OsRng);
+    let dave = dave_id.bundle();
+    let store_user = UserId::from_peer_id(store.peer_id())?;
+    let dave_key = MailboxAccessKey::generate(&mut rand::rngs::OsRng);
+    stream
+        .send(&[MailboxRequest::Register(MailboxRegistration::new(
+            &dave_id,
+            vec![store_user],
+            &dave_key,
+            now_ms(),
+        ))])
+        .await?;
 
     // Five fit in carol's mailbox; the sixth does not.
     let texts = numbered("c", 6);
@@ -494,7 +499,7 @@ async fn over_limit_and_oversized_deposits_are_refused_and_nothing_else_is_lost(
         let env = sender.text(&carol_bundle, t, hour)?;
         let len = env.to_bytes()?.len();
         ensure!(len <= MAX_BYTES, "an ordinary envelope is {len} bytes");
-        let answer = deposit(&mut stream, &env).await?;
+        let answer = stream.deposit(&env, Some(carol_key)).await?;
         ensure!(
             answer == MailboxResponse::Stored(env.id()),
             "{t}: {answer:?}"
@@ -519,8 +524,9 @@ async fn over_limit_and_oversized_deposits_are_refused_and_nothing_else_is_lost(
             RefuseReason::Expired,
         ),
     ];
-    for (env, reason) in &refusals {
-        let answer = deposit(&mut stream, env).await?;
+    for (i, (env, reason)) in refusals.iter().enumerate() {
+        let key = (i == 0).then_some(carol_key);
+        let answer = stream.deposit(env, key).await?;
         ensure!(
             answer == MailboxResponse::Refused(env.id(), *reason),
             "expected {reason:?}, got {answer:?}"
@@ -551,6 +557,7 @@ async fn over_limit_and_oversized_deposits_are_refused_and_nothing_else_is_lost(
         (RefuseReason::Expired, 2),
         (RefuseReason::Malformed, 0),
         (RefuseReason::NotAStore, 0),
+        (RefuseReason::NotNamed, 0),
     ];
     for (reason, n) in counts {
         ensure!(
@@ -598,10 +605,11 @@ async fn last_seen_of_offline_user_is_served_by_store_peers() -> Result<()> {
     let before_bob_ms = now_ms();
     let (mut alice, mut bob) = alice_and_bob(&mesh, fast).await?;
     let b = bob.user_id();
+    let (_, bob_key) = bob.mailbox().await?;
     let mut carol = mesh.node("carol", fast).await?;
     introduce(&alice, &carol).await?;
     let mut probe = MailboxClient::random().await?;
-    mesh.wait_known_by(&mut probe, &[carol.user_id()]).await?;
+    mesh.wait_known_by(&mut probe, &[&carol]).await?;
 
     wait_for(TIMEOUT, "alice to see bob online", || async {
         Ok(alice.node()?.presence(b).await?.online.then_some(()))
@@ -630,15 +638,22 @@ async fn last_seen_of_offline_user_is_served_by_store_peers() -> Result<()> {
     let mut held = Vec::new();
     for store in &mesh.stores {
         let mut s = probe.open(store).await?;
+        // A stranger (no access key) cannot track bob's presence; a contact can.
+        let stranger = s.get_presence(&b).await?;
+        ensure!(
+            stranger.is_none(),
+            "{} shows bob's presence to a stranger: {stranger:?}",
+            store.name()
+        );
         let record = s
-            .get_presence(&b)
+            .get_presence_with(&b, Some(bob_key))
             .await?
             .ok_or_else(|| anyhow!("{} holds no presence of bob", store.name()))?;
         record
             .verify()
             .with_context(|| format!("{}'s record of bob", store.name()))?;
         ensure!(
-            record.user == b && record.visibility == Visibility::Everyone,
+            record.user == b && record.visibility == Visibility::Contacts,
             "{record:?}"
         );
         held.push(record.last_seen_ms);
@@ -655,7 +670,7 @@ async fn last_seen_of_offline_user_is_served_by_store_peers() -> Result<()> {
         let mut s = probe.open(store).await?;
         let what = format!("{} to stop serving bob's presence", store.name());
         let deadline = tokio::time::Instant::now() + TIMEOUT;
-        while s.get_presence(&b).await?.is_some() {
+        while s.get_presence_with(&b, Some(bob_key)).await?.is_some() {
             ensure!(
                 tokio::time::Instant::now() < deadline,
                 "timed out waiting for {what}"
@@ -681,7 +696,7 @@ async fn last_seen_of_offline_user_is_served_by_store_peers() -> Result<()> {
     );
     for store in &mesh.stores {
         let mut s = probe.open(store).await?;
-        let record = s.get_presence(&b).await?;
+        let record = s.get_presence_with(&b, Some(bob_key)).await?;
         ensure!(
             record.is_none(),
             "{} serves bob's presence: {record:?}",

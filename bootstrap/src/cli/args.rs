@@ -1,12 +1,15 @@
-//! The `kith-bootstrap` flags (clap), and how they become a [`Config`].
+//! The `kith-bootstrap` flags (clap). `run`'s settings are one struct that clap fills from
+//! flags and `KITH_*` variables and serde fills from the config file (with the parsers of
+//! the file's values below), so a setting is named once; every field is optional here and
+//! gets its default only when the layers are merged (`cli::settings`).
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::{Parser, Subcommand};
-use kith_net::RelayLimits;
+use clap::{builder::BoolishValueParser, Parser, Subcommand};
 use libp2p::Multiaddr;
+use serde::{de, Deserialize, Deserializer};
 
-use crate::{blobs::BlobLimits, mailboxes::Limits, store_peer::StoreConfig, Config};
+use crate::logging::LogFormat;
 
 /// The Kith operator's node: DHT bootstrap, circuit relay, store-and-forward peer.
 #[derive(Parser, Debug)]
@@ -14,7 +17,10 @@ use crate::{blobs::BlobLimits, mailboxes::Limits, store_peer::StoreConfig, Confi
     name = "kith-bootstrap",
     version,
     about,
-    after_help = "Example, three store peers on one machine:\n  kith-bootstrap run --data-dir /tmp/s1 --listen /ip4/127.0.0.1/tcp/4001 --store\n  kith-bootstrap run --data-dir /tmp/s2 --listen /ip4/127.0.0.1/tcp/4002 --store --peer /ip4/127.0.0.1/tcp/4001/p2p/<id of s1>\nThen give each `kith run` a `--bootstrap <address printed by a store peer>`."
+    after_help = "Every `run` flag can also be set by a KITH_* environment variable (shown with \
+each flag) or a key of the --config file (the flag's name without `--`); a flag beats its \
+variable, which beats the file; what none of them sets takes the default of \
+docs/operators.md.\n\nExample, three store peers on one machine:\n  kith-bootstrap run --data-dir /tmp/s1 --listen /ip4/127.0.0.1/tcp/4001 --store\n  kith-bootstrap run --data-dir /tmp/s2 --listen /ip4/127.0.0.1/tcp/4002 --store --peer /ip4/127.0.0.1/tcp/4001/p2p/<id of s1>\nThen give each `kith run` a `--bootstrap <address printed by a store peer>`."
 )]
 pub struct Cli {
     /// What to do.
@@ -26,7 +32,11 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the peer. Prints each listen address (ending in /p2p/<peer id>) on its own line.
-    Run(RunArgs),
+    /// (Boxed: its many flags make it far larger than the other commands.)
+    Run(Box<RunArgs>),
+    /// Print the configuration `run` would use with these settings (flags, variables and the
+    /// config file merged) and exit; refuses what `run` would refuse.
+    CheckConfig(Box<RunArgs>),
     /// Print the peer id of the identity in the data directory (created if missing).
     Id {
         /// Where the identity key lives.
@@ -35,186 +45,128 @@ pub enum Command {
     },
 }
 
-/// Flags of `kith-bootstrap run`.
-#[derive(clap::Args, Debug)]
+/// Settings of `kith-bootstrap run`: flags, `KITH_*` variables, or keys of the config file
+/// (kebab-case, as the flags). `None` means "not given here".
+#[derive(clap::Args, Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RunArgs {
-    /// Where the identity key and the mailboxes live.
+    /// A TOML file of settings (keys as the flags without `--`, e.g. `data-dir = "/var/lib/kith"`);
+    /// unknown keys are refused.
+    #[arg(long, env = "KITH_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Where the identity key and the mailboxes live (required).
     #[arg(long, env = "KITH_DATA_DIR")]
-    pub data_dir: PathBuf,
-    /// Address to listen on (repeatable), e.g. /ip4/0.0.0.0/tcp/4001.
-    #[arg(long, default_value = "/ip4/0.0.0.0/tcp/4001")]
-    pub listen: Vec<Multiaddr>,
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on (repeatable; comma-separated in the variable)
+    /// [default: /ip4/0.0.0.0/tcp/4001 and /ip4/0.0.0.0/udp/4001/quic-v1].
+    #[arg(long, env = "KITH_LISTEN", value_delimiter = ',')]
+    #[serde(default, deserialize_with = "multiaddrs")]
+    pub listen: Option<Vec<Multiaddr>>,
+    /// Address this peer announces to others (repeatable; comma-separated in the variable),
+    /// e.g. its public /dns4/kith.example.org/tcp/4001 or /ip4/203.0.113.7/tcp/4001 when it
+    /// listens behind NAT or on 0.0.0.0: what identify and the DHT hand out.
+    #[arg(long, env = "KITH_EXTERNAL_ADDR", value_delimiter = ',')]
+    #[serde(default, deserialize_with = "multiaddrs")]
+    pub external_addr: Option<Vec<Multiaddr>>,
     /// Another bootstrap / store peer to join (repeatable), with /p2p/<peer id>.
-    #[arg(long)]
-    pub peer: Vec<Multiaddr>,
+    #[arg(long, env = "KITH_PEER", value_delimiter = ',')]
+    #[serde(default, deserialize_with = "multiaddrs")]
+    pub peer: Option<Vec<Multiaddr>>,
     /// Be a store-and-forward peer: hold sealed messages and presence for offline users.
-    #[arg(long)]
-    pub store: bool,
+    #[arg(long, env = "KITH_STORE", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub store: Option<bool>,
     /// Be a circuit-relay v2 server for peers behind NATs.
-    #[arg(long)]
-    pub relay: bool,
+    #[arg(long, env = "KITH_RELAY", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub relay: Option<bool>,
+    /// Log lines as `text` (coloured only on a terminal) or `json` (one object per line);
+    /// RUST_LOG filters either [default: text].
+    #[arg(long, env = "KITH_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
     /// Serve Prometheus metrics on this address (path /metrics), e.g. 127.0.0.1:9464.
-    #[arg(long)]
+    #[arg(long, env = "KITH_METRICS")]
     pub metrics: Option<SocketAddr>,
     /// Store peers holding each mailbox (R).
-    #[arg(long, default_value_t = StoreConfig::default().replication)]
-    pub replication: usize,
+    #[arg(long, env = "KITH_REPLICATION")]
+    pub replication: Option<usize>,
     /// Largest envelope accepted, in bytes.
-    #[arg(long, default_value_t = Limits::default().max_envelope_bytes)]
-    pub max_envelope_bytes: usize,
+    #[arg(long, env = "KITH_MAX_ENVELOPE_BYTES")]
+    pub max_envelope_bytes: Option<usize>,
     /// Most messages held per mailbox.
-    #[arg(long, default_value_t = Limits::default().max_messages_per_mailbox)]
-    pub max_messages_per_mailbox: usize,
+    #[arg(long, env = "KITH_MAX_MESSAGES_PER_MAILBOX")]
+    pub max_messages_per_mailbox: Option<usize>,
     /// Most bytes held per mailbox.
-    #[arg(long, default_value_t = Limits::default().max_bytes_per_mailbox)]
-    pub max_bytes_per_mailbox: u64,
+    #[arg(long, env = "KITH_MAX_BYTES_PER_MAILBOX")]
+    pub max_bytes_per_mailbox: Option<u64>,
     /// Most deposits one depositor may make per minute.
-    #[arg(long, default_value_t = Limits::default().deposits_per_minute)]
-    pub deposits_per_minute: u32,
+    #[arg(long, env = "KITH_DEPOSITS_PER_MINUTE")]
+    pub deposits_per_minute: Option<u32>,
+    /// Most deposits per minute from one IP address, whatever peer ids it uses.
+    #[arg(long, env = "KITH_DEPOSITS_PER_IP_PER_MINUTE")]
+    pub deposits_per_ip_per_minute: Option<u32>,
+    /// Most bytes this store peer holds on disk, envelopes and media blobs together; past it
+    /// deposits are refused (StoreFull) and uploads stop (QuotaExceeded).
+    #[arg(long, env = "KITH_MAX_STORE_BYTES")]
+    pub max_store_bytes: Option<u64>,
+    /// Most inbound connections at once.
+    #[arg(long, env = "KITH_MAX_CONNECTIONS")]
+    pub max_connections: Option<u32>,
+    /// Most connections at once with one peer.
+    #[arg(long, env = "KITH_MAX_CONNECTIONS_PER_PEER")]
+    pub max_connections_per_peer: Option<u32>,
     /// Longest message lifetime accepted (e.g. 30d); expired messages are deleted.
-    #[arg(long, default_value = "31d", value_parser = humantime::parse_duration)]
-    pub max_lifetime: Duration,
+    #[arg(long, env = "KITH_MAX_LIFETIME", value_parser = humantime::parse_duration)]
+    #[serde(default, deserialize_with = "duration")]
+    pub max_lifetime: Option<Duration>,
     /// Largest media blob held for a user, in bytes (ciphertext).
-    #[arg(long, default_value_t = BlobLimits::default().max_blob_bytes)]
-    pub max_blob_bytes: u64,
+    #[arg(long, env = "KITH_MAX_BLOB_BYTES")]
+    pub max_blob_bytes: Option<u64>,
     /// Most media blob bytes held per mailbox.
-    #[arg(long, default_value_t = BlobLimits::default().max_bytes_per_mailbox)]
-    pub max_blob_bytes_per_mailbox: u64,
+    #[arg(long, env = "KITH_MAX_BLOB_BYTES_PER_MAILBOX")]
+    pub max_blob_bytes_per_mailbox: Option<u64>,
     /// Relay: most reservations at once.
-    #[arg(long, default_value_t = RelayLimits::default().max_reservations)]
-    pub relay_max_reservations: usize,
+    #[arg(long, env = "KITH_RELAY_MAX_RESERVATIONS")]
+    pub relay_max_reservations: Option<usize>,
     /// Relay: most circuits at once.
-    #[arg(long, default_value_t = RelayLimits::default().max_circuits)]
-    pub relay_max_circuits: usize,
-    /// Relay: longest circuit.
-    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
-    pub relay_max_circuit_duration: Duration,
+    #[arg(long, env = "KITH_RELAY_MAX_CIRCUITS")]
+    pub relay_max_circuits: Option<usize>,
+    /// Relay: longest circuit (e.g. 2m).
+    #[arg(long, env = "KITH_RELAY_MAX_CIRCUIT_DURATION", value_parser = humantime::parse_duration)]
+    #[serde(default, deserialize_with = "duration")]
+    pub relay_max_circuit_duration: Option<Duration>,
     /// Relay: most bytes per circuit.
-    #[arg(long, default_value_t = RelayLimits::default().max_circuit_bytes)]
-    pub relay_max_circuit_bytes: u64,
+    #[arg(long, env = "KITH_RELAY_MAX_CIRCUIT_BYTES")]
+    pub relay_max_circuit_bytes: Option<u64>,
 }
 
-impl From<&RunArgs> for Limits {
-    fn from(a: &RunArgs) -> Self {
-        Limits {
-            max_envelope_bytes: a.max_envelope_bytes,
-            max_messages_per_mailbox: a.max_messages_per_mailbox,
-            max_bytes_per_mailbox: a.max_bytes_per_mailbox,
-            deposits_per_minute: a.deposits_per_minute,
-            max_lifetime_ms: a.max_lifetime.as_millis() as u64,
-        }
-    }
+/// A list of multiaddrs written as strings (libp2p's serde support is not compiled in).
+fn multiaddrs<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Multiaddr>>, D::Error> {
+    let texts = Vec::<String>::deserialize(d)?;
+    texts
+        .iter()
+        .map(|t| {
+            t.parse()
+                .map_err(|e| de::Error::custom(Invalid("multiaddr", t, e)))
+        })
+        .collect::<Result<_, _>>()
+        .map(Some)
 }
 
-impl From<&RunArgs> for BlobLimits {
-    fn from(a: &RunArgs) -> Self {
-        BlobLimits {
-            max_blob_bytes: a.max_blob_bytes,
-            max_bytes_per_mailbox: a.max_blob_bytes_per_mailbox,
-            max_lifetime_ms: a.max_lifetime.as_millis() as u64,
-            ..BlobLimits::default()
-        }
-    }
+/// A duration written as humans do ("31d", "2m 30s").
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text)
+        .map(Some)
+        .map_err(|e| de::Error::custom(Invalid("duration", &text, e)))
 }
 
-impl From<&RunArgs> for StoreConfig {
-    fn from(a: &RunArgs) -> Self {
-        StoreConfig {
-            limits: a.into(),
-            replication: a.replication,
-            blobs: a.into(),
-            ..StoreConfig::default()
-        }
-    }
-}
+/// A value of the config file that does not parse as what its key needs.
+struct Invalid<'a, E>(&'static str, &'a str, E);
 
-impl From<&RunArgs> for RelayLimits {
-    fn from(a: &RunArgs) -> Self {
-        RelayLimits {
-            max_reservations: a.relay_max_reservations,
-            max_circuits: a.relay_max_circuits,
-            max_circuit_duration: a.relay_max_circuit_duration,
-            max_circuit_bytes: a.relay_max_circuit_bytes,
-        }
-    }
-}
-
-impl From<RunArgs> for Config {
-    fn from(a: RunArgs) -> Self {
-        Config {
-            store: a.store.then(|| StoreConfig::from(&a)),
-            relay: a.relay.then(|| RelayLimits::from(&a)),
-            data_dir: a.data_dir,
-            listen: a.listen,
-            peers: a.peer,
-            metrics: a.metrics,
-            ..Config::default()
-        }
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    fn config(args: &[&str]) -> Config {
-        let cli = Cli::try_parse_from(
-            ["kith-bootstrap", "run", "--data-dir", "/d"]
-                .iter()
-                .chain(args),
-        )
-        .unwrap();
-        let Command::Run(a) = cli.command else {
-            panic!("not run")
-        };
-        a.into()
-    }
-
-    #[test]
-    fn defaults_match_the_library_defaults() {
-        let c = config(&[]);
-        assert!(c.store.is_none() && c.relay.is_none() && c.metrics.is_none());
-        assert_eq!(
-            c.listen,
-            vec!["/ip4/0.0.0.0/tcp/4001".parse::<Multiaddr>().unwrap()]
-        );
-        let c = config(&["--store", "--relay"]);
-        let store = c.store.unwrap();
-        let lib = StoreConfig::default();
-        assert_eq!(store.replication, lib.replication);
-        assert_eq!(
-            store.limits.max_envelope_bytes,
-            lib.limits.max_envelope_bytes
-        );
-        assert_eq!(store.limits.max_lifetime_ms, 31 * 24 * 3600 * 1000);
-        assert_eq!(store.blobs.max_blob_bytes, lib.blobs.max_blob_bytes);
-        let relay = c.relay.unwrap();
-        assert_eq!(relay.max_circuits, RelayLimits::default().max_circuits);
-        assert_eq!(
-            relay.max_circuit_duration,
-            RelayLimits::default().max_circuit_duration
-        );
-    }
-
-    #[test]
-    fn flags_reach_the_config() {
-        let c = config(&[
-            "--store",
-            "--replication",
-            "5",
-            "--max-lifetime",
-            "2d",
-            "--max-blob-bytes",
-            "77",
-            "--peer",
-            "/ip4/127.0.0.1/tcp/1",
-        ]);
-        let store = c.store.unwrap();
-        assert_eq!(store.replication, 5);
-        assert_eq!(store.limits.max_lifetime_ms, 2 * 24 * 3600 * 1000);
-        assert_eq!(store.blobs.max_lifetime_ms, 2 * 24 * 3600 * 1000);
-        assert_eq!(store.blobs.max_blob_bytes, 77);
-        assert_eq!(c.peers.len(), 1);
+impl<E: fmt::Display> fmt::Display for Invalid<'_, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}` is not a {}: {}", self.1, self.0, self.2)
     }
 }

@@ -1,6 +1,8 @@
 //! What the [`StorePeer`](super::StorePeer) actor is told by its streams, its replica links
 //! and its commits. Below all of them, so none depends on the actor for it.
 
+use std::sync::{atomic::AtomicUsize, Arc};
+
 use kith_net::outbound::LinkSignal;
 use kith_protocol::{
     mailbox::{MailboxRequest, MailboxResponse},
@@ -17,6 +19,9 @@ pub(super) enum Input {
         conn: u64,
         requests: Vec<MailboxRequest>,
         out: mpsc::Sender<MailboxResponse>,
+        /// Bytes of `Deliver` frames queued on `out` and not yet written (the stream's
+        /// writer takes off what it wrote).
+        queued: Arc<AtomicUsize>,
     },
     /// An inbound stream is gone.
     StreamClosed { peer: PeerId, conn: u64 },

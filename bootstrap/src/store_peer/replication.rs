@@ -1,6 +1,6 @@
 //! Replication: which store peers exist (identify), what each confirmed holding, and repair
-//! (every held message copied to the R store peers closest to its recipient), over one
-//! outbound link per store peer. Part of the [`StorePeer`] actor; it only sends copies,
+//! (every held message copied to the other store peers its recipient's registration names,
+//! the registration itself first), over one outbound link per store peer. Part of the [`StorePeer`] actor; it only sends copies,
 //! never deletes.
 
 use std::sync::atomic::Ordering;
@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use kith_net::{
     outbound::{spawn_stream_link, LinkSignal},
     protocols::{speaks, MAILBOX},
-    swarm::{closest_peers, NetEvent},
+    swarm::NetEvent,
 };
 use kith_protocol::mailbox::{EnvelopeRef, MailboxRequest, MailboxResponse};
 use libp2p::PeerId;
@@ -35,6 +35,10 @@ impl StorePeer {
             NetEvent::Identified {
                 peer, protocols, ..
             } if speaks(&protocols, &MAILBOX) => {
+                if !self.stores.contains(&peer) && self.stores.len() >= self.cfg.max_known_stores {
+                    tracing::debug!(%peer, "too many store peers known; not remembered");
+                    return;
+                }
                 if self.stores.insert(peer) {
                     tracing::info!(%peer, "store peer joined");
                 }
@@ -44,16 +48,13 @@ impl StorePeer {
         }
     }
 
-    /// Copies what this peer holds to every other peer now responsible for it.
+    /// Copies what this peer holds to every other peer its owner named for it. A mailbox whose
+    /// registration no longer names this peer is not repaired from here.
     pub(super) fn repair(&mut self) {
-        let mut candidates: Vec<PeerId> = self.stores.iter().copied().collect();
-        candidates.push(self.local);
         for (user, _, _) in self.mailboxes.usage() {
-            let set = closest_peers(
-                &user.peer_id(),
-                candidates.iter().copied(),
-                self.cfg.replication,
-            );
+            let Some((set, registration)) = self.replica_set(&user) else {
+                continue;
+            };
             let held = match self.mailboxes.list(&user) {
                 Ok(h) => h,
                 Err(e) => {
@@ -61,8 +62,7 @@ impl StorePeer {
                     continue;
                 }
             };
-            let local = self.local;
-            for p in set.into_iter().filter(|p| *p != local) {
+            for p in set {
                 let done = self.replicated.entry(p).or_default();
                 let missing: Vec<(EnvelopeRef, Vec<u8>)> = held
                     .iter()
@@ -72,10 +72,35 @@ impl StorePeer {
                 if missing.is_empty() {
                     continue;
                 }
-                tracing::debug!(to = %p, %user, n = missing.len(), "replicating");
+                let (requests, envelopes): (Vec<_>, Vec<_>) = missing
+                    .into_iter()
+                    .partition(|(r, _)| self.mailboxes.is_request(&user, r).unwrap_or(false));
+                tracing::debug!(to = %p, %user, n = envelopes.len() + requests.len(), "replicating");
                 let tx = self.replica_link(p);
-                for envs in held_batches(&user, missing) {
-                    if tx.try_send(MailboxRequest::Replicate(envs)).is_err() {
+                // The receiver takes replicas only for a mailbox registered with it.
+                if tx
+                    .try_send(MailboxRequest::Register(registration.clone()))
+                    .is_err()
+                {
+                    continue;
+                }
+                let batches = held_batches(&user, envelopes)
+                    .into_iter()
+                    .map(|b| (b, false))
+                    .chain(held_batches(&user, requests).into_iter().map(|b| (b, true)));
+                for (envs, request) in batches {
+                    let req = if request {
+                        MailboxRequest::Replicate {
+                            envelopes: Vec::new(),
+                            requests: envs,
+                        }
+                    } else {
+                        MailboxRequest::Replicate {
+                            envelopes: envs,
+                            requests: Vec::new(),
+                        }
+                    };
+                    if tx.try_send(req).is_err() {
                         // The link's queue is full: the rest goes at the next repair.
                         break;
                     }

@@ -52,6 +52,22 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/v1/media/{hash}", get(download))
         .route("/v1/media/{hash}/preview", get(preview))
         .route("/v1/media/{hash}/link", post(link))
+        .route("/v1/media/{hash}/download", post(fetch))
+}
+
+/// `POST /v1/media/{hash}/download` (`?of={id}` for one message's): fetch media that waits
+/// for the user (over the auto-download size) or failed (no holder served it in time).
+/// Answers the media's view; one already complete or downloading is left as it is.
+async fn fetch(
+    State(s): State<ApiState>,
+    Path(raw): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<crate::media::MediaView>, ApiError> {
+    let (_, rec) = lookup(&s, &raw, &q)?;
+    s.node
+        .fetch_media(&rec.id())
+        .map(|rec| Json(rec.view()))
+        .map_err(|e| node_error(e, Input::Query))
 }
 
 /// `POST /v1/media/{hash}/link`: a URL for this media (and its preview) that works without

@@ -32,6 +32,63 @@ pub async fn list_contacts(client: &ApiClient) -> Result<()> {
     Ok(())
 }
 
+/// `kith contacts remove <user>`.
+pub async fn remove_contact(client: &ApiClient, user: &str) -> Result<()> {
+    client.remove_contact(user).await?;
+    println!("removed {user}");
+    Ok(())
+}
+
+/// `kith requests`.
+pub async fn requests(client: &ApiClient) -> Result<()> {
+    let requests = client.requests().await?;
+    if requests.is_empty() {
+        println!("no message requests");
+    }
+    for r in requests {
+        println!(
+            "{}  {} message(s) since {}  (`kith history {0}`, `kith accept {0}`, `kith block {0}`)",
+            r.user_id,
+            r.messages,
+            time_of(r.since_ms)
+        );
+    }
+    Ok(())
+}
+
+/// `kith accept <user>`.
+pub async fn accept(client: &ApiClient, user: &str) -> Result<()> {
+    let contact = client.accept(user).await?;
+    println!("accepted {}", contact_line(&contact.user_id, &contact.name));
+    Ok(())
+}
+
+/// `kith block <user>`.
+pub async fn block(client: &ApiClient, user: &str) -> Result<()> {
+    client.block(user).await?;
+    println!("blocked {user}");
+    Ok(())
+}
+
+/// `kith unblock <user>`.
+pub async fn unblock(client: &ApiClient, user: &str) -> Result<()> {
+    client.unblock(user).await?;
+    println!("unblocked {user}");
+    Ok(())
+}
+
+/// `kith blocked`.
+pub async fn blocked(client: &ApiClient) -> Result<()> {
+    let blocked = client.blocked().await?;
+    if blocked.is_empty() {
+        println!("nobody is blocked");
+    }
+    for b in blocked {
+        println!("{}  since {}", b.user_id, time_of(b.since_ms));
+    }
+    Ok(())
+}
+
 /// `kith send <user> <text>`.
 pub async fn send_text(
     client: &ApiClient,

@@ -72,6 +72,19 @@ pub async fn send_file(
     Ok(sent?)
 }
 
+/// `kith media fetch <hash>`.
+pub async fn fetch_media(client: &ApiClient, hash: &str) -> Result<()> {
+    let view = client.fetch_media(hash).await?;
+    println!(
+        "{} ({} bytes): {:?}, {:.0}%",
+        view.name,
+        view.size,
+        view.state,
+        view.progress * 100.0
+    );
+    Ok(())
+}
+
 /// `kith media get <hash> -o <path>`: streams the decrypted file to `output` (through a
 /// temporary name, so a cut download never looks complete).
 pub async fn get_media(client: &ApiClient, hash: &str, output: &Path) -> Result<()> {

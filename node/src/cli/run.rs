@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use kith_node::{client::ApiClient, Config};
+use kith_node::{client::ApiClient, config::Traversal, Config};
 use libp2p::Multiaddr;
 
 /// The flags of `kith run`.
@@ -48,6 +48,35 @@ pub struct RunArgs {
     /// Largest file you may send, in MiB [default: 256].
     #[arg(long, value_name = "MIB")]
     pub max_media_mib: Option<u64>,
+    /// Largest media from a contact fetched without asking [default: 100]; larger files wait
+    /// for `POST /v1/media/{hash}/download` (media from non-contacts always waits).
+    #[arg(long, value_name = "MIB")]
+    pub auto_download_mib: Option<u64>,
+    /// How long a download may go without any holder serving it before it fails [default: 2m].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub download_timeout: Option<std::time::Duration>,
+
+    /// Close a connection with no open stream after this long [default: 30s]; links to
+    /// contacts and store peers hold streams, so only connections nobody uses go.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Option<std::time::Duration>,
+
+    /// Relays to hold a slot on while not reachable from outside [default: 2]; 0 turns
+    /// relaying off (then contacts behind NATs reach you only through store peers).
+    #[arg(long, value_name = "N", env = "KITH_RELAYS")]
+    pub relays: Option<usize>,
+    /// Do not try to turn relayed connections into direct ones (hole punching).
+    #[arg(long, env = "KITH_NO_HOLE_PUNCHING")]
+    pub no_hole_punching: bool,
+    /// Do not ask operators' peers whether your addresses are reachable (AutoNAT).
+    #[arg(long, env = "KITH_NO_AUTONAT")]
+    pub no_autonat: bool,
+    /// Do not ask your router for a port mapping (UPnP).
+    #[arg(long, env = "KITH_NO_UPNP")]
+    pub no_upnp: bool,
+    /// Answer DHT queries from the start, not only once reachable from outside.
+    #[arg(long, env = "KITH_KAD_SERVER")]
+    pub kad_server: bool,
 }
 
 /// `kith init`: creates the identity and API token once.
@@ -118,6 +147,20 @@ impl TryFrom<RunFlags> for Config {
             max_media_bytes: args.max_media_mib.map_or(defaults.max_media_bytes, |mib| {
                 mib.saturating_mul(BYTES_PER_MIB)
             }),
+            auto_download_bytes: args
+                .auto_download_mib
+                .map_or(defaults.auto_download_bytes, |mib| {
+                    mib.saturating_mul(BYTES_PER_MIB)
+                }),
+            download_timeout: args.download_timeout.unwrap_or(defaults.download_timeout),
+            idle_timeout: args.idle_timeout.unwrap_or(defaults.idle_timeout),
+            traversal: Traversal {
+                relays: args.relays.unwrap_or(defaults.traversal.relays),
+                hole_punching: defaults.traversal.hole_punching && !args.no_hole_punching,
+                autonat: defaults.traversal.autonat && !args.no_autonat,
+                upnp: defaults.traversal.upnp && !args.no_upnp,
+                kad_server: defaults.traversal.kad_server || args.kad_server,
+            },
             ..defaults
         })
     }

@@ -13,6 +13,17 @@ pub(super) fn bundle_record_key(user: &UserId) -> Vec<u8> {
     key
 }
 
+/// The newest of `values` (DHT records under [`bundle_record_key`]) that verifies as `user`'s
+/// bundle: anyone can store a record under any key.
+pub(super) fn newest_bundle(values: &[Vec<u8>], user: &UserId) -> Option<Box<KeyBundle>> {
+    values
+        .iter()
+        .filter_map(|v| kith_protocol::codec::decode::<KeyBundle>(v).ok())
+        .filter(|b| b.verify_for(user).is_ok())
+        .max_by_key(|b| b.created_at_ms())
+        .map(Box::new)
+}
+
 /// The contact the user adds (or updates) from a verified `bundle` and addresses
 /// (multiaddr bytes): a bundle older than the one we have is not taken, known addresses are
 /// not repeated and at most [`crate::invite::MAX_ADDRS`] are kept, and a name is changed
@@ -31,6 +42,7 @@ pub(super) fn merged_contact(
             bundle,
             addrs,
             added_at_ms: now_ms,
+            access: None,
         };
     };
     let mut c = old.clone();
@@ -63,6 +75,7 @@ mod tests {
     fn bundle_at(me: &LocalIdentity, created_at_ms: u64) -> KeyBundle {
         let mut b = me.bundle();
         b.prekey.created_at_ms = created_at_ms;
+        b.issued_at_ms = created_at_ms;
         b
     }
 

@@ -64,6 +64,11 @@ impl Deposits {
         self.pending.insert(id, deposit);
     }
 
+    /// Whether no deposit is waiting for its store peers' answers.
+    pub(super) fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
     /// `store` says it holds `id`. Returns the recipient when this makes W distinct store
     /// peers (exactly once; the deposit is then done); a store peer saying it twice counts
     /// once, and an unknown id is ignored.
@@ -103,9 +108,13 @@ impl Deposits {
                 self.pending.remove(&id);
                 Refusal::Drop { to }
             }
-            RefuseReason::MailboxFull | RefuseReason::RateLimited | RefuseReason::NotAStore => {
-                Refusal::Wait
-            }
+            // NotNamed: the recipient moved its mailbox; the shell looks up its newer bundle
+            // and the entry is deposited again there.
+            RefuseReason::MailboxFull
+            | RefuseReason::RateLimited
+            | RefuseReason::NotAStore
+            | RefuseReason::NotNamed
+            | RefuseReason::StoreFull => Refusal::Wait,
         }
     }
 }

@@ -24,7 +24,8 @@
 //! - `deposits`: W-of-R counting of store-peer answers (`Deposits`);
 //! - `unopened`: mailbox envelopes that cannot be opened yet (`Unopened`);
 //! - `sessions`: sessions by peer and who owns each inbound one (`Sessions`);
-//! - `contacts`: merging what we learn into a contact (`merged_contact`).
+//! - `contacts`: merging what we learn into a contact (`merged_contact`);
+//! - `requests`: who may write without being a contact, and who is blocked (`Requests`).
 //!
 //! The actor shell is this module and [`shell`]: it owns the channels, the store handle, the
 //! clock and the RNG, routes commands and events to the parts, and carries their answers out
@@ -60,24 +61,29 @@ use tokio_util::sync::CancellationToken;
 mod contacts;
 mod deposits;
 mod gate;
+mod internal;
+mod mailbox_choice;
 mod outbox;
 mod peers;
 mod presence;
+mod requests;
 mod retry;
 mod sessions;
 mod shell;
 mod unopened;
 
+pub(crate) use self::internal::{Inputs, Internal, StoreEvent};
 use self::{
     contacts::bundle_record_key,
     deposits::Deposits,
     gate::event_gate,
+    mailbox_choice::MailboxChoice,
     outbox::Outbox,
-    peers::{PeerState, DIAL_TIMEOUT},
+    peers::{PeerState, DIAL_TIMEOUT, MAX_KNOWN_STORES},
     presence::{ONLINE_GRACE_INTERVALS, SHARE_LAST_SEEN_KEY},
-    retry::Retry,
+    requests::Requests,
     sessions::Sessions,
-    shell::mailbox::StoreState,
+    shell::{access::DepositNet, mailbox::StoreState},
     unopened::Unopened,
 };
 use crate::{
@@ -87,7 +93,7 @@ use crate::{
     invite::Invite,
     link::{self, LinkEvent, LinkSignal},
     media::{MediaId, MediaRecord, MediaState},
-    net::{closest_peers, NetEvent, Network},
+    net::{NetEvent, Network},
     store::{Contact, Direction, OutboxEntry, Store, StoreError, StoredMessage},
     time::{now_ms, rfc3339},
     transfer::TransferHandle,
@@ -106,31 +112,15 @@ const STORE_EVENT_QUEUE: usize = 4096;
 /// the resolution of every deadline the parts return.
 const MAINTENANCE_TICK: Duration = Duration::from_millis(250);
 
+/// A deposit identity's connections close after this long unused.
+const DEPOSIT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Longest the messenger waits at shutdown for its aborted tasks to end.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
 /// What became of one received envelope: `Ok` means "acknowledge it". Shared by the inbox
 /// (which answers with it) and the unopened-envelope part (which sorts by it).
 pub(crate) type Outcome = (MessageId, Result<(), RejectReason>);
-
-/// Reports from the futures the messenger spawned.
-pub(crate) enum Internal {
-    /// What was written before a commit is durable: the outbox entries `release` may leave
-    /// now, and our store peers may delete the mailbox envelopes `deletes`.
-    Committed {
-        release: Vec<MessageId>,
-        deletes: Vec<EnvelopeRef>,
-    },
-    /// A DHT lookup of a user's key bundle finished.
-    BundleFound {
-        bundle: Option<Box<KeyBundle>>,
-        user: UserId,
-        name: Option<String>,
-        reply: oneshot::Sender<Result<ContactView, NodeError>>,
-    },
-    /// A DHT lookup found addresses for a contact.
-    Found(UserId, Vec<libp2p::Multiaddr>),
-}
 
 /// The messenger task's state.
 pub(crate) struct Messenger {
@@ -147,6 +137,8 @@ pub(crate) struct Messenger {
     link_tx: mpsc::Sender<LinkEvent>,
     internal_tx: mpsc::Sender<Internal>,
     contacts: HashMap<UserId, Contact>,
+    /// Strangers who wrote first (pending requests) and blocked users.
+    requests: Requests,
     /// Every peer's sessions, loaded from the store on first use.
     sessions: Sessions,
     /// Unsettled outgoing entries, and which wait for their delivered receipt.
@@ -173,20 +165,14 @@ pub(crate) struct Messenger {
     tasks: JoinSet<()>,
     /// Starts media uploads and downloads.
     transfers: TransferHandle,
-}
-
-/// What a link to a store peer reports.
-pub(crate) struct StoreEvent {
-    store: PeerId,
-    generation: u64,
-    signal: LinkSignal<MailboxResponse>,
-}
-
-/// The channels the messenger task reads.
-pub(crate) struct Inputs {
-    pub(crate) commands: mpsc::Receiver<Command>,
-    pub(crate) net_events: mpsc::Receiver<NetEvent>,
-    pub(crate) link_events: mpsc::Receiver<LinkEvent>,
+    /// Our mailbox access key (given to contacts; store peers hold its verifier).
+    access_key: kith_protocol::MailboxAccessKey,
+    /// The store peers we named for our mailbox.
+    choice: MailboxChoice,
+    /// The ephemeral identity deposits go through, once started.
+    deposit_net: Option<DepositNet>,
+    /// A deposit identity is being started.
+    deposit_net_starting: bool,
 }
 
 fn store_err(e: StoreError) -> NodeError {
@@ -222,6 +208,10 @@ impl Messenger {
             link_tx,
             internal_tx,
             contacts: HashMap::new(),
+            requests: Requests::new(
+                store.requests()?,
+                store.blocked()?.into_iter().map(|(u, _)| u),
+            ),
             sessions: Sessions::default(),
             outbox: Outbox::default(),
             peers: HashMap::new(),
@@ -239,9 +229,14 @@ impl Messenger {
             unopened: Unopened::default(),
             tasks,
             transfers,
+            access_key: kith_protocol::MailboxAccessKey([0; 32]),
+            choice: MailboxChoice::default(),
+            deposit_net: None,
+            deposit_net_starting: false,
             cfg,
             store,
         };
+        m.init_access()?;
         // Sharing needs both the configuration and the user's stored choice to allow it.
         if m.store.meta_u64(SHARE_LAST_SEEN_KEY)? == Some(0) {
             m.share_presence = false;
@@ -390,14 +385,7 @@ impl Messenger {
                 let internal = self.internal_tx.clone();
                 self.tasks.spawn(async move {
                     let values = net.get_record(bundle_record_key(&user)).await;
-                    // Anyone can store a record under any key: keep only bundles that verify
-                    // as this user's, and the newest of those.
-                    let bundle = values
-                        .iter()
-                        .filter_map(|v| kith_protocol::codec::decode::<KeyBundle>(v).ok())
-                        .filter(|b| b.verify_for(&user).is_ok())
-                        .max_by_key(|b| b.created_at_ms())
-                        .map(Box::new);
+                    let bundle = contacts::newest_bundle(&values, &user);
                     let _ = internal
                         .send(Internal::BundleFound {
                             bundle,
@@ -414,30 +402,25 @@ impl Messenger {
                 reply,
             } => {
                 let result = self.add_contact(&invite, name);
-                match result {
-                    Ok(view) => self.reply_after_commit(reply, view, Vec::new()),
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
-                }
+                self.reply_released(reply, result);
             }
             Command::SendText {
                 to,
                 text,
                 client_meta,
                 reply,
-            } => match self.send_text(to, text, client_meta) {
-                Ok(sent) => self.reply_after_commit(reply, sent, Vec::new()),
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                }
-            },
-            Command::SendMedia { to, media, reply } => match self.send_media(to, *media) {
-                Ok(sent) => self.reply_after_commit(reply, sent, Vec::new()),
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                }
-            },
+            } => {
+                let sent = self
+                    .accept_if_request(to)
+                    .and_then(|release| Ok((self.send_text(to, text, client_meta)?, release)));
+                self.reply_released(reply, sent);
+            }
+            Command::SendMedia { to, media, reply } => {
+                let sent = self
+                    .accept_if_request(to)
+                    .and_then(|release| Ok((self.send_media(to, *media)?, release)));
+                self.reply_released(reply, sent);
+            }
             Command::MarkRead { peer, reply } => match self.mark_read(peer) {
                 Ok((n, receipts)) => self.reply_after_commit(reply, n, receipts),
                 Err(e) => {
@@ -447,6 +430,10 @@ impl Messenger {
             Command::Presence { peer, reply } => {
                 let _ = reply.send(self.presence_view(&peer));
             }
+            cmd @ (Command::AcceptRequest { .. }
+            | Command::Block { .. }
+            | Command::Unblock { .. }
+            | Command::RemoveContact { .. }) => self.on_request_command(cmd),
             Command::SetSharePresence { share, reply } => {
                 self.share_presence = share;
                 // Kept across restarts: a user who hid their last seen stays hidden.
@@ -557,15 +544,15 @@ impl Messenger {
                     ))));
                     return;
                 };
-                match self.add_contact_bundle(*bundle, Vec::new(), name) {
-                    Ok(view) => self.reply_after_commit(reply, view, Vec::new()),
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
-                }
+                let result = self.add_contact_bundle(*bundle, Vec::new(), name);
+                self.reply_released(reply, result);
             }
             Internal::Found(user, addrs) => {
                 tracing::debug!(%user, n = addrs.len(), "DHT found addresses");
+                if !self.contacts.contains_key(&user) {
+                    // Removed or blocked while the lookup ran: nothing to dial.
+                    return;
+                }
                 if let Some(c) = self.contacts.get_mut(&user) {
                     for a in &addrs {
                         let bytes = a.to_vec();
@@ -581,6 +568,15 @@ impl Messenger {
                 state.dialing_until = Some(Instant::now() + DIAL_TIMEOUT);
                 self.net.dial(user.peer_id(), addrs);
             }
+            Internal::BundleRefreshed { user, bundle } => {
+                if let Some(bundle) = bundle {
+                    self.learn_bundle(&bundle);
+                    self.pump(user);
+                }
+            }
+            ev @ (Internal::DepositNetUp { .. }
+            | Internal::DepositNetFailed
+            | Internal::DepositConnection { .. }) => self.on_deposit_net(ev),
         }
     }
 }

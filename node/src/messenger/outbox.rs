@@ -43,6 +43,17 @@ impl Outbox {
         self.get(id).is_some_and(|e| e.to == *user)
     }
 
+    /// Takes out every entry addressed to `user` (they are no longer a contact).
+    pub(super) fn take_addressed_to(&mut self, user: &UserId) -> Vec<OutboxEntry> {
+        let ids: Vec<MessageId> = self
+            .entries
+            .values()
+            .filter(|e| e.to == *user)
+            .map(|e| e.id)
+            .collect();
+        ids.iter().filter_map(|id| self.remove(id)).collect()
+    }
+
     /// Takes the entry `id` out for good (settled, refused or expired).
     pub(super) fn remove(&mut self, id: &MessageId) -> Option<OutboxEntry> {
         self.awaiting_receipt.remove(id);

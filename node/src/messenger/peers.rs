@@ -5,6 +5,10 @@ use super::{presence::Seen, retry::Retry, *};
 /// Least time between two DHT lookups of the same peer.
 pub(super) const LOOKUP_INTERVAL: Duration = Duration::from_secs(10);
 
+/// Most store peers the messenger keeps track of (every peer advertising the mailbox
+/// protocol); later ones are ignored.
+pub(super) const MAX_KNOWN_STORES: usize = 1024;
+
 /// How long a dial may stay silent before it counts as failed.
 pub(super) const DIAL_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -46,6 +50,8 @@ pub(super) struct PeerState {
     pub(super) unreachable: bool,
     /// When we last asked the DHT where the peer is.
     pub(super) last_lookup: Option<Instant>,
+    /// When we last asked the DHT for the peer's bundle (its mailbox moved).
+    pub(super) last_bundle_lookup: Option<Instant>,
     /// Messages the store peers refused as too large: they stay queued (never ✓) and leave
     /// only on a direct link to the peer.
     pub(super) direct_only: HashSet<MessageId>,
@@ -67,6 +73,7 @@ impl PeerState {
             seen: Seen::default(),
             unreachable: false,
             last_lookup: None,
+            last_bundle_lookup: None,
             direct_only: HashSet::new(),
         }
     }

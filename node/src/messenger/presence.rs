@@ -72,6 +72,7 @@ impl Seen {
             online: false,
             last_seen: None,
             last_seen_ms: None,
+            route: Default::default(),
         };
         if !share
             || matches!(
@@ -95,6 +96,7 @@ impl Seen {
             online: self.online,
             last_seen: last.map(rfc3339),
             last_seen_ms: last,
+            route: Default::default(),
         }
     }
 }

@@ -83,9 +83,26 @@ impl Sessions {
         session: InboundSession,
     ) -> Result<(), OpenError> {
         let id = session.id();
-        self.by_peer.entry(sender).or_default().accept(session)?;
+        let sessions = self.by_peer.entry(sender).or_default();
+        let before = sessions.inbound_ids();
+        sessions.accept(session)?;
+        // Sessions the peer's new one pushed out are forgotten here too, so this index stays
+        // as small as the sessions themselves.
+        let now = sessions.inbound_ids();
+        for old in before.iter().filter(|s| !now.contains(s)) {
+            self.owner.remove(old);
+        }
         self.owner.insert(id, sender);
         Ok(())
+    }
+
+    /// Forgets everything about `user`'s sessions (no longer a contact).
+    pub(super) fn forget(&mut self, user: &UserId) {
+        if let Some(s) = self.by_peer.remove(user) {
+            for id in s.inbound_ids() {
+                self.owner.remove(&id);
+            }
+        }
     }
 
     /// Opens a message in one of `sender`'s sessions.

@@ -7,7 +7,7 @@
 //! deletes and subscriptions itself.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     time::{Duration, Instant},
 };
 
@@ -22,8 +22,9 @@ pub(super) const MAILBOX_REFETCH_DELAY: Duration = Duration::from_secs(2);
 /// Fetches an unopenable mailbox message gets before it is deleted as bad.
 pub(super) const MAX_MAILBOX_REFETCH: u32 = 3;
 
-/// Most unopenable mailbox messages tracked at once: past it the counts start over, so a
-/// flood of bad envelopes cannot grow this map without bound.
+/// Most unopenable mailbox messages tracked at once: past it the longest-tracked are given up
+/// (deleted from the store peers), so a flood of bad envelopes can neither grow this map
+/// without bound nor reset the counts that get junk deleted.
 pub(super) const MAX_UNOPENED: usize = 10_000;
 
 /// What to do with each envelope a store peer pushed, once received.
@@ -58,6 +59,9 @@ pub(super) fn sort_outcomes(refs: Vec<Option<EnvelopeRef>>, outcomes: &[Outcome]
 pub(super) struct Unopened {
     /// How many fetches each unopenable envelope has survived.
     tries: HashMap<EnvelopeRef, u32>,
+    /// The tracked envelopes, oldest first (may also name ones no longer tracked: they are
+    /// skipped, and dropped when it grows past twice the cap).
+    order: VecDeque<EnvelopeRef>,
     /// When to fetch the mailbox again.
     refetch_at: Option<Instant>,
 }
@@ -69,7 +73,10 @@ impl Unopened {
     pub(super) fn failed(&mut self, refs: Vec<EnvelopeRef>, now: Instant) -> Vec<EnvelopeRef> {
         let mut give_up = Vec::new();
         for r in refs {
-            let tries = self.tries.entry(r).or_insert(0);
+            let tries = self.tries.entry(r).or_insert_with(|| {
+                self.order.push_back(r);
+                0
+            });
             *tries += 1;
             if *tries > MAX_MAILBOX_REFETCH {
                 give_up.push(r);
@@ -78,8 +85,18 @@ impl Unopened {
         for r in &give_up {
             self.tries.remove(r);
         }
-        if self.tries.len() > MAX_UNOPENED {
-            self.tries.clear();
+        // Past the cap the oldest go as if they had failed their last fetch.
+        while self.tries.len() > MAX_UNOPENED {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            if self.tries.remove(&oldest).is_some() {
+                give_up.push(oldest);
+            }
+        }
+        if self.order.len() > 2 * MAX_UNOPENED {
+            let tries = &self.tries;
+            self.order.retain(|r| tries.contains_key(r));
         }
         if !self.tries.is_empty() && self.refetch_at.is_none() {
             self.refetch_at = Some(now + MAILBOX_REFETCH_DELAY);
@@ -141,6 +158,23 @@ mod tests {
         }
         assert_eq!(u.failed(r.clone(), now), r);
         assert!(u.failed(r.clone(), now).is_empty(), "counting starts over");
+    }
+
+    #[test]
+    fn a_flood_past_the_cap_gives_up_the_oldest_instead_of_forgetting_every_count() {
+        let now = Instant::now();
+        let flood = refs(MAX_UNOPENED + 5);
+        let mut u = Unopened::default();
+        let given_up = u.failed(flood.clone(), now);
+        assert_eq!(given_up, flood[..5].to_vec(), "the oldest five are deleted");
+        assert_eq!(u.tries.len(), MAX_UNOPENED);
+        // The rest keep their counts: they are still deleted after their last refetch.
+        for _ in 1..MAX_MAILBOX_REFETCH {
+            assert!(u.failed(flood[5..].to_vec(), now).is_empty());
+        }
+        assert_eq!(u.failed(flood[5..].to_vec(), now).len(), MAX_UNOPENED);
+        assert!(u.tries.is_empty());
+        assert!(u.order.len() <= 2 * MAX_UNOPENED);
     }
 
     #[test]

@@ -7,6 +7,10 @@
 //! - 2: every [`StoredMessage`] has the `media` field; media records are keyed by the message
 //!   that carried them ([`super::migrate_media_by_message`]); `message_ids` is keyed by
 //!   (direction, other party, id) ([`super::migrate_message_ids_to_sender_and_id`]).
+//! - 3: the `requests` and `blocked` trees exist (message requests and blocking); nothing
+//!   else changes, and an older build cannot know to keep strangers out of `contacts`.
+//! - 4: contacts hold version 2 key bundles (the store peers the contact named) and the
+//!   contact's mailbox access key ([`super::migrate_contacts_to_bundle_v2`]).
 //!
 //! To change the format: raise [`NODE_VERSION`] and append the steps that bring a database of
 //! the previous version to it to [`NODE_STEPS`] (each idempotent, see [`Step`]).
@@ -23,7 +27,13 @@ use super::{StoreError, StoredMessage};
 use crate::versioned::{self, Schema, Step};
 
 /// The format version this build reads and writes.
-pub const NODE_VERSION: u32 = 2;
+pub const NODE_VERSION: u32 = 4;
+
+/// The tree of pending message requests (format 3).
+pub const REQUESTS: &str = "requests";
+
+/// The tree of blocked users (format 3).
+pub const BLOCKED: &str = "blocked";
 
 /// Every migration step of the node's database, oldest first.
 pub const NODE_STEPS: &[Step<StoreError>] = &[
@@ -41,6 +51,16 @@ pub const NODE_STEPS: &[Step<StoreError>] = &[
         to: 2,
         name: "message ids keyed by direction, other party and id",
         run: message_ids_by_sender,
+    },
+    Step {
+        to: 3,
+        name: "message requests and blocked users get their trees",
+        run: request_trees,
+    },
+    Step {
+        to: 4,
+        name: "contacts hold version 2 bundles and an access key",
+        run: contacts_bundle_v2,
     },
 ];
 
@@ -84,7 +104,7 @@ impl From<StoredMessageV1> for StoredMessage {
 /// Decodes a stored message in the current layout or, failing that, in version 1's (a
 /// message written by an older build after this database was migrated, e.g. after a
 /// downgrade and upgrade). The error is the current layout's.
-pub(crate) fn decode_message(bytes: &[u8]) -> Result<StoredMessage, codec::CodecError> {
+pub fn decode_message(bytes: &[u8]) -> Result<StoredMessage, codec::CodecError> {
     codec::decode::<StoredMessage>(bytes).or_else(|e| {
         codec::decode::<StoredMessageV1>(bytes)
             .map(StoredMessage::from)
@@ -177,6 +197,22 @@ fn message_ids_by_sender(db: &sled::Db, _: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Version 2 → 3: creates the `requests` and `blocked` trees (idempotent: opening an
+/// existing tree changes nothing). Contacts made by a first message under version 2 stay
+/// contacts: the user saw them as such.
+fn request_trees(db: &sled::Db, _: &Path) -> Result<(), StoreError> {
+    db.open_tree(REQUESTS)?;
+    db.open_tree(BLOCKED)?;
+    Ok(())
+}
+
+/// Version 3 → 4: contacts' bundles name mailboxes; contacts carry an access key.
+fn contacts_bundle_v2(db: &sled::Db, _: &Path) -> Result<(), StoreError> {
+    let n = super::migrate_contacts_to_bundle_v2(db)?;
+    tracing::info!(n, "contacts given version 2 bundles");
+    Ok(())
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -245,6 +281,35 @@ mod tests {
         assert_eq!(page.len(), 1);
         assert_eq!(page[0].text, "text 1");
         assert!(versioned::quarantined(&store.db).unwrap().is_empty());
+    }
+
+    #[test]
+    fn version_2_gains_the_request_trees_and_a_rerun_changes_nothing() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        db.open_tree("contacts")
+            .unwrap()
+            .insert("c", "kept")
+            .unwrap();
+        assert!(!db
+            .tree_names()
+            .iter()
+            .any(|n| n.as_ref() == REQUESTS.as_bytes()));
+        request_trees(&db, Path::new("unused")).unwrap();
+        db.open_tree(BLOCKED).unwrap().insert("b", "x").unwrap();
+        request_trees(&db, Path::new("unused")).unwrap();
+        let names = db.tree_names();
+        for tree in [REQUESTS, BLOCKED] {
+            assert!(
+                names.iter().any(|n| n.as_ref() == tree.as_bytes()),
+                "{tree}"
+            );
+        }
+        assert_eq!(
+            db.open_tree(BLOCKED).unwrap().len(),
+            1,
+            "a rerun keeps what is there"
+        );
+        assert_eq!(db.open_tree("contacts").unwrap().len(), 1);
     }
 
     #[test]

@@ -3,8 +3,6 @@
 //!
 //! It returns records ([`StoredMessage`]), never API views (the view module builds those).
 
-use sled::{transaction::TransactionError, Transactional};
-
 use kith_protocol::{codec, DeliveryStatus, MessageId, UserId};
 use serde::{Deserialize, Serialize};
 
@@ -118,27 +116,46 @@ impl Store {
         let key = conv_key(&msg.peer, self.db.generate_id()?);
         let value = codec::encode(msg)?;
         let unread = !msg.outgoing && msg.status < DeliveryStatus::Read;
-        // One transaction: after a crash the message, its unread mark and its index entry are
-        // all there or none is. (A message without its index entry — what sled's recovery of
-        // separate inserts can leave — would be stored again on redelivery: the fault
-        // campaign saw exactly that duplicate.)
-        let stored = (&self.messages, &self.unread, &self.message_ids)
-            .transaction(|(messages, unread_tree, ids)| {
-                if ids.get(&id_key)?.is_some() {
-                    return Ok(false);
+        // No sled transaction: in sled 0.34 one transaction anywhere in the process turns
+        // every later read of every database into a shared lock that deadlocks against a
+        // database being dropped (seen with several nodes in one test process). Instead the
+        // writes go in an order whose every prefix is safe — the message, its unread mark,
+        // then its index entry — and what a crash can leave behind (a message without its
+        // index entry, which would be stored again on redelivery) is repaired when the store
+        // opens after an unclean stop ([`Store::repair_message_index`]).
+        self.messages.insert(key.as_slice(), value.as_slice())?;
+        if unread {
+            self.unread.insert(key.as_slice(), &[][..])?;
+        }
+        self.message_ids.insert(id_key.as_slice(), key.as_slice())?;
+        Ok(true)
+    }
+
+    /// Gives every stored message whose index entry is missing (a crash between the writes
+    /// of [`Store::insert_message`]) its entry; a second copy of a message already indexed
+    /// (stored again before the repair) is removed. Returns how many were repaired.
+    pub(crate) fn repair_message_index(&self) -> Result<usize, StoreError> {
+        let mut repaired = 0;
+        for item in self.messages.iter() {
+            let (key, bytes) = item?;
+            let Some(msg) = self.decode_message(&key, &bytes)? else {
+                continue;
+            };
+            let id_key = id_key(Direction::of(&msg), &msg.peer, &msg.id);
+            match self.message_ids.get(&id_key)? {
+                Some(indexed) if indexed == key => {}
+                Some(_) => {
+                    self.messages.remove(&key)?;
+                    self.unread.remove(&key)?;
+                    repaired += 1;
                 }
-                messages.insert(key.as_slice(), value.as_slice())?;
-                if unread {
-                    unread_tree.insert(key.as_slice(), &[][..])?;
+                None => {
+                    self.message_ids.insert(id_key, key)?;
+                    repaired += 1;
                 }
-                ids.insert(id_key.as_slice(), key.as_slice())?;
-                Ok(true)
-            })
-            .map_err(|e: TransactionError<std::convert::Infallible>| match e {
-                TransactionError::Storage(e) => StoreError::Sled(e),
-                TransactionError::Abort(never) => match never {},
-            })?;
-        Ok(stored)
+            }
+        }
+        Ok(repaired)
     }
 
     /// The stored message `id` exchanged with `peer` in `direction`.

@@ -100,6 +100,7 @@ async fn an_undecodable_contact_is_quarantined_and_the_others_still_list() {
         bundle: alice.bundle(),
         addrs: vec![],
         added_at_ms: 1,
+        access: None,
     };
     store.put_contact(&good).unwrap();
     let bad = user();

@@ -47,7 +47,18 @@ pub(super) async fn download(
     let mut last_emit = Instant::now();
     tracing::info!(%hash, size = rec.size, from = rec.done_chunks, "downloading media");
     let mut holders = Vec::new();
+    // A download no holder serves gives up after the timeout, so bogus media cannot hold a
+    // slot for ever; it fails (keeping what it has) and waits for the user to retry.
+    let mut last_progress = Instant::now();
     while rec.done_chunks < count {
+        if last_progress.elapsed() >= s.cfg.download_timeout {
+            tracing::warn!(%hash, media = %id, timeout = ?s.cfg.download_timeout, "no holder served this media in time; failed");
+            rec.state = MediaState::Failed;
+            s.records.put(&rec)?;
+            s.store.commit().await?;
+            s.emit(&rec);
+            return Ok(());
+        }
         // The holders named when the message arrived (the sender first), then our mailbox's
         // store peers as known now: the set may have grown since.
         holders = rec.holder_peers();
@@ -103,6 +114,7 @@ pub(super) async fn download(
             continue;
         }
         delay.reset();
+        last_progress = Instant::now();
         let n = got.len() as u64;
         {
             let mut f = file.take().ok_or(TransferError::Unexpected)?;

@@ -6,6 +6,7 @@
 use std::sync::{atomic::Ordering, Arc};
 
 use futures::{AsyncReadExt, AsyncWriteExt};
+use kith_net::frames::ReadTimeouts;
 use kith_protocol::media::{HaveState, MediaRefusal, MediaRequest, MediaResponse};
 use libp2p::PeerId;
 
@@ -22,7 +23,8 @@ pub(super) async fn serve(
     stream: libp2p::Stream,
 ) -> Result<(), TransferError> {
     let (r, mut w) = stream.split();
-    let mut reader = FrameReader::new(r);
+    // Deadlines: a silent or trickling requester does not hold a media slot.
+    let mut reader = FrameReader::with_timeouts(r, ReadTimeouts::default());
     let mut buf = Vec::new();
     while let Some(requests) = reader.next_batch::<MediaRequest>(MAX_READ_BATCH).await? {
         // One request's answers at a time: a `Get` answers up to MAX_CHUNKS_PER_REQUEST

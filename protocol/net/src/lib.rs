@@ -12,6 +12,7 @@
 //! - [`commit`]: the group committer over sled, and "commit, then answer".
 //! - [`versioned`]: format versions, migrations and quarantine of sled databases.
 //! - [`private_file`]: secret files (keys, tokens), key-file load-or-create, fs syncing.
+//! - [`tasks`]: a running node's or peer's tasks, stopped completely.
 //! - [`backoff`] and [`clock`]: retry delays and time.
 
 pub mod accept;
@@ -23,9 +24,13 @@ pub mod outbound;
 pub mod private_file;
 pub mod protocols;
 pub mod swarm;
+pub mod tasks;
 pub mod versioned;
 
 pub use backoff::Backoff;
 pub use clock::now_ms;
 pub use commit::Committer;
-pub use swarm::{closest_peers, peer_of, NetConfig, NetError, NetEvent, Network, RelayLimits};
+pub use swarm::{
+    closest_peers, peer_of, AutonatRole, ConnectionCaps, Connections, KadMode, NetConfig, NetError,
+    NetEvent, Network, RelayLimits, RelayedFilter, Route,
+};

@@ -1,5 +1,6 @@
-//! The swarm: the composed behaviour, the transport (TCP + Noise + Yamux), and the one task
-//! that owns the [`Swarm`]. Shared by the desktop node and `kith-bootstrap`.
+//! The swarm: the composed behaviour, the transports (TCP + Noise + Yamux, QUIC, DNS names,
+//! relay circuits), and the one task that owns the [`Swarm`]. Shared by the desktop node and
+//! `kith-bootstrap`.
 //!
 //! Everything else holds a [`Network`] handle: commands go to the swarm task over a bounded
 //! channel and are answered on oneshot channels; what happens on the network comes back as
@@ -11,9 +12,10 @@ use std::{collections::HashMap, time::Duration};
 
 use futures::StreamExt;
 use libp2p::{
-    identify, identity, kad, mdns, noise, ping,
+    autonat, connection_limits, dcutr, identify, identity, kad, mdns, memory_connection_limits,
+    noise, ping,
     swarm::{behaviour::toggle::Toggle, SwarmEvent},
-    tcp, yamux, Multiaddr, PeerId, Swarm, TransportError,
+    tcp, upnp, yamux, Multiaddr, PeerId, Swarm, TransportError,
 };
 use libp2p_stream::Control;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -31,39 +33,19 @@ const COMMAND_QUEUE: usize = 256;
 const EVENT_QUEUE: usize = 1024;
 
 pub use behaviour::{Behaviour, BehaviourEvent};
+pub use conns::Connections;
+pub use gate::{is_relayed, RelayedFilter};
 
+mod behaviour;
+mod conns;
+mod gate;
 mod messages;
+mod relays;
 mod task;
 
 use messages::NetCommand;
 pub use messages::NetEvent;
 use task::SwarmTask;
-
-/// The composed behaviour; in its own module because the derive generates an undocumented
-/// event enum.
-mod behaviour {
-    #![allow(missing_docs)]
-    use libp2p::{
-        identify, kad, mdns, ping, relay, swarm::behaviour::toggle::Toggle, swarm::NetworkBehaviour,
-    };
-
-    /// The behaviours every Kith peer runs, composed in one struct.
-    #[derive(NetworkBehaviour)]
-    pub struct Behaviour {
-        /// Tells peers who we are, what we speak and where we listen.
-        pub identify: identify::Behaviour,
-        /// Keeps connections alive and measures round trips; others expect it to answer.
-        pub ping: ping::Behaviour,
-        /// The DHT: peer routing and bootstrap (`/kith/kad/1.0.0`).
-        pub kad: kad::Behaviour<kad::store::MemoryStore>,
-        /// Long-lived application streams (messages, mailboxes, media).
-        pub stream: libp2p_stream::Behaviour,
-        /// Local-network discovery, when enabled.
-        pub mdns: Toggle<mdns::tokio::Behaviour>,
-        /// A circuit-relay v2 server, on operators' peers that enable it.
-        pub relay: Toggle<relay::Behaviour>,
-    }
-}
 
 /// How to build and run a swarm.
 #[derive(Clone, Debug)]
@@ -74,13 +56,118 @@ pub struct NetConfig {
     pub bootstrap: Vec<Multiaddr>,
     /// Enable mDNS.
     pub mdns: bool,
-    /// Answer Kademlia queries (always for bootstrap peers; rust-libp2p would otherwise stay a
-    /// client without a confirmed external address, which never happens on loopback or a LAN).
-    pub kad_server: bool,
+    /// Whether to answer Kademlia queries.
+    pub kad_mode: KadMode,
     /// Close a connection idle for this long.
     pub idle_timeout: Duration,
     /// Run a circuit-relay v2 server with these limits.
     pub relay: Option<RelayLimits>,
+    /// Connection limits: a stranger cannot hold every socket or the process's memory.
+    pub caps: ConnectionCaps,
+    /// Reserve a slot on up to this many relays met (peers speaking the relay hop protocol)
+    /// while no address of ours is confirmed reachable, and listen through them; 0: never.
+    pub reserve_on_relays: usize,
+    /// Take part in hole punching (DCUtR) over relayed connections.
+    pub hole_punching: bool,
+    /// Which side of AutoNAT v2 to run.
+    pub autonat: AutonatRole,
+    /// Ask the local router for a port mapping (UPnP IGD). It talks to the LAN's gateway:
+    /// off in tests.
+    pub upnp: bool,
+    /// Whom to accept through relays; `None` accepts everyone (see [`RelayedFilter`]).
+    pub relayed_filter: Option<RelayedFilter>,
+    /// Addresses others reach us at, announced as confirmed (an operator's public address).
+    /// A relay server with none announces its bound listen addresses instead: rust-libp2p's
+    /// relay offers its service only once it has a confirmed external address.
+    pub external_addrs: Vec<Multiaddr>,
+    /// Close duplicate connections to a peer (`swarm::conns` decides which). Off by default:
+    /// after it was turned on, media downloads sometimes stalled in CI until their timeout —
+    /// a transfer stream on a closed duplicate is not yet picked up again at once.
+    pub close_duplicates: bool,
+}
+
+impl Default for NetConfig {
+    /// A Kademlia client that listens nowhere, with the default caps and nothing else on.
+    fn default() -> Self {
+        NetConfig {
+            listen: Vec::new(),
+            bootstrap: Vec::new(),
+            mdns: false,
+            kad_mode: KadMode::Client,
+            idle_timeout: Duration::from_secs(60),
+            relay: None,
+            caps: ConnectionCaps::default(),
+            reserve_on_relays: 0,
+            hole_punching: false,
+            autonat: AutonatRole::Off,
+            upnp: false,
+            relayed_filter: None,
+            external_addrs: Vec::new(),
+            close_duplicates: false,
+        }
+    }
+}
+
+/// Whether a peer answers Kademlia queries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KadMode {
+    /// Only asks: for peers others cannot dial back (behind NAT) and throwaway identities.
+    Client,
+    /// Asks and answers: operators' peers, and nodes told so.
+    Server,
+    /// Client until an address of ours is confirmed reachable from outside (AutoNAT), then
+    /// server: rust-libp2p's own switch.
+    Auto,
+}
+
+/// Which side of AutoNAT v2 a peer runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AutonatRole {
+    /// Neither.
+    Off,
+    /// Asks servers whether its addresses are reachable (desktop nodes).
+    Client,
+    /// Answers by dialing back (operators' peers; the dial-back is AutoNAT v2's, which makes
+    /// the asker pay in bytes for a dial to an address other than its own).
+    Server,
+}
+
+/// How a peer is connected to us now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Route {
+    /// At least one direct connection is open.
+    Direct,
+    /// Only connections through a relay are open.
+    Relayed,
+    /// No connection is open.
+    None,
+}
+
+/// How many connections a peer accepts, and while how much memory is in use.
+#[derive(Clone, Debug)]
+pub struct ConnectionCaps {
+    /// Most inbound connections being set up at once (TCP accepted, Noise not finished).
+    pub max_pending_incoming: u32,
+    /// Most inbound connections established at once.
+    pub max_established_incoming: u32,
+    /// Most connections established at once with one peer (either direction): a peer id
+    /// opening connection after connection gets no more than this.
+    pub max_established_per_peer: u32,
+    /// New connections are refused while the process's resident memory is above this many
+    /// bytes (checked by libp2p's memory-connection-limits, at most once a second).
+    pub max_process_memory_bytes: usize,
+}
+
+impl Default for ConnectionCaps {
+    fn default() -> Self {
+        ConnectionCaps {
+            max_pending_incoming: 128,
+            max_established_incoming: 2048,
+            max_established_per_peer: 4,
+            max_process_memory_bytes: 4 * 1024 * 1024 * 1024,
+        }
+    }
 }
 
 /// Limits of a circuit-relay v2 server.
@@ -131,6 +218,9 @@ pub enum NetError {
         /// Why.
         source: std::io::Error,
     },
+    /// The DNS resolver could not be set up from the system's configuration.
+    #[error("DNS resolver: {0}")]
+    Dns(std::io::Error),
     /// The stream protocol was registered twice.
     #[error("protocol already registered")]
     AlreadyRegistered,
@@ -143,6 +233,8 @@ pub struct Network {
     control: Control,
     listen_addrs: watch::Receiver<Vec<Multiaddr>>,
     local_peer: PeerId,
+    remote_ips: task::RemoteIps,
+    routes: conns::Routes,
 }
 
 impl Network {
@@ -154,6 +246,34 @@ impl Network {
     /// This peer's id.
     pub fn local_peer_id(&self) -> PeerId {
         self.local_peer
+    }
+
+    /// The IP address `peer` is connected from, while it is connected (for per-IP limits).
+    pub fn remote_ip(&self, peer: &PeerId) -> Option<std::net::IpAddr> {
+        self.remote_ips
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(peer)
+            .copied()
+    }
+
+    /// How `peer` is connected now: directly, only through a relay, or not at all.
+    pub fn route(&self, peer: &PeerId) -> Route {
+        match self.connections(peer) {
+            c if c.direct > 0 => Route::Direct,
+            c if c.relayed > 0 => Route::Relayed,
+            _ => Route::None,
+        }
+    }
+
+    /// `peer`'s open connections now, by kind (all zero when it is not connected).
+    pub fn connections(&self, peer: &PeerId) -> Connections {
+        self.routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(peer)
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Current listen addresses (without `/p2p`).
@@ -211,9 +331,12 @@ pub fn build_swarm(
     cfg: &NetConfig,
 ) -> Result<Swarm<Behaviour>, NetError> {
     let mdns_enabled = cfg.mdns;
-    let kad_server = cfg.kad_server;
+    let kad_mode = cfg.kad_mode;
     let relay_limits = cfg.relay.clone();
+    let caps = cfg.caps.clone();
     let has_bootstrap = !cfg.bootstrap.is_empty();
+    let (hole_punching, autonat, upnp) = (cfg.hole_punching, cfg.autonat, cfg.upnp);
+    let relayed_filter = cfg.relayed_filter.clone();
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_tcp(
@@ -222,7 +345,12 @@ pub fn build_swarm(
             yamux::Config::default,
         )
         .map_err(|e| NetError::Noise(Box::new(e)))?
-        .with_behaviour(|key| {
+        .with_quic()
+        .with_dns()
+        .map_err(NetError::Dns)?
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| NetError::Noise(Box::new(e)))?
+        .with_behaviour(|key, relay_client| {
             let peer = key.public().to_peer_id();
             let mut kad_cfg = kad::Config::new(KAD);
             kad_cfg.set_query_timeout(KAD_QUERY_TIMEOUT);
@@ -232,20 +360,33 @@ pub fn build_swarm(
             }
             let mut kad =
                 kad::Behaviour::with_config(peer, kad::store::MemoryStore::new(peer), kad_cfg);
-            kad.set_mode(Some(if kad_server {
-                kad::Mode::Server
-            } else {
-                kad::Mode::Client
-            }));
+            kad.set_mode(match kad_mode {
+                KadMode::Client => Some(kad::Mode::Client),
+                KadMode::Server => Some(kad::Mode::Server),
+                KadMode::Auto => None,
+            });
             let mdns = if mdns_enabled {
                 mdns::tokio::Behaviour::new(mdns::Config::default(), peer).ok()
             } else {
                 None
             };
             Behaviour {
+                gate: gate::RelayedGate::new(relayed_filter),
+                limits: connection_limits::Behaviour::new(
+                    connection_limits::ConnectionLimits::default()
+                        .with_max_pending_incoming(Some(caps.max_pending_incoming))
+                        .with_max_established_incoming(Some(caps.max_established_incoming))
+                        .with_max_established_per_peer(Some(caps.max_established_per_peer)),
+                ),
+                memory: memory_connection_limits::Behaviour::with_max_bytes(
+                    caps.max_process_memory_bytes,
+                ),
                 identify: identify::Behaviour::new(
                     identify::Config::new(IDENTIFY_VERSION.to_string(), key.public())
-                        .with_agent_version(format!("kith/{}", env!("CARGO_PKG_VERSION"))),
+                        .with_agent_version(format!("kith/{}", env!("CARGO_PKG_VERSION")))
+                        // A new listen address (a relay circuit, a new interface) reaches
+                        // connected peers now, not at the next identify round or reconnect.
+                        .with_push_listen_addr_updates(true),
                 ),
                 ping: ping::Behaviour::new(ping::Config::new()),
                 kad,
@@ -263,6 +404,15 @@ pub fn build_swarm(
                         },
                     )
                 })),
+                relay_client,
+                dcutr: Toggle::from(hole_punching.then(|| dcutr::Behaviour::new(peer))),
+                autonat: Toggle::from(
+                    (autonat == AutonatRole::Client).then(autonat::v2::client::Behaviour::default),
+                ),
+                autonat_server: Toggle::from(
+                    (autonat == AutonatRole::Server).then(autonat::v2::server::Behaviour::default),
+                ),
+                upnp: Toggle::from(upnp.then(upnp::tokio::Behaviour::default)),
             }
         })
         .map_err(|never: std::convert::Infallible| -> NetError { match never {} })?
@@ -311,6 +461,14 @@ pub async fn spawn(
             other => tracing::trace!(?other, "event before listening"),
         }
     }
+    let announced = if cfg.external_addrs.is_empty() && cfg.relay.is_some() {
+        &bound
+    } else {
+        &cfg.external_addrs
+    };
+    for addr in announced {
+        swarm.add_external_address(addr.clone());
+    }
     let local_peer = *swarm.local_peer_id();
     let mut bootstrap_peers = Vec::new();
     for addr in &cfg.bootstrap {
@@ -332,6 +490,8 @@ pub async fn spawn(
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
     let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
     let (addr_tx, addr_rx) = watch::channel(bound);
+    let remote_ips = task::RemoteIps::default();
+    let routes = conns::Routes::default();
     let task = SwarmTask {
         swarm,
         commands: cmd_rx,
@@ -340,6 +500,10 @@ pub async fn spawn(
         pending_find: HashMap::new(),
         pending_get: HashMap::new(),
         known_addrs: HashMap::new(),
+        remote_ips: remote_ips.clone(),
+        conns: conns::PeerConns::new(local_peer, routes.clone()),
+        close_duplicates: cfg.close_duplicates,
+        relays: task::Relays::new(cfg.reserve_on_relays),
     };
     let handle = tokio::spawn(task.run(cancel));
     Ok((
@@ -348,6 +512,8 @@ pub async fn spawn(
             control,
             listen_addrs: addr_rx,
             local_peer,
+            remote_ips,
+            routes,
         },
         ev_rx,
         handle,

@@ -40,7 +40,7 @@ fn bundle_verifies_and_is_deterministic() {
 fn bundle_signing_bytes_layout() {
     let me = identity(2);
     let b = me.bundle();
-    let mut expected = b"kith-bundle/1\0".to_vec();
+    let mut expected = b"kith-bundle/2\0".to_vec();
     let user = b.user.to_bytes();
     expected.push(user.len() as u8);
     expected.extend_from_slice(&user);
@@ -50,11 +50,16 @@ fn bundle_signing_bytes_layout() {
     expected.push(251); // created_at_ms 1000 = 251, then u16 little-endian
     expected.extend_from_slice(&1000u16.to_le_bytes());
     expected.extend_from_slice(&b.prekey.public);
+    expected.push(0); // no mailboxes named
+    expected.push(251); // issued_at_ms 1000, as the prekey
+    expected.extend_from_slice(&1000u16.to_le_bytes());
     let unsigned = UnsignedBundle {
         user: b.user,
         identity_key: b.identity_key,
         static_key: b.static_key,
         prekey: b.prekey,
+        mailboxes: b.mailboxes.clone(),
+        issued_at_ms: b.issued_at_ms,
     };
     assert_eq!(unsigned.signing_bytes(), expected);
     let key = ed25519::PublicKey::try_from_bytes(&b.identity_key).unwrap();
@@ -89,8 +94,20 @@ fn bad_signature_rejected() {
     b.prekey.id += 1;
     assert_eq!(b.verify(), Err(BundleError::BadSignature));
     let mut b = good.clone();
-    b.prekey.created_at_ms += 1;
+    b.prekey.created_at_ms -= 1;
     assert_eq!(b.verify(), Err(BundleError::BadSignature));
+    let mut b = good.clone();
+    b.issued_at_ms += 1;
+    assert_eq!(b.verify(), Err(BundleError::BadSignature));
+    let mut b = good.clone();
+    b.mailboxes.push(MailboxPeer {
+        peer: identity(9).user_id(),
+        addrs: Vec::new(),
+    });
+    assert_eq!(b.verify(), Err(BundleError::BadSignature));
+    let mut b = good.clone();
+    b.prekey.created_at_ms += 1;
+    assert_eq!(b.verify(), Err(BundleError::IssuedBeforePrekey));
 
     // A signature by somebody else's key over the same fields.
     let other = identity(4);
@@ -100,6 +117,8 @@ fn bad_signature_rejected() {
         identity_key: b.identity_key,
         static_key: b.static_key,
         prekey: b.prekey,
+        mailboxes: Vec::new(),
+        issued_at_ms: b.issued_at_ms,
     };
     b.signature = other.sign(&unsigned.signing_bytes());
     assert_eq!(b.verify(), Err(BundleError::BadSignature));
@@ -385,4 +404,28 @@ fn prekey_secret_debug_hides_the_key() {
     let text = format!("{:?}", ring.current());
     assert!(text.contains("id: 1"));
     assert!(!text.contains("private"));
+}
+
+#[test]
+fn the_named_mailboxes_are_signed_and_date_the_bundle() {
+    let mut me = identity(7);
+    let store = MailboxPeer {
+        peer: identity(8).user_id(),
+        addrs: vec!["/ip4/127.0.0.1/tcp/4001".into()],
+    };
+    let before = me.bundle();
+    me.set_mailboxes(vec![store.clone()], 5_000).unwrap();
+    let after = me.bundle();
+    after.verify().unwrap();
+    assert_eq!(after.mailboxes, vec![store.clone()]);
+    assert_eq!(after.created_at_ms(), 5_000);
+    assert!(after.created_at_ms() > before.created_at_ms());
+    assert_eq!(me.mailboxes(), std::slice::from_ref(&store));
+    assert!(matches!(
+        me.set_mailboxes(vec![store.clone(), store], 6_000),
+        Err(crate::access::AccessError::DuplicatePeer)
+    ));
+    // The stored identity does not carry the choice: the node keeps it.
+    let back = LocalIdentity::from_bytes(&me.to_bytes().unwrap()).unwrap();
+    assert!(back.mailboxes().is_empty());
 }

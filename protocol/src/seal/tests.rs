@@ -344,7 +344,11 @@ fn skipped_keys_are_bounded() {
     };
     b.accept(open_handshake(&bob, &h, &hs).unwrap().session)
         .unwrap();
-    let total = MAX_SKIPPED_KEYS as u64 + 3;
+    // Each open skips MAX_SKIP numbers (the most one message may): the k-th opens number
+    // k * (MAX_SKIP + 1) - 1, so after `opens` of them the skipped keys pass the cap.
+    let step = MAX_SKIP as usize + 1;
+    let opens = MAX_SKIPPED_KEYS / MAX_SKIP as usize + 1;
+    let total = opens * step;
     let mut bodies = Vec::new();
     for _ in 0..total {
         let SealedBody::Session(s) = a
@@ -355,17 +359,22 @@ fn skipped_keys_are_bounded() {
         };
         bodies.push(s);
     }
-    // Skip 0..MAX_SKIPPED_KEYS: exactly the cap.
-    let last_in_cap = MAX_SKIPPED_KEYS;
-    b.open(&h, &bodies[last_in_cap]).unwrap();
+    for k in 1..opens {
+        b.open(&h, &bodies[k * step - 1]).unwrap();
+        assert_eq!(b.inbound[0].skipped.len(), k * MAX_SKIP as usize);
+    }
+    // One more: past the cap, the oldest skipped keys are forgotten first.
+    b.open(&h, &bodies[total - 1]).unwrap();
     assert_eq!(b.inbound[0].skipped.len(), MAX_SKIPPED_KEYS);
-    // Skip one more: the oldest skipped key (message 0) is forgotten.
-    b.open(&h, &bodies[last_in_cap + 2]).unwrap();
-    assert_eq!(b.inbound[0].skipped.len(), MAX_SKIPPED_KEYS);
+    let forgotten = opens * MAX_SKIP as usize - MAX_SKIPPED_KEYS;
     assert!(!b.inbound[0].skipped.contains_key(&0));
     assert!(matches!(b.open(&h, &bodies[0]), Err(OpenError::Replayed)));
-    assert_eq!(b.open(&h, &bodies[1]).unwrap(), text("m"));
-    assert_eq!(b.open(&h, &bodies[last_in_cap + 1]).unwrap(), text("m"));
+    assert!(matches!(
+        b.open(&h, &bodies[forgotten - 1]),
+        Err(OpenError::Replayed)
+    ));
+    assert_eq!(b.open(&h, &bodies[forgotten]).unwrap(), text("m"));
+    assert_eq!(b.open(&h, &bodies[total - 2]).unwrap(), text("m"));
 }
 
 #[test]

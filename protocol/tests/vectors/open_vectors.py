@@ -75,17 +75,32 @@ def read_bundle(r: Reader) -> dict:
         "prekey_id": r.varint(),
         "prekey_created_at_ms": r.varint(),
         "prekey_public": r.take(32),
+        "mailboxes": [read_mailbox_peer(r) for _ in range(r.varint())],
+        "issued_at_ms": r.varint(),
         "signature": r.bytes(),
     }
 
 
+def read_mailbox_peer(r: Reader) -> dict:
+    return {"peer": r.bytes(), "addrs": [r.string() for _ in range(r.varint())]}
+
+
+def mailbox_peer_bytes(p: dict) -> bytes:
+    out = varint(len(p["peer"])) + p["peer"] + varint(len(p["addrs"]))
+    for a in p["addrs"]:
+        out += varint(len(a.encode())) + a.encode()
+    return out
+
+
 def bundle_signing_bytes(b: dict) -> bytes:
     return (
-        b"kith-bundle/1\x00"
+        b"kith-bundle/2\x00"
         + varint(len(b["user"])) + b["user"]
         + b["identity_key"]
         + b["static_key"]
         + varint(b["prekey_id"]) + varint(b["prekey_created_at_ms"]) + b["prekey_public"]
+        + varint(len(b["mailboxes"])) + b"".join(mailbox_peer_bytes(p) for p in b["mailboxes"])
+        + varint(b["issued_at_ms"])
     )
 
 

@@ -67,6 +67,9 @@ pub struct Cli {
     /// `faults`: scheduler steps per run (default: the campaign's).
     #[arg(long)]
     pub fault_steps: Option<usize>,
+    /// `nat`: hole-punching rounds, each with fresh NAT mappings.
+    #[arg(long, default_value_t = 10)]
+    pub nat_rounds: usize,
 }
 
 /// A scenario as named on the command line.
@@ -82,7 +85,7 @@ pub enum ScenarioArg {
     Store,
     /// One store peer absorbing heartbeats: heartbeats/s, CPU (in all).
     Presence,
-    /// One idle node with 3 store peers and 10 contacts: CPU, bytes, RSS (in all).
+    /// One idle node with 3 store peers and 10 contacts: CPU, bytes, RSS, sockets per peer.
     Idle,
     /// A 100 MiB file to an offline user through store peers: MiB/s, peak RSS.
     Media,
@@ -90,6 +93,8 @@ pub enum ScenarioArg {
     Faults,
     /// The simulation at N = 100, 300, 1000 users (--mesh-sizes): delivery, memory, lookups.
     Mesh,
+    /// The NAT lab (root): hole punching N times (--nat-rounds) beside the relayed path.
+    Nat,
 }
 
 impl ScenarioArg {
@@ -114,6 +119,7 @@ impl ScenarioArg {
             ScenarioArg::Media => "media",
             ScenarioArg::Faults => "faults",
             ScenarioArg::Mesh => "mesh",
+            ScenarioArg::Nat => "nat",
         }
     }
 }

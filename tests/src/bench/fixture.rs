@@ -162,6 +162,7 @@ pub(super) async fn spawn_store(
         .arg(dir)
         .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--store"])
         .args(["--deposits-per-minute", &u32::MAX.to_string()])
+        .args(["--deposits-per-ip-per-minute", &u32::MAX.to_string()])
         .args(["--max-messages-per-mailbox", "100000000"])
         .args(["--max-bytes-per-mailbox", &(1u64 << 40).to_string()])
         .args(["--max-blob-bytes", &(1u64 << 40).to_string()])

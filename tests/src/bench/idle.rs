@@ -1,6 +1,7 @@
 //! `idle`: one `kith run` node (child process) with 3 store peers (child processes) and 10
 //! contacts (in this process) it has exchanged a message with, left idle for `--idle-secs`:
-//! the node's CPU time, TCP bytes it sent (`ss`), bytes written (`wchar`) and RSS. Baseline:
+//! the node's CPU time, TCP bytes it sent (`ss`), bytes written (`wchar`), RSS, and its sockets
+//! per peer (target: one connection each, so one socket; from `/proc`). Baseline:
 //! a child doing nothing but a tokio runtime with a 5 s timer, measured the same way over the
 //! same window.
 
@@ -21,7 +22,7 @@ use super::{
     },
 };
 use crate::{
-    measure::{proc_sample, ProcSample},
+    measure::{proc_sample, socket_counts, ProcSample},
     procs::ChildProc,
 };
 
@@ -186,6 +187,13 @@ pub(super) async fn run(args: &Cli) -> Result<Value> {
         .map(|s| proc_sample(s.pid()))
         .collect::<Result<_>>()?;
     let tcp1 = tcp_bytes_sent(node.pid())?;
+    // The bench's own HTTP connection to the node's API is not a peer's.
+    let api_port = api_addr
+        .trim_start_matches("http://")
+        .parse::<std::net::SocketAddr>()
+        .ok()
+        .map(|a| a.port());
+    let sockets = socket_counts(node.pid(), api_port)?;
     let (tcp_sent, closed) = tcp_sent_between(&tcp0, &tcp1);
     let stores_cpu: f64 = s0.iter().zip(&s1).map(|(a, b)| b.cpu_s - a.cpu_s).sum();
 
@@ -212,6 +220,20 @@ pub(super) async fn run(args: &Cli) -> Result<Value> {
         "node_tcp_bytes_sent_per_s": (tcp_sent as f64 / window).round(),
         "node_tcp_sockets": tcp1.len(),
         "node_tcp_sockets_closed_during_window": closed,
+        "node_sockets_tcp_established": sockets.tcp_established,
+        "node_sockets_tcp_listening": sockets.tcp_listening,
+        "node_sockets_tcp_other": sockets.tcp_other,
+        "node_sockets_udp": sockets.udp,
+        // Every contact and store peer is one peer the node has reason to stay connected to;
+        // UDP sockets are not per peer (no QUIC here), so both figures are given. Sockets of
+        // the REST API (its listener and the bench's connection) are not counted.
+        "sockets_per_peer": round3(
+            (sockets.tcp_established + sockets.udp) as f64 / (IDLE_CONTACTS + IDLE_STORES) as f64
+        ),
+        "tcp_connections_per_peer": round3(
+            sockets.tcp_established as f64 / (IDLE_CONTACTS + IDLE_STORES) as f64
+        ),
+        "target_sockets_per_peer": 1,
         "node_wchar_bytes": n1.wchar.saturating_sub(n0.wchar),
         "baseline_wchar_bytes": b1.wchar.saturating_sub(b0.wchar),
         "node_rss_mib": round1(n1.rss as f64 / MIB),

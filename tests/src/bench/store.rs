@@ -1,6 +1,7 @@
 //! `store`: one store peer (`kith-bootstrap --store`, a child process) under `--depositors`
 //! concurrent raw `/kith/mailbox/1` clients depositing `--store-messages` pre-sealed texts
-//! for 64 recipients: durable deposits/s, the store peer's CPU µs per deposit, and its RSS
+//! for 64 recipients (registered with it, deposits carrying their access keys, as contacts'
+//! deposits do): durable deposits/s, the store peer's CPU µs per deposit, and its RSS
 //! growth extrapolated to 1M held messages. Baseline: sled inserts of the same number of
 //! values of the same size with a flush every 256, in this process.
 
@@ -10,7 +11,7 @@ use anyhow::{ensure, Result};
 use kith_node::time::now_ms;
 use kith_protocol::{
     mailbox::{MailboxRequest, MailboxResponse},
-    Envelope, KeyBundle, LocalIdentity,
+    Envelope, LocalIdentity, MailboxAccessKey, MailboxRegistration, UserId,
 };
 use serde_json::{json, Value};
 
@@ -35,7 +36,10 @@ const STORE_RECIPIENTS: usize = 64;
 
 /// Deposits `envs` on `stream` keeping at most [`DEPOSIT_WINDOW`] unanswered; returns
 /// (stored, refused).
-async fn deposit_all(stream: &mut MailboxStream, envs: Vec<Envelope>) -> Result<(usize, usize)> {
+async fn deposit_all(
+    stream: &mut MailboxStream,
+    envs: Vec<(Envelope, MailboxAccessKey)>,
+) -> Result<(usize, usize)> {
     let n = envs.len();
     let mut it = envs.into_iter();
     let (mut sent, mut answered, mut stored, mut refused) = (0, 0, 0, 0);
@@ -44,7 +48,7 @@ async fn deposit_all(stream: &mut MailboxStream, envs: Vec<Envelope>) -> Result<
             let batch: Vec<MailboxRequest> = it
                 .by_ref()
                 .take(DEPOSIT_BATCH)
-                .map(MailboxRequest::Deposit)
+                .map(|(env, key)| MailboxRequest::Deposit(env, Some(key)))
                 .collect();
             sent += batch.len();
             stream.send(&batch).await?;
@@ -81,16 +85,33 @@ pub(super) async fn run(args: &Cli) -> Result<Value> {
         use rand::SeedableRng;
         rand::rngs::StdRng::from_entropy()
     };
-    let recipients: Vec<KeyBundle> = (0..STORE_RECIPIENTS)
-        .map(|_| LocalIdentity::generate(now_ms(), &mut rng).bundle())
+    let recipients: Vec<(LocalIdentity, MailboxAccessKey)> = (0..STORE_RECIPIENTS)
+        .map(|_| {
+            (
+                LocalIdentity::generate(now_ms(), &mut rng),
+                MailboxAccessKey::generate(&mut rng),
+            )
+        })
+        .collect();
+    let store_user = UserId::from_peer_id(peer)?;
+    let registrations: Vec<MailboxRequest> = recipients
+        .iter()
+        .map(|(id, key)| {
+            MailboxRequest::Register(MailboxRegistration::new(
+                id,
+                vec![store_user],
+                key,
+                now_ms(),
+            ))
+        })
         .collect();
     let mut batches = Vec::with_capacity(depositors);
     for d in 0..depositors {
         let mut sealer = Sealer::new();
         let mut envs = Vec::with_capacity(per);
         for i in 0..per {
-            let to = &recipients[(d + i) % STORE_RECIPIENTS];
-            envs.push(sealer.text(to, &text(i), expires)?);
+            let (to, key) = &recipients[(d + i) % STORE_RECIPIENTS];
+            envs.push((sealer.text(&to.bundle(), &text(i), expires)?, *key));
         }
         batches.push(envs);
     }
@@ -106,6 +127,12 @@ pub(super) async fn run(args: &Cli) -> Result<Value> {
         let mut c = MailboxClient::random().await?;
         streams.push(c.open_at(peer, vec![addr.clone()]).await?);
         clients.push(c);
+    }
+
+    // The recipients name this store peer for their mailboxes (as their nodes would).
+    if let Some(first) = streams.first_mut() {
+        first.send(&registrations).await?;
+        first.barrier(&store_user).await?;
     }
 
     eprintln!("store: depositing");

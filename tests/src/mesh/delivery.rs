@@ -84,13 +84,15 @@ pub async fn wait_conversation_statuses(
 }
 
 /// Waits until `node`'s conversation with `peer` holds at least `n` received messages;
-/// returns the received messages, oldest first. `peer` need not be a contact yet (a first
-/// message from a stranger makes them one).
+/// returns the received messages, oldest first. `peer` need not be a contact (a first
+/// message from a stranger makes them a message request, whose messages are kept too).
 pub async fn wait_received(node: &TestNode, peer: &UserId, n: usize) -> Result<Vec<MessageView>> {
     let what = format!("{} to hold {n} messages from {peer}", node.name());
     let wanted = peer.to_string();
     wait_for(TIMEOUT, &what, || async {
-        let known = node.node()?.contacts()?.iter().any(|c| c.user_id == wanted);
+        let n_ = node.node()?;
+        let known = n_.contacts()?.iter().any(|c| c.user_id == wanted)
+            || n_.requests()?.iter().any(|r| r.user_id == wanted);
         if !known {
             return Ok(None);
         }

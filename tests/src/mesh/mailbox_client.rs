@@ -1,7 +1,7 @@
 //! A raw `/kith/mailbox/1` client that speaks the protocol frame by frame, the way any peer
 //! on the network could: for tests of what a store peer accepts and answers.
 
-use std::{collections::VecDeque, time::Duration};
+use std::collections::VecDeque;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use futures::{io::WriteHalf, AsyncReadExt, AsyncWriteExt};
@@ -48,10 +48,7 @@ impl MailboxClient {
         let cfg = NetConfig {
             listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
             bootstrap: Vec::new(),
-            mdns: false,
-            kad_server: false,
-            idle_timeout: Duration::from_secs(60),
-            relay: None,
+            ..NetConfig::default()
         };
         let cancel = CancellationToken::new();
         let swarm = net::build_swarm(keypair, &cfg)?;
@@ -101,6 +98,25 @@ impl MailboxClient {
     }
 
     async fn open_once(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) -> Result<MailboxStream> {
+        let stream = self.open_raw_at(peer, addrs, MAILBOX).await?;
+        let (read, write) = stream.split();
+        Ok(MailboxStream {
+            peer,
+            reader: FrameReader::new(read),
+            writer: write,
+            pending: VecDeque::new(),
+        })
+    }
+
+    /// Connects to `peer` at `addrs` and opens a `protocol` stream to it, without any round
+    /// trip: a stream the peer refuses (a cap) shows as an end of stream on first read. For
+    /// tests that write raw bytes (a stalled frame) or speak another protocol (media).
+    pub async fn open_raw_at(
+        &mut self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        protocol: libp2p::StreamProtocol,
+    ) -> Result<libp2p::Stream> {
         while self.events.try_recv().is_ok() {}
         self.network.dial(peer, addrs);
         let events = &mut self.events;
@@ -118,18 +134,10 @@ impl MailboxClient {
         })
         .await
         .map_err(|_| anyhow!("no connection to store peer {peer} within {TIMEOUT:?}"))??;
-        let stream =
-            tokio::time::timeout(TIMEOUT, self.network.control().open_stream(peer, MAILBOX))
-                .await
-                .map_err(|_| anyhow!("opening a mailbox stream to {peer} timed out"))?
-                .map_err(|e| anyhow!("opening a mailbox stream to {peer}: {e:?}"))?;
-        let (read, write) = stream.split();
-        Ok(MailboxStream {
-            peer,
-            reader: FrameReader::new(read),
-            writer: write,
-            pending: VecDeque::new(),
-        })
+        tokio::time::timeout(TIMEOUT, self.network.control().open_stream(peer, protocol))
+            .await
+            .map_err(|_| anyhow!("opening a stream to {peer} timed out"))?
+            .map_err(|e| anyhow!("opening a stream to {peer}: {e:?}"))
     }
 }
 
@@ -205,10 +213,68 @@ impl MailboxStream {
         }
     }
 
-    /// Asks for `user`'s presence record; returns it, and fails if anything else arrives
-    /// first (use [`MailboxStream::barrier`] on streams that may carry other answers).
+    /// Asks for `user`'s presence record as a stranger (no access key); returns it, and
+    /// fails if anything else arrives first (use [`MailboxStream::barrier`] on streams that
+    /// may carry other answers).
     pub async fn get_presence(&mut self, user: &UserId) -> Result<Option<PresenceRecord>> {
-        let (before, answer) = self.barrier(user).await?;
+        self.get_presence_with(user, None).await
+    }
+
+    /// Deposits `env` carrying `key` (the recipient's access key, as a contact; `None` as a
+    /// stranger) and returns the store peer's answer to it; fails if anything else arrives
+    /// first.
+    pub async fn deposit(
+        &mut self,
+        env: &kith_protocol::Envelope,
+        key: Option<kith_protocol::MailboxAccessKey>,
+    ) -> Result<MailboxResponse> {
+        self.send(&[MailboxRequest::Deposit(env.clone(), key)])
+            .await?;
+        let id = env.id();
+        let (before, answer) = self
+            .recv_until(&format!("the answer to deposit {id}"), |r| {
+                matches!(r, MailboxResponse::Stored(i) | MailboxResponse::Refused(i, _) if *i == id)
+            })
+            .await?;
+        ensure!(before.is_empty(), "unexpected answers {before:?}");
+        Ok(answer)
+    }
+
+    /// Registers `owner`'s mailbox with this stream's store peer (naming only it), as the
+    /// owner's node would, with a fresh access key; returns the key, which deposits as a
+    /// contact carry. The store peer answers nothing to a registration.
+    pub async fn register(
+        &mut self,
+        owner: &kith_protocol::LocalIdentity,
+    ) -> Result<kith_protocol::MailboxAccessKey> {
+        let key = kith_protocol::MailboxAccessKey::generate(&mut rand::rngs::OsRng);
+        let store = UserId::from_peer_id(self.peer())?;
+        let reg = kith_protocol::MailboxRegistration::new(
+            owner,
+            vec![store],
+            &key,
+            kith_node::time::now_ms(),
+        );
+        self.send(&[MailboxRequest::Register(reg)]).await?;
+        Ok(key)
+    }
+
+    /// Asks for `user`'s presence record presenting `key` (their mailbox access key, as a
+    /// contact would); fails if anything else arrives first.
+    pub async fn get_presence_with(
+        &mut self,
+        user: &UserId,
+        key: Option<kith_protocol::MailboxAccessKey>,
+    ) -> Result<Option<PresenceRecord>> {
+        self.send(&[MailboxRequest::GetPresence(*user, key)])
+            .await?;
+        let want = *user;
+        let (before, answer) = self
+            .recv_until(
+                &format!("the presence answer for {user}"),
+                |r| matches!(r, MailboxResponse::Presence(u, _) if *u == want),
+            )
+            .await?;
         ensure!(
             before.is_empty(),
             "unexpected answers before the presence record: {before:?}"
@@ -231,7 +297,8 @@ impl MailboxStream {
         &mut self,
         user: &UserId,
     ) -> Result<(Vec<MailboxResponse>, MailboxResponse)> {
-        self.send(&[MailboxRequest::GetPresence(*user)]).await?;
+        self.send(&[MailboxRequest::GetPresence(*user, None)])
+            .await?;
         let want = *user;
         self.recv_until(
             &format!("the presence answer for {user}"),

@@ -36,6 +36,16 @@ pub struct StorePeer {
     listen: Vec<Multiaddr>,
 }
 
+impl Drop for StorePeer {
+    /// A store peer still running stops before its data directory is deleted (see
+    /// `crate::teardown`).
+    fn drop(&mut self) {
+        if let Some(running) = self.running.take() {
+            crate::teardown::stop_from_drop(running.shutdown());
+        }
+    }
+}
+
 impl StorePeer {
     /// Starts a store peer on a fresh data directory with [`StorePeerConfig::loopback_store`],
     /// knowing the store peers at `peers`, with its [`StoreConfig`] changed by `tweak`.
@@ -44,11 +54,39 @@ impl StorePeer {
         peers: &[Multiaddr],
         tweak: impl FnOnce(&mut StoreConfig),
     ) -> Result<Self> {
+        Self::start_in(name, peers, None, tweak).await
+    }
+
+    /// Like [`StorePeer::start`], but with the identity `keypair` (e.g. one ground to sit
+    /// next to a victim's id).
+    pub async fn start_keyed(
+        name: &str,
+        peers: &[Multiaddr],
+        keypair: &libp2p::identity::Keypair,
+        tweak: impl FnOnce(&mut StoreConfig),
+    ) -> Result<Self> {
+        Self::start_in(name, peers, Some(keypair), tweak).await
+    }
+
+    async fn start_in(
+        name: &str,
+        peers: &[Multiaddr],
+        keypair: Option<&libp2p::identity::Keypair>,
+        tweak: impl FnOnce(&mut StoreConfig),
+    ) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("kith-{name}-"))
             .tempdir()
             .context("creating a temporary data directory")?;
-        let mut config = StorePeerConfig::loopback_store(dir.path().join("store"));
+        let data_dir = dir.path().join("store");
+        if let Some(keypair) = keypair {
+            kith_net::private_file::create_private_dir(&data_dir)?;
+            let key = keypair
+                .to_protobuf_encoding()
+                .context("encoding the store peer's key")?;
+            kith_net::private_file::write_private_file(&data_dir, kith_bootstrap::KEY_FILE, &key)?;
+        }
+        let mut config = StorePeerConfig::loopback_store(data_dir);
         config.peers = peers.to_vec();
         let mut store = StoreConfig::default();
         tweak(&mut store);
@@ -73,6 +111,35 @@ impl StorePeer {
             listen: config.listen.clone(),
             config,
             running: Some(running),
+        }
+    }
+
+    /// Waits until `node` has registered its mailbox here (this store peer shows the node's
+    /// presence to a holder of its access key); returns that key and the node's bundle, which
+    /// names this store peer.
+    pub async fn wait_registered(
+        &self,
+        node: &crate::TestNode,
+    ) -> Result<(kith_protocol::MailboxAccessKey, kith_protocol::KeyBundle)> {
+        let mut probe = super::MailboxClient::random().await?;
+        let mut s = probe.open(self).await?;
+        let user = node.user_id();
+        let deadline = tokio::time::Instant::now() + crate::TIMEOUT;
+        loop {
+            let (named, key) = node.mailbox().await?;
+            if named.contains(&self.peer_id())
+                && s.get_presence_with(&user, Some(key)).await?.is_some()
+            {
+                let invite = kith_node::invite::Invite::decode(&node.invite().await?)?;
+                return Ok((key, invite.bundle));
+            }
+            ensure!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {} to register with {}",
+                node.name(),
+                self.name
+            );
+            tokio::time::sleep(crate::POLL_INTERVAL).await;
         }
     }
 

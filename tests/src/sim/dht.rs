@@ -39,10 +39,7 @@ pub(super) async fn dht_probe(bootstrap: &[Multiaddr], targets: &[PeerId]) -> Re
     let cfg = NetConfig {
         listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
         bootstrap: bootstrap.to_vec(),
-        mdns: false,
-        kad_server: false,
-        idle_timeout: Duration::from_secs(60),
-        relay: None,
+        ..NetConfig::default()
     };
     let mut swarm = net::build_swarm(libp2p::identity::Keypair::generate_ed25519(), &cfg)?;
     swarm.listen_on(cfg.listen[0].clone())?;

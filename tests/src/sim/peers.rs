@@ -14,7 +14,7 @@ use std::{
 use anyhow::{anyhow, bail, Context, Result};
 use futures::StreamExt;
 use kith_bootstrap::{self as operator, metrics::Metrics};
-use kith_node::{mesh, net, Config, Event, RunningNode};
+use kith_node::{mesh, Config, Event, RunningNode};
 use kith_protocol::{DeliveryStatus, UserId};
 use libp2p::{Multiaddr, PeerId};
 use tokio::{sync::broadcast::error::RecvError, task::JoinHandle};
@@ -180,36 +180,58 @@ pub(super) fn running(u: &UserSlot) -> Result<&RunningNode> {
         .ok_or_else(|| anyhow!("{} is not running", u.name))
 }
 
-/// Waits until each user's presence is held by every store peer of its mailbox set: the
-/// node found them and subscribed there.
+/// Waits until each user has named its store peers (R, or every store peer when there are
+/// fewer) and registered and subscribed with each: the named store peer shows the user's
+/// presence to a holder of the user's access key.
 pub(super) async fn wait_ready(
     users: &[UserSlot],
     stores: &[StoreSlot],
     timeout: Duration,
 ) -> Result<()> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let replication = Config::loopback(PathBuf::new()).replication;
+    let want = Config::loopback(PathBuf::new())
+        .replication
+        .min(stores.len());
     let mut probe = MailboxClient::random().await?;
-    for s in stores {
-        let served: Vec<&UserSlot> = users
-            .iter()
-            .filter(|u| {
-                net::closest_peers(
-                    &u.user.peer_id(),
-                    stores.iter().map(|s| s.peer),
-                    replication,
-                )
-                .contains(&s.peer)
-            })
-            .collect();
-        let addrs = mesh::strip_p2p(&s.addrs);
-        let mut stream = probe.open_at(s.peer, addrs).await?;
-        for u in served {
-            while stream.get_presence(&u.user).await?.is_none() {
+    for u in users {
+        let (named, key) = loop {
+            let me = running(u)?.node.me().await?;
+            let invite = kith_node::invite::Invite::decode(&me.invite)?;
+            let named: Vec<PeerId> = invite
+                .bundle
+                .mailboxes
+                .iter()
+                .map(|p| p.peer.peer_id())
+                .collect();
+            if let (true, Some(key)) = (named.len() >= want, invite.access) {
+                break (named, key);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "timed out after {timeout:?} waiting for {} to name its store peers",
+                    u.name
+                );
+            }
+            tokio::time::sleep(crate::POLL_INTERVAL).await;
+        };
+        for peer in named {
+            let Some(s) = stores.iter().find(|s| s.peer == peer) else {
+                bail!(
+                    "{} named {peer}, which is not a store peer of the run",
+                    u.name
+                );
+            };
+            let addrs = mesh::strip_p2p(&s.addrs);
+            let mut stream = probe.open_at(s.peer, addrs).await?;
+            while stream
+                .get_presence_with(&u.user, Some(key))
+                .await?
+                .is_none()
+            {
                 if tokio::time::Instant::now() >= deadline {
                     bail!(
                         "timed out after {timeout:?} waiting for store peer {} to hold {}'s \
-                         presence (the node has not found it)",
+                         presence (the node has not registered there)",
                         s.peer,
                         u.name
                     );

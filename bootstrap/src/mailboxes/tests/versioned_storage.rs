@@ -4,20 +4,20 @@
 use super::*;
 use crate::{blobs::Blobs, mailboxes::STORE_PEER_VERSION};
 
-/// Opens `path` once every earlier handle has let go of it (sled's file lock outlives the
-/// last handle briefly): polls for up to 5 s.
-async fn open_when_released(path: &Path) -> Result<Mailboxes, MailboxError> {
+/// Opens the raw database at `path` once a previous handle's flusher thread has let go of
+/// its lock (at most 5 s).
+async fn sled_when_released(path: &Path) -> sled::Db {
     let mut last = None;
     for _ in 0..200 {
-        match Mailboxes::open(path) {
-            Err(MailboxError::Sled(e)) => {
+        match sled::open(path) {
+            Ok(db) => return db,
+            Err(e) => {
                 last = Some(e);
                 tokio::time::sleep(std::time::Duration::from_millis(25)).await;
             }
-            other => return other,
         }
     }
-    Err(MailboxError::Sled(last.unwrap()))
+    panic!("{} stays locked: {last:?}", path.display())
 }
 
 /// Replaces the stored bytes of envelope `n` of `user` with bytes that do not decode.
@@ -148,7 +148,7 @@ async fn a_newer_store_peer_database_is_refused_naming_both_versions() {
     let bob = user();
     write_legacy_database(&path, bob);
     {
-        let db = sled::open(&path).unwrap();
+        let db = sled_when_released(&path).await;
         db.insert(versioned::VERSION_KEY, &7u32.to_be_bytes())
             .unwrap();
         db.flush().unwrap();

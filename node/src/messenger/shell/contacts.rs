@@ -8,6 +8,7 @@ impl Messenger {
     pub(in crate::messenger) fn me_view(&self) -> Result<Me, NodeError> {
         let addrs = self.net.listen_addrs();
         let invite = Invite::new(self.me.bundle(), &addrs)
+            .with_access(self.access_key)
             .encode()
             .map_err(|e| NodeError::InvalidInput(e.to_string()))?;
         let peer = self.user.peer_id();
@@ -25,37 +26,57 @@ impl Messenger {
         &mut self,
         invite: &str,
         name: Option<String>,
-    ) -> Result<ContactView, NodeError> {
+    ) -> Result<(ContactView, Vec<MessageId>), NodeError> {
         let invite = Invite::decode(invite).map_err(|e| NodeError::BadInvite(e.to_string()))?;
         if invite.user() == self.user {
             return Err(NodeError::InvalidInput("that invite is your own".into()));
         }
         let addrs = invite.addrs.clone();
-        self.add_contact_bundle(invite.bundle, addrs, name)
+        let user = invite.user();
+        let view = self.add_contact_bundle(invite.bundle, addrs, name)?;
+        if let (Some(key), Some(c)) = (invite.access, self.contacts.get_mut(&user)) {
+            c.access = Some(key);
+            self.store.put_contact(c).map_err(store_err)?;
+        }
+        Ok(view)
     }
 
     /// Adds or updates a contact from a verified bundle and addresses (multiaddr bytes).
+    /// Returns the view and the receipts owed to a former request (they leave once durable).
     pub(in crate::messenger) fn add_contact_bundle(
         &mut self,
         bundle: KeyBundle,
         addrs: Vec<Vec<u8>>,
         name: Option<String>,
-    ) -> Result<ContactView, NodeError> {
+    ) -> Result<(ContactView, Vec<MessageId>), NodeError> {
         let user = bundle.user;
-        let contact = merged_contact(self.contacts.get(&user), bundle, addrs, name, now_ms());
+        if self.requests.is_blocked(&user) {
+            return Err(NodeError::InvalidInput(format!(
+                "{user} is blocked; unblock them first"
+            )));
+        }
+        let was_contact = self.contacts.contains_key(&user);
+        // A pending request the user now adds keeps the bundle and time it came with.
+        let old = self
+            .contacts
+            .get(&user)
+            .cloned()
+            .or_else(|| self.requests.take(&user));
+        let contact = merged_contact(old.as_ref(), bundle, addrs, name, now_ms());
         self.store.put_contact(&contact).map_err(store_err)?;
         let view = ContactView::from(&contact);
-        let dial_addrs = contact.multiaddrs();
         self.contacts.insert(user, contact);
-        let state = self.peer(user);
-        state.retry.allow_now();
-        state.dialing_until = Some(Instant::now() + DIAL_TIMEOUT);
-        self.net.dial(user.peer_id(), dial_addrs);
-        Ok(view)
+        if was_contact {
+            // A fresh invite of a contact means "reach them now".
+            self.dial_contact(user);
+            return Ok((view, Vec::new()));
+        }
+        let release = self.became_contact(user);
+        Ok((view, release))
     }
 
-    /// Takes a newer bundle for a contact, or adds the sender as a contact: the handshake
-    /// authenticated them, and replies need their bundle.
+    /// Takes a newer bundle for a contact (the handshake authenticated it, and replies need
+    /// it). Someone who is not a contact is never added here: see [`Messenger::admit_stranger`].
     pub(in crate::messenger) fn learn_bundle(&mut self, bundle: &KeyBundle) {
         let user = bundle.user;
         let updated = match self.contacts.get(&user) {
@@ -64,16 +85,7 @@ impl Messenger {
                 bundle: bundle.clone(),
                 ..c.clone()
             },
-            None => {
-                tracing::info!(%user, "message from a new user; added as a contact");
-                Contact {
-                    user,
-                    name: String::new(),
-                    bundle: bundle.clone(),
-                    addrs: Vec::new(),
-                    added_at_ms: now_ms(),
-                }
-            }
+            None => return,
         };
         if let Err(e) = self.store.put_contact(&updated) {
             tracing::error!(error = %e, "cannot store contact");

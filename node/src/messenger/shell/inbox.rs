@@ -144,6 +144,14 @@ impl Messenger {
                             tracing::warn!(%id, "handshake claims to come from ourselves; dropped");
                             return Err(Err(RejectReason::Invalid));
                         }
+                        // Someone who is not a contact is blocked, a request, or one too many:
+                        // the dropped ones are acknowledged (they learn nothing) and leave no
+                        // session behind.
+                        if !self.contacts.contains_key(&sender)
+                            && !self.admit_stranger(&opened.sender)
+                        {
+                            return Err(Ok(()));
+                        }
                         self.learn_bundle(&opened.sender);
                         self.load_sessions(sender);
                         match self.sessions.accept(sender, opened.session) {
@@ -184,6 +192,11 @@ impl Messenger {
                     tracing::info!(%id, "message in an unknown session; asking the sender to resend");
                     return Err(Err(RejectReason::Invalid));
                 };
+                if self.requests.is_blocked(&sender) {
+                    // Before any chain work: a blocked user's envelope is acknowledged and
+                    // dropped.
+                    return Err(Ok(()));
+                }
                 self.load_sessions(sender);
                 match self.sessions.open(sender, &env.header, body) {
                     Ok(p) => {
@@ -231,6 +244,13 @@ impl Messenger {
             Ok(opened) => opened,
             Err(answer) => return answer,
         };
+        // Only a contact hears more than the ack: a request's sender gets no receipt, no
+        // dial and no fetch of their media until the user accepts them.
+        let contact = self.contacts.contains_key(&sender);
+        if !contact && !self.requests.is_pending(&sender) {
+            tracing::debug!(%id, %sender, "message from a blocked or removed user; dropped");
+            return Ok(());
+        }
         let already =
             |store: &Store, sender: &UserId| store.has_message(Direction::Incoming, sender, &id);
         match already(&self.store, &sender) {
@@ -239,7 +259,7 @@ impl Messenger {
                 // The sender sends a message again when its delivered receipt did not come:
                 // answer with one again (receipts themselves are never receipted).
                 let kind = plaintext.payload.kind;
-                if kind == payload::kind::TEXT || kind == payload::kind::MEDIA {
+                if contact && (kind == payload::kind::TEXT || kind == payload::kind::MEDIA) {
                     batch.delivered.entry(sender).or_default().push(id);
                 }
                 return Ok(());
@@ -249,6 +269,10 @@ impl Messenger {
                 tracing::error!(error = %e, "cannot look up message");
                 return Err(RejectReason::Busy);
             }
+        }
+        if !contact && !self.request_has_room(&sender) {
+            tracing::info!(%id, %sender, "request already holds its most messages; dropped");
+            return Ok(());
         }
         match plaintext.payload.decode() {
             Ok(Payload::Text(t)) => {
@@ -328,16 +352,24 @@ impl Messenger {
                 };
                 // A record already there (written before a crash cut this sequence short)
                 // keeps its progress.
+                // Auto-download only from contacts and up to the size limit; the rest waits
+                // for the user (or, for a request, for them to be accepted).
+                let mut record = record;
+                let auto = contact && m.size <= self.cfg.auto_download_bytes;
+                if !auto {
+                    record.state = MediaState::Waiting;
+                }
                 if fresh {
                     if let Err(e) = self.transfers.put_record(&record) {
                         tracing::error!(error = %e, "cannot store media record");
                         return Err(RejectReason::Busy);
                     }
                 }
-                if self.store_received(&msg, batch)? {
+                if self.store_received(&msg, batch)? && auto {
                     self.transfers.start(media_id);
                 }
             }
+            Ok(Payload::ContactCard(card)) => self.on_card(sender, *card),
             Ok(Payload::Unknown { kind }) => {
                 tracing::info!(%id, %sender, kind, "payload of an unknown kind; acknowledged, not shown");
             }
@@ -363,7 +395,10 @@ impl Messenger {
                     peer: msg.peer.to_string(),
                     message: crate::view::message_view(&self.store, &self.user, msg),
                 });
-                batch.delivered.entry(msg.peer).or_default().push(msg.id);
+                // A request's sender is owed its receipts only once accepted.
+                if self.contacts.contains_key(&msg.peer) {
+                    batch.delivered.entry(msg.peer).or_default().push(msg.id);
+                }
                 Ok(true)
             }
             Ok(false) => Ok(false),

@@ -2,16 +2,45 @@
 
 use crate::messenger::{
     deposits::Refusal,
+    retry::Retry,
     unopened::{sort_outcomes, Sorted},
     *,
 };
 
 /// What the messenger knows about one store peer.
 pub(in crate::messenger) struct StoreState {
+    /// The link under our own identity: our mailbox (subscription, deletes, heartbeats).
     pub(in crate::messenger) link: Option<ActiveStoreLink>,
+    /// The link under the current ephemeral deposit identity: deposits and presence
+    /// questions about others.
+    pub(in crate::messenger) deposit_link: Option<ActiveStoreLink>,
     /// After a lost link, when the heartbeat may reopen it (the wait doubles up to the
     /// configured maximum).
     pub(in crate::messenger) retry: Retry,
+    /// Where it listens (from identify, or from the bundle that named it).
+    pub(in crate::messenger) addrs: Vec<libp2p::Multiaddr>,
+    /// It told us itself that it speaks `/kith/mailbox/1` (only such peers are ever chosen
+    /// for our own mailbox).
+    pub(in crate::messenger) advertised: bool,
+    /// Since when our link to it has been down (cleared when it comes back up).
+    pub(in crate::messenger) down_since: Option<Instant>,
+}
+
+impl StoreState {
+    /// A store peer we know nothing more about yet.
+    pub(in crate::messenger) fn new(
+        min_backoff: std::time::Duration,
+        max_backoff: std::time::Duration,
+    ) -> Self {
+        StoreState {
+            link: None,
+            deposit_link: None,
+            retry: Retry::new(min_backoff, max_backoff),
+            addrs: Vec::new(),
+            advertised: false,
+            down_since: None,
+        }
+    }
 }
 
 /// An open link to a store peer.
@@ -29,15 +58,27 @@ pub(in crate::messenger) struct ActiveStoreLink {
 }
 
 impl Messenger {
-    /// The `r` known store peers closest to `user` (its mailbox set).
-    pub(in crate::messenger) fn store_set(&self, user: &UserId, r: usize) -> Vec<PeerId> {
-        closest_peers(&user.peer_id(), self.stores.keys().copied(), r)
+    /// The store peers `user` named for its mailbox (for us: our own choice). Senders
+    /// deposit there and nowhere else, whatever other peers advertise or how close their ids.
+    pub(in crate::messenger) fn store_set(&mut self, user: &UserId) -> Vec<PeerId> {
+        if *user == self.user {
+            return self.named_stores();
+        }
+        self.learn_named_stores(user)
     }
 
-    /// The store peers we fetch our own mailbox from: our set, and as many again beyond it,
-    /// which still hold messages deposited before the set last changed.
+    /// The store peers we fetch our own mailbox from: the ones we named, and those named
+    /// before, which may still hold messages deposited before the choice changed.
     pub(in crate::messenger) fn my_stores(&self) -> Vec<PeerId> {
-        self.store_set(&self.user, self.cfg.replication * 2)
+        let mut out = self.named_stores();
+        out.extend(
+            self.choice
+                .previous
+                .iter()
+                .map(UserId::peer_id)
+                .filter(|p| self.stores.contains_key(p)),
+        );
+        out
     }
 
     /// Opens links to our mailbox's store peers (each subscribes on open).
@@ -64,6 +105,7 @@ impl Messenger {
             .map(|l| (l.tx.clone(), l.subscribed));
         if let Some((tx, subscribed)) = open {
             if ours && !subscribed {
+                let _ = tx.try_send(MailboxRequest::Register(self.registration()));
                 let now_subscribed = tx.try_send(MailboxRequest::Subscribe).is_ok();
                 let record = self.presence_record();
                 let _ = tx.try_send(MailboxRequest::Presence(record));
@@ -92,6 +134,8 @@ impl Messenger {
         );
         let mut subscribed = false;
         if let Some(record) = record {
+            // The store peer holds our mailbox only once it has our registration.
+            let _ = tx.try_send(MailboxRequest::Register(self.registration()));
             subscribed = tx.try_send(MailboxRequest::Subscribe).is_ok();
             let _ = tx.try_send(MailboxRequest::Presence(record));
         }
@@ -105,23 +149,27 @@ impl Messenger {
         Some(tx)
     }
 
-    /// Seals what is queued for an unreachable `user` and deposits it on their mailbox set.
+    /// Seals what is queued for an unreachable `user` and deposits it on the store peers
+    /// they named, through the ephemeral deposit identity, with their access key if they gave
+    /// us one.
     pub(in crate::messenger) fn deposit_queue(&mut self, user: UserId) {
-        let set = self.store_set(&user, self.cfg.replication);
-        // W copies, unless the whole network has fewer store peers than that (a single
-        // operator's store peer): then every store peer there is.
-        let needed = self
-            .cfg
-            .write_quorum
-            .min(self.cfg.replication)
-            .min(self.stores.len())
-            .max(1);
-        if set.len() < needed {
-            tracing::debug!(%user, known = set.len(), needed, "not enough store peers known to deposit yet");
+        let set = self.store_set(&user);
+        if set.is_empty() {
+            // Their bundle names no store peer (an old bundle): look for a newer one.
+            tracing::debug!(%user, "recipient names no store peers yet");
+            self.refresh_bundle(user);
             return;
         }
+        // W copies, unless the recipient named fewer store peers than that.
+        let needed = self.cfg.write_quorum.min(set.len()).max(1);
         let links: Vec<mpsc::Sender<MailboxRequest>> =
-            set.iter().filter_map(|p| self.store_link(*p)).collect();
+            set.iter().filter_map(|p| self.deposit_link(*p)).collect();
+        let waiting = set.iter().filter(|p| self.deposit_pending(p)).count();
+        if links.len() < needed || (links.len() < set.len() && waiting > 0) {
+            tracing::debug!(%user, open = links.len(), needed, waiting, "deposit links not ready yet");
+            return;
+        }
+        let key = self.access_key_of(&user);
         let Some(mut state) = self.peers.remove(&user) else {
             return;
         };
@@ -142,7 +190,7 @@ impl Messenger {
             };
             let mut sent = 0;
             for l in &links {
-                if l.try_send(MailboxRequest::Deposit(envelope.clone()))
+                if l.try_send(MailboxRequest::Deposit(envelope.clone(), key))
                     .is_ok()
                 {
                     sent += 1;
@@ -182,7 +230,10 @@ impl Messenger {
             LinkSignal::Up => {
                 tracing::debug!(%store, "store link up");
                 if let Some(s) = self.stores.get_mut(&store) {
-                    s.retry.succeeded();
+                    if s.link.as_ref().map(|l| l.generation) == Some(generation) {
+                        s.retry.succeeded();
+                        s.down_since = None;
+                    }
                 }
             }
             LinkSignal::Down => {
@@ -190,6 +241,10 @@ impl Messenger {
                     if s.link.as_ref().map(|l| l.generation) == Some(generation) {
                         s.link = None;
                         s.retry.failed(Instant::now());
+                        s.down_since.get_or_insert_with(Instant::now);
+                    }
+                    if s.deposit_link.as_ref().map(|l| l.generation) == Some(generation) {
+                        s.deposit_link = None;
                     }
                 }
             }
@@ -226,6 +281,12 @@ impl Messenger {
         reason: RefuseReason,
     ) {
         tracing::warn!(%store, %id, ?reason, "store peer refused deposit");
+        if reason == RefuseReason::NotNamed {
+            // The recipient moved its mailbox: find where to.
+            if let Some(to) = self.outbox.get(&id).map(|e| e.to) {
+                self.refresh_bundle(to);
+            }
+        }
         match self.deposits.refused(store, id, reason) {
             // Enough of the others may still hold it, or the refusal passes (quota, rate):
             // the entry stays in flight and is deposited again after the ack timeout.

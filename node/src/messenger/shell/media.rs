@@ -30,7 +30,7 @@ impl Messenger {
         let stores = if online {
             Vec::new()
         } else {
-            self.store_set(&to, self.cfg.replication)
+            self.store_set(&to)
         };
         let record = MediaRecord {
             hash,

@@ -3,6 +3,7 @@
 //! across parts, reads the clock or touches I/O; each file here drives the part of the same
 //! name (`inbox`, `mailbox` and `media` have no pure part of their own yet).
 
+pub(in crate::messenger) mod access;
 mod contacts;
 pub(in crate::messenger) mod inbox;
 pub(in crate::messenger) mod mailbox;
@@ -10,4 +11,5 @@ mod media;
 mod outbox;
 mod peers;
 mod presence;
+mod requests;
 mod sessions;

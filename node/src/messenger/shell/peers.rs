@@ -2,7 +2,7 @@
 //! The decisions are the pure part [`crate::messenger::peers`]'s; this is the shell acting on them.
 
 use crate::messenger::peers::*;
-use crate::messenger::{retry::Retry, *};
+use crate::messenger::*;
 
 impl Messenger {
     /// Makes sure a link to `user` exists or is being made: opens one at once when the
@@ -157,25 +157,30 @@ impl Messenger {
                 self.pump(user);
             }
             NetEvent::Identified {
-                peer, protocols, ..
+                peer,
+                protocols,
+                addrs,
             } if kith_net::protocols::speaks(&protocols, &kith_net::protocols::MAILBOX) => {
-                if let std::collections::hash_map::Entry::Vacant(slot) = self.stores.entry(peer) {
+                if self.stores.len() >= MAX_KNOWN_STORES && !self.stores.contains_key(&peer) {
+                    // Anyone can advertise the mailbox protocol: a flood of them must not
+                    // grow this map without bound.
+                    tracing::debug!(store = %peer, "too many store peers known; not kept");
+                    return;
+                }
+                let (min, max) = (self.cfg.min_backoff, self.cfg.max_backoff);
+                let state = self
+                    .stores
+                    .entry(peer)
+                    .or_insert_with(|| StoreState::new(min, max));
+                let first = !state.advertised;
+                state.advertised = true;
+                state.addrs = addrs.into_iter().take(crate::invite::MAX_ADDRS).collect();
+                if first {
                     tracing::info!(store = %peer, "store peer found");
-                    slot.insert(StoreState {
-                        link: None,
-                        retry: Retry::new(self.cfg.min_backoff, self.cfg.max_backoff),
-                    });
+                    self.maybe_rechoose_mailboxes();
                     self.subscribe_mailbox();
                     // Anything waiting for an unreachable contact may now be deposited.
-                    let waiting: Vec<UserId> = self
-                        .peers
-                        .iter()
-                        .filter(|(_, s)| s.unreachable && !s.queue.is_empty())
-                        .map(|(u, _)| *u)
-                        .collect();
-                    for u in waiting {
-                        self.pump(u);
-                    }
+                    self.pump_waiting();
                 }
             }
             NetEvent::Discovered(peer, addrs) | NetEvent::Identified { peer, addrs, .. } => {
@@ -202,6 +207,8 @@ impl Messenger {
 
     pub(in crate::messenger) fn on_maintenance(&mut self) {
         let now = Instant::now();
+        self.maybe_rechoose_mailboxes();
+        self.maybe_rotate_deposit_identity();
         if self.unopened.refetch_due(now) {
             // Subscribing again makes each store peer push everything it still holds; what
             // is already here is recognised by sender and id.

@@ -13,10 +13,12 @@ impl Messenger {
             return Err(NodeError::UnknownContact(peer.to_string()));
         }
         let now = now_ms();
-        Ok(match self.peers.get(peer) {
+        let mut view = match self.peers.get(peer) {
             Some(state) => state.seen.view(self.share_presence, now),
             None => Seen::default().view(false, now),
-        })
+        };
+        view.route = self.net.route(&peer.peer_id()).into();
+        Ok(view)
     }
 
     pub(in crate::messenger) fn presence_event(&self, peer: &UserId) {
@@ -45,8 +47,10 @@ impl Messenger {
 
     pub(in crate::messenger) fn presence_record(&mut self) -> PresenceRecord {
         self.presence_seq = self.presence_seq.max(now_ms()).saturating_add(1);
+        // Store peers show it only to those holding our access key (our contacts); direct
+        // links carry it only to contacts.
         let visibility = if self.share_presence {
-            Visibility::Everyone
+            Visibility::Contacts
         } else {
             Visibility::Nobody
         };
@@ -62,9 +66,10 @@ impl Messenger {
                 let _ = link.tx.try_send(MsgFrame::Presence(record.clone()));
             }
         }
-        // Readers ask the R store peers nearest to us for our last seen, so heartbeats go to
-        // those R only; the wider 2R set we fetch our mailbox from just keeps its links.
-        for (rank, store) in my_stores.into_iter().enumerate() {
+        // Readers ask the store peers we named for our last seen, so heartbeats go to those
+        // only; the ones named before, which we still fetch from, just keep their links.
+        let named = self.named_stores();
+        for store in my_stores {
             let link = self
                 .stores
                 .get(&store)
@@ -72,7 +77,7 @@ impl Messenger {
                 .filter(|l| !l.tx.is_closed());
             match link {
                 Some(link) => {
-                    if rank < self.cfg.replication {
+                    if named.contains(&store) {
                         let _ = link.tx.try_send(MailboxRequest::Presence(record.clone()));
                     }
                 }
@@ -98,20 +103,12 @@ impl Messenger {
                 .copied()
                 .collect();
             for user in offline {
-                let set = self.store_set(&user, self.cfg.replication);
-                let link = set
-                    .iter()
-                    .find_map(|p| self.stores.get(p).and_then(|s| s.link.as_ref()))
-                    .map(|l| l.tx.clone());
-                match link {
-                    Some(tx) => {
-                        let _ = tx.try_send(MailboxRequest::GetPresence(user));
-                    }
-                    None => {
-                        if let Some(first) = set.first().copied() {
-                            self.store_link(first);
-                        }
-                    }
+                // Asked through the deposit identity: the store peer learns that someone
+                // holding the key asks, not who.
+                let key = self.access_key_of(&user);
+                let set = self.store_set(&user);
+                if let Some(tx) = set.iter().find_map(|p| self.deposit_link(*p)) {
+                    let _ = tx.try_send(MailboxRequest::GetPresence(user, key));
                 }
             }
         }

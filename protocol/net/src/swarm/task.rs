@@ -17,8 +17,10 @@ use libp2p::{
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+pub(super) use super::relays::Relays;
 use super::{
     behaviour::{Behaviour, BehaviourEvent},
+    conns::{relayed, PeerConns},
     messages::{NetCommand, NetEvent},
 };
 use crate::protocols::KAD;
@@ -33,8 +35,37 @@ pub(super) struct SwarmTask {
     pub(super) listen_addrs: watch::Sender<Vec<Multiaddr>>,
     pub(super) pending_find: HashMap<kad::QueryId, (PeerId, oneshot::Sender<Vec<Multiaddr>>)>,
     pub(super) pending_get: HashMap<kad::QueryId, PendingGet>,
-    /// Addresses learned for peers (from dials asked for, identify and mDNS), bounded per peer.
+    /// Addresses learned for peers (from dials asked for, identify and mDNS), bounded per peer
+    /// and in peers ([`MAX_KNOWN_PEERS`]).
     pub(super) known_addrs: HashMap<PeerId, HashSet<Multiaddr>>,
+    /// The IP address of each connected peer, for per-IP limits of the services.
+    pub(super) remote_ips: RemoteIps,
+    /// Each connected peer's open connections: which to close so one remains, and the
+    /// counts behind [`super::Network::route`].
+    pub(super) conns: PeerConns,
+    /// Whether the duplicates `conns` finds are closed ([`super::NetConfig::close_duplicates`]).
+    pub(super) close_duplicates: bool,
+    /// The relays we listen through.
+    pub(super) relays: Relays,
+}
+
+/// Connected peers' IP addresses, written by the swarm task only and read by services
+/// through [`super::Network::remote_ip`]. A lock held for one map operation, never across an
+/// await; an entry goes with its peer's last connection, so the map is bounded by the
+/// connection limits.
+pub(super) type RemoteIps = std::sync::Arc<std::sync::Mutex<HashMap<PeerId, std::net::IpAddr>>>;
+
+/// Most peers whose addresses are remembered: past it, a peer not connected is forgotten to
+/// make room (peer ids are free, so strangers must not grow this map without end).
+const MAX_KNOWN_PEERS: usize = 4096;
+
+/// The IP address a multiaddr starts with, if any.
+fn ip_of(addr: &Multiaddr) -> Option<std::net::IpAddr> {
+    addr.iter().find_map(|p| match p {
+        libp2p::multiaddr::Protocol::Ip4(ip) => Some(ip.into()),
+        libp2p::multiaddr::Protocol::Ip6(ip) => Some(ip.into()),
+        _ => None,
+    })
 }
 
 /// A DHT record lookup under way: values found so far, and who waits for them.
@@ -62,6 +93,20 @@ impl SwarmTask {
     }
 
     fn remember(&mut self, peer: PeerId, addrs: impl IntoIterator<Item = Multiaddr>) {
+        if !self.known_addrs.contains_key(&peer) && self.known_addrs.len() >= MAX_KNOWN_PEERS {
+            let swarm = &self.swarm;
+            let idle = self
+                .known_addrs
+                .keys()
+                .find(|p| !swarm.is_connected(p))
+                .copied();
+            match idle {
+                Some(p) => {
+                    self.known_addrs.remove(&p);
+                }
+                None => return,
+            }
+        }
         let entry = self.known_addrs.entry(peer).or_default();
         for a in addrs {
             if entry.len() >= MAX_ADDRS_PER_PEER {
@@ -125,6 +170,7 @@ impl SwarmTask {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, "listening");
+                let address = self.without_own_id(address);
                 self.listen_addrs.send_modify(|a| {
                     if !a.contains(&address) {
                         a.push(address)
@@ -132,17 +178,43 @@ impl SwarmTask {
                 });
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
+                let address = self.without_own_id(address);
                 self.listen_addrs
                     .send_modify(|a| a.retain(|x| x != &address));
             }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                addresses,
+                ..
+            } => {
+                let gone: Vec<Multiaddr> = addresses
+                    .into_iter()
+                    .map(|a| self.without_own_id(a))
+                    .collect();
+                self.listen_addrs
+                    .send_modify(|a| a.retain(|x| !gone.contains(x)));
+                self.relays.on_listener_closed(listener_id);
+            }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
+                connection_id,
                 num_established,
                 endpoint,
                 ..
             } => {
                 if let ConnectedPoint::Dialer { address, .. } = &endpoint {
                     self.remember(peer_id, [address.clone()]);
+                }
+                let through_relay = relayed(&endpoint);
+                // A relayed connection's address starts with the relay's IP, not the peer's.
+                if let Some(ip) = ip_of(endpoint.get_remote_address()).filter(|_| !through_relay) {
+                    let mut ips = self.remote_ips.lock().unwrap_or_else(|p| p.into_inner());
+                    ips.insert(peer_id, ip);
+                }
+                let duplicates = self.conns.established(peer_id, connection_id, &endpoint);
+                for duplicate in duplicates.into_iter().filter(|_| self.close_duplicates) {
+                    tracing::debug!(peer = %peer_id, connection = %duplicate, "duplicate connection closed");
+                    self.swarm.close_connection(duplicate);
                 }
                 if num_established.get() == 1 {
                     tracing::debug!(peer = %peer_id, "connected");
@@ -151,13 +223,26 @@ impl SwarmTask {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
+                connection_id,
                 num_established,
                 ..
             } => {
+                self.conns.closed(peer_id, connection_id);
                 if num_established == 0 {
+                    self.remote_ips
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&peer_id);
                     tracing::debug!(peer = %peer_id, "disconnected");
                     self.emit(NetEvent::Disconnected(peer_id));
                 }
+            }
+            SwarmEvent::IncomingConnectionError {
+                error,
+                send_back_addr,
+                ..
+            } => {
+                tracing::debug!(from = %send_back_addr, %error, "inbound connection refused or failed");
             }
             SwarmEvent::OutgoingConnectionError {
                 peer_id: Some(peer),
@@ -184,6 +269,18 @@ impl SwarmTask {
                     }
                 }
                 self.remember(peer_id, info.listen_addrs.clone());
+                let known = &self.known_addrs;
+                let listen = &info.listen_addrs;
+                self.relays
+                    .on_identified(&mut self.swarm, peer_id, &info.protocols, || {
+                        known
+                            .get(&peer_id)
+                            .into_iter()
+                            .flatten()
+                            .chain(listen)
+                            .cloned()
+                            .collect()
+                    });
                 self.emit(NetEvent::Identified {
                     peer: peer_id,
                     addrs: info.listen_addrs,
@@ -250,9 +347,39 @@ impl SwarmTask {
                     }
                 }
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(libp2p::dcutr::Event {
+                remote_peer_id,
+                result,
+            })) => match result {
+                Ok(_) => tracing::info!(peer = %remote_peer_id, "hole punching: direct connection"),
+                Err(e) => {
+                    tracing::info!(peer = %remote_peer_id, error = %e, "hole punching failed")
+                }
+            },
+            SwarmEvent::Behaviour(BehaviourEvent::Autonat(e)) => {
+                tracing::debug!(addr = %e.tested_addr, server = %e.server, ok = e.result.is_ok(), "AutoNAT probe");
+            }
+            SwarmEvent::ExternalAddrConfirmed { address } => {
+                tracing::info!(%address, "external address confirmed");
+                // Identify pushes only new listen addresses by itself; a confirmed external
+                // one (a UPnP mapping, an AutoNAT-confirmed address) is news to the peers we
+                // are connected to as well, so they dial it without reconnecting first.
+                let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+                self.swarm.behaviour_mut().identify.push(connected);
+            }
             SwarmEvent::Behaviour(event) => tracing::trace!(?event, "behaviour event"),
             other => tracing::trace!(?other, "swarm event"),
         }
+    }
+
+    /// `addr` without a trailing `/p2p/<our id>`: a relayed listen address ends in our own
+    /// id, and listen addresses go out without one (their users add it).
+    fn without_own_id(&self, mut addr: Multiaddr) -> Multiaddr {
+        let me = *self.swarm.local_peer_id();
+        if matches!(addr.iter().last(), Some(libp2p::multiaddr::Protocol::P2p(p)) if p == me) {
+            addr.pop();
+        }
+        addr
     }
 
     fn emit(&self, event: NetEvent) {

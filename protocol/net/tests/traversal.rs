@@ -1,0 +1,97 @@
+//! NAT traversal pieces on loopback: a peer reserves on a relay it meets and becomes
+//! reachable through it; a relayed connection is upgraded to a direct one by hole punching;
+//! the gate refuses relayed strangers; QUIC and DNS names dial. (Real NATs are the NAT lab's
+//! business: `scripts/nat-lab.sh`.)
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{
+    alice_dialing_bob_through_the_relay, loopback, relay_and_reserved_bob, wait_until, Peer, QUIC,
+    TCP, TIMEOUT,
+};
+use kith_net::{NetConfig, NetEvent, RelayedFilter, Route};
+use libp2p::{multiaddr::Protocol, Multiaddr, PeerId};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reserved_peer_is_reached_through_the_relay_and_hole_punching_makes_it_direct() {
+    let (_relay, alice, bob) = alice_dialing_bob_through_the_relay().await;
+    let first = wait_until("alice to connect to bob", || async {
+        Some(alice.net.route(&bob.id())).filter(|r| *r != Route::None)
+    })
+    .await;
+    assert!(
+        matches!(first, Route::Relayed | Route::Direct),
+        "first route {first:?}"
+    );
+    wait_until("hole punching to open a direct connection", || async {
+        (alice.net.route(&bob.id()) == Route::Direct).then_some(())
+    })
+    .await;
+    assert_eq!(bob.net.route(&alice.id()), Route::Direct);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_is_refused_through_the_relay_and_gets_no_dial_back() {
+    // Attack: a stranger connects through a relay so that hole punching makes bob dial it.
+    let nobody = RelayedFilter(Arc::new(|_: &PeerId| false));
+    let (_relay, mut bob, circuit) = relay_and_reserved_bob(Some(nobody)).await;
+    let mut stranger = Peer::start(NetConfig {
+        hole_punching: true,
+        ..loopback(&[TCP])
+    })
+    .await;
+    stranger.net.dial(bob.id(), vec![circuit]);
+    // The stranger's side may count the connection as up until bob's refusal closes it.
+    tokio::time::timeout(TIMEOUT, async {
+        while let Some(ev) = stranger.events.recv().await {
+            if matches!(ev, NetEvent::DialFailed(p) | NetEvent::Disconnected(p) if p == bob.id()) {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the stranger's connection attempt ends");
+    assert_eq!(bob.net.route(&stranger.id()), Route::None);
+    // Bob never connected to the stranger (no hole punching dial towards it).
+    while let Ok(ev) = bob.events.try_recv() {
+        assert!(
+            !matches!(ev, NetEvent::Connected(p) if p == stranger.id()),
+            "bob connected to the stranger"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_connect_over_quic_alone_and_by_dns_name() {
+    let bob = Peer::start(loopback(&[QUIC, TCP])).await;
+    let alice = Peer::start(loopback(&[QUIC])).await;
+    alice.net.dial(bob.id(), vec![bob.addr("quic-v1")]);
+    wait_until("alice to connect over QUIC", || async {
+        (alice.net.route(&bob.id()) == Route::Direct).then_some(())
+    })
+    .await;
+
+    // `localhost` comes from /etc/hosts: no resolver outside this machine is asked.
+    let port = bob
+        .addr("tcp")
+        .iter()
+        .find_map(|p| match p {
+            Protocol::Tcp(port) => Some(port),
+            _ => None,
+        })
+        .expect("a tcp port");
+    let by_name: Multiaddr = format!("/dns4/localhost/tcp/{port}/p2p/{}", bob.id())
+        .parse()
+        .expect("a dns address");
+    let carol = Peer::start(NetConfig {
+        bootstrap: vec![by_name],
+        ..loopback(&[TCP])
+    })
+    .await;
+    wait_until("carol to reach her bootstrap peer by name", || async {
+        (carol.net.route(&bob.id()) == Route::Direct).then_some(())
+    })
+    .await;
+}
