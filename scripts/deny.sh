@@ -39,6 +39,9 @@ fi
 
 export KITH_ADVISORY_DBS="$root"
 echo "== cargo deny: the workspace"
+# --offline needs every crate in Cargo.lock on disk, those of other platforms too (cargo
+# metadata reads them all), which a build on this machine never downloads.
+cargo fetch --locked >/dev/null
 cargo deny --offline --locked check "$@"
 # The fuzz targets are a workspace of their own (tests/fuzz); --offline needs their crates.
 echo "== cargo deny: the fuzz workspace (tests/fuzz)"
