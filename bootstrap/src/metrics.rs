@@ -327,11 +327,12 @@ impl Collector for Series {
     }
 }
 
-/// The registry `/metrics` shows, every name prefixed `kith_`: the peer's counters and
-/// gauges, `kith_build_info{version}`, and the latency histograms. Built once at start;
-/// libp2p-metrics can register the swarm's series into the same registry.
+/// The registry `/metrics` shows: under `kith_`, the peer's counters and gauges,
+/// `kith_build_info{version}` and the latency histograms. Built once at start; the swarm's
+/// series (libp2p-metrics) join it under `libp2p_` ([`swarm_series`]).
 pub fn registry(metrics: Arc<Metrics>) -> Registry {
-    let mut registry = Registry::with_prefix("kith");
+    let mut root = Registry::default();
+    let registry = root.sub_registry_with_prefix("kith");
     registry.register(
         "build",
         "The running build.",
@@ -350,7 +351,13 @@ pub fn registry(metrics: Arc<Metrics>) -> Registry {
         metrics.latency.fetch_page.clone(),
     );
     registry.register_collector(Box::new(Series(metrics)));
-    registry
+    root
+}
+
+/// Registers libp2p's own series (swarm, Kademlia, identify, relay, ping, hole punching)
+/// in `registry` (libp2p-metrics names them `libp2p_…`), for the swarm task to record into.
+pub fn swarm_series(registry: &mut Registry) -> kith_net::swarm::SwarmMetrics {
+    kith_net::swarm::SwarmMetrics::register(registry)
 }
 
 /// The OpenMetrics text of `registry` (what `/metrics` answers).

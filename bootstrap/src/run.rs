@@ -109,6 +109,9 @@ pub async fn start(cfg: Config) -> Result<Running, RunError> {
         None => None,
     };
     let peer_id = key.public().to_peer_id();
+    let metrics = Arc::new(Metrics::default());
+    let mut registry = metrics::registry(metrics.clone());
+    let swarm_series = metrics::swarm_series(&mut registry);
     let net_cfg = NetConfig {
         listen: cfg.listen.clone(),
         bootstrap: cfg.peers.clone(),
@@ -121,11 +124,11 @@ pub async fn start(cfg: Config) -> Result<Running, RunError> {
         // Confirmed before the first connection, so identify and Kademlia announce them from
         // the start.
         external_addrs: cfg.external_addrs.clone(),
+        metrics: Some(swarm_series),
         ..NetConfig::default()
     };
     let cancel = CancellationToken::new();
     let (network, mut events, net_task) = swarm::start(key, &net_cfg, cancel.clone()).await?;
-    let metrics = Arc::new(Metrics::default());
     let mut tasks = vec![net_task];
     match (&cfg.store, mailboxes) {
         (Some(store_cfg), Some(mailboxes)) => {
@@ -190,7 +193,7 @@ pub async fn start(cfg: Config) -> Result<Running, RunError> {
             tasks.iter().map(|t| t.abort_handle()).collect(),
         );
         let served = http::Served {
-            registry: Arc::new(metrics::registry(metrics.clone())),
+            registry: Arc::new(registry),
             health: Arc::new(health),
         };
         let c = http_cancel.clone();

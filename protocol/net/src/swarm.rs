@@ -84,6 +84,27 @@ pub struct NetConfig {
     /// after it was turned on, media downloads sometimes stalled in CI until their timeout —
     /// a transfer stream on a closed duplicate is not yet picked up again at once.
     pub close_duplicates: bool,
+    /// Where the swarm task records libp2p's own series (connections, Kademlia, identify,
+    /// relay, ping, hole punching); `None` records nothing.
+    pub metrics: Option<SwarmMetrics>,
+}
+
+/// libp2p's own metrics (libp2p-metrics), registered in a prometheus registry the owner
+/// serves; the swarm task records every event into them.
+#[derive(Clone)]
+pub struct SwarmMetrics(std::sync::Arc<libp2p::metrics::Metrics>);
+
+impl SwarmMetrics {
+    /// Registers libp2p's series in `registry` (libp2p-metrics prefixes them `libp2p_`).
+    pub fn register(registry: &mut prometheus_client::registry::Registry) -> Self {
+        SwarmMetrics(std::sync::Arc::new(libp2p::metrics::Metrics::new(registry)))
+    }
+}
+
+impl std::fmt::Debug for SwarmMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SwarmMetrics")
+    }
 }
 
 impl Default for NetConfig {
@@ -104,6 +125,7 @@ impl Default for NetConfig {
             relayed_filter: None,
             external_addrs: Vec::new(),
             close_duplicates: false,
+            metrics: None,
         }
     }
 }
@@ -503,6 +525,7 @@ pub async fn spawn(
         remote_ips: remote_ips.clone(),
         conns: conns::PeerConns::new(local_peer, routes.clone()),
         close_duplicates: cfg.close_duplicates,
+        metrics: cfg.metrics.clone(),
         relays: task::Relays::new(cfg.reserve_on_relays),
     };
     let handle = tokio::spawn(task.run(cancel));

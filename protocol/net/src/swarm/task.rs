@@ -47,6 +47,8 @@ pub(super) struct SwarmTask {
     pub(super) close_duplicates: bool,
     /// The relays we listen through.
     pub(super) relays: Relays,
+    /// libp2p's own series, when the owner serves metrics.
+    pub(super) metrics: Option<super::SwarmMetrics>,
 }
 
 /// Connected peers' IP addresses, written by the swarm task only and read by services
@@ -167,6 +169,9 @@ impl SwarmTask {
     }
 
     fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        if let Some(m) = &self.metrics {
+            record(&m.0, &event);
+        }
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, "listening");
@@ -385,6 +390,23 @@ impl SwarmTask {
     fn emit(&self, event: NetEvent) {
         if let Err(e) = self.events.try_send(event) {
             tracing::warn!(error = %e, "network event queue full; event dropped");
+        }
+    }
+}
+
+/// Records `event` in libp2p's series: the swarm's own, and those of the behaviours
+/// libp2p-metrics knows.
+fn record(m: &libp2p::metrics::Metrics, event: &SwarmEvent<BehaviourEvent>) {
+    use libp2p::metrics::Recorder;
+    m.record(event);
+    if let SwarmEvent::Behaviour(b) = event {
+        match b {
+            BehaviourEvent::Kad(e) => m.record(e),
+            BehaviourEvent::Identify(e) => m.record(e),
+            BehaviourEvent::Ping(e) => m.record(e),
+            BehaviourEvent::Relay(e) => m.record(e),
+            BehaviourEvent::Dcutr(e) => m.record(e),
+            _ => {}
         }
     }
 }
