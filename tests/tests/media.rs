@@ -18,7 +18,7 @@ use kith_protocol::{
 };
 use kith_tests::{
     init_logging, introduce,
-    mesh::{MailboxClient, Mesh},
+    mesh::{wait_conversation_statuses, MailboxClient, Mesh},
     wait_for, Auth, TestNode, TIMEOUT,
 };
 use reqwest::Method;
@@ -66,14 +66,29 @@ async fn send_media(
     mime: &str,
     bytes: Vec<u8>,
 ) -> Result<BlobHash> {
+    Ok(send_media_message(from, to, name, mime, bytes).await?.1)
+}
+
+/// [`send_media`], also returning the message's id.
+async fn send_media_message(
+    from: &TestNode,
+    to: &TestNode,
+    name: &str,
+    mime: &str,
+    bytes: Vec<u8>,
+) -> Result<(MessageId, BlobHash)> {
     let res = post_media(from, to, name, mime, bytes).await?;
     res.expect_status(201)?;
-    let hex = res
-        .body
-        .get("hash")
-        .and_then(Value::as_str)
-        .ok_or_else(|| anyhow!("no hash in {}", res.body))?;
-    BlobHash::from_hex(hex).map_err(|e| anyhow!("bad hash {hex}: {e}"))
+    let field = |name: &str| {
+        res.body
+            .get(name)
+            .and_then(Value::as_str)
+            .ok_or_else(|| anyhow!("no {name} in {}", res.body))
+    };
+    let (id, hex) = (field("id")?, field("hash")?);
+    let id = id.parse().map_err(|e| anyhow!("bad id {id}: {e:?}"))?;
+    let hash = BlobHash::from_hex(hex).map_err(|e| anyhow!("bad hash {hex}: {e}"))?;
+    Ok((id, hash))
 }
 
 /// Waits until `node` has a record of `hash` in `state`.
@@ -242,11 +257,14 @@ async fn sent_while_both_away(
 ) -> Result<(TestNode, TestNode, BlobHash, MediaRecord)> {
     let (mut alice, mut bob) = pair(Some(mesh)).await?;
     bob.shutdown().await?;
-    let hash = send_media(&alice, &bob, name, mime, bytes).await?;
+    let (id, hash) = send_media_message(&alice, &bob, name, mime, bytes).await?;
     let sent = wait_media(&alice, &hash, MediaState::Available).await?;
     // `available` needs W = 2 holders; the tests want all three, and alice's shutdown stops
     // her uploads (it waits for nothing unfinished), so the third must be done first.
     wait_all_stores_hold(mesh, &hash).await?;
+    // The message itself goes to the store peers once its media is available: until it is
+    // sent (✓) it waits in alice's outbox, and would reach bob only when she is back.
+    wait_conversation_statuses(&alice, &bob.user_id(), &[id], DeliveryStatus::Sent).await?;
     alice.shutdown().await?;
     Ok((alice, bob, hash, sent))
 }

@@ -25,7 +25,8 @@ pub struct MediaConn {
 impl MediaConn {
     /// Opens a media stream to `peer`.
     pub async fn open(control: &mut Control, peer: PeerId) -> Result<Self, TransferError> {
-        let stream = tokio::time::timeout(REQUEST_TIMEOUT, control.open_stream(peer, MEDIA))
+        let opened = kith_net::outbound::open_stream(control, peer, MEDIA);
+        let stream = tokio::time::timeout(REQUEST_TIMEOUT, opened)
             .await
             .map_err(|_| TransferError::Timeout)??;
         let (r, w) = stream.split();

@@ -1,6 +1,6 @@
 //! Uploading a blob the local user sent to the recipient's store peers (when the recipient
-//! is away), until `write_quorum` of them hold it; chunks are sealed from the plaintext file
-//! as they are sent.
+//! is away): `available` once `write_quorum` of them hold it, then on to the others for a few
+//! rounds more; chunks are sealed from the plaintext file as they are sent.
 //!
 //! It must never change a record other than the one it uploads.
 
@@ -21,7 +21,12 @@ use libp2p::PeerId;
 use super::{MediaConn, TransferError, Transfers, PROGRESS_INTERVAL, UPLOAD_WINDOW};
 use crate::media::{read_sealed_chunk, MediaError, MediaRecord, MediaState};
 
-/// Uploads a blob to the store peers in its record until `write_quorum` of them hold it.
+/// Rounds (with the transfer backoff between them) in which store peers that failed are
+/// tried again once `write_quorum` of them hold the blob.
+const EXTRA_COPY_ROUNDS: u32 = 3;
+
+/// Uploads a blob to the store peers in its record until `write_quorum` of them hold it,
+/// then tries the others for [`EXTRA_COPY_ROUNDS`] more rounds.
 pub(super) async fn upload(s: &Arc<Transfers>, mut rec: MediaRecord) -> Result<(), TransferError> {
     let layout = rec.layout().map_err(MediaError::from)?;
     let hash = rec.hash;
@@ -33,6 +38,7 @@ pub(super) async fn upload(s: &Arc<Transfers>, mut rec: MediaRecord) -> Result<(
     // upload, read by all of them to show the W-th best.
     let progress: Vec<AtomicU64> = stores.iter().map(|_| AtomicU64::new(0)).collect();
     let mut delay = s.new_backoff();
+    let mut rounds_after_quorum = 0;
     tracing::info!(%hash, size = rec.size, stores = stores.len(), "uploading media to store peers");
     // What the upload tasks read; `rec` itself changes state as copies land.
     let source = rec.clone();
@@ -72,10 +78,15 @@ pub(super) async fn upload(s: &Arc<Transfers>, mut rec: MediaRecord) -> Result<(
                 tracing::info!(%hash, held = done.len(), "media held by enough store peers");
             }
         }
-        let held = done.len();
-        if held >= quorum {
-            // Enough copies: store peers that failed this round are not tried again.
-            break;
+        if done.len() >= quorum {
+            // Enough copies for `available`; a store peer that failed (its stream cut, or
+            // away for a moment) is tried a few rounds more, since every copy is one more
+            // failure the blob survives, and then left.
+            rounds_after_quorum += 1;
+            if rounds_after_quorum > EXTRA_COPY_ROUNDS {
+                tracing::info!(%hash, held = done.len(), of = stores.len(), "upload left with fewer copies than store peers");
+                break;
+            }
         }
         if !s.backoff(&mut delay).await {
             return Ok(());

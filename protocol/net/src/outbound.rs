@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use futures::{AsyncReadExt, AsyncWriteExt};
-use libp2p::{PeerId, StreamProtocol};
-use libp2p_stream::Control;
+use libp2p::{PeerId, Stream, StreamProtocol};
+use libp2p_stream::{Control, OpenStreamError};
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
@@ -15,6 +15,46 @@ use crate::frames::{write_batches, FrameReader, StreamError};
 
 /// Most frames the peer sent back that one [`LinkSignal::Frames`] carries.
 pub const MAX_READ_BATCH: usize = 1024;
+
+/// Most times [`open_stream`] asks for one stream.
+const OPEN_ATTEMPTS: u32 = 3;
+
+/// Pause before asking again: the swarm task forgets a closed connection on its next turn.
+const REOPEN_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Opens a `protocol` stream to `peer` (dialing it if not connected), asking again, up to
+/// [`OPEN_ATTEMPTS`] times, when the connection libp2p-stream picked closed under the
+/// request. With two connections to a peer (crossed dials, a hole punch beside a relay
+/// circuit) the swarm closes one as a duplicate; a request that went to that one fails while
+/// the peer is still connected through the other, and must not count as the peer's failure.
+pub async fn open_stream(
+    control: &mut Control,
+    peer: PeerId,
+    protocol: StreamProtocol,
+) -> Result<Stream, OpenStreamError> {
+    let mut attempt = 1;
+    loop {
+        match control.open_stream(peer, protocol.clone()).await {
+            Err(OpenStreamError::Io(e)) if lost_with_connection(&e) && attempt < OPEN_ATTEMPTS => {
+                tracing::debug!(%peer, %protocol, error = %e, "stream request lost with its connection; asking again");
+                attempt += 1;
+                tokio::time::sleep(REOPEN_PAUSE).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether a stream request failed because its connection went away (libp2p-stream reports
+/// a request dropped with its connection as `ConnectionReset`; yamux a closed connection as
+/// `WriteZero`), rather than because the peer refused or cannot be reached.
+fn lost_with_connection(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionReset | ConnectionAborted | BrokenPipe | WriteZero | UnexpectedEof
+    )
+}
 
 /// What a generic outbound link reports.
 #[derive(Debug)]
@@ -49,7 +89,7 @@ where
     let wrap = Arc::new(wrap);
     tokio::spawn(async move {
         let result: Result<(), StreamError> = async {
-            let stream = control.open_stream(peer, protocol).await?;
+            let stream = open_stream(&mut control, peer, protocol).await?;
             events
                 .send(wrap(LinkSignal::Up))
                 .await

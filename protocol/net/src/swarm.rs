@@ -80,9 +80,10 @@ pub struct NetConfig {
     /// A relay server with none announces its bound listen addresses instead: rust-libp2p's
     /// relay offers its service only once it has a confirmed external address.
     pub external_addrs: Vec<Multiaddr>,
-    /// Close duplicate connections to a peer (`swarm::conns` decides which). Off by default:
-    /// after it was turned on, media downloads sometimes stalled in CI until their timeout —
-    /// a transfer stream on a closed duplicate is not yet picked up again at once.
+    /// Close duplicate connections to a peer (`swarm::conns` decides which, alike at both
+    /// ends), so each peer holds one socket. On by default; a stream request that went to the
+    /// closed one is asked again at once ([`crate::outbound::open_stream`]), and a stream cut
+    /// with it ends like any broken stream (its owner retries).
     pub close_duplicates: bool,
     /// Where the swarm task records libp2p's own series (connections, Kademlia, identify,
     /// relay, ping, hole punching); `None` records nothing.
@@ -124,7 +125,7 @@ impl Default for NetConfig {
             upnp: false,
             relayed_filter: None,
             external_addrs: Vec::new(),
-            close_duplicates: false,
+            close_duplicates: true,
             metrics: None,
         }
     }
