@@ -10,6 +10,9 @@ pub const DEFAULT_API: &str = "127.0.0.1:7878";
 /// Default largest media file: room for a 100 MiB video and then some.
 pub const DEFAULT_MAX_MEDIA_BYTES: u64 = 256 * 1024 * 1024;
 
+/// Default resolution of the messenger's timers ([`Config::maintenance_tick`]).
+pub const DEFAULT_MAINTENANCE_TICK: Duration = Duration::from_secs(1);
+
 /// Default presence heartbeat interval.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
 
@@ -85,6 +88,10 @@ pub struct Config {
     pub bootstrap: Vec<Multiaddr>,
     /// How often to send heartbeats (presence) to connected contacts.
     pub heartbeat: Duration,
+    /// How often the messenger checks its timers (ack and receipt timeouts, redials,
+    /// presence grace, expiry, refetch): the resolution of every such deadline. Each check
+    /// wakes an idle node, so it is coarse by default.
+    pub maintenance_tick: Duration,
     /// Discover peers on the local network with mDNS.
     pub mdns: bool,
     /// Share last seen / online with others (if off, the node sees nobody else's either).
@@ -197,6 +204,7 @@ impl Config {
             api_public: false,
             bootstrap: Vec::new(),
             heartbeat: DEFAULT_HEARTBEAT,
+            maintenance_tick: DEFAULT_MAINTENANCE_TICK,
             mdns: false,
             share_last_seen: true,
             message_lifetime: DEFAULT_MESSAGE_LIFETIME,
@@ -233,6 +241,8 @@ impl Config {
                 .unwrap_or_else(|_| Multiaddr::empty())],
             api: SocketAddr::from(([127, 0, 0, 1], 0)),
             traversal: Traversal::loopback(),
+            // Tests wait on redials and timeouts: a finer resolution keeps them short.
+            maintenance_tick: Duration::from_millis(250),
             ..Config::new(data_dir)
         }
     }

@@ -108,10 +108,6 @@ const INTERNAL_QUEUE: usize = 1024;
 /// Most store-peer link events waiting to be handled (every deposit answer is one).
 const STORE_EVENT_QUEUE: usize = 4096;
 
-/// How often timers are checked (ack timeouts, redials, presence grace, expiry, refetch):
-/// the resolution of every deadline the parts return.
-const MAINTENANCE_TICK: Duration = Duration::from_millis(250);
-
 /// A deposit identity's connections close after this long unused.
 const DEPOSIT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -268,7 +264,8 @@ impl Messenger {
 
     /// Runs until cancelled.
     pub(crate) async fn run(mut self, mut inputs: Inputs, mut internal: mpsc::Receiver<Internal>) {
-        let mut maintenance = tokio::time::interval(MAINTENANCE_TICK);
+        let mut maintenance =
+            tokio::time::interval(self.cfg.maintenance_tick.max(Duration::from_millis(10)));
         maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut heartbeat = tokio::time::interval(self.cfg.heartbeat);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
