@@ -2,8 +2,11 @@
 
 use super::{presence::Seen, retry::Retry, *};
 
-/// Least time between two DHT lookups of the same peer.
-pub(super) const LOOKUP_INTERVAL: Duration = Duration::from_secs(10);
+/// Least time between two DHT lookups of the same peer. Lookups follow failed dials, which
+/// the redial backoff already spaces out; this only keeps a burst of failures from asking
+/// again at once. Short, because when both ends moved (restarted on new ports and relay
+/// slots) the first lookup often finds the old addresses still published.
+pub(super) const LOOKUP_INTERVAL: Duration = Duration::from_secs(3);
 
 /// Most store peers the messenger keeps track of (every peer advertising the mailbox
 /// protocol); later ones are ignored.

@@ -527,6 +527,8 @@ pub async fn spawn(
         conns: conns::PeerConns::new(local_peer, routes.clone()),
         close_duplicates: cfg.close_duplicates,
         metrics: cfg.metrics.clone(),
+        identify_first: Default::default(),
+        identified: Default::default(),
         relays: task::Relays::new(cfg.reserve_on_relays),
     };
     let handle = tokio::spawn(task.run(cancel));

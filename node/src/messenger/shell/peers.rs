@@ -189,15 +189,18 @@ impl Messenger {
                     return;
                 };
                 if let Some(c) = self.contacts.get_mut(&user) {
-                    let mut changed = false;
-                    for a in addrs.iter().take(crate::invite::MAX_ADDRS) {
-                        let bytes = a.to_vec();
-                        if !c.addrs.contains(&bytes) && c.addrs.len() < crate::invite::MAX_ADDRS {
-                            c.addrs.push(bytes);
-                            changed = true;
-                        }
-                    }
-                    if changed {
+                    // What the contact says now goes first, pushing the oldest out: a full
+                    // list must not keep its new addresses (after a move) out.
+                    let fresh: Vec<Vec<u8>> = addrs
+                        .iter()
+                        .take(crate::invite::MAX_ADDRS)
+                        .map(|a| a.to_vec())
+                        .collect();
+                    let mut merged = fresh.clone();
+                    merged.extend(c.addrs.iter().filter(|a| !fresh.contains(a)).cloned());
+                    merged.truncate(crate::invite::MAX_ADDRS);
+                    if merged != c.addrs {
+                        c.addrs = merged;
                         let _ = self.store.put_contact(c);
                     }
                 }

@@ -41,6 +41,8 @@ struct Conn {
     dialed: bool,
     /// Whether it goes through a relay.
     relayed: bool,
+    /// Whether it runs over QUIC (else TCP).
+    quic: bool,
 }
 
 /// Whether a connection goes through a relay.
@@ -52,6 +54,14 @@ pub(super) fn relayed(endpoint: &ConnectedPoint) -> bool {
             send_back_addr,
         } => is_relayed(local_addr) || is_relayed(send_back_addr),
     }
+}
+
+/// Whether a connection runs over QUIC.
+fn over_quic(endpoint: &ConnectedPoint) -> bool {
+    endpoint
+        .get_remote_address()
+        .iter()
+        .any(|p| matches!(p, libp2p::multiaddr::Protocol::QuicV1))
 }
 
 /// Whether we took the dialer's role on a connection. Hole punching makes both ends dial;
@@ -99,10 +109,27 @@ impl PeerConns {
             id,
             dialed: dialed_by_us(endpoint),
             relayed: relayed(endpoint),
+            quic: over_quic(endpoint),
         });
         let surplus = surplus(self.local < peer, conns);
         self.publish(peer);
         surplus
+    }
+
+    /// Whether `id`, one of `peer`'s open connections, is the only direct one of its
+    /// transport (TCP or QUIC) to that peer: identify on it is the one way to learn the
+    /// address that peer sees us at over that transport.
+    pub(super) fn only_direct_of_its_transport(&self, peer: PeerId, id: ConnectionId) -> bool {
+        let Some(conns) = self.open.get(&peer) else {
+            return false;
+        };
+        let Some(this) = conns.iter().find(|c| c.id == id) else {
+            return false;
+        };
+        !this.relayed
+            && !conns
+                .iter()
+                .any(|c| c.id != id && !c.relayed && c.quic == this.quic)
     }
 
     /// Forgets a closed connection.
@@ -188,6 +215,7 @@ mod tests {
                 id: ConnectionId::new_unchecked(n),
                 dialed,
                 relayed,
+                quic: false,
             })
             .collect();
         let want: Vec<ConnectionId> = closed
@@ -221,5 +249,30 @@ mod tests {
         closes(true, &[(1, true, true), (2, false, false)], &[1]);
         closes(false, &[(1, true, true), (2, false, true)], &[1]);
         closes(true, &[(3, false, false)], &[]);
+    }
+
+    /// Defect: a QUIC duplicate closed before identify ran on it took our only QUIC address
+    /// candidate with it; hole punching then offered TCP at one end and QUIC at the other.
+    #[test]
+    fn only_the_last_direct_connection_of_a_transport_waits_for_identify() {
+        let peer = PeerId::random();
+        let mut conns = PeerConns::new(PeerId::random(), Routes::default());
+        let dialer = |addr: &str| ConnectedPoint::Dialer {
+            address: addr.parse().unwrap_or_else(|_| libp2p::Multiaddr::empty()),
+            role_override: Endpoint::Dialer,
+            port_use: libp2p::core::transport::PortUse::Reuse,
+        };
+        let (tcp, quic, tcp2) = (
+            ConnectionId::new_unchecked(1),
+            ConnectionId::new_unchecked(2),
+            ConnectionId::new_unchecked(3),
+        );
+        conns.established(peer, tcp, &dialer("/ip4/198.18.0.1/tcp/4001"));
+        conns.established(peer, quic, &dialer("/ip4/198.18.0.1/udp/4001/quic-v1"));
+        assert!(conns.only_direct_of_its_transport(peer, quic));
+        assert!(conns.only_direct_of_its_transport(peer, tcp));
+        conns.established(peer, tcp2, &dialer("/ip4/198.18.0.1/tcp/4001"));
+        assert!(!conns.only_direct_of_its_transport(peer, tcp2));
+        assert!(conns.only_direct_of_its_transport(peer, quic));
     }
 }

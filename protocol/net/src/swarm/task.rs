@@ -10,7 +10,7 @@ use libp2p::{
     identify, kad, mdns,
     swarm::{
         dial_opts::{DialOpts, PeerCondition},
-        SwarmEvent,
+        ConnectionId, SwarmEvent,
     },
     Multiaddr, PeerId, Swarm,
 };
@@ -35,9 +35,10 @@ pub(super) struct SwarmTask {
     pub(super) listen_addrs: watch::Sender<Vec<Multiaddr>>,
     pub(super) pending_find: HashMap<kad::QueryId, (PeerId, oneshot::Sender<Vec<Multiaddr>>)>,
     pub(super) pending_get: HashMap<kad::QueryId, PendingGet>,
-    /// Addresses learned for peers (from dials asked for, identify and mDNS), bounded per peer
-    /// and in peers ([`MAX_KNOWN_PEERS`]).
-    pub(super) known_addrs: HashMap<PeerId, HashSet<Multiaddr>>,
+    /// Addresses learned for peers (from dials asked for, identify and mDNS), the most
+    /// recently learned first (dials try them in this order), bounded per peer
+    /// ([`MAX_ADDRS_PER_PEER`]: the oldest go) and in peers ([`MAX_KNOWN_PEERS`]).
+    pub(super) known_addrs: HashMap<PeerId, Vec<Multiaddr>>,
     /// The IP address of each connected peer, for per-IP limits of the services.
     pub(super) remote_ips: RemoteIps,
     /// Each connected peer's open connections: which to close so one remains, and the
@@ -47,6 +48,12 @@ pub(super) struct SwarmTask {
     pub(super) close_duplicates: bool,
     /// The relays we listen through.
     pub(super) relays: Relays,
+    /// Duplicate connections to close once identify has run on them (see
+    /// `close_duplicate`); bounded, like `identified`, by the connection limits (an entry
+    /// goes with its connection).
+    pub(super) identify_first: HashSet<ConnectionId>,
+    /// Open connections identify has run on.
+    pub(super) identified: HashSet<ConnectionId>,
     /// libp2p's own series, when the owner serves metrics.
     pub(super) metrics: Option<super::SwarmMetrics>,
 }
@@ -110,11 +117,51 @@ impl SwarmTask {
             }
         }
         let entry = self.known_addrs.entry(peer).or_default();
-        for a in addrs {
-            if entry.len() >= MAX_ADDRS_PER_PEER {
-                break;
-            }
-            entry.insert(a);
+        remember_first(entry, addrs);
+    }
+
+    /// Closes `duplicate`, a surplus connection to `peer`: at once, unless it is our only
+    /// direct connection of its transport to that peer and identify has not run on it yet —
+    /// then once it has. The address a peer observes us at on a connection is how we learn
+    /// our public address for that transport (TCP or QUIC), and hole punching needs both ends
+    /// to offer the same transport: closed before identify, a QUIC (or TCP) duplicate to an
+    /// operator's peer took our only candidate of its transport with it, and punching failed
+    /// when one end offered only QUIC and the other only TCP. Closing at once otherwise keeps
+    /// streams from starting on a connection about to go.
+    fn close_duplicate(&mut self, peer: PeerId, duplicate: ConnectionId) {
+        let needed = self.conns.only_direct_of_its_transport(peer, duplicate);
+        if !needed || self.identified.contains(&duplicate) {
+            tracing::debug!(%peer, connection = %duplicate, "duplicate connection closed");
+            self.swarm.close_connection(duplicate);
+        } else {
+            self.identify_first.insert(duplicate);
+        }
+    }
+
+    /// Identify has run (or failed) on `connection`: close it if it waited for that as a
+    /// duplicate, and remember it otherwise (it may become one later).
+    fn identified_on(&mut self, connection: ConnectionId) {
+        if self.identify_first.remove(&connection) {
+            tracing::debug!(%connection, "duplicate connection closed after identify");
+            self.swarm.close_connection(connection);
+        } else {
+            self.identified.insert(connection);
+        }
+    }
+
+    /// Forgets the addresses of `peer` a dial just failed on: a peer that moved (a restart on
+    /// new ports, a new relay slot) leaves dead addresses behind, and a dial that tries them
+    /// first waits out their timeouts before it reaches the live ones.
+    fn forget_failed(&mut self, peer: PeerId, error: &libp2p::swarm::DialError) {
+        let libp2p::swarm::DialError::Transport(failed) = error else {
+            return;
+        };
+        if let Some(known) = self.known_addrs.get_mut(&peer) {
+            known.retain(|a| {
+                !failed
+                    .iter()
+                    .any(|(f, _)| without_peer(f, &peer) == without_peer(a, &peer))
+            });
         }
     }
 
@@ -129,7 +176,7 @@ impl SwarmTask {
                 let addrs: Vec<Multiaddr> = self
                     .known_addrs
                     .get(&peer)
-                    .map(|s| s.iter().cloned().collect())
+                    .map(|s| s.to_vec())
                     .unwrap_or_default();
                 let opts = DialOpts::peer_id(peer)
                     .addresses(addrs)
@@ -217,9 +264,10 @@ impl SwarmTask {
                     ips.insert(peer_id, ip);
                 }
                 let duplicates = self.conns.established(peer_id, connection_id, &endpoint);
-                for duplicate in duplicates.into_iter().filter(|_| self.close_duplicates) {
-                    tracing::debug!(peer = %peer_id, connection = %duplicate, "duplicate connection closed");
-                    self.swarm.close_connection(duplicate);
+                if self.close_duplicates {
+                    for duplicate in duplicates {
+                        self.close_duplicate(peer_id, duplicate);
+                    }
                 }
                 if num_established.get() == 1 {
                     tracing::debug!(peer = %peer_id, "connected");
@@ -233,6 +281,8 @@ impl SwarmTask {
                 ..
             } => {
                 self.conns.closed(peer_id, connection_id);
+                self.identify_first.remove(&connection_id);
+                self.identified.remove(&connection_id);
                 if num_established == 0 {
                     self.remote_ips
                         .lock()
@@ -255,15 +305,21 @@ impl SwarmTask {
                 ..
             } => {
                 tracing::debug!(%peer, %error, "dial failed");
+                self.forget_failed(peer, &error);
                 if !self.swarm.is_connected(&peer) {
                     self.emit(NetEvent::DialFailed(peer));
                 }
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Error {
+                connection_id,
+                ..
+            })) => self.identified_on(connection_id),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
+                connection_id,
                 info,
-                ..
             })) => {
+                self.identified_on(connection_id);
                 let speaks_kad = info.protocols.contains(&KAD);
                 for addr in &info.listen_addrs {
                     if speaks_kad {
@@ -408,5 +464,64 @@ fn record(m: &libp2p::metrics::Metrics, event: &SwarmEvent<BehaviourEvent>) {
             BehaviourEvent::Dcutr(e) => m.record(e),
             _ => {}
         }
+    }
+}
+
+/// Puts `fresh` (in its order, without repeats) before the addresses `known` already holds,
+/// dropping the oldest past [`MAX_ADDRS_PER_PEER`]: what a peer said last is the likeliest to
+/// work, and a full list must never keep out its new addresses.
+fn remember_first(known: &mut Vec<Multiaddr>, fresh: impl IntoIterator<Item = Multiaddr>) {
+    let mut merged: Vec<Multiaddr> = Vec::new();
+    for a in fresh {
+        if !merged.contains(&a) {
+            merged.push(a);
+        }
+    }
+    known.retain(|a| !merged.contains(a));
+    merged.append(known);
+    merged.truncate(MAX_ADDRS_PER_PEER);
+    *known = merged;
+}
+
+/// `addr` without a trailing `/p2p/<peer>` (libp2p adds it to the addresses it dials).
+fn without_peer(addr: &Multiaddr, peer: &PeerId) -> Multiaddr {
+    let mut a = addr.clone();
+    if a.iter().last() == Some(libp2p::multiaddr::Protocol::P2p(*peer)) {
+        a.pop();
+    }
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> Multiaddr {
+        format!("/ip4/198.18.0.2/tcp/{port}")
+            .parse()
+            .unwrap_or_else(|_| Multiaddr::empty())
+    }
+
+    /// Defect: once a peer's list was full, its new addresses (after a restart on new ports)
+    /// were dropped, and every later dial tried only dead ones.
+    #[test]
+    fn new_addresses_go_first_and_push_the_oldest_out() {
+        let mut known: Vec<Multiaddr> = (0..MAX_ADDRS_PER_PEER as u16).map(addr).collect();
+        remember_first(&mut known, [addr(1000), addr(1001), addr(1000)]);
+        assert_eq!(known.len(), MAX_ADDRS_PER_PEER);
+        assert_eq!(known[..2], [addr(1000), addr(1001)]);
+        assert!(!known.contains(&addr(MAX_ADDRS_PER_PEER as u16 - 1)));
+        // Said again, an old address moves to the front instead of appearing twice.
+        remember_first(&mut known, [addr(3)]);
+        assert_eq!(known[0], addr(3));
+        assert_eq!(known.iter().filter(|a| **a == addr(3)).count(), 1);
+    }
+
+    #[test]
+    fn the_dialed_peer_suffix_is_ignored_when_comparing() {
+        let peer = PeerId::random();
+        let dialed = addr(7).with(libp2p::multiaddr::Protocol::P2p(peer));
+        assert_eq!(without_peer(&dialed, &peer), addr(7));
+        assert_eq!(without_peer(&addr(7), &peer), addr(7));
     }
 }
