@@ -182,6 +182,28 @@ async fn acked(wire: &mut Wire, env: &Envelope) -> Result<MessageId> {
 }
 
 /// Bob's pending requests, as `GET /v1/requests` lists them: (user id, messages).
+/// Alice, who has bob's invite but is not his contact, says hello; returns once bob has
+/// stored it (as a request).
+async fn hello_from_a_stranger(alice: &TestNode, bob: &TestNode) -> Result<()> {
+    alice
+        .node()?
+        .add_contact(&bob.invite().await?, None)
+        .await?;
+    let mut bob_events = bob.node()?.subscribe();
+    let hello = alice
+        .api()?
+        .send_text(&bob.user_id(), "hello", json!({}))
+        .await?;
+    wait_event(
+        &mut bob_events,
+        TIMEOUT,
+        "bob stores the hello",
+        |e| matches!(e, Event::Message { message, .. } if message.id == hello),
+    )
+    .await?;
+    Ok(())
+}
+
 async fn requests(bob: &TestNode) -> Result<Vec<(String, u64)>> {
     let res = bob.api()?.get("/v1/requests").await?;
     res.expect_status(200)?;
@@ -439,22 +461,7 @@ async fn writing_to_a_request_accepts_it() -> Result<()> {
     let alice = TestNode::start("alice").await?;
     let bob = TestNode::start("bob").await?;
     let a = alice.user_id();
-    alice
-        .node()?
-        .add_contact(&bob.invite().await?, None)
-        .await?;
-    let mut bob_events = bob.node()?.subscribe();
-    let hello = alice
-        .api()?
-        .send_text(&bob.user_id(), "hello", json!({}))
-        .await?;
-    wait_event(
-        &mut bob_events,
-        TIMEOUT,
-        "bob stores the hello",
-        |e| matches!(e, Event::Message { message, .. } if message.id == hello),
-    )
-    .await?;
+    hello_from_a_stranger(&alice, &bob).await?;
     ensure!(!is_contact(&bob, &a)?);
     bob.api()?.send_text(&a, "who is this?", json!({})).await?;
     ensure!(is_contact(&bob, &a)? && requests(&bob).await?.is_empty());
@@ -513,22 +520,7 @@ async fn adding_a_requests_sender_by_invite_makes_a_contact_that_stays_one_after
     let alice = TestNode::start("alice").await?;
     let mut bob = TestNode::start("bob").await?;
     let a = alice.user_id();
-    alice
-        .node()?
-        .add_contact(&bob.invite().await?, None)
-        .await?;
-    let mut bob_events = bob.node()?.subscribe();
-    let hello = alice
-        .api()?
-        .send_text(&bob.user_id(), "hello", json!({}))
-        .await?;
-    wait_event(
-        &mut bob_events,
-        TIMEOUT,
-        "bob stores the hello",
-        |e| matches!(e, Event::Message { message, .. } if message.id == hello),
-    )
-    .await?;
+    hello_from_a_stranger(&alice, &bob).await?;
     ensure!(requests(&bob).await?.len() == 1);
     bob.node()?
         .add_contact(&alice.invite().await?, Some("alice".into()))

@@ -74,8 +74,8 @@ impl Relays {
     }
 }
 
-/// `addr` without a trailing `/p2p/<id>`.
-fn strip_p2p(mut addr: Multiaddr) -> Multiaddr {
+/// `addr` without a trailing `/p2p/<id>` (libp2p adds one to the addresses it dials).
+pub(super) fn strip_p2p(mut addr: Multiaddr) -> Multiaddr {
     if matches!(addr.iter().last(), Some(Protocol::P2p(_))) {
         addr.pop();
     }

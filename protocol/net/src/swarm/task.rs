@@ -17,6 +17,7 @@ use libp2p::{
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::relays::strip_p2p;
 pub(super) use super::relays::Relays;
 use super::{
     behaviour::{Behaviour, BehaviourEvent},
@@ -160,7 +161,7 @@ impl SwarmTask {
             known.retain(|a| {
                 !failed
                     .iter()
-                    .any(|(f, _)| without_peer(f, &peer) == without_peer(a, &peer))
+                    .any(|(f, _)| strip_p2p(f.clone()) == strip_p2p(a.clone()))
             });
         }
     }
@@ -483,15 +484,6 @@ fn remember_first(known: &mut Vec<Multiaddr>, fresh: impl IntoIterator<Item = Mu
     *known = merged;
 }
 
-/// `addr` without a trailing `/p2p/<peer>` (libp2p adds it to the addresses it dials).
-fn without_peer(addr: &Multiaddr, peer: &PeerId) -> Multiaddr {
-    let mut a = addr.clone();
-    if a.iter().last() == Some(libp2p::multiaddr::Protocol::P2p(*peer)) {
-        a.pop();
-    }
-    a
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -521,7 +513,7 @@ mod tests {
     fn the_dialed_peer_suffix_is_ignored_when_comparing() {
         let peer = PeerId::random();
         let dialed = addr(7).with(libp2p::multiaddr::Protocol::P2p(peer));
-        assert_eq!(without_peer(&dialed, &peer), addr(7));
-        assert_eq!(without_peer(&addr(7), &peer), addr(7));
+        assert_eq!(strip_p2p(dialed), addr(7));
+        assert_eq!(strip_p2p(addr(7)), addr(7));
     }
 }
