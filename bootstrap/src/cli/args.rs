@@ -139,6 +139,15 @@ pub struct RunArgs {
     /// Relay: most bytes per circuit.
     #[arg(long, env = "KITH_RELAY_MAX_CIRCUIT_BYTES")]
     pub relay_max_circuit_bytes: Option<u64>,
+    /// Relay: most circuits one peer takes part in at once.
+    #[arg(long, env = "KITH_RELAY_MAX_CIRCUITS_PER_PEER")]
+    pub relay_max_circuits_per_peer: Option<usize>,
+    /// Relay: circuits one peer may open per minute (also the burst).
+    #[arg(long, env = "KITH_RELAY_CIRCUITS_PER_PEER_PER_MINUTE")]
+    pub relay_circuits_per_peer_per_minute: Option<u32>,
+    /// Relay: circuits one IP address may open per minute (also the burst).
+    #[arg(long, env = "KITH_RELAY_CIRCUITS_PER_IP_PER_MINUTE")]
+    pub relay_circuits_per_ip_per_minute: Option<u32>,
 }
 
 /// A list of multiaddrs written as strings (libp2p's serde support is not compiled in).

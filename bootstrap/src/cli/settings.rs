@@ -114,6 +114,9 @@ impl RunArgs {
             relay_max_circuits,
             relay_max_circuit_duration,
             relay_max_circuit_bytes,
+            relay_max_circuits_per_peer,
+            relay_circuits_per_peer_per_minute,
+            relay_circuits_per_ip_per_minute,
         )
     }
 
@@ -162,6 +165,15 @@ impl RunArgs {
                 .relay_max_circuit_duration
                 .unwrap_or(relay.max_circuit_duration),
             max_circuit_bytes: a.relay_max_circuit_bytes.unwrap_or(relay.max_circuit_bytes),
+            max_circuits_per_peer: a
+                .relay_max_circuits_per_peer
+                .unwrap_or(relay.max_circuits_per_peer),
+            circuits_per_peer_per_minute: a
+                .relay_circuits_per_peer_per_minute
+                .unwrap_or(relay.circuits_per_peer_per_minute),
+            circuits_per_ip_per_minute: a
+                .relay_circuits_per_ip_per_minute
+                .unwrap_or(relay.circuits_per_ip_per_minute),
         };
         let caps = ConnectionCaps::default();
         let connections = ConnectionCaps {
@@ -420,6 +432,18 @@ mod tests {
                 rd.max_circuits,
                 rd.max_circuit_duration,
                 rd.max_circuit_bytes
+            )
+        );
+        assert_eq!(
+            (
+                r.max_circuits_per_peer,
+                r.circuits_per_peer_per_minute,
+                r.circuits_per_ip_per_minute
+            ),
+            (
+                rd.max_circuits_per_peer,
+                rd.circuits_per_peer_per_minute,
+                rd.circuits_per_ip_per_minute
             )
         );
     }

@@ -40,11 +40,13 @@ mod behaviour;
 mod conns;
 mod gate;
 mod messages;
+mod relay_limits;
 mod relays;
 mod task;
 
 use messages::NetCommand;
 pub use messages::NetEvent;
+pub use relay_limits::RelayLimits;
 use task::SwarmTask;
 
 /// How to build and run a swarm.
@@ -189,30 +191,6 @@ impl Default for ConnectionCaps {
             max_established_incoming: 2048,
             max_established_per_peer: 4,
             max_process_memory_bytes: 4 * 1024 * 1024 * 1024,
-        }
-    }
-}
-
-/// Limits of a circuit-relay v2 server.
-#[derive(Clone, Debug)]
-pub struct RelayLimits {
-    /// Most reservations held at once.
-    pub max_reservations: usize,
-    /// Most circuits relayed at once.
-    pub max_circuits: usize,
-    /// Longest a circuit may last.
-    pub max_circuit_duration: Duration,
-    /// Most bytes one circuit may carry.
-    pub max_circuit_bytes: u64,
-}
-
-impl Default for RelayLimits {
-    fn default() -> Self {
-        RelayLimits {
-            max_reservations: 128,
-            max_circuits: 16,
-            max_circuit_duration: Duration::from_secs(120),
-            max_circuit_bytes: 1 << 20,
         }
     }
 }
@@ -415,18 +393,9 @@ pub fn build_swarm(
                 kad,
                 stream: libp2p_stream::Behaviour::new(),
                 mdns: Toggle::from(mdns),
-                relay: Toggle::from(relay_limits.map(|l| {
-                    libp2p::relay::Behaviour::new(
-                        peer,
-                        libp2p::relay::Config {
-                            max_reservations: l.max_reservations,
-                            max_circuits: l.max_circuits,
-                            max_circuit_duration: l.max_circuit_duration,
-                            max_circuit_bytes: l.max_circuit_bytes,
-                            ..Default::default()
-                        },
-                    )
-                })),
+                relay: Toggle::from(
+                    relay_limits.map(|l| libp2p::relay::Behaviour::new(peer, l.to_libp2p())),
+                ),
                 relay_client,
                 dcutr: Toggle::from(hole_punching.then(|| dcutr::Behaviour::new(peer))),
                 autonat: Toggle::from(
@@ -529,7 +498,7 @@ pub async fn spawn(
         metrics: cfg.metrics.clone(),
         identify_first: Default::default(),
         identified: Default::default(),
-        relays: task::Relays::new(cfg.reserve_on_relays),
+        relays: task::Relays::new(cfg.reserve_on_relays, bootstrap_peers),
     };
     let handle = tokio::spawn(task.run(cancel));
     Ok((

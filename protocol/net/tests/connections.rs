@@ -124,13 +124,14 @@ async fn a_new_listen_address_is_pushed_to_connected_peers() {
     tokio::time::timeout(common::TIMEOUT, identified(&mut alice, bob.id(), false))
         .await
         .expect("alice identifies bob, who has no circuit address yet");
-    // Only now does bob meet a relay (it dials him), reserve on it and listen through it.
+    // Only now does bob meet a relay (he dials it: a relay that dials us is never used),
+    // reserve on it and listen through it.
     let relay = Peer::start(NetConfig {
         relay: Some(RelayLimits::default()),
         ..loopback(&[TCP])
     })
     .await;
-    relay.net.dial(bob.id(), vec![bob.addr("tcp")]);
+    bob.net.dial(relay.id(), vec![relay.addr("tcp")]);
     tokio::time::timeout(common::TIMEOUT, identified(&mut alice, bob.id(), true))
         .await
         .expect("alice learns bob's circuit address while connected");

@@ -11,7 +11,7 @@ use common::{
     alice_dialing_bob_through_the_relay, loopback, relay_and_reserved_bob, wait_until, Peer, QUIC,
     TCP, TIMEOUT,
 };
-use kith_net::{NetConfig, NetEvent, RelayedFilter, Route};
+use kith_net::{swarm::is_relayed, NetConfig, NetEvent, RelayedFilter, Route};
 use libp2p::{multiaddr::Protocol, Multiaddr, PeerId};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,6 +61,58 @@ async fn a_stranger_is_refused_through_the_relay_and_gets_no_dial_back() {
             "bob connected to the stranger"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_relay_that_dialed_us_is_never_listened_through() {
+    // Attack: a stranger dials bob and offers the relay hop protocol (it runs a real relay),
+    // so that bob listens through it: it would see everyone who tries to reach bob, and could
+    // drop them. Bob reserves only on relays he chose (configured, or dialed himself).
+    let mut bob = Peer::start(NetConfig {
+        reserve_on_relays: 2,
+        ..loopback(&[TCP])
+    })
+    .await;
+    let stranger = Peer::start(NetConfig {
+        relay: Some(kith_net::RelayLimits::default()),
+        ..loopback(&[TCP])
+    })
+    .await;
+    stranger.net.dial(bob.id(), vec![bob.addr("tcp")]);
+    tokio::time::timeout(TIMEOUT, async {
+        while let Some(ev) = bob.events.recv().await {
+            // Emitted after the swarm task decided on a reservation.
+            if matches!(&ev, NetEvent::Identified { peer, protocols, .. }
+                if *peer == stranger.id() && protocols.iter().any(|p| p.contains("relay")))
+            {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("bob identifies the stranger as a relay");
+    // A relay bob dials himself is used: the control that relays work here at all.
+    let chosen = Peer::start(NetConfig {
+        relay: Some(kith_net::RelayLimits::default()),
+        ..loopback(&[TCP])
+    })
+    .await;
+    bob.net.dial(chosen.id(), vec![chosen.addr("tcp")]);
+    let through = |relay: PeerId| {
+        move |a: &Multiaddr| a.iter().any(|p| p == Protocol::P2p(relay)) && is_relayed(a)
+    };
+    wait_until("bob to listen through the relay he dialed", || async {
+        bob.net
+            .listen_addrs()
+            .into_iter()
+            .find(through(chosen.id()))
+    })
+    .await;
+    assert!(
+        !bob.net.listen_addrs().iter().any(through(stranger.id())),
+        "bob listens through the stranger: {:?}",
+        bob.net.listen_addrs()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

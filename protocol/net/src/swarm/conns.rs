@@ -132,6 +132,14 @@ impl PeerConns {
                 .any(|c| c.id != id && !c.relayed && c.quic == this.quic)
     }
 
+    /// Whether we dialed `id`, one of `peer`'s open connections (false when unknown).
+    pub(super) fn dialed_by_us(&self, peer: PeerId, id: ConnectionId) -> bool {
+        self.open
+            .get(&peer)
+            .and_then(|conns| conns.iter().find(|c| c.id == id))
+            .is_some_and(|c| c.dialed)
+    }
+
     /// Forgets a closed connection.
     pub(super) fn closed(&mut self, peer: PeerId, id: ConnectionId) {
         if let Some(conns) = self.open.get_mut(&peer) {
@@ -166,17 +174,21 @@ impl PeerConns {
 /// both ends close the same ones without talking:
 ///
 /// - a direct connection wins over relayed ones (hole punching is done: the relay is spared);
+/// - a direct QUIC connection wins over direct TCP ones (when both work, QUIC is preferred:
+///   its streams do not block each other behind one lost packet, and all of a node's QUIC
+///   connections share one UDP socket);
 /// - among the rest, one dialed by the peer with the smaller id wins over one dialed by the
 ///   other (both ends know both ids and who dialed what); `we_are_smaller` says which we are;
 /// - several dialed by the same end: that end keeps its oldest and closes the others (the
 ///   other end cannot tell them apart, so it leaves them to the dialer).
 fn surplus(we_are_smaller: bool, conns: &[Conn]) -> Vec<ConnectionId> {
     let has_direct = conns.iter().any(|c| !c.relayed);
+    let has_direct_quic = conns.iter().any(|c| !c.relayed && c.quic);
     let mut close: Vec<ConnectionId> = Vec::new();
     let candidates: Vec<&Conn> = conns
         .iter()
         .filter(|c| {
-            if has_direct && c.relayed {
+            if (has_direct && c.relayed) || (has_direct_quic && !c.relayed && !c.quic) {
                 close.push(c.id);
                 false
             } else {
@@ -249,6 +261,37 @@ mod tests {
         closes(true, &[(1, true, true), (2, false, false)], &[1]);
         closes(false, &[(1, true, true), (2, false, true)], &[1]);
         closes(true, &[(3, false, false)], &[]);
+    }
+
+    /// Defect: with TCP and QUIC both working, which one stayed depended on who dialed
+    /// first; QUIC is preferred, at both ends alike, whoever dialed it.
+    #[test]
+    fn a_direct_quic_connection_closes_direct_tcp_ones_at_both_ends() {
+        let conn = |n: usize, dialed: bool, relayed: bool, quic: bool| Conn {
+            id: ConnectionId::new_unchecked(n),
+            dialed,
+            relayed,
+            quic,
+        };
+        let ids = |v: &[usize]| -> Vec<ConnectionId> {
+            v.iter().map(|n| ConnectionId::new_unchecked(*n)).collect()
+        };
+        // The smaller peer's TCP dial (1), the larger peer's QUIC dial (2): QUIC stays, at
+        // the smaller end and at the larger one (where "dialed" reads the other way round).
+        let smaller = [conn(1, true, false, false), conn(2, false, false, true)];
+        assert_eq!(surplus(true, &smaller), ids(&[1]));
+        let larger = [conn(1, false, false, false), conn(2, true, false, true)];
+        assert_eq!(surplus(false, &larger), ids(&[1]));
+        // A relayed QUIC connection (its relay spoke QUIC) does not beat a direct TCP one.
+        let relayed_quic = [conn(1, true, true, true), conn(2, true, false, false)];
+        assert_eq!(surplus(true, &relayed_quic), ids(&[1]));
+        // Two QUIC connections: the usual rule between them, the TCP one closed.
+        let both = [
+            conn(1, false, false, true),
+            conn(2, true, false, false),
+            conn(3, true, false, true),
+        ];
+        assert_eq!(surplus(true, &both), ids(&[2, 1]));
     }
 
     /// Defect: a QUIC duplicate closed before identify ran on it took our only QUIC address

@@ -246,7 +246,14 @@ impl SwarmTask {
                     .collect();
                 self.listen_addrs
                     .send_modify(|a| a.retain(|x| !gone.contains(x)));
-                self.relays.on_listener_closed(listener_id);
+                if let Some(relay) = self.relays.on_listener_closed(listener_id) {
+                    if self.swarm.is_connected(&relay) {
+                        let known = &self.known_addrs;
+                        self.relays.reserve_again(&mut self.swarm, relay, || {
+                            known.get(&relay).cloned().unwrap_or_default()
+                        });
+                    }
+                }
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
@@ -333,8 +340,13 @@ impl SwarmTask {
                 self.remember(peer_id, info.listen_addrs.clone());
                 let known = &self.known_addrs;
                 let listen = &info.listen_addrs;
-                self.relays
-                    .on_identified(&mut self.swarm, peer_id, &info.protocols, || {
+                let dialed_by_us = self.conns.dialed_by_us(peer_id, connection_id);
+                self.relays.on_identified(
+                    &mut self.swarm,
+                    peer_id,
+                    dialed_by_us,
+                    &info.protocols,
+                    || {
                         known
                             .get(&peer_id)
                             .into_iter()
@@ -342,7 +354,8 @@ impl SwarmTask {
                             .chain(listen)
                             .cloned()
                             .collect()
-                    });
+                    },
+                );
                 self.emit(NetEvent::Identified {
                     peer: peer_id,
                     addrs: info.listen_addrs,
