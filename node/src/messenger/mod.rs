@@ -80,7 +80,7 @@ use self::{
     mailbox_choice::MailboxChoice,
     outbox::Outbox,
     peers::{PeerState, DIAL_TIMEOUT, MAX_KNOWN_STORES},
-    presence::{ONLINE_GRACE_INTERVALS, SHARE_LAST_SEEN_KEY},
+    presence::{CONTACT_REFRESH_INTERVALS, ONLINE_GRACE_REFRESHES, SHARE_LAST_SEEN_KEY},
     requests::Requests,
     sessions::Sessions,
     shell::{access::DepositNet, mailbox::StoreState},
@@ -142,6 +142,9 @@ pub(crate) struct Messenger {
     peers: HashMap<UserId, PeerState>,
     share_presence: bool,
     presence_seq: u64,
+    /// Heartbeats since contacts last heard a record from us (see
+    /// [`CONTACT_REFRESH_INTERVALS`]).
+    beats_since_contacts: u32,
     policy: SessionPolicy,
     rng: StdRng,
     cancel: CancellationToken,
@@ -213,6 +216,7 @@ impl Messenger {
             peers: HashMap::new(),
             share_presence: cfg.share_last_seen,
             presence_seq: now_ms(),
+            beats_since_contacts: CONTACT_REFRESH_INTERVALS,
             policy: SessionPolicy::default(),
             rng: StdRng::from_entropy(),
             cancel,
@@ -441,6 +445,8 @@ impl Messenger {
                     let _ = reply.send(Err(store_err(e)));
                     return;
                 }
+                // A change contacts must hear now, not at their next refresh.
+                self.beats_since_contacts = CONTACT_REFRESH_INTERVALS;
                 self.on_heartbeat();
                 self.reply_after_commit(reply, (), Vec::new());
             }

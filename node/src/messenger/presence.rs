@@ -5,8 +5,17 @@ use super::*;
 /// `meta` key of the user's last-seen sharing choice (1 share, 0 hide).
 pub(super) const SHARE_LAST_SEEN_KEY: &str = "share_last_seen";
 
-/// A heartbeat older than this many intervals means the contact is no longer online.
-pub(super) const ONLINE_GRACE_INTERVALS: u32 = 3;
+/// Heartbeats go to the store peers we named every interval (readers who cannot reach us
+/// ask those for our last seen); a contact with a direct link to us hears a fresh record
+/// once every this many intervals, at once when the link opens and whenever our sharing
+/// choice changes. While the link is up the connection itself says we are there (libp2p's
+/// ping closes a dead one), so the record every 5 s to every contact was traffic and
+/// wake-ups growing with the contact list for nothing the user sees.
+pub(super) const CONTACT_REFRESH_INTERVALS: u32 = 6;
+
+/// A contact not heard from for longer than this many of its refreshes (an open link gone
+/// silent) is no longer online.
+pub(super) const ONLINE_GRACE_REFRESHES: u32 = 2;
 
 /// A contact's presence as this node knows it: what it last said, and when we heard it.
 ///
@@ -60,9 +69,15 @@ impl Seen {
         false
     }
 
-    /// The connection to the contact closed. Returns whether it was online until now.
-    pub(super) fn disconnected(&mut self) -> bool {
-        std::mem::replace(&mut self.online, false)
+    /// The connection to the contact closed at `now_ms`. Returns whether it was online until
+    /// now; if so, it was last seen now (the open connection showed it there, and records
+    /// come only every few intervals).
+    pub(super) fn disconnected(&mut self, now_ms: u64) -> bool {
+        let was_online = std::mem::replace(&mut self.online, false);
+        if was_online {
+            self.last_heard_ms = self.last_heard_ms.max(Some(now_ms));
+        }
+        was_online
     }
 
     /// What the user may see at `now_ms`; `share` is whether the user shares their own last
@@ -169,11 +184,13 @@ mod tests {
     }
 
     #[test]
-    fn a_closed_connection_ends_online_at_once() {
+    fn a_closed_connection_ends_online_at_once_and_is_the_last_seen() {
         let mut s = Seen::default();
         s.heard(record(1, 1_000, true, Visibility::Everyone), 1_000);
-        assert!(s.disconnected());
-        assert!(!s.disconnected());
-        assert!(!s.view(true, 1_100).online);
+        assert!(s.disconnected(20_000));
+        assert!(!s.disconnected(25_000));
+        let v = s.view(true, 30_000);
+        assert!(!v.online);
+        assert_eq!(v.last_seen_ms, Some(20_000), "seen until the link closed");
     }
 }

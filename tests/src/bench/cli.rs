@@ -40,6 +40,10 @@ pub struct Cli {
     /// `idle`: seconds the node is left idle.
     #[arg(long, default_value_t = 60)]
     pub idle_secs: u64,
+    /// `idle`: heartbeat interval of the node and its contacts, seconds (Kith's default: 5);
+    /// a long one shows what the heartbeats cost.
+    #[arg(long, default_value_t = 5)]
+    pub idle_heartbeat_secs: u64,
     /// `media`: size of the file sent, MiB.
     #[arg(long, default_value_t = 100)]
     pub media_mib: u64,

@@ -17,9 +17,7 @@ use serde_json::{json, Value};
 
 use super::{
     cli::Cli,
-    fixture::{
-        blast, ratio, round1, round3, sibling_bin, spawn_store_chain, start, MIB, PHASE_TIMEOUT,
-    },
+    fixture::{blast, ratio, round1, round3, sibling_bin, spawn_store_chain, MIB, PHASE_TIMEOUT},
 };
 use crate::{
     measure::{proc_sample, socket_counts, ProcSample},
@@ -105,6 +103,7 @@ pub(super) async fn run(args: &Cli) -> Result<Value> {
     eprintln!("idle: starting {IDLE_STORES} store peers");
     let (stores, addrs) = spawn_store_chain(&boot_bin, dir.path(), IDLE_STORES).await?;
 
+    let heartbeat_secs = args.idle_heartbeat_secs.max(1);
     eprintln!("idle: starting the measured node");
     let node_dir = dir.path().join("node");
     kith_node::run::init(&node_dir).context("kith init of the measured node")?;
@@ -120,7 +119,8 @@ pub(super) async fn run(args: &Cli) -> Result<Value> {
             "--listen",
             "/ip4/127.0.0.1/tcp/0",
         ])
-        .args(["--bootstrap", &boot_list.join(",")]);
+        .args(["--bootstrap", &boot_list.join(",")])
+        .args(["--heartbeat", &format!("{heartbeat_secs}s")]);
     let mut node = ChildProc::spawn("kith", cmd)?;
     let api_line = node.line(|l| l.starts_with("kith: api ")).await?;
     let api_addr = api_line.trim_start_matches("kith: api ").trim().to_string();
@@ -134,7 +134,12 @@ pub(super) async fn run(args: &Cli) -> Result<Value> {
     eprintln!("idle: {IDLE_CONTACTS} contacts exchange a message with it");
     let mut contacts = Vec::with_capacity(IDLE_CONTACTS);
     for i in 0..IDLE_CONTACTS {
-        let c = start(dir.path(), &format!("contact{i}"), addrs.clone()).await?;
+        let mut cfg = kith_node::Config::loopback(dir.path().join(format!("contact{i}")));
+        cfg.bootstrap = addrs.clone();
+        cfg.heartbeat = Duration::from_secs(heartbeat_secs);
+        let c = kith_node::start(cfg)
+            .await
+            .with_context(|| format!("starting contact{i}"))?;
         let invite = c.node.me().await?.invite;
         api.add_contact(&invite, Some(format!("contact{i}").as_str()))
             .await?;
@@ -209,6 +214,7 @@ pub(super) async fn run(args: &Cli) -> Result<Value> {
     Ok(json!({
         "idle_s": round1(window),
         "contacts": IDLE_CONTACTS,
+        "heartbeat_s": heartbeat_secs,
         "store_peers": IDLE_STORES,
         "node_cpu_s": round3(node_cpu),
         "node_cpu_pct_of_core": round3(node_cpu / window * 100.0),

@@ -120,7 +120,7 @@ impl Messenger {
                     return;
                 };
                 state.connected = false;
-                let was_online = state.seen.disconnected();
+                let was_online = state.seen.disconnected(now_ms());
                 // Redial after the current backoff: a contact we lost may come back.
                 state.retry.lost(Instant::now());
                 if was_online {
@@ -223,7 +223,7 @@ impl Messenger {
         }
         let now_wall = now_ms();
         let timeout = self.cfg.ack_timeout;
-        let grace = self.cfg.heartbeat * ONLINE_GRACE_INTERVALS;
+        let grace = self.cfg.heartbeat * CONTACT_REFRESH_INTERVALS * ONLINE_GRACE_REFRESHES;
         let users: Vec<UserId> = self.peers.keys().copied().collect();
         for user in users {
             let Some(state) = self.peers.get_mut(&user) else {

@@ -61,11 +61,17 @@ impl Messenger {
         let my_stores = self.my_stores();
         self.transfers.set_mailbox_stores(my_stores.clone());
         let record = self.presence_record();
-        for state in self.peers.values() {
-            if let Some(link) = &state.link {
-                let _ = link.tx.try_send(MsgFrame::Presence(record.clone()));
+        // Contacts with a link hear us at its opening and every few intervals (see
+        // CONTACT_REFRESH_INTERVALS).
+        if self.beats_since_contacts >= CONTACT_REFRESH_INTERVALS {
+            self.beats_since_contacts = 0;
+            for state in self.peers.values() {
+                if let Some(link) = &state.link {
+                    let _ = link.tx.try_send(MsgFrame::Presence(record.clone()));
+                }
             }
         }
+        self.beats_since_contacts = self.beats_since_contacts.saturating_add(1);
         // Readers ask the store peers we named for our last seen, so heartbeats go to those
         // only; the ones named before, which we still fetch from, just keep their links.
         let named = self.named_stores();
