@@ -1,6 +1,6 @@
 //! One connection per peer: crossed dials, repeated dials and a relayed connection beside a
-//! direct one all end in a single connection, the same one at both ends; and a connected
-//! peer hears of our new addresses without reconnecting.
+//! direct one all end in a single connection, the same one at both ends; a connected peer
+//! hears of our new addresses without reconnecting; and the connection caps hold over QUIC.
 
 mod common;
 
@@ -135,4 +135,49 @@ async fn a_new_listen_address_is_pushed_to_connected_peers() {
     tokio::time::timeout(common::TIMEOUT, identified(&mut alice, bob.id(), true))
         .await
         .expect("alice learns bob's circuit address while connected");
+}
+
+/// Attack: strangers open connection after connection over QUIC, where the caps were only
+/// ever tested over TCP (`store_limits`): past `max_established_incoming` a QUIC connection
+/// is refused as a TCP one is, and the ones already in stay up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_connections_past_the_cap_are_refused_like_tcp_ones() {
+    let mut caps = kith_net::ConnectionCaps::default();
+    caps.max_established_incoming = 2;
+    let target = Peer::start(NetConfig {
+        caps,
+        ..loopback(&[common::QUIC])
+    })
+    .await;
+    let addr = target.addr("quic-v1");
+    let mut strangers = Vec::new();
+    for _ in 0..2 {
+        let s = Peer::start(loopback(&[common::QUIC])).await;
+        s.net.dial(target.id(), vec![addr.clone()]);
+        wait_until("a stranger within the cap to connect", || async {
+            (target.net.connections(&s.id()).direct == 1).then_some(())
+        })
+        .await;
+        strangers.push(s);
+    }
+    let mut third = Peer::start(loopback(&[common::QUIC])).await;
+    third.net.dial(target.id(), vec![addr]);
+    tokio::time::timeout(common::TIMEOUT, async {
+        while let Some(ev) = third.events.recv().await {
+            if matches!(ev, NetEvent::DialFailed(p) | NetEvent::Disconnected(p) if p == target.id())
+            {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the third stranger's connection is refused");
+    assert_eq!(target.net.connections(&third.id()), Connections::default());
+    for s in &strangers {
+        assert_eq!(
+            target.net.connections(&s.id()).direct,
+            1,
+            "the first two stay"
+        );
+    }
 }
