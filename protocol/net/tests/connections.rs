@@ -142,10 +142,11 @@ async fn a_new_listen_address_is_pushed_to_connected_peers() {
 /// is refused as a TCP one is, and the ones already in stay up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quic_connections_past_the_cap_are_refused_like_tcp_ones() {
-    let mut caps = kith_net::ConnectionCaps::default();
-    caps.max_established_incoming = 2;
     let target = Peer::start(NetConfig {
-        caps,
+        caps: kith_net::ConnectionCaps {
+            max_established_incoming: 2,
+            ..Default::default()
+        },
         ..loopback(&[common::QUIC])
     })
     .await;
