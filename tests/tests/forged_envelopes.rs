@@ -14,7 +14,7 @@ use kith_protocol::{
     seal::{HandshakeBody, HandshakePayload, HANDSHAKE_OVERHEAD, NOISE_PATTERN},
     wire::{MsgFrame, RejectReason},
     Envelope, EnvelopeHeader, KeyBundle, LocalIdentity, MessageId, Payload, PeerSessions,
-    Plaintext, SealedBody, SessionPolicy, Text, UserId,
+    Plaintext, Receipt, ReceiptKind, SealedBody, SessionPolicy, Text, UserId,
 };
 use kith_tests::{init_logging, TestNode};
 use libp2p::identity::ed25519;
@@ -50,12 +50,23 @@ fn handshake(
     header: &EnvelopeHeader,
     body: &str,
 ) -> Result<SealedBody> {
+    handshake_carrying(static_private, sender, to, header, text(body)?)
+}
+
+/// [`handshake`] carrying any plaintext.
+fn handshake_carrying(
+    static_private: &[u8],
+    sender: &KeyBundle,
+    to: &KeyBundle,
+    header: &EnvelopeHeader,
+    plaintext: Plaintext,
+) -> Result<SealedBody> {
     let mut chain_seed = [0u8; 32];
     OsRng.fill_bytes(&mut chain_seed);
     let payload = codec::encode(&HandshakePayload {
         sender: sender.clone(),
         chain_seed,
-        plaintext: text(body)?,
+        plaintext,
     })?;
     let prologue = header.prologue();
     let mut hs = snow::Builder::new(NOISE_PATTERN.parse()?)
@@ -327,6 +338,52 @@ async fn forged_or_replayed_envelopes_are_dropped() -> Result<()> {
         "message events {stored:?}, expected {expected:?}"
     );
 
+    cancel.cancel();
+    let _ = task.await;
+    Ok(())
+}
+
+/// Defect: a receipt that opened a session (a handshake) was refused as "replayed" when it
+/// came again — its copy on a store peer comes back at every re-subscription, and a sender
+/// whose link dropped before the ack sends it again — so it was never acknowledged: pushed
+/// every 30 s until it expired, a warning each time. A replayed receipt is applied again
+/// (receipts only move forward) and acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_receipt_handshake_is_acknowledged_every_time() -> Result<()> {
+    init_logging();
+    let bob = TestNode::start("bob").await?;
+    let node = bob.node()?;
+    let b = bob.user_id();
+    let bob_invite = Invite::decode(&bob.invite().await?)?;
+    let (carol, carol_static) = self_made_user()?;
+    node.add_contact(
+        &Invite::new(carol.clone(), &[]).encode()?,
+        Some("carol".into()),
+    )
+    .await?;
+    let cancel = CancellationToken::new();
+    let (mut wire, _network, task) = kith_tests::wire::connect(
+        &LocalIdentity::generate(now_ms(), &mut OsRng),
+        b.peer_id(),
+        bob_invite.multiaddrs(),
+        cancel.clone(),
+    )
+    .await?;
+    let receipt = Plaintext::new(
+        &Payload::Receipt(Receipt {
+            kind: ReceiptKind::Delivered,
+            ids: vec![MessageId::random(&mut OsRng)],
+        }),
+        now_ms(),
+    )?;
+    let header = header_to(b);
+    let env = Envelope {
+        body: handshake_carrying(&carol_static, &carol, &bob_invite.bundle, &header, receipt)?,
+        header,
+    };
+    acked(&wire.deliver(&env).await?, &env).context("the receipt")?;
+    acked(&wire.deliver(&env).await?, &env).context("the same receipt again")?;
+    acked(&wire.deliver(&env).await?, &env).context("and a third time")?;
     cancel.cancel();
     let _ = task.await;
     Ok(())

@@ -1,6 +1,7 @@
 //! The inbox: receiving envelopes, storing messages and answering with acks and receipts.
 
 use crate::messenger::*;
+use kith_protocol::payload::kind;
 
 /// The answer frames for a link's envelopes: the acks first (at most [`MAX_ACK_IDS`] ids
 /// per frame), then the rejects in order.
@@ -162,6 +163,22 @@ impl Messenger {
                                 if already(&self.store, &sender).unwrap_or(false) =>
                             {
                                 return Err(Ok(()))
+                            }
+                            // A receipt is applied again (statuses only move forward) and
+                            // acknowledged; a contact card only acknowledged (applied when
+                            // first opened; applying an old one again could bring back an
+                            // access key since replaced). Refused, the copy on a store peer
+                            // came back at every re-subscription until it expired, and a
+                            // sender resealed it again and again.
+                            Err(OpenError::Replayed)
+                                if opened.plaintext.payload.kind == kind::RECEIPT =>
+                            {
+                                tracing::debug!(%id, %sender, "replayed receipt applied again");
+                            }
+                            Err(OpenError::Replayed)
+                                if opened.plaintext.payload.kind == kind::CONTACT_CARD =>
+                            {
+                                return Err(Ok(()));
                             }
                             Err(e) => {
                                 tracing::warn!(%id, %sender, error = %e, "replayed handshake dropped");
