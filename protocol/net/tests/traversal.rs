@@ -116,6 +116,51 @@ async fn a_stranger_relay_that_dialed_us_is_never_listened_through() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_rate_limits_the_circuits_one_stranger_opens() {
+    // Attack: a stranger opens circuit after circuit through an operator's relay (each one a
+    // pair of streams the relay carries, to whoever holds a slot there). Past its rate per
+    // source peer the relay refuses, and the circuit already open stays up.
+    let limits = kith_net::RelayLimits {
+        circuits_per_peer_per_minute: 1,
+        ..kith_net::RelayLimits::default()
+    };
+    let (relay, bob, to_bob) = common::relay_with_limits_and_reserved_bob(limits, None).await;
+    let carol = Peer::start(NetConfig {
+        bootstrap: vec![relay.addr("tcp")],
+        reserve_on_relays: 1,
+        ..loopback(&[TCP])
+    })
+    .await;
+    let to_carol = wait_until("carol to listen through the relay", || async {
+        carol.net.listen_addrs().into_iter().find(is_relayed)
+    })
+    .await
+    .with(Protocol::P2p(carol.id()));
+    let mut stranger = Peer::start(loopback(&[TCP])).await;
+    stranger.net.dial(bob.id(), vec![to_bob]);
+    wait_until("the stranger's first circuit, to bob", || async {
+        (stranger.net.route(&bob.id()) == Route::Relayed).then_some(())
+    })
+    .await;
+    stranger.net.dial(carol.id(), vec![to_carol]);
+    tokio::time::timeout(TIMEOUT, async {
+        while let Some(ev) = stranger.events.recv().await {
+            if matches!(ev, NetEvent::DialFailed(p) if p == carol.id()) {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the stranger's second circuit, to carol, is refused");
+    assert_eq!(carol.net.route(&stranger.id()), Route::None);
+    assert_eq!(
+        stranger.net.route(&bob.id()),
+        Route::Relayed,
+        "the first stays"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_connect_over_quic_alone_and_by_dns_name() {
     let bob = Peer::start(loopback(&[QUIC, TCP])).await;
     let alice = Peer::start(loopback(&[QUIC])).await;

@@ -15,7 +15,8 @@ pub struct RelayLimits {
     pub max_circuit_duration: Duration,
     /// Most bytes one circuit may carry.
     pub max_circuit_bytes: u64,
-    /// Most circuits one peer takes part in at once (as source or destination).
+    /// Most circuits a peer may take part in (as source or destination) when it asks for
+    /// another; rust-libp2p lets one more through than this.
     pub max_circuits_per_peer: usize,
     /// Circuits one source peer may open per minute (also the burst).
     pub circuits_per_peer_per_minute: u32,

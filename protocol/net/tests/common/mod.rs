@@ -106,8 +106,16 @@ pub async fn wait_until<T, F: Future<Output = Option<T>>>(
 
 /// A relay, and `bob`, who met it through bootstrap and listens through it.
 pub async fn relay_and_reserved_bob(bob_filter: Option<RelayedFilter>) -> (Peer, Peer, Multiaddr) {
+    relay_with_limits_and_reserved_bob(RelayLimits::default(), bob_filter).await
+}
+
+/// [`relay_and_reserved_bob`] with a relay of these `limits`.
+pub async fn relay_with_limits_and_reserved_bob(
+    limits: RelayLimits,
+    bob_filter: Option<RelayedFilter>,
+) -> (Peer, Peer, Multiaddr) {
     let relay = Peer::start(NetConfig {
-        relay: Some(RelayLimits::default()),
+        relay: Some(limits),
         ..loopback(&[TCP])
     })
     .await;
