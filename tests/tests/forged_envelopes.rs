@@ -132,6 +132,14 @@ fn self_made_user() -> Result<(KeyBundle, [u8; 32])> {
     Ok((bundle, static_private))
 }
 
+/// Makes the user of `bundle` one of `node`'s contacts, named `name`, by an address-less
+/// invite.
+async fn make_contact(node: &kith_node::Node, bundle: KeyBundle, name: &str) -> Result<()> {
+    node.add_contact(&Invite::new(bundle, &[]).encode()?, Some(name.into()))
+        .await?;
+    Ok(())
+}
+
 fn invalid(answer: &MsgFrame, env: &Envelope, reason: RejectReason) -> Result<()> {
     ensure!(
         answer == &MsgFrame::Reject(env.id(), reason),
@@ -163,11 +171,7 @@ async fn forged_or_replayed_envelopes_are_dropped() -> Result<()> {
     // Alice is one of bob's contacts; her node plays no part.
     let alice = LocalIdentity::generate(now_ms(), &mut OsRng);
     let a = alice.user_id();
-    node.add_contact(
-        &Invite::new(alice.bundle(), &[]).encode()?,
-        Some("alice".into()),
-    )
-    .await?;
+    make_contact(node, alice.bundle(), "alice").await?;
     let mallory = LocalIdentity::generate(now_ms(), &mut OsRng);
     let m = mallory.user_id();
     let mut events = node.subscribe();
@@ -356,11 +360,7 @@ async fn a_replayed_receipt_handshake_is_acknowledged_every_time() -> Result<()>
     let b = bob.user_id();
     let bob_invite = Invite::decode(&bob.invite().await?)?;
     let (carol, carol_static) = self_made_user()?;
-    node.add_contact(
-        &Invite::new(carol.clone(), &[]).encode()?,
-        Some("carol".into()),
-    )
-    .await?;
+    make_contact(node, carol.clone(), "carol").await?;
     let cancel = CancellationToken::new();
     let (mut wire, _network, task) = kith_tests::wire::connect(
         &LocalIdentity::generate(now_ms(), &mut OsRng),

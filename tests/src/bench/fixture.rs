@@ -58,8 +58,19 @@ pub(super) async fn start(
     name: &str,
     bootstrap: Vec<libp2p::Multiaddr>,
 ) -> Result<RunningNode> {
+    start_with(dir, name, bootstrap, |_| {}).await
+}
+
+/// [`start`], with `tune` changing the node's configuration first.
+pub(super) async fn start_with(
+    dir: &std::path::Path,
+    name: &str,
+    bootstrap: Vec<libp2p::Multiaddr>,
+    tune: impl FnOnce(&mut Config),
+) -> Result<RunningNode> {
     let mut cfg = Config::loopback(dir.join(name));
     cfg.bootstrap = bootstrap;
+    tune(&mut cfg);
     kith_node::start(cfg)
         .await
         .with_context(|| format!("starting {name}"))

@@ -17,7 +17,10 @@ use serde_json::{json, Value};
 
 use super::{
     cli::Cli,
-    fixture::{blast, ratio, round1, round3, sibling_bin, spawn_store_chain, MIB, PHASE_TIMEOUT},
+    fixture::{
+        blast, ratio, round1, round3, sibling_bin, spawn_store_chain, start_with, MIB,
+        PHASE_TIMEOUT,
+    },
 };
 use crate::{
     measure::{proc_sample, socket_counts, ProcSample},
@@ -134,12 +137,10 @@ pub(super) async fn run(args: &Cli) -> Result<Value> {
     eprintln!("idle: {IDLE_CONTACTS} contacts exchange a message with it");
     let mut contacts = Vec::with_capacity(IDLE_CONTACTS);
     for i in 0..IDLE_CONTACTS {
-        let mut cfg = kith_node::Config::loopback(dir.path().join(format!("contact{i}")));
-        cfg.bootstrap = addrs.clone();
-        cfg.heartbeat = Duration::from_secs(heartbeat_secs);
-        let c = kith_node::start(cfg)
-            .await
-            .with_context(|| format!("starting contact{i}"))?;
+        let c = start_with(dir.path(), &format!("contact{i}"), addrs.clone(), |cfg| {
+            cfg.heartbeat = Duration::from_secs(heartbeat_secs)
+        })
+        .await?;
         let invite = c.node.me().await?.invite;
         api.add_contact(&invite, Some(format!("contact{i}").as_str()))
             .await?;
