@@ -48,6 +48,10 @@ use kith_protocol::{
     Envelope, EnvelopeDigest, MessageId, UserId,
 };
 
+/// The mailbox database's page cache by default: 64 MiB. The hot part of a mailbox is what
+/// arrived since its owner last fetched; older envelopes are read once, on the way out.
+pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Quotas and lifetimes of a store peer's mailboxes.
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -171,9 +175,15 @@ impl Mailboxes {
     /// Opens (or creates) the mailboxes under `dir`: an older format is migrated first, a
     /// newer one refused ([`super::format`]).
     pub fn open(dir: &Path) -> Result<Self, MailboxError> {
+        Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// As [`Mailboxes::open`], caching at most `cache_bytes` of the database in memory.
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Self, MailboxError> {
         let db = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
+            .cache_capacity(cache_bytes)
             .open()?;
         versioned::open(&db, dir, &STORE_PEER_SCHEMA)?;
         let envelopes = db.open_tree("envelopes")?;

@@ -95,7 +95,10 @@ pub async fn start(cfg: Config) -> Result<Running, RunError> {
     // Before the network: a database this build cannot open (a newer format) is refused
     // before anyone can reach us.
     let mailboxes = match &cfg.store {
-        Some(_) => Some(Mailboxes::open(&cfg.data_dir.join("mailboxes"))?),
+        Some(store) => Some(Mailboxes::open_with_cache(
+            &cfg.data_dir.join("mailboxes"),
+            store.cache_bytes,
+        )?),
         None => None,
     };
     // Also before the network: a metrics address already taken stops the start while

@@ -18,6 +18,7 @@
 
 mod cli;
 pub mod direct;
+pub mod ejabberd;
 pub mod faults;
 mod fixture;
 pub mod idle;
@@ -31,7 +32,7 @@ pub mod store;
 use anyhow::{ensure, Context, Result};
 use serde_json::Value;
 
-pub use cli::{Cli, ScenarioArg};
+pub use cli::{Cli, RuntimeFlavor, ScenarioArg};
 pub use idle::IDLE_BASELINE_CHILD;
 
 /// Runs the scenarios `cli` names, prints their figures and writes them to `--json`.
@@ -58,8 +59,8 @@ pub async fn run(cli: &Cli) -> Result<()> {
 /// Runs one scenario and returns its figures.
 async fn run_scenario(scenario: ScenarioArg, cli: &Cli) -> Result<Value> {
     match scenario {
-        ScenarioArg::Direct => direct::run(cli.messages).await,
-        ScenarioArg::Offline => offline::run(cli.offline_messages).await,
+        ScenarioArg::Direct => direct::run(cli.messages, cli.ejabberd()).await,
+        ScenarioArg::Offline => offline::run(cli.offline_messages, cli.ejabberd()).await,
         ScenarioArg::Store => store::run(cli).await,
         ScenarioArg::Presence => presence::run(cli).await,
         ScenarioArg::Idle => idle::run(cli).await,

@@ -110,6 +110,10 @@ pub struct RunArgs {
     /// deposits are refused (StoreFull) and uploads stop (QuotaExceeded).
     #[arg(long, env = "KITH_MAX_STORE_BYTES")]
     pub max_store_bytes: Option<u64>,
+    /// Most memory the mailbox database caches, in MiB (sled's page cache): what bounds the
+    /// store peer's memory however much it holds on disk.
+    #[arg(long, env = "KITH_STORE_CACHE_MIB")]
+    pub store_cache_mib: Option<u64>,
     /// Most inbound connections at once.
     #[arg(long, env = "KITH_MAX_CONNECTIONS")]
     pub max_connections: Option<u32>,

@@ -105,6 +105,7 @@ impl RunArgs {
             deposits_per_minute,
             deposits_per_ip_per_minute,
             max_store_bytes,
+            store_cache_mib,
             max_connections,
             max_connections_per_peer,
             max_lifetime,
@@ -155,6 +156,9 @@ impl RunArgs {
             blobs,
             replication: a.replication.unwrap_or(store.replication),
             max_store_bytes: a.max_store_bytes.unwrap_or(store.max_store_bytes),
+            cache_bytes: a
+                .store_cache_mib
+                .map_or(store.cache_bytes, |mib| mib.saturating_mul(1024 * 1024)),
             ..store
         };
         let relay = RelayLimits::default();

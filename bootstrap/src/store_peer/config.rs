@@ -6,7 +6,7 @@ use kith_net::{accept, frames::ReadTimeouts};
 
 use crate::{
     blobs::BlobLimits,
-    mailboxes::{Limits, RequestLimits},
+    mailboxes::{Limits, RequestLimits, DEFAULT_CACHE_BYTES},
     rates::Rates,
 };
 
@@ -48,6 +48,9 @@ pub struct StoreConfig {
     /// Most bytes this store peer holds on disk (envelopes and blobs); past it deposits are
     /// refused with `StoreFull` and blob chunks with `QuotaExceeded`.
     pub max_store_bytes: u64,
+    /// Most bytes the mailbox database keeps cached in memory (sled's page cache). sled's
+    /// own default, 1 GiB, let a store peer's memory grow with what it holds.
+    pub cache_bytes: u64,
     /// Most other store peers remembered.
     pub max_known_stores: usize,
     /// Most envelope identities remembered as confirmed per other store peer.
@@ -80,6 +83,7 @@ impl Default for StoreConfig {
             max_delete_per_request: kith_protocol::mailbox::MAX_DELETE_IDS,
             page_bytes: kith_protocol::frame::MAX_FRAME_LEN,
             max_store_bytes: 64 * 1024 * 1024 * 1024,
+            cache_bytes: DEFAULT_CACHE_BYTES,
             max_known_stores: 1024,
             max_replicated_refs: 1_000_000,
             blobs: BlobLimits::default(),

@@ -132,6 +132,14 @@ impl PeerState {
         was
     }
 
+    /// The peer's receipt for `id` came before (or instead of) its ack: the message is no
+    /// longer in flight, and nothing about it is retried.
+    pub(super) fn acked_by_receipt(&mut self, id: &MessageId) {
+        self.ack(id);
+        self.invalid_retries.remove(id);
+        self.direct_only.remove(id);
+    }
+
     /// Whether a dial may start at `now`: none is under way and the backoff has passed.
     pub(super) fn may_dial(&self, now: Instant) -> bool {
         self.dialing_until.is_none_or(|t| t <= now) && self.retry.is_due(now)

@@ -74,6 +74,28 @@ pub struct Cli {
     /// `nat`: hole-punching rounds, each with fresh NAT mappings.
     #[arg(long, default_value_t = 10)]
     pub nat_rounds: usize,
+    /// `direct` and `offline`: also run the central-server anchor (ejabberd 23.01 and its
+    /// load generator, installed by its scripts when missing) in this invocation, and print
+    /// the ratio of Kith's figures to it.
+    #[arg(long)]
+    pub vs_ejabberd: bool,
+    /// Where ejabberd's scripts (`run.sh`) are (default: `../shared/bench/ejabberd` beside
+    /// the repository).
+    #[arg(long)]
+    pub ejabberd_dir: Option<PathBuf>,
+    /// The tokio runtime every in-process node of the run shares (`direct`, `offline`,
+    /// `mesh`): to compare the flavours on this machine.
+    #[arg(long, value_enum, default_value_t = RuntimeFlavor::Multi)]
+    pub runtime: RuntimeFlavor,
+}
+
+/// A tokio runtime flavour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RuntimeFlavor {
+    /// One worker thread per core (tokio's default).
+    Multi,
+    /// Everything on the thread that runs the benchmark.
+    Current,
 }
 
 /// A scenario as named on the command line.
@@ -151,6 +173,15 @@ impl Cli {
             }
         }
         out
+    }
+
+    /// The ejabberd scripts' folder when `--vs-ejabberd` asks for the anchor.
+    pub fn ejabberd(&self) -> Option<PathBuf> {
+        self.vs_ejabberd.then(|| {
+            self.ejabberd_dir
+                .clone()
+                .unwrap_or_else(super::ejabberd::default_dir)
+        })
     }
 }
 

@@ -2,7 +2,8 @@
 //! durably on both sides, delivered receipt back). Throughput over `--messages` with many
 //! sends in flight, and latency (send → delivered receipt) at 200/s. Baseline: raw tokio TCP
 //! on loopback with ChaCha20-Poly1305 framing of the same payloads, an encrypted ack per
-//! message.
+//! message. With `--vs-ejabberd`, also the central-server anchor (ejabberd one-to-one, see
+//! [`super::ejabberd`]) in the same invocation, and Kith's ratio to it.
 
 use std::{
     collections::HashMap,
@@ -24,7 +25,7 @@ const LATENCY_RATE: u64 = 200;
 /// Messages measured at the light rate.
 const LATENCY_MESSAGES: usize = 1_000;
 
-pub(super) async fn run(messages: usize) -> Result<Value> {
+pub(super) async fn run(messages: usize, ejabberd: Option<std::path::PathBuf>) -> Result<Value> {
     let dir = tempfile::tempdir()?;
     let alice = start(dir.path(), "alice", vec![]).await?;
     let bob = start(dir.path(), "bob", vec![]).await?;
@@ -49,7 +50,12 @@ pub(super) async fn run(messages: usize) -> Result<Value> {
 
     eprintln!("baseline: raw TCP + ChaCha20-Poly1305");
     let (base_tp, base_lat) = baseline_tcp(messages).await?;
+    let anchor = match ejabberd {
+        Some(dir) => vs_ejabberd(&dir, throughput, &lat),
+        None => json!(null),
+    };
     Ok(json!({
+        "ejabberd": anchor,
         "messages": messages,
         "throughput_msgs_per_s": throughput.round(),
         "baseline_throughput_msgs_per_s": base_tp.round(),
@@ -63,6 +69,33 @@ pub(super) async fn run(messages: usize) -> Result<Value> {
         "latency_p50_ratio": ratio(percentile(&lat, 0.50) as f64, percentile(&base_lat, 0.50) as f64),
         "latency_p99_ratio": ratio(percentile(&lat, 0.99) as f64, percentile(&base_lat, 0.99) as f64),
     }))
+}
+
+/// ejabberd's one-to-one throughput and latency at 200/s, and Kith's ratios to them (above 1
+/// for throughput and below 1 for latency mean Kith is ahead). A failure to run the anchor is
+/// reported in the figures, not as the benchmark's failure.
+fn vs_ejabberd(dir: &std::path::Path, throughput: f64, lat: &[u64]) -> Value {
+    let figures = || -> Result<Value> {
+        let tp = super::ejabberd::run(dir, "throughput")?;
+        let l = super::ejabberd::run(dir, "latency")?;
+        let (tp, l) = (&tp[0], &l[0]);
+        let rate = super::ejabberd::number(tp, "steady_rate")?;
+        let p50 = super::ejabberd::number(l, "lat_p50_us")?;
+        let p99 = super::ejabberd::number(l, "lat_p99_us")?;
+        Ok(json!({
+            "throughput_msgs_per_s": rate.round(),
+            "server_cpu_percent": tp.get("srv_cpu"),
+            "latency_p50_us": p50,
+            "latency_p99_us": p99,
+            "kith_throughput_ratio": ratio(throughput, rate),
+            "kith_latency_p50_ratio": ratio(percentile(lat, 0.50) as f64, p50),
+            "kith_latency_p99_ratio": ratio(percentile(lat, 0.99) as f64, p99),
+        }))
+    };
+    figures().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "ejabberd anchor did not run");
+        json!({ "error": e.to_string() })
+    })
 }
 
 /// Send → delivered-receipt latency of [`LATENCY_MESSAGES`] messages at [`LATENCY_RATE`]/s,

@@ -1,7 +1,8 @@
 //! `offline`: messages to an offline user through R=3 store peers (W=2): deposit rate, time
 //! for the returning user to hold all of them, bytes per message on a store peer. Baseline:
 //! the same number of envelope-sized values inserted into sled with a flush every batch (the
-//! durable write the store peers must do anyway).
+//! durable write the store peers must do anyway). With `--vs-ejabberd`, also ejabberd's
+//! offline store and drain of as many messages, in the same invocation.
 
 use std::{collections::BTreeMap, time::Instant};
 
@@ -12,7 +13,7 @@ use serde_json::{json, Value};
 
 use super::fixture::{baseline_sled, blast, introduce, progress, ratio, start, PHASE_TIMEOUT};
 
-pub(super) async fn run(messages: usize) -> Result<Value> {
+pub(super) async fn run(messages: usize, ejabberd: Option<std::path::PathBuf>) -> Result<Value> {
     let dir = tempfile::tempdir()?;
     let mut stores = Vec::new();
     let mut addrs: Vec<libp2p::Multiaddr> = Vec::new();
@@ -88,7 +89,12 @@ pub(super) async fn run(messages: usize) -> Result<Value> {
 
     eprintln!("baseline: sled inserts with a flush per batch");
     let base_rate = baseline_sled(dir.path(), messages, per_msg.max(1.0) as usize)?;
+    let anchor = match ejabberd {
+        Some(dir) => vs_ejabberd(&dir, deposit_rate, drain.as_secs_f64()),
+        None => json!(null),
+    };
     Ok(json!({
+        "ejabberd": anchor,
         "messages": messages,
         "deposit_msgs_per_s": deposit_rate.round(),
         "baseline_sled_durable_inserts_per_s": base_rate.round(),
@@ -96,4 +102,34 @@ pub(super) async fn run(messages: usize) -> Result<Value> {
         "drain_s": (drain.as_secs_f64() * 1000.0).round() / 1000.0,
         "store_bytes_per_msg": per_msg.round(),
     }))
+}
+
+/// ejabberd's offline path (10,000 messages stored for an offline user, then drained when it
+/// logs in) and Kith's ratios to it. A failure to run the anchor is reported in the figures.
+fn vs_ejabberd(dir: &std::path::Path, deposit_rate: f64, drain_s: f64) -> Value {
+    let figures = || -> Result<Value> {
+        let results = super::ejabberd::run(dir, "offline")?;
+        let find = |mode: &str| {
+            results
+                .iter()
+                .find(|r| r.get("mode").map(String::as_str) == Some(mode))
+                .with_context(|| format!("ejabberd printed no {mode} result"))
+        };
+        let (send, recv) = (find("offline-send")?, find("offline-recv")?);
+        let msgs = super::ejabberd::number(send, "msgs")?;
+        let stored_s = super::ejabberd::number(send, "stored_s")?;
+        let drained_s = super::ejabberd::number(recv, "all_after_presence_s")?;
+        let rate = msgs / stored_s.max(1e-9);
+        Ok(json!({
+            "messages": msgs,
+            "stored_msgs_per_s": rate.round(),
+            "drain_s": drained_s,
+            "kith_deposit_ratio": ratio(deposit_rate, rate),
+            "kith_drain_ratio": ratio(drain_s, drained_s),
+        }))
+    };
+    figures().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "ejabberd anchor did not run");
+        json!({ "error": e.to_string() })
+    })
 }

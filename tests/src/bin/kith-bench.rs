@@ -17,8 +17,10 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let mut rt = match cli.runtime {
+        bench::RuntimeFlavor::Multi => tokio::runtime::Builder::new_multi_thread(),
+        bench::RuntimeFlavor::Current => tokio::runtime::Builder::new_current_thread(),
+    };
+    let rt = rt.enable_all().build()?;
     rt.block_on(bench::run(&cli))
 }

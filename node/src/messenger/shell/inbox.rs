@@ -312,24 +312,19 @@ impl Messenger {
                     ReceiptKind::Read => DeliveryStatus::Read,
                 };
                 for mid in r.ids {
-                    // Only the conversation's peer may tick our messages to them: the lookup
-                    // is of our message to the receipt's sender.
-                    match self.store.message(Direction::Outgoing, &sender, &mid) {
-                        Ok(Some(_)) => {
-                            // A receipt proves the peer holds the message even if its ack is
-                            // still on the way (another stream): settle the outbox entry now.
-                            if self.outbox.addressed_to(&mid, &sender) {
-                                self.on_acked(sender, vec![mid]);
-                                self.settle(&mid);
-                                batch.settled.insert(sender);
-                            }
-                            self.set_status(&sender, &mid, to)
-                        }
-                        Ok(_) => {
-                            tracing::debug!(%mid, %sender, "receipt for a message not sent to them; ignored")
-                        }
-                        Err(e) => tracing::error!(error = %e, "cannot read message for receipt"),
+                    // Only the conversation's peer may tick our messages to them: both the
+                    // outbox entry and the stored message are looked up as ours to the
+                    // receipt's sender.
+                    if self.outbox.addressed_to(&mid, &sender) {
+                        // A receipt proves the peer holds the message even if its ack is
+                        // still on the way (another stream): settle the outbox entry now,
+                        // without writing the ✓ it implies on the way to this status.
+                        self.peer(sender).acked_by_receipt(&mid);
+                        self.settle(&mid);
+                        batch.settled.insert(sender);
                     }
+                    // One read-modify-write, and none when the status would not move.
+                    self.set_status(&sender, &mid, to);
                 }
             }
             Ok(Payload::Media(m)) => {
