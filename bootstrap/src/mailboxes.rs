@@ -10,7 +10,10 @@
 //! Layout:
 //! - `envelopes`: `len(recipient) ‖ recipient ‖ seq ‖ id` → envelope bytes (canonical
 //!   encoding; arrival order within a mailbox).
-//! - `ids`: `len(recipient) ‖ recipient ‖ id ‖ digest` → key in `envelopes`.
+//! - `ids`: `len(recipient) ‖ recipient ‖ id ‖ digest` → key in `envelopes`. An envelope
+//!   deleted with a tombstone keeps its entry (pointing at a key no longer in `envelopes`)
+//!   until the tombstone expires: one write less per delete on the drain's path, and the
+//!   entry is bounded by the tombstone limits like the tombstone itself.
 //! - `forgotten`: `len(owner) ‖ owner ‖ id ‖ digest` → expiry (u64 BE). Tombstones, so a late
 //!   replica of a delivered envelope is not stored again; scoped to the mailbox whose owner
 //!   deleted it, so nobody can block deposits to someone else by "deleting" them ahead, and to
@@ -434,14 +437,14 @@ impl Mailboxes {
         let mut n = 0;
         for r in refs {
             let identity = identity_key(owner, r);
-            if let Some(key) = self.ids.get(&identity)? {
-                if let Some(v) = self.envelopes.remove(&key)? {
+            let indexed = self.ids.get(&identity)?;
+            if let Some(key) = &indexed {
+                if let Some(v) = self.envelopes.remove(key)? {
                     self.lock_usage().remove(owner, v.len() as u64);
                     self.budget.release(v.len() as u64);
                     self.forget_request(owner, &identity, v.len())?;
                     n += 1;
                 }
-                self.ids.remove(&identity)?;
             }
             let room = {
                 let usage = self.lock_usage();
@@ -450,11 +453,17 @@ impl Mailboxes {
                     && usage.tombstones_total < limits.max_tombstones
             };
             if !room {
+                // No tombstone: nothing may say "seen" any more, the index entry included.
+                if indexed.is_some() {
+                    self.ids.remove(&identity)?;
+                }
                 continue;
             }
+            // The tombstone first, so that a crash between the two writes never leaves an
+            // entry without one; the index entry stays until the tombstone expires.
             let had = self
                 .forgotten
-                .insert(identity, &tombstone_until_ms.to_be_bytes())?;
+                .insert(identity.as_slice(), &tombstone_until_ms.to_be_bytes())?;
             if had.is_none() {
                 self.lock_usage().tombstone_added(*owner);
             }
@@ -494,6 +503,13 @@ impl Mailboxes {
             let (k, v) = item?;
             let until = v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0);
             if is_expired(until, now_ms) && self.forgotten.remove(&k)?.is_some() {
+                // The index entry its envelope's delete left behind (see `ids` above), unless
+                // a copy was deposited again since (then it points at a held envelope).
+                if let Some(key) = self.ids.get(&k)? {
+                    if !self.envelopes.contains_key(&key)? {
+                        self.ids.remove(&k)?;
+                    }
+                }
                 if let Some(u) = user_of_key(&k) {
                     self.lock_usage().tombstone_gone(&u);
                 }
@@ -525,7 +541,11 @@ impl Mailboxes {
 
     /// Whether an envelope is held in `user`'s mailbox.
     pub fn holds(&self, user: &UserId, r: &EnvelopeRef) -> Result<bool, MailboxError> {
-        Ok(self.ids.contains_key(identity_key(user, r))?)
+        match self.ids.get(identity_key(user, r))? {
+            // A deleted envelope's entry outlives it until its tombstone expires.
+            Some(key) => Ok(self.envelopes.contains_key(&key)?),
+            None => Ok(false),
+        }
     }
 }
 

@@ -215,6 +215,8 @@ async fn a_tombstone_blocks_a_late_copy_until_it_expires() {
             .unwrap(),
         1
     );
+    // Its index entry outlives it (until the tombstone expires), but says nothing is held.
+    assert!(!m.holds(&bob, &r(bob, 1)).unwrap());
     // A late replica (or a retried deposit) of what bob already took is not stored again.
     assert_eq!(put(&m, bob, 1, &limits), Ok(Deposit::Duplicate));
     assert!(ids_of(&m, &bob).is_empty());
@@ -226,9 +228,10 @@ async fn a_tombstone_blocks_a_late_copy_until_it_expires() {
     );
     assert_eq!(put(&m, bob, 2, &limits), Ok(Deposit::Duplicate));
     assert!(ids_of(&m, &bob).is_empty());
-    // Tombstones go when they expire.
+    // Tombstones go when they expire, with the index entries their deletes left.
     assert_eq!(m.expire(NOW + 1_000).unwrap(), 0);
     assert_eq!(put(&m, bob, 1, &limits), Ok(Deposit::Stored));
+    assert!(m.holds(&bob, &r(bob, 1)).unwrap());
 }
 
 #[tokio::test]
@@ -554,6 +557,8 @@ async fn tombstones_stop_at_their_cap_and_deletes_still_delete() {
     );
     assert!(ids_of(&m, &bob).is_empty());
     assert_eq!(m.totals().tombstones, 5);
+    // Without a tombstone nothing remembers it: a copy that comes again is held again.
+    assert_eq!(put(&m, bob, 1, &limits), Ok(Deposit::Stored));
     // Expired tombstones leave the count too.
     m.expire(NOW + 1_000).unwrap();
     assert_eq!(m.totals().tombstones, 0);
