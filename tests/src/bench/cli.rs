@@ -74,6 +74,10 @@ pub struct Cli {
     /// `nat`: hole-punching rounds, each with fresh NAT mappings.
     #[arg(long, default_value_t = 10)]
     pub nat_rounds: usize,
+    /// `store`: the store peer's page cache, MiB (its own default when not given); run with
+    /// more `--store-messages` than fit in it to see RSS stop growing.
+    #[arg(long)]
+    pub store_cache_mib: Option<u64>,
     /// `direct` and `offline`: also run the central-server anchor (ejabberd 23.01 and its
     /// load generator, installed by its scripts when missing) in this invocation, and print
     /// the ratio of Kith's figures to it.

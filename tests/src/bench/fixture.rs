@@ -166,6 +166,7 @@ pub(super) async fn spawn_store(
     dir: &std::path::Path,
     peers: &[libp2p::Multiaddr],
     metrics: Option<std::net::SocketAddr>,
+    cache_mib: Option<u64>,
 ) -> Result<(ChildProc, libp2p::Multiaddr)> {
     let mut cmd = std::process::Command::new(bin);
     cmd.arg("run")
@@ -183,6 +184,9 @@ pub(super) async fn spawn_store(
     }
     if let Some(m) = metrics {
         cmd.arg("--metrics").arg(m.to_string());
+    }
+    if let Some(mib) = cache_mib {
+        cmd.arg("--store-cache-mib").arg(mib.to_string());
     }
     let mut child = ChildProc::spawn("kith-bootstrap", cmd)?;
     let line = child.line(|l| l.starts_with("/ip4/")).await?;
@@ -210,7 +214,14 @@ pub(super) async fn spawn_metered_store(
 )> {
     let bin = sibling_bin(args, "kith-bootstrap")?;
     let metrics_at = free_loopback_addr()?;
-    let (child, addr) = spawn_store(&bin, &dir.join("store"), &[], Some(metrics_at)).await?;
+    let (child, addr) = spawn_store(
+        &bin,
+        &dir.join("store"),
+        &[],
+        Some(metrics_at),
+        args.store_cache_mib,
+    )
+    .await?;
     let peer = peer_of(&addr)?;
     let http = reqwest::Client::new();
     metric(&http, metrics_at, first_metric).await?;
@@ -227,7 +238,7 @@ pub(super) async fn spawn_store_chain(
     let mut stores = Vec::with_capacity(n);
     let mut addrs: Vec<libp2p::Multiaddr> = Vec::with_capacity(n);
     for i in 0..n {
-        let (c, a) = spawn_store(bin, &dir.join(format!("store{i}")), &addrs, None).await?;
+        let (c, a) = spawn_store(bin, &dir.join(format!("store{i}")), &addrs, None, None).await?;
         addrs.push(a);
         stores.push(c);
     }

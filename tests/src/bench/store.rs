@@ -195,6 +195,15 @@ pub(super) async fn run(args: &Cli) -> Result<Value> {
         "store_rss_mib_per_1m_held_extrapolated": round1(rss_per_1m),
         "baseline_payload_mib_per_1m": round1(payload_per_1m),
         "rss_per_1m_ratio": ratio(rss_per_1m, payload_per_1m),
+        // What bounds the growth: the store peer's page cache (its default unless given).
+        "store_cache_mib": args
+            .store_cache_mib
+            .unwrap_or(kith_bootstrap::mailboxes::DEFAULT_CACHE_BYTES >> 20),
+        "held_envelope_mib": round1(held_bytes as f64 / MIB),
+        "rss_growth_over_held_bytes_ratio": ratio(
+            holding_rss.saturating_sub(idle_rss) as f64,
+            held_bytes as f64,
+        ),
     }))
 }
 
