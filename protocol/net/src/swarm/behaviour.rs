@@ -87,7 +87,14 @@ pub(super) fn new(
                 .with_max_established_incoming(Some(caps.max_established_incoming))
                 .with_max_established_per_peer(Some(caps.max_established_per_peer)),
         ),
-        memory: memory_connection_limits::Behaviour::with_max_bytes(caps.max_process_memory_bytes),
+        // A memory-transport mesh is one process holding every peer: its resident memory is
+        // the sum of theirs, and a per-process cap would refuse every peer's connections at
+        // once past it.
+        memory: memory_connection_limits::Behaviour::with_max_bytes(if cfg.transport.is_memory() {
+            usize::MAX
+        } else {
+            caps.max_process_memory_bytes
+        }),
         identify: identify::Behaviour::new(
             identify::Config::new(IDENTIFY_VERSION.to_string(), key.public())
                 .with_agent_version(format!("kith/{}", env!("CARGO_PKG_VERSION")))

@@ -43,7 +43,8 @@ pub enum Transport {
     #[default]
     Network,
     /// Only `/memory/<n>` addresses, in this process (Noise + Yamux as over TCP), with the
-    /// mesh's shared [`Links`] (to cut and heal links between peers).
+    /// mesh's shared [`Links`] (to cut and heal links between peers). The process-memory
+    /// connection cap is off: the process holds every peer of the mesh.
     Memory(Links),
 }
 
