@@ -4,7 +4,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use kith_net::{ConnectionCaps, RelayLimits};
+use kith_net::{ConnectionCaps, RelayLimits, Transport};
 use libp2p::Multiaddr;
 
 use crate::store_peer::StoreConfig;
@@ -38,6 +38,9 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Connection limits (in all, pending, per peer, memory).
     pub connections: ConnectionCaps,
+    /// What connections run on: the network, or memory in this process (simulated meshes;
+    /// see [`kith_net::Transport`]). The listen addresses must match it.
+    pub transport: Transport,
 }
 
 /// `/ip4/127.0.0.1/tcp/0`: loopback, any free port.
@@ -66,6 +69,7 @@ impl Config {
             metrics: None,
             idle_timeout: IDLE_TIMEOUT,
             connections: ConnectionCaps::default(),
+            transport: Transport::Network,
         }
     }
 }

@@ -116,6 +116,7 @@ pub async fn start(cfg: Config) -> Result<Running, RunError> {
     let mut registry = metrics::registry(metrics.clone());
     let swarm_series = metrics::swarm_series(&mut registry);
     let net_cfg = NetConfig {
+        transport: cfg.transport.clone(),
         listen: cfg.listen.clone(),
         bootstrap: cfg.peers.clone(),
         kad_mode: KadMode::Server,

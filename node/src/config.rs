@@ -146,6 +146,9 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// How the node gets through NATs and firewalls.
     pub traversal: Traversal,
+    /// What the node's connections run on: the network, or memory in this process (large
+    /// simulated meshes; see [`kith_net::Transport`]). The listen addresses must match it.
+    pub transport: kith_net::Transport,
 }
 
 /// How a node behind a NAT stays reachable: relays, hole punching, AutoNAT, port mapping.
@@ -228,6 +231,7 @@ impl Config {
             download_timeout: DEFAULT_DOWNLOAD_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             traversal: Traversal::default(),
+            transport: kith_net::Transport::Network,
         }
     }
 

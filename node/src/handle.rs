@@ -127,6 +127,11 @@ impl Node {
         self.user
     }
 
+    /// What the node's own Kademlia queries have cost so far (simulations report it).
+    pub fn kad_stats(&self) -> kith_net::KadTotals {
+        self.net.kad_stats()
+    }
+
     /// The addresses the node listens on, each ending in `/p2p/<peer id>`.
     pub fn listen_addrs(&self) -> Vec<Multiaddr> {
         let peer = self.user.peer_id();

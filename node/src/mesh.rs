@@ -1,4 +1,5 @@
-//! A local mesh in one process: store peers and users on loopback, introduced to each other.
+//! A local mesh in one process: store peers and users on loopback (or on the in-process
+//! memory transport), introduced to each other.
 //!
 //! `kith demo` runs one for people to try Kith on one machine; the simulation harness in
 //! `tests/` builds larger ones from the same code, so what the demo shows is what is tested.
@@ -11,6 +12,7 @@
 use std::{fmt, path::PathBuf, sync::Arc, time::Duration};
 
 use futures::{StreamExt, TryStreamExt};
+use kith_net::Transport;
 use kith_protocol::LocalIdentity;
 use libp2p::Multiaddr;
 use rand::{RngCore, SeedableRng};
@@ -76,6 +78,10 @@ pub struct MeshOptions {
     pub node_tweak: Option<NodeTweak>,
     /// Applied to each store peer's configuration (after the mesh's own settings).
     pub store_tweak: Option<StoreTweak>,
+    /// What every peer's connections run on. [`Transport::Memory`] puts the whole mesh in
+    /// this process without sockets (thousands of peers fit), listening on `/memory/0`;
+    /// the default is loopback TCP.
+    pub transport: Transport,
 }
 
 impl Default for MeshOptions {
@@ -86,6 +92,7 @@ impl Default for MeshOptions {
             parallel_starts: 1,
             node_tweak: None,
             store_tweak: None,
+            transport: Transport::Network,
         }
     }
 }
@@ -98,6 +105,7 @@ impl fmt::Debug for MeshOptions {
             .field("parallel_starts", &self.parallel_starts)
             .field("node_tweak", &self.node_tweak.is_some())
             .field("store_tweak", &self.store_tweak.is_some())
+            .field("transport", &self.transport)
             .finish()
     }
 }
@@ -176,6 +184,10 @@ impl Mesh {
             }
             let mut sc = operator::Config::loopback_store(dir);
             sc.peers = addrs.clone();
+            if opts.transport.is_memory() {
+                sc.listen = vec![kith_net::memory_any_port()];
+                sc.transport = opts.transport.clone();
+            }
             if let Some(t) = &opts.store_tweak {
                 t(&mut sc);
             }
@@ -194,6 +206,10 @@ impl Mesh {
                 let mut nc = Config::loopback(cfg.dir.join(name));
                 nc.bootstrap = addrs.clone();
                 nc.heartbeat = cfg.heartbeat;
+                if opts.transport.is_memory() {
+                    nc.listen = vec![kith_net::memory_any_port()];
+                    nc.transport = opts.transport.clone();
+                }
                 if let Some(port) = cfg.api_ports.get(i).copied().filter(|p| *p != 0) {
                     nc.api.set_port(port);
                 }

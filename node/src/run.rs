@@ -172,6 +172,7 @@ fn net_config(config: &Config, store: &Store) -> NetConfig {
             .is_some()
     }));
     NetConfig {
+        transport: config.transport.clone(),
         listen: config.listen.clone(),
         bootstrap: config.bootstrap.clone(),
         mdns: config.mdns,

@@ -1,7 +1,8 @@
 //! The simulation harness: a whole Kith mesh in one process — store peers and user nodes
 //! running the same library code as `kith` and `kith-bootstrap`, built by
-//! [`kith_node::mesh::Mesh`] (the mesh `kith demo` runs) over loopback TCP with seeded keys
-//! and temporary data directories — driven through a scenario written as a [`SimConfig`], and
+//! [`kith_node::mesh::Mesh`] (the mesh `kith demo` runs) over libp2p's in-process memory
+//! transport (Noise + Yamux as over TCP; loopback TCP on request, [`SimTransport`]) with
+//! seeded keys and temporary data directories — driven through a scenario written as a [`SimConfig`], and
 //! measured into a [`SimReport`].
 //!
 //! It exists so that what the issue asks of the network as a whole (nothing lost, nothing
@@ -14,7 +15,8 @@
 //!    talk to each other are introduced, and the run waits until each user's presence is held
 //!    by its mailbox set (proof that the node found its store peers and subscribed there).
 //! 2. DHT probe: a separate peer built from the node's own swarm code looks up a sample of
-//!    users by id through the mesh's Kademlia DHT and counts the requests each lookup made.
+//!    users' key bundles through the mesh's Kademlia DHT and counts the requests each lookup
+//!    made. (The nodes' own queries are counted too, from kad's `QueryStats`.)
 //! 3. Rounds: in each of `messages_per_sender` rounds every user that is up sends one
 //!    message (to its partner, or to a hot user). Between rounds the schedule stops and
 //!    restarts peers:
@@ -23,11 +25,12 @@
 //!    - **store loss**: `store_loss` store peers crash ([`kith_bootstrap::Running::abort`],
 //!      no final flush) for the middle third of the rounds and come back from their data
 //!      directories on the same ports;
-//!    - **partition**: the users of side A leave together; when they come back, every user
-//!      of side B that talks to side A leaves, and only comes back (the heal) after. The two
-//!      sides of the cut are never up at the same time during the partition, so nothing
-//!      crosses the cut directly: everything goes through store peers. (A link-level cut
-//!      between running nodes would need a hook in the node's swarm, which it does not have.)
+//!    - **partition**: over the memory transport, the links between the users of side A and
+//!      all other users are cut ([`kith_net::Links::cut`]: open connections fail, new ones
+//!      are refused) for the middle half of the rounds, then heal; both sides keep running
+//!      and reach the store peers, so whatever crosses the cut goes through mailboxes. Over
+//!      TCP, the users of side A leave together; when they come back, every user of side B
+//!      that talks to side A leaves, and only comes back (the heal) after.
 //!
 //!    A user that is down in a round sends that round's message when it is back, so every
 //!    user sends exactly `messages_per_sender` messages.
@@ -56,12 +59,13 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use kith_bootstrap::{self as operator, metrics::Metrics};
+use kith_net::{Links, Transport};
 use kith_node::mesh::{self, Mesh, MeshConfig, MeshOptions};
-use libp2p::{Multiaddr, PeerId};
+use libp2p::Multiaddr;
 use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
 
 use dht::dht_probe;
-use outcome::{count, send_batch, settle, SentMessage};
+use outcome::{count, send_batch, settle, Job, SentMessage};
 use peers::{
     introduce_pairs, lock, restart_store, restart_user, spawn_sampler, stop_store, stop_user,
     wait_ready, watch_delivered, DeliveredAt, StoreSlot, UserSlot,
@@ -70,7 +74,7 @@ use plan::Plan;
 
 use crate::measure::{cpu_seconds, mean, rss_bytes};
 
-pub use config::{SendPattern, SimConfig};
+pub use config::{SendPattern, SimConfig, SimTransport};
 pub use report::SimReport;
 
 /// Runs the scenario and measures it. Fails only if the mesh cannot be built or driven;
@@ -98,7 +102,12 @@ pub async fn run(cfg: SimConfig) -> Result<SimReport> {
         stores = cfg.stores,
         "simulation: starting the mesh"
     );
-    let mesh = start_mesh(&cfg, dir).await?;
+    let links = Links::default();
+    let transport = match cfg.transport {
+        SimTransport::Memory => Transport::Memory(links.clone()),
+        SimTransport::Tcp => Transport::Network,
+    };
+    let mesh = start_mesh(&cfg, dir, transport.clone()).await?;
     let Mesh {
         stores: running_stores,
         users: running_users,
@@ -128,23 +137,25 @@ pub async fn run(cfg: SimConfig) -> Result<SimReport> {
                 config,
                 running: Some(r),
                 watcher,
+                earlier_kad: Default::default(),
             }
         })
         .collect();
 
     let plan = Plan::new(&cfg, &mut rng);
     introduce_pairs(&users, &plan.contacts, cfg.parallel_starts).await?;
-    wait_ready(&users, &stores, cfg.ready_timeout).await?;
+    wait_ready(&users, &stores, cfg.ready_timeout, &transport).await?;
     let rss_after_setup = rss_bytes("VmRSS:");
+    let cpu_setup = cpu_seconds() - cpu_start;
     let setup_s = setup_start.elapsed().as_secs_f64();
     tracing::info!(setup_s, "simulation: mesh ready");
 
     // ---- DHT probe --------------------------------------------------------------------
-    let mut targets: Vec<PeerId> = users.iter().map(|u| u.user.peer_id()).collect();
+    let mut targets: Vec<kith_protocol::UserId> = users.iter().map(|u| u.user).collect();
     targets.shuffle(&mut rng);
     targets.truncate(cfg.dht_lookups);
     let boot: Vec<Multiaddr> = stores.iter().flat_map(|s| s.addrs.clone()).collect();
-    let dht = dht_probe(&boot, &targets).await?;
+    let dht = dht_probe(&boot, &targets, &transport).await?;
 
     // ---- rounds -----------------------------------------------------------------------
     let run_start = Instant::now();
@@ -196,17 +207,41 @@ pub async fn run(cfg: SimConfig) -> Result<SimReport> {
                 came_back.push(i);
             }
         }
+        if let Some(cut) = &plan.cut {
+            if round == cut.from {
+                let (a, b): (Vec<_>, Vec<_>) = users
+                    .iter()
+                    .enumerate()
+                    .partition(|(i, _)| cut.side_a.contains(i));
+                let peer = |(_, u): (usize, &UserSlot)| u.user.peer_id();
+                tracing::info!(round, side_a = a.len(), "simulation: links cut");
+                links.cut(a.into_iter().map(peer), b.into_iter().map(peer));
+            } else if round == cut.to {
+                tracing::info!(round, "simulation: links heal");
+                links.heal();
+            }
+        }
         // Users that came back send what they could not while they were away.
-        let mut jobs: Vec<(usize, usize, usize)> = Vec::new();
+        let cut_now = plan
+            .cut
+            .as_ref()
+            .filter(|c| (c.from..c.to).contains(&round));
+        let online = |from: usize, to: usize| {
+            users[to].running.is_some()
+                && cut_now.is_none_or(|c| c.side_a.contains(&from) == c.side_a.contains(&to))
+        };
+        let mut jobs: Vec<Job> = Vec::new();
         for i in came_back {
             for r in std::mem::take(&mut deferred[i]) {
-                jobs.push((i, plan.targets[i][r], r));
+                let to = plan.targets[i][r];
+                jobs.push((i, to, r, online(i, to)));
             }
         }
         if round < rounds {
             for (i, u) in users.iter().enumerate() {
                 if u.running.is_some() {
-                    jobs.push((i, plan.targets[i][round], round));
+                    let to = plan.targets[i][round];
+                    jobs.push((i, to, round, online(i, to)));
                 } else {
                     deferred[i].push(round);
                 }
@@ -221,7 +256,10 @@ pub async fn run(cfg: SimConfig) -> Result<SimReport> {
             sent = sent.len(),
             users_down = users.iter().filter(|u| u.running.is_none()).count(),
             stores_down = stores.iter().filter(|s| s.running.is_none()).count(),
-            delivered = lock(&delivered_at).len(),
+            delivered = lock(&delivered_at)
+                .keys()
+                .filter(|k| !k.starts_with("received:"))
+                .count(),
             "simulation: round done"
         );
     }
@@ -271,6 +309,23 @@ pub async fn run(cfg: SimConfig) -> Result<SimReport> {
     report.rss_peak_bytes = rss_bytes("VmHWM:");
     report.cpu_s = cpu_end - cpu_start;
     report.cpu_run_s = cpu_end - cpu_run_start;
+    report.cpu_setup_ms_per_user = cpu_setup * 1000.0 / cfg.users.max(1) as f64;
+    let kad = users
+        .iter()
+        .map(|u| {
+            u.running
+                .as_ref()
+                .map_or(u.earlier_kad, |r| u.earlier_kad + r.node.kad_stats())
+        })
+        .fold(kith_net::KadTotals::default(), |a, b| a + b);
+    let per_query = |x: u64| x as f64 / kad.queries.max(1) as f64;
+    report.node_kad_queries = kad.queries;
+    report.node_kad_requests_mean = per_query(kad.requests);
+    report.node_kad_successes_mean = per_query(kad.successes);
+    report.node_kad_failures_mean = per_query(kad.failures);
+    report.node_kad_steps_mean = per_query(kad.steps);
+    report.node_kad_requests_max = kad.max_requests;
+    report.node_kad_query_ms_mean = per_query(kad.duration_us) / 1000.0;
     report.user_stops = user_stops;
     report.store_stops = store_stops;
     report.setup_s = setup_s;
@@ -291,7 +346,7 @@ pub async fn run(cfg: SimConfig) -> Result<SimReport> {
 }
 
 /// Builds the mesh with the library mesh: seeded, nobody introduced yet.
-async fn start_mesh(cfg: &SimConfig, dir: PathBuf) -> Result<Mesh> {
+async fn start_mesh(cfg: &SimConfig, dir: PathBuf, transport: Transport) -> Result<Mesh> {
     let repair = cfg.repair_interval;
     // Every user opens a mailbox stream to each of its store peers; senders open more.
     let streams = (4 * (cfg.users + cfg.stores)).max(1024);
@@ -300,13 +355,28 @@ async fn start_mesh(cfg: &SimConfig, dir: PathBuf) -> Result<Mesh> {
             s.repair_interval = repair;
             s.max_streams = streams;
         }
+        // Every user and every user's deposit identity holds a connection to each store peer.
+        c.connections.max_established_incoming = c
+            .connections
+            .max_established_incoming
+            .max(u32::try_from(3 * streams).unwrap_or(u32::MAX));
+    });
+    // Users are Kademlia clients, as a node behind NAT is until AutoNAT confirms an address:
+    // only the store peers answer (and route), so a user keeps connections to its store
+    // peers and contacts, not to the twenty peers closest to it. Nothing in the mesh is a
+    // relay, so nobody looks for one.
+    let node_tweak: mesh::NodeTweak = Arc::new(|c: &mut kith_node::Config| {
+        c.traversal.kad_server = false;
+        c.traversal.relays = 0;
+        c.traversal.hole_punching = false;
     });
     let opts = MeshOptions {
         introduce_all: false,
         seed: Some(cfg.seed),
         parallel_starts: cfg.parallel_starts,
-        node_tweak: None,
+        node_tweak: Some(node_tweak),
         store_tweak: Some(store_tweak),
+        transport,
     };
     let mcfg = MeshConfig {
         dir,

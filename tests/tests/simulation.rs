@@ -1,7 +1,8 @@
-//! Small simulated meshes (20 users, 5 store peers, in this process on loopback) under churn,
-//! store-peer loss, a partition that heals and a hot spot: nothing is lost, nothing arrives
-//! twice, and every message's status reaches delivered at its sender. Only outcomes are
-//! asserted; the figures the harness measures are printed for whoever reads the log.
+//! Simulated meshes (12 to 100 users, 5 store peers, in this process over the memory
+//! transport; one over loopback TCP) under churn, store-peer loss, a partition that heals and
+//! a hot spot: nothing is lost, nothing arrives twice, and every message's status reaches
+//! delivered at its sender. Only outcomes are asserted; the figures the harness measures are
+//! printed for whoever reads the log.
 //!
 //! The harness is `kith_tests::sim`; the largest mesh one machine holds is a benchmark
 //! (`kith-bench`), not a test.
@@ -9,7 +10,7 @@
 use anyhow::Result;
 use kith_tests::{
     init_logging,
-    sim::{self, SendPattern, SimConfig},
+    sim::{self, SendPattern, SimConfig, SimTransport},
 };
 
 /// The small mesh every scenario starts from: `users` users, 5 store peers, 6 messages each.
@@ -35,10 +36,28 @@ async fn run_and_check(cfg: SimConfig) -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pairs_under_ten_percent_churn_deliver_everything_once() -> Result<()> {
+async fn pairs_under_ten_percent_churn_deliver_everything_once_over_tcp() -> Result<()> {
+    // The one scenario on loopback TCP: the transport real nodes use.
     run_and_check(SimConfig {
         churn: 0.10,
+        transport: SimTransport::Tcp,
         ..small(20, 11)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_users_under_churn_and_a_healed_partition_deliver_everything_once() -> Result<()> {
+    // The N = 100: a tenth of the users leave and come back, and the links between
+    // a fifth of them and everyone else are cut for half the rounds, then heal.
+    run_and_check(SimConfig {
+        churn: 0.10,
+        partition: 0.20,
+        messages_per_sender: 4,
+        parallel_starts: 16,
+        ready_timeout: std::time::Duration::from_secs(120),
+        settle_timeout: std::time::Duration::from_secs(120),
+        ..small(100, 15)
     })
     .await
 }

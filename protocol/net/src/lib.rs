@@ -31,6 +31,7 @@ pub use backoff::Backoff;
 pub use clock::now_ms;
 pub use commit::Committer;
 pub use swarm::{
-    closest_peers, peer_of, AutonatRole, ConnectionCaps, Connections, KadMode, NetConfig, NetError,
-    NetEvent, Network, RelayLimits, RelayedFilter, Route,
+    closest_peers, memory_any_port, peer_of, AutonatRole, ConnectionCaps, Connections, KadMode,
+    KadTotals, Links, NetConfig, NetError, NetEvent, Network, RelayLimits, RelayedFilter, Route,
+    Transport,
 };

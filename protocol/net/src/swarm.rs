@@ -12,19 +12,11 @@ use std::{collections::HashMap, time::Duration};
 
 use futures::StreamExt;
 use libp2p::{
-    autonat, connection_limits, dcutr, identify, identity, kad, mdns, memory_connection_limits,
-    noise, ping,
-    swarm::{behaviour::toggle::Toggle, SwarmEvent},
-    tcp, upnp, yamux, Multiaddr, PeerId, Swarm, TransportError,
+    identity, kad, noise, swarm::SwarmEvent, tcp, yamux, Multiaddr, PeerId, Swarm, TransportError,
 };
 use libp2p_stream::Control;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
-
-use crate::protocols::{IDENTIFY_VERSION, KAD};
-
-/// Longest a DHT query runs.
-const KAD_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Depth of the command queue to the swarm task.
 const COMMAND_QUEUE: usize = 256;
@@ -35,23 +27,30 @@ const EVENT_QUEUE: usize = 1024;
 pub use behaviour::{Behaviour, BehaviourEvent};
 pub use conns::Connections;
 pub use gate::{is_relayed, RelayedFilter};
+pub use kad_stats::{KadStats, KadTotals};
 
 mod behaviour;
 mod conns;
 mod gate;
+mod kad_stats;
 mod messages;
 mod relay_limits;
 mod relays;
 mod task;
+mod transport;
 
 use messages::NetCommand;
 pub use messages::NetEvent;
 pub use relay_limits::RelayLimits;
 use task::SwarmTask;
+pub use transport::{memory_any_port, Links, Transport};
 
 /// How to build and run a swarm.
 #[derive(Clone, Debug)]
 pub struct NetConfig {
+    /// What connections run on: the network (the default), or memory inside this process
+    /// (simulations of large meshes).
+    pub transport: Transport,
     /// Addresses to listen on.
     pub listen: Vec<Multiaddr>,
     /// Peers to bootstrap the DHT from (with `/p2p/<id>`).
@@ -114,6 +113,7 @@ impl Default for NetConfig {
     /// A Kademlia client that listens nowhere, with the default caps and nothing else on.
     fn default() -> Self {
         NetConfig {
+            transport: Transport::Network,
             listen: Vec::new(),
             bootstrap: Vec::new(),
             mdns: false,
@@ -236,12 +236,18 @@ pub struct Network {
     local_peer: PeerId,
     remote_ips: task::RemoteIps,
     routes: conns::Routes,
+    kad_stats: KadStats,
 }
 
 impl Network {
     /// A stream control to open or accept application streams.
     pub fn control(&self) -> Control {
         self.control.clone()
+    }
+
+    /// What this peer's own Kademlia queries have cost so far.
+    pub fn kad_stats(&self) -> KadTotals {
+        self.kad_stats.totals()
     }
 
     /// This peer's id.
@@ -326,90 +332,45 @@ impl Network {
     }
 }
 
-/// Builds the swarm: TCP (nodelay) + Noise + Yamux, and [`Behaviour`].
+/// Builds the swarm on the configured [`Transport`] (TCP (nodelay) + QUIC + DNS + relay
+/// circuits, or in-process memory; Noise + Yamux on both), and [`Behaviour`].
 pub fn build_swarm(
     keypair: identity::Keypair,
     cfg: &NetConfig,
 ) -> Result<Swarm<Behaviour>, NetError> {
-    let mdns_enabled = cfg.mdns;
-    let kad_mode = cfg.kad_mode;
-    let relay_limits = cfg.relay.clone();
-    let caps = cfg.caps.clone();
-    let has_bootstrap = !cfg.bootstrap.is_empty();
-    let (hole_punching, autonat, upnp) = (cfg.hole_punching, cfg.autonat, cfg.upnp);
-    let relayed_filter = cfg.relayed_filter.clone();
-    let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .map_err(|e| NetError::Noise(Box::new(e)))?
-        .with_quic()
-        .with_dns()
-        .map_err(NetError::Dns)?
-        .with_relay_client(noise::Config::new, yamux::Config::default)
-        .map_err(|e| NetError::Noise(Box::new(e)))?
-        .with_behaviour(|key, relay_client| {
-            let peer = key.public().to_peer_id();
-            let mut kad_cfg = kad::Config::new(KAD);
-            kad_cfg.set_query_timeout(KAD_QUERY_TIMEOUT);
-            if !has_bootstrap {
-                // Nothing to refresh from: without this, kad warns every few minutes.
-                kad_cfg.set_periodic_bootstrap_interval(None);
-            }
-            let mut kad =
-                kad::Behaviour::with_config(peer, kad::store::MemoryStore::new(peer), kad_cfg);
-            kad.set_mode(match kad_mode {
-                KadMode::Client => Some(kad::Mode::Client),
-                KadMode::Server => Some(kad::Mode::Server),
-                KadMode::Auto => None,
-            });
-            let mdns = if mdns_enabled {
-                mdns::tokio::Behaviour::new(mdns::Config::default(), peer).ok()
-            } else {
-                None
-            };
-            Behaviour {
-                gate: gate::RelayedGate::new(relayed_filter),
-                limits: connection_limits::Behaviour::new(
-                    connection_limits::ConnectionLimits::default()
-                        .with_max_pending_incoming(Some(caps.max_pending_incoming))
-                        .with_max_established_incoming(Some(caps.max_established_incoming))
-                        .with_max_established_per_peer(Some(caps.max_established_per_peer)),
-                ),
-                memory: memory_connection_limits::Behaviour::with_max_bytes(
-                    caps.max_process_memory_bytes,
-                ),
-                identify: identify::Behaviour::new(
-                    identify::Config::new(IDENTIFY_VERSION.to_string(), key.public())
-                        .with_agent_version(format!("kith/{}", env!("CARGO_PKG_VERSION")))
-                        // A new listen address (a relay circuit, a new interface) reaches
-                        // connected peers now, not at the next identify round or reconnect.
-                        .with_push_listen_addr_updates(true),
-                ),
-                ping: ping::Behaviour::new(ping::Config::new()),
-                kad,
-                stream: libp2p_stream::Behaviour::new(),
-                mdns: Toggle::from(mdns),
-                relay: Toggle::from(
-                    relay_limits.map(|l| libp2p::relay::Behaviour::new(peer, l.to_libp2p())),
-                ),
-                relay_client,
-                dcutr: Toggle::from(hole_punching.then(|| dcutr::Behaviour::new(peer))),
-                autonat: Toggle::from(
-                    (autonat == AutonatRole::Client).then(autonat::v2::client::Behaviour::default),
-                ),
-                autonat_server: Toggle::from(
-                    (autonat == AutonatRole::Server).then(autonat::v2::server::Behaviour::default),
-                ),
-                upnp: Toggle::from(upnp.then(upnp::tokio::Behaviour::default)),
-            }
-        })
-        .map_err(|never: std::convert::Infallible| -> NetError { match never {} })?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(cfg.idle_timeout))
-        .build();
+    let noise_err = |e: noise::Error| NetError::Noise(Box::new(e));
+    let idle = cfg.idle_timeout;
+    let builder = libp2p::SwarmBuilder::with_existing_identity(keypair.clone()).with_tokio();
+    let swarm = match &cfg.transport {
+        Transport::Network => builder
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .map_err(noise_err)?
+            .with_quic()
+            .with_dns()
+            .map_err(NetError::Dns)?
+            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .map_err(noise_err)?
+            .with_behaviour(|key, relay_client| behaviour::new(key, relay_client, cfg))
+            .map_err(|never: std::convert::Infallible| -> NetError { match never {} })?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+            .build(),
+        Transport::Memory(links) => {
+            let memory = transport::memory(&keypair, links.clone()).map_err(noise_err)?;
+            builder
+                .with_other_transport(|_| memory)
+                .map_err(|never| -> NetError { match never {} })?
+                .with_relay_client(noise::Config::new, yamux::Config::default)
+                .map_err(noise_err)?
+                .with_behaviour(|key, relay_client| behaviour::new(key, relay_client, cfg))
+                .map_err(|never: std::convert::Infallible| -> NetError { match never {} })?
+                .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+                .build()
+        }
+    };
     Ok(swarm)
 }
 
@@ -484,6 +445,7 @@ pub async fn spawn(
     let (addr_tx, addr_rx) = watch::channel(bound);
     let remote_ips = task::RemoteIps::default();
     let routes = conns::Routes::default();
+    let kad_stats = KadStats::default();
     let task = SwarmTask {
         swarm,
         commands: cmd_rx,
@@ -499,6 +461,7 @@ pub async fn spawn(
         identify_first: Default::default(),
         identified: Default::default(),
         relays: task::Relays::new(cfg.reserve_on_relays, bootstrap_peers),
+        kad_stats: kad_stats.clone(),
     };
     let handle = tokio::spawn(task.run(cancel));
     Ok((
@@ -509,6 +472,7 @@ pub async fn spawn(
             local_peer,
             remote_ips,
             routes,
+            kad_stats,
         },
         ev_rx,
         handle,

@@ -1,5 +1,6 @@
-//! `mesh`: the simulation ([`crate::sim`]) at each of `--mesh-sizes` users (10 % churn,
-//! pairs), as far as this machine goes: delivery, memory per node, time to deliver and DHT
+//! `mesh`: the simulation ([`crate::sim`]) at each of `--mesh-sizes` users over the memory
+//! transport (10 % churn, a partition of 10 % of the users that heals, pairs), as far as this
+//! machine goes: delivery, memory per node, time to deliver and DHT
 //! lookup requests beside log2(N). Not in `all`.
 
 use std::time::{Duration, Instant};
@@ -9,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::{
     measure::{cpu_seconds, rss_bytes},
-    sim::{run as run_sim, SimConfig},
+    sim::{run as run_sim, SimConfig, SimTransport},
 };
 
 /// Raises this process's open-file limit to `want` (soft and hard when the process may, else
@@ -29,10 +30,11 @@ pub fn raise_fd_limit(want: u64) -> u64 {
 /// Kademlia bootstrap opens bursts of connections (N = 250 ran out of 20,000).
 const FDS_PER_USER: u64 = 80;
 
-/// The `mesh` benchmark: the simulation at each size in `sizes` (10 % churn, pairs), as far
-/// as this machine goes. Each size reports the run, memory per node, time to deliver and DHT
-/// lookup requests beside log2(N), the floor an ideal Kademlia lookup would need. A size that
-/// fails is reported with its error, and larger sizes are skipped.
+/// The `mesh` benchmark: the simulation at each size in `sizes` (10 % churn, a 10 % partition
+/// that heals, pairs, memory transport), as far as this machine goes. Each size reports the
+/// run, memory per node, time to deliver and DHT lookup requests beside log2(N), the floor an
+/// ideal Kademlia lookup would need. A size that fails is reported with its error, and larger
+/// sizes are skipped.
 pub async fn run(sizes: &[usize], stores: usize, messages: usize) -> Result<Value> {
     let fd_limit = raise_fd_limit(1 << 20);
     tracing::info!(fd_limit, "open-file limit for the mesh benchmark");
@@ -41,11 +43,24 @@ pub async fn run(sizes: &[usize], stores: usize, messages: usize) -> Result<Valu
     let mut out = serde_json::Map::new();
     out.insert("fd_limit".into(), json!(fd_limit));
     for &n in sizes {
-        // Both ends of every loopback connection live in this process (see FDS_PER_USER). A
-        // size that cannot fit is reported, not attempted: a half-built mesh would leak its
-        // sockets into the rest of the run.
+        let cfg = SimConfig {
+            users: n,
+            stores,
+            churn: 0.1,
+            partition: 0.1,
+            messages_per_sender: messages,
+            parallel_starts: 16,
+            ready_timeout: Duration::from_secs(600),
+            settle_timeout: Duration::from_secs(600),
+            dht_lookups: 20,
+            ..SimConfig::default()
+        };
+        // Over TCP both ends of every loopback connection live in this process (see
+        // FDS_PER_USER). A size that cannot fit is reported, not attempted: a half-built mesh
+        // would leak its sockets into the rest of the run. The memory transport holds no
+        // sockets (a node keeps a few files: its database and its API listener).
         let needed = n as u64 * FDS_PER_USER + stores as u64 * 200;
-        if needed > fd_limit {
+        if cfg.transport == SimTransport::Tcp && needed > fd_limit {
             tracing::warn!(
                 n,
                 needed,
@@ -64,17 +79,6 @@ pub async fn run(sizes: &[usize], stores: usize, messages: usize) -> Result<Valu
             );
             break;
         }
-        let cfg = SimConfig {
-            users: n,
-            stores,
-            churn: 0.1,
-            messages_per_sender: messages,
-            parallel_starts: 16,
-            ready_timeout: Duration::from_secs(600),
-            settle_timeout: Duration::from_secs(600),
-            dht_lookups: 20,
-            ..SimConfig::default()
-        };
         let started = Instant::now();
         match run_sim(cfg).await {
             Ok(r) => {

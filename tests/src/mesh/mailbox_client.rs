@@ -43,10 +43,25 @@ impl MailboxClient {
         Self::start(libp2p::identity::Keypair::from(identity.keypair().clone())).await
     }
 
-    /// A client with `keypair`.
+    /// A client with `keypair` on loopback TCP.
     pub async fn start(keypair: libp2p::identity::Keypair) -> Result<Self> {
+        Self::start_with(keypair, kith_net::Transport::Network).await
+    }
+
+    /// A client with `keypair` on `transport` (the memory transport reaches store peers of
+    /// an in-process memory mesh).
+    pub async fn start_with(
+        keypair: libp2p::identity::Keypair,
+        transport: kith_net::Transport,
+    ) -> Result<Self> {
+        let listen = if transport.is_memory() {
+            kith_net::memory_any_port()
+        } else {
+            "/ip4/127.0.0.1/tcp/0".parse()?
+        };
         let cfg = NetConfig {
-            listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
+            transport,
+            listen: vec![listen],
             bootstrap: Vec::new(),
             ..NetConfig::default()
         };

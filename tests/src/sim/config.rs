@@ -19,6 +19,18 @@ pub enum SendPattern {
     },
 }
 
+/// What the simulated mesh's connections run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SimTransport {
+    /// libp2p's in-process memory transport (Noise + Yamux as over TCP, no sockets): meshes
+    /// of thousands of peers fit in one process, and a partition is a real cut of the links
+    /// between its two sides.
+    Memory,
+    /// Loopback TCP: every connection is two sockets of this process (about 66 per user),
+    /// so a few hundred users at most; a partition stops the nodes of each side in turn.
+    Tcp,
+}
+
 /// A scenario.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
@@ -38,7 +50,10 @@ pub struct SimConfig {
     pub churn: f64,
     /// Store peers that crash for the middle third of the rounds and come back.
     pub store_loss: usize,
-    /// Fraction of users on side A of a partition that heals (0.0: no partition).
+    /// Fraction of users on side A of a partition that heals (0.0: no partition). Over the
+    /// memory transport the links between side A and the other users are cut (both sides
+    /// keep running and reach the store peers) from a quarter to three quarters of the
+    /// rounds; over TCP the two sides are stopped in turn (see the crate's `sim` doc).
     pub partition: f64,
     /// How many peers start (or are introduced) at once during setup.
     pub parallel_starts: usize,
@@ -53,6 +68,8 @@ pub struct SimConfig {
     /// The store peers' repair interval (short, so that a returning store peer is repaired
     /// within a run).
     pub repair_interval: Duration,
+    /// What the mesh's connections run on.
+    pub transport: SimTransport,
     /// Where the data directories go (a temporary directory, removed after the run, when
     /// `None`).
     pub dir: Option<PathBuf>,
@@ -78,6 +95,7 @@ impl Default for SimConfig {
             settle_timeout: Duration::from_secs(60),
             dht_lookups: 10,
             repair_interval: Duration::from_millis(500),
+            transport: SimTransport::Memory,
             dir: None,
         }
     }

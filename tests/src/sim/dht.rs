@@ -1,12 +1,16 @@
-//! The DHT probe: a separate peer built from the node's own swarm code looks up users by id
-//! through the mesh's Kademlia DHT and counts the requests each lookup made.
+//! The DHT probe: a separate peer built from the node's own swarm code looks up users' key
+//! bundles through the mesh's Kademlia DHT (what a node does for a contact it knows only by
+//! id) and counts the requests each lookup made. Users are Kademlia clients in the
+//! simulation, so they are in no routing table: a lookup of a user's peer id could only find
+//! the store peers closest to it, while the bundle record each user publishes is found.
 
 use std::time::Duration;
 
 use anyhow::Result;
 use futures::StreamExt;
 use kith_node::net::{self, BehaviourEvent, NetConfig};
-use libp2p::{kad, swarm::SwarmEvent, Multiaddr, PeerId};
+use kith_protocol::UserId;
+use libp2p::{kad, swarm::SwarmEvent, Multiaddr};
 
 use crate::measure::mean;
 
@@ -22,10 +26,22 @@ pub(super) struct DhtStats {
 /// Most time one probe lookup may take (kad's own query timeout is 30 s).
 pub(super) const LOOKUP_TIMEOUT: Duration = Duration::from_secs(40);
 
-/// Looks up each of `targets` through the mesh's DHT from a fresh peer built with the node's
-/// own swarm code (`kith_node::net::build_swarm`), bootstrapped from the store peers, and
-/// counts the requests each lookup made.
-pub(super) async fn dht_probe(bootstrap: &[Multiaddr], targets: &[PeerId]) -> Result<DhtStats> {
+/// The DHT key under which a node publishes its user's key bundle (as the node's
+/// `contacts::bundle_record_key` makes it).
+fn bundle_record_key(user: &UserId) -> Vec<u8> {
+    let mut key = b"/kith/bundle/".to_vec();
+    key.extend_from_slice(&user.to_bytes());
+    key
+}
+
+/// Looks up the key bundle of each of `targets` through the mesh's DHT from a fresh peer
+/// built with the node's own swarm code (`kith_node::net::build_swarm`), bootstrapped from
+/// the store peers, and counts the requests each lookup made.
+pub(super) async fn dht_probe(
+    bootstrap: &[Multiaddr],
+    targets: &[UserId],
+    transport: &kith_net::Transport,
+) -> Result<DhtStats> {
     let mut stats = DhtStats {
         lookups: 0,
         found: 0,
@@ -36,8 +52,14 @@ pub(super) async fn dht_probe(bootstrap: &[Multiaddr], targets: &[PeerId]) -> Re
     if targets.is_empty() {
         return Ok(stats);
     }
+    let listen = if transport.is_memory() {
+        kith_net::memory_any_port()
+    } else {
+        "/ip4/127.0.0.1/tcp/0".parse()?
+    };
     let cfg = NetConfig {
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
+        transport: transport.clone(),
+        listen: vec![listen],
         bootstrap: bootstrap.to_vec(),
         ..NetConfig::default()
     };
@@ -50,7 +72,10 @@ pub(super) async fn dht_probe(bootstrap: &[Multiaddr], targets: &[PeerId]) -> Re
     }
     let (mut requests, mut successes) = (Vec::new(), Vec::new());
     for target in targets {
-        let query = swarm.behaviour_mut().kad.get_closest_peers(*target);
+        let query = swarm
+            .behaviour_mut()
+            .kad
+            .get_record(kad::RecordKey::new(&bundle_record_key(target)));
         let mut found = false;
         let outcome = tokio::time::timeout(LOOKUP_TIMEOUT, async {
             loop {
@@ -58,7 +83,7 @@ pub(super) async fn dht_probe(bootstrap: &[Multiaddr], targets: &[PeerId]) -> Re
                 if let SwarmEvent::Behaviour(BehaviourEvent::Kad(
                     kad::Event::OutboundQueryProgressed {
                         id,
-                        result: kad::QueryResult::GetClosestPeers(result),
+                        result: kad::QueryResult::GetRecord(result),
                         stats,
                         step,
                     },
@@ -67,11 +92,7 @@ pub(super) async fn dht_probe(bootstrap: &[Multiaddr], targets: &[PeerId]) -> Re
                     if id != query {
                         continue;
                     }
-                    let peers = match result {
-                        Ok(ok) => ok.peers,
-                        Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
-                    };
-                    found |= peers.iter().any(|p| p.peer_id == *target);
+                    found |= matches!(result, Ok(kad::GetRecordOk::FoundRecord(_)));
                     if step.last {
                         return (stats.num_requests(), stats.num_successes());
                     }

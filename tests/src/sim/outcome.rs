@@ -16,7 +16,7 @@ use kith_protocol::{DeliveryStatus, UserId};
 use serde_json::json;
 
 use super::{
-    peers::{lock, running, DeliveredAt, UserSlot},
+    peers::{lock, received_key, running, DeliveredAt, UserSlot},
     report::SimReport,
 };
 
@@ -29,17 +29,23 @@ pub(super) struct SentMessage {
     pub(super) id: String,
     pub(super) text: String,
     pub(super) at: Instant,
+    /// Whether its recipient was up and reachable (no cut between them) when it was sent:
+    /// a direct delivery, not one through the mailboxes.
+    pub(super) online: bool,
 }
 
-/// Sends each `(from, to, round)` job; returns what was sent.
+/// One message to send: from, to, round, and whether the recipient is online.
+pub(super) type Job = (usize, usize, usize, bool);
+
+/// Sends each job; returns what was sent.
 pub(super) async fn send_batch(
     users: &[UserSlot],
-    jobs: Vec<(usize, usize, usize)>,
+    jobs: Vec<Job>,
     seed: u64,
     parallel: usize,
 ) -> Result<Vec<SentMessage>> {
-    let results: Vec<Result<SentMessage>> =
-        futures::stream::iter(jobs.into_iter().map(|(from, to, round)| async move {
+    let results: Vec<Result<SentMessage>> = futures::stream::iter(jobs.into_iter().map(
+        |(from, to, round, online)| async move {
             let node = running(&users[from])?;
             let text = format!("sim:{seed}:{from}:{round}");
             let sent = node
@@ -53,11 +59,13 @@ pub(super) async fn send_batch(
                 id: sent.id,
                 text,
                 at: Instant::now(),
+                online,
             })
-        }))
-        .buffer_unordered(parallel.max(1))
-        .collect()
-        .await;
+        },
+    ))
+    .buffer_unordered(parallel.max(1))
+    .collect()
+    .await;
     results.into_iter().collect()
 }
 
@@ -183,17 +191,30 @@ pub(super) fn count(
             .count() as u64;
     }
     let seen = lock(delivered_at);
-    let mut lat: Vec<f64> = sent
-        .iter()
-        .filter_map(|m| {
-            seen.get(&m.id)
-                .map(|t| t.saturating_duration_since(m.at).as_secs_f64() * 1000.0)
-        })
-        .collect();
-    lat.sort_by(f64::total_cmp);
+    let latencies = |online_only: bool, key: &dyn Fn(&str) -> String| {
+        let mut lat: Vec<f64> = sent
+            .iter()
+            .filter(|m| m.online || !online_only)
+            .filter_map(|m| {
+                seen.get(&key(&m.id))
+                    .map(|t| t.saturating_duration_since(m.at).as_secs_f64() * 1000.0)
+            })
+            .collect();
+        lat.sort_by(f64::total_cmp);
+        lat
+    };
+    let lat = latencies(false, &|id| id.to_string());
     r.latency_samples = lat.len() as u64;
     r.latency_p50_ms = percentile(&lat, 0.50);
     r.latency_p99_ms = percentile(&lat, 0.99);
     r.latency_max_ms = lat.last().copied().unwrap_or(0.0);
+    let lat = latencies(true, &received_key);
+    r.online_received_p50_ms = percentile(&lat, 0.50);
+    r.online_received_p99_ms = percentile(&lat, 0.99);
+    let lat = latencies(true, &|id| id.to_string());
+    r.online_latency_samples = lat.len() as u64;
+    r.online_latency_p50_ms = percentile(&lat, 0.50);
+    r.online_latency_p99_ms = percentile(&lat, 0.99);
+    r.online_latency_max_ms = lat.last().copied().unwrap_or(0.0);
     Ok(r)
 }

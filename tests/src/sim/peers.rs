@@ -29,6 +29,8 @@ pub(super) struct UserSlot {
     pub(super) running: Option<RunningNode>,
     /// Forwards this incarnation's delivered statuses to the shared map.
     pub(super) watcher: Option<JoinHandle<()>>,
+    /// What earlier incarnations' Kademlia queries cost (their counters went with them).
+    pub(super) earlier_kad: kith_net::KadTotals,
 }
 
 /// One store peer across its incarnations.
@@ -42,14 +44,21 @@ pub(super) struct StoreSlot {
     pub(super) earlier_msgs: u64,
 }
 
-/// When each message id was seen delivered at its sender (shared with the watchers).
+/// When each message id was seen delivered at its sender (shared with the watchers), and,
+/// under `received:<id>`, when its recipient announced it.
 pub(super) type DeliveredAt = Arc<Mutex<HashMap<String, Instant>>>;
+
+/// The key under which [`DeliveredAt`] holds when message `id` reached its recipient.
+pub(super) fn received_key(id: &str) -> String {
+    format!("received:{id}")
+}
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Records when each of this node's sent messages is seen delivered (or read).
+/// Records when each of this node's sent messages is seen delivered (or read), and when each
+/// message it receives is announced.
 pub(super) fn watch_delivered(node: &RunningNode, delivered_at: DeliveredAt) -> JoinHandle<()> {
     let mut rx = node.node.subscribe();
     tokio::spawn(async move {
@@ -57,6 +66,11 @@ pub(super) fn watch_delivered(node: &RunningNode, delivered_at: DeliveredAt) -> 
             match rx.recv().await {
                 Ok(Event::Status { id, status, .. }) if status >= DeliveryStatus::Delivered => {
                     lock(&delivered_at).entry(id).or_insert_with(Instant::now);
+                }
+                Ok(Event::Message { message, .. }) if !message.outgoing => {
+                    lock(&delivered_at)
+                        .entry(received_key(&message.id))
+                        .or_insert_with(Instant::now);
                 }
                 Ok(_) => {}
                 // Missed events: the settle phase reads the statuses from the conversations.
@@ -69,6 +83,7 @@ pub(super) fn watch_delivered(node: &RunningNode, delivered_at: DeliveredAt) -> 
 
 pub(super) async fn stop_user(u: &mut UserSlot) {
     if let Some(r) = u.running.take() {
+        u.earlier_kad = u.earlier_kad + r.node.kad_stats();
         if let Err(e) = r.shutdown().await {
             tracing::warn!(name = %u.name, error = %e, "simulation: node did not stop cleanly");
         }
@@ -187,12 +202,17 @@ pub(super) async fn wait_ready(
     users: &[UserSlot],
     stores: &[StoreSlot],
     timeout: Duration,
+    transport: &kith_net::Transport,
 ) -> Result<()> {
     let deadline = tokio::time::Instant::now() + timeout;
     let want = Config::loopback(PathBuf::new())
         .replication
         .min(stores.len());
-    let mut probe = MailboxClient::random().await?;
+    let mut probe = MailboxClient::start_with(
+        libp2p::identity::Keypair::generate_ed25519(),
+        transport.clone(),
+    )
+    .await?;
     for u in users {
         let (named, key) = loop {
             let me = running(u)?.node.me().await?;

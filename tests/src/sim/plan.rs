@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use rand::{rngs::StdRng, seq::SliceRandom, Rng};
 
-use super::config::{SendPattern, SimConfig};
+use super::config::{SendPattern, SimConfig, SimTransport};
 
 /// Who sends to whom in each round, and who is down when.
 pub(super) struct Plan {
@@ -17,10 +17,24 @@ pub(super) struct Plan {
     pub(super) user_down: Vec<Vec<(usize, usize)>>,
     /// The same for store peers.
     pub(super) store_down: Vec<Vec<(usize, usize)>>,
+    /// A partition made by cutting links (memory transport): side A's users, and the rounds
+    /// `[from, to)` the cut holds.
+    pub(super) cut: Option<Cut>,
+}
+
+/// A partition made by cutting the links between side A's users and the other users.
+pub(super) struct Cut {
+    /// The users of side A (every other user is side B).
+    pub(super) side_a: HashSet<usize>,
+    /// The round the links are cut at.
+    pub(super) from: usize,
+    /// The round they heal at.
+    pub(super) to: usize,
 }
 
 impl Plan {
     pub(super) fn new(cfg: &SimConfig, rng: &mut StdRng) -> Plan {
+        let link_cut = cfg.transport == SimTransport::Memory;
         let n = cfg.users;
         let m = cfg.messages_per_sender;
         let mut order: Vec<usize> = (0..n).collect();
@@ -70,6 +84,7 @@ impl Plan {
             let from = rng.gen_range(0..=m.saturating_sub(len));
             user_down[u].push((from, from + len));
         }
+        let mut cut = None;
         if cfg.partition > 0.0 {
             let side_a: HashSet<usize> = {
                 let k = ((cfg.partition.clamp(0.0, 1.0) * n as f64).round() as usize).clamp(1, n);
@@ -80,20 +95,14 @@ impl Plan {
             let p1 = m / 4;
             let p2 = (m / 2).max(p1 + 1);
             let p3 = (3 * m / 4).max(p2 + 1);
-            for &a in &side_a {
-                user_down[a].push((p1, p2));
-            }
-            // Side B's users that talk across the cut.
-            let across: HashSet<usize> = contacts
-                .iter()
-                .filter_map(|&(a, b)| match (side_a.contains(&a), side_a.contains(&b)) {
-                    (true, false) => Some(b),
-                    (false, true) => Some(a),
-                    _ => None,
-                })
-                .collect();
-            for &b in &across {
-                user_down[b].push((p2, p3));
+            if link_cut {
+                cut = Some(Cut {
+                    side_a,
+                    from: p1,
+                    to: p3,
+                });
+            } else {
+                Self::stop_sides(&mut user_down, &contacts, &side_a, (p1, p2, p3));
             }
         }
         let mut store_down = vec![Vec::new(); cfg.stores];
@@ -109,6 +118,32 @@ impl Plan {
             contacts,
             user_down,
             store_down,
+            cut,
+        }
+    }
+
+    /// The partition over TCP: side A's users leave together for `[p1, p2)`; when they come
+    /// back, every user of side B that talks to side A leaves for `[p2, p3)`.
+    fn stop_sides(
+        user_down: &mut [Vec<(usize, usize)>],
+        contacts: &[(usize, usize)],
+        side_a: &HashSet<usize>,
+        (p1, p2, p3): (usize, usize, usize),
+    ) {
+        for &a in side_a {
+            user_down[a].push((p1, p2));
+        }
+        // Side B's users that talk across the cut.
+        let across: HashSet<usize> = contacts
+            .iter()
+            .filter_map(|&(a, b)| match (side_a.contains(&a), side_a.contains(&b)) {
+                (true, false) => Some(b),
+                (false, true) => Some(a),
+                _ => None,
+            })
+            .collect();
+        for &b in &across {
+            user_down[b].push((p2, p3));
         }
     }
 

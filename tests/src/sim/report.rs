@@ -31,9 +31,23 @@ pub struct SimReport {
     pub latency_p99_ms: f64,
     /// Longest of the same.
     pub latency_max_ms: f64,
-    /// DHT lookups made by the probe.
+    /// Latency samples of messages whose recipient was up and reachable when they were sent
+    /// (delivered directly; the others wait for their recipient or go through mailboxes).
+    pub online_latency_samples: u64,
+    /// Median send → delivered-at-sender time of those.
+    pub online_latency_p50_ms: f64,
+    /// 99th percentile of the same.
+    pub online_latency_p99_ms: f64,
+    /// Longest of the same.
+    pub online_latency_max_ms: f64,
+    /// Median send → the recipient's node announcing the message, for the same messages
+    /// (the first half of the round trip a delivered tick takes).
+    pub online_received_p50_ms: f64,
+    /// 99th percentile of the same.
+    pub online_received_p99_ms: f64,
+    /// DHT lookups (of users' key bundles) made by the probe.
     pub dht_lookups: u64,
-    /// Lookups whose result held the user looked up.
+    /// Lookups that found the user's bundle record.
     pub dht_lookups_found: u64,
     /// Mean Kademlia requests per lookup (rust-libp2p exposes no hop count: it runs
     /// iterative lookups with α = 3 in parallel; requests are what it reports).
@@ -42,6 +56,21 @@ pub struct SimReport {
     pub dht_lookup_requests_max: u64,
     /// Mean successful answers per lookup.
     pub dht_lookup_successes_mean: f64,
+    /// Kademlia queries the users' own nodes finished (lookups of peers and records, record
+    /// stores, bootstraps), over all their incarnations, from kad's `QueryStats`.
+    pub node_kad_queries: u64,
+    /// Mean requests per query of those (rust-libp2p counts requests, not hops).
+    pub node_kad_requests_mean: f64,
+    /// Mean answered requests per query.
+    pub node_kad_successes_mean: f64,
+    /// Mean failed requests per query.
+    pub node_kad_failures_mean: f64,
+    /// Mean result steps per query (kad's `ProgressStep::count` at the last step).
+    pub node_kad_steps_mean: f64,
+    /// Most requests one query sent.
+    pub node_kad_requests_max: u64,
+    /// Mean time a query ran.
+    pub node_kad_query_ms_mean: f64,
     /// Most messages (deposits + replicas) one store peer stored over the run.
     pub store_msgs_max: u64,
     /// Mean of the same over the store peers.
@@ -59,6 +88,9 @@ pub struct SimReport {
     pub rss_peak_bytes: u64,
     /// CPU time (user + system) the process spent from the start of setup to the end.
     pub cpu_s: f64,
+    /// CPU time setup cost per user (mesh start, introductions, readiness; store peers'
+    /// share included).
+    pub cpu_setup_ms_per_user: f64,
     /// CPU time spent in the rounds and the settle phase.
     pub cpu_run_s: f64,
     /// Stops of users (churn and partition).
@@ -76,7 +108,8 @@ pub struct SimReport {
 impl SimReport {
     /// The report as JSON (field names as in the struct).
     pub fn to_json(&self) -> Value {
-        json!({
+        // Two objects: one `json!` of every field overflows the macro's recursion limit.
+        let mut v = json!({
             "nodes": self.nodes,
             "stores": self.stores,
             "sent": self.sent,
@@ -89,11 +122,26 @@ impl SimReport {
             "latency_p50_ms": self.latency_p50_ms,
             "latency_p99_ms": self.latency_p99_ms,
             "latency_max_ms": self.latency_max_ms,
+            "online_latency_samples": self.online_latency_samples,
+            "online_latency_p50_ms": self.online_latency_p50_ms,
+            "online_latency_p99_ms": self.online_latency_p99_ms,
+            "online_latency_max_ms": self.online_latency_max_ms,
+            "online_received_p50_ms": self.online_received_p50_ms,
+            "online_received_p99_ms": self.online_received_p99_ms,
+        });
+        let more = json!({
             "dht_lookups": self.dht_lookups,
             "dht_lookups_found": self.dht_lookups_found,
             "dht_lookup_requests_mean": self.dht_lookup_requests_mean,
             "dht_lookup_requests_max": self.dht_lookup_requests_max,
             "dht_lookup_successes_mean": self.dht_lookup_successes_mean,
+            "node_kad_queries": self.node_kad_queries,
+            "node_kad_requests_mean": self.node_kad_requests_mean,
+            "node_kad_successes_mean": self.node_kad_successes_mean,
+            "node_kad_failures_mean": self.node_kad_failures_mean,
+            "node_kad_steps_mean": self.node_kad_steps_mean,
+            "node_kad_requests_max": self.node_kad_requests_max,
+            "node_kad_query_ms_mean": self.node_kad_query_ms_mean,
             "store_msgs_max": self.store_msgs_max,
             "store_msgs_mean": self.store_msgs_mean,
             "store_bytes_max": self.store_bytes_max,
@@ -102,13 +150,18 @@ impl SimReport {
             "rss_bytes_per_node": self.rss_bytes_per_node,
             "rss_peak_bytes": self.rss_peak_bytes,
             "cpu_s": self.cpu_s,
+            "cpu_setup_ms_per_user": self.cpu_setup_ms_per_user,
             "cpu_run_s": self.cpu_run_s,
             "user_stops": self.user_stops,
             "store_stops": self.store_stops,
             "setup_s": self.setup_s,
             "run_s": self.run_s,
             "settled": self.settled,
-        })
+        });
+        if let (Value::Object(a), Value::Object(b)) = (&mut v, more) {
+            a.extend(b);
+        }
+        v
     }
 
     /// Fails unless nothing was lost or duplicated and every status reached delivered.

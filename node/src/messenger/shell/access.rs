@@ -335,9 +335,11 @@ impl Messenger {
         let generation = self.next_generation;
         let cancel = self.cancel.child_token();
         let internal = self.internal_tx.clone();
+        let transport = self.cfg.transport.clone();
         self.tasks.spawn(async move {
             let cfg = kith_net::NetConfig {
                 idle_timeout: DEPOSIT_IDLE_TIMEOUT,
+                transport: transport.clone(),
                 ..Default::default()
             };
             let keypair = libp2p::identity::Keypair::generate_ed25519();

@@ -57,6 +57,8 @@ pub(super) struct SwarmTask {
     pub(super) identified: HashSet<ConnectionId>,
     /// libp2p's own series, when the owner serves metrics.
     pub(super) metrics: Option<super::SwarmMetrics>,
+    /// What our own Kademlia queries cost (read through [`super::Network::kad_stats`]).
+    pub(super) kad_stats: super::KadStats,
 }
 
 /// Connected peers' IP addresses, written by the swarm task only and read by services
@@ -219,6 +221,16 @@ impl SwarmTask {
     fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         if let Some(m) = &self.metrics {
             record(&m.0, &event);
+        }
+        if let SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+            stats,
+            step,
+            ..
+        })) = &event
+        {
+            if step.last {
+                self.kad_stats.finished(stats, step);
+            }
         }
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
