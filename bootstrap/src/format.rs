@@ -8,7 +8,7 @@
 //! - 1 (no version key): the layouts before format versions.
 //! - 2: stamped with a version (values that do not decode are no longer treated as expired
 //!   and deleted, but quarantined); an envelope is indexed, and its tombstone kept, by
-//!   (recipient, id, digest) ([`super::mailboxes::migrate_index_to_recipient_id_digest`]).
+//!   (recipient, id, digest) (`mailboxes::format::migrate_index_to_recipient_id_digest`).
 //!
 //! To change the format: raise [`STORE_PEER_VERSION`] and append the steps that bring a
 //! database of the previous version to it to [`STORE_PEER_STEPS`] (in `mailboxes`; each

@@ -4,6 +4,7 @@ use kith_protocol::{
 };
 
 use super::*;
+use kith_protocol::envelope::ENVELOPE_DIGEST_LEN;
 
 /// "Now" for every test: expiry is relative to it.
 const NOW: u64 = 1_000_000_000;
