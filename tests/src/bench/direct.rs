@@ -92,10 +92,7 @@ fn vs_ejabberd(dir: &std::path::Path, throughput: f64, lat: &[u64]) -> Value {
             "kith_latency_p99_ratio": ratio(percentile(lat, 0.99) as f64, p99),
         }))
     };
-    figures().unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "ejabberd anchor did not run");
-        json!({ "error": e.to_string() })
-    })
+    super::ejabberd::figures_or_error(figures())
 }
 
 /// Send → delivered-receipt latency of [`LATENCY_MESSAGES`] messages at [`LATENCY_RATE`]/s,

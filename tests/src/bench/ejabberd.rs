@@ -70,6 +70,15 @@ pub fn parse_result(line: &str) -> Option<Figures> {
     )
 }
 
+/// The anchor's figures, or, when it could not run, the reason in their place: a missing
+/// anchor is reported beside Kith's figures, never the benchmark's failure.
+pub fn figures_or_error(figures: Result<serde_json::Value>) -> serde_json::Value {
+    figures.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "ejabberd anchor did not run");
+        serde_json::json!({ "error": e.to_string() })
+    })
+}
+
 /// A figure of a `RESULT` line as a number.
 pub fn number(figures: &Figures, key: &str) -> Result<f64> {
     figures

@@ -128,8 +128,5 @@ fn vs_ejabberd(dir: &std::path::Path, deposit_rate: f64, drain_s: f64) -> Value 
             "kith_drain_ratio": ratio(drain_s, drained_s),
         }))
     };
-    figures().unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "ejabberd anchor did not run");
-        json!({ "error": e.to_string() })
-    })
+    super::ejabberd::figures_or_error(figures())
 }
