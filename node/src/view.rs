@@ -82,6 +82,10 @@ pub struct MessageView {
     /// The image, video or file it carries (its `text` is then the caption).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media: Option<Box<crate::media::MediaView>>,
+    /// The group (32 hex digits) of a group message: `from` is then its sender and `to` the
+    /// group id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 /// A page of a conversation, newest first.
@@ -170,6 +174,7 @@ pub fn message_view_bare(me: &UserId, msg: &StoredMessage) -> MessageView {
         status: msg.status,
         outgoing: msg.outgoing,
         media: None,
+        group: None,
     }
 }
 
@@ -188,4 +193,59 @@ pub fn message_view(store: &Store, me: &UserId, msg: &StoredMessage) -> MessageV
         };
     }
     view
+}
+
+/// A member of a group, as the API shows it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct MemberView {
+    /// The member's user id.
+    pub user_id: String,
+    /// The name the local user gave them as a contact (empty if none, or if it is us).
+    pub name: String,
+    /// Whether they may change the group's membership and name.
+    pub admin: bool,
+}
+
+/// A group chat, as `GET /v1/groups/{id}` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct GroupView {
+    /// The group id (32 hex digits); also its conversation's key.
+    pub id: String,
+    /// The group's name.
+    pub name: String,
+    /// The number of the group state (every membership change or rename adds one).
+    pub epoch: u64,
+    /// The members, the local user included while it is one.
+    pub members: Vec<MemberView>,
+    /// The admins' user ids.
+    pub admins: Vec<String>,
+    /// Whether the local user is an admin.
+    pub me_admin: bool,
+    /// Whether the local user is still a member (false once it left or was removed).
+    pub active: bool,
+}
+
+/// One member's status of a group message we sent, as `GET /v1/messages/{id}/info` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct MemberStatusView {
+    /// The member.
+    pub user_id: String,
+    /// Their contact name (may be empty).
+    pub name: String,
+    /// pending / sent / delivered / read for this member.
+    pub status: DeliveryStatus,
+}
+
+/// `GET /v1/messages/{id}/info`: a sent group message's status per member (WhatsApp's
+/// "message info"); the message's own status is the slowest member's.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct MessageInfo {
+    /// The message id.
+    pub id: String,
+    /// The group it was sent to.
+    pub group: String,
+    /// The slowest member's status.
+    pub status: DeliveryStatus,
+    /// Every member it was sent to, with their status.
+    pub members: Vec<MemberStatusView>,
 }

@@ -198,16 +198,33 @@ fn host_header(headers: &HeaderMap) -> Option<&str> {
 /// One conversation of `GET /v1/chats`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ChatView {
-    /// The contact's user id.
+    /// The contact's user id, or the group's id (32 hex digits) for a group.
     pub user_id: String,
-    /// The name the local user gave them (may be empty).
+    /// The name the local user gave them (may be empty), or the group's name.
     pub name: String,
+    /// `contact` or `group`.
+    #[serde(default)]
+    pub kind: ChatKind,
+    /// A group's members, the local user included (0 for a contact).
+    #[serde(default)]
+    pub members: usize,
     /// The newest message of the conversation, if any.
     pub last_message: Option<MessageView>,
     /// Received messages not read yet (at most [`UNREAD_SCAN_LIMIT`]).
     pub unread: usize,
     /// The contact's presence, as the local user may see it (absent if it could not be asked).
     pub presence: Option<PresenceView>,
+}
+
+/// Whose conversation a chat row is.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ChatKind {
+    /// A one-to-one conversation with a contact.
+    #[default]
+    Contact,
+    /// A group chat.
+    Group,
 }
 
 /// `GET /v1/chats`: every contact's conversation, the most recently active first.
@@ -236,6 +253,8 @@ async fn chats(State(node): State<Node>) -> Result<Json<ChatList>, ApiError> {
         chats.push(ChatView {
             user_id: contact.user_id,
             name: contact.name,
+            kind: ChatKind::Contact,
+            members: 0,
             last_message: first.messages.into_iter().next(),
             unread,
             presence,

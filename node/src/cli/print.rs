@@ -71,6 +71,7 @@ mod tests {
             status: DeliveryStatus::Read,
             outgoing: true,
             media: None,
+            group: None,
         };
         assert_eq!(
             history_line(&message),
