@@ -113,18 +113,23 @@ const GROUP: [u8; 16] = *b"kith-group-vec-1";
 const SENDER_KEY_SEED: u64 = 100;
 
 fn people() -> Vec<(&'static str, [u8; 32], LocalIdentity)> {
-    [("alice", 0xa1u8), ("bob", 0xb0), ("carol", 0xc0), ("dave", 0xd0)]
-        .into_iter()
-        .enumerate()
-        .map(|(i, (name, byte))| {
-            let rng = &mut ChaCha20Rng::seed_from_u64(i as u64 + 1);
-            (
-                name,
-                [byte; 32],
-                LocalIdentity::from_ed25519_secret([byte; 32], T0, rng),
-            )
-        })
-        .collect()
+    [
+        ("alice", 0xa1u8),
+        ("bob", 0xb0),
+        ("carol", 0xc0),
+        ("dave", 0xd0),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, (name, byte))| {
+        let rng = &mut ChaCha20Rng::seed_from_u64(i as u64 + 1);
+        (
+            name,
+            [byte; 32],
+            LocalIdentity::from_ed25519_secret([byte; 32], T0, rng),
+        )
+    })
+    .collect()
 }
 
 fn state_vector(description: &str, author: &str, s: &SignedGroupState) -> StateVector {
@@ -161,7 +166,11 @@ fn generate() -> Vectors {
     .unwrap();
     let add = genesis
         .state
-        .successor(genesis.digest(), alice.user_id(), GroupChange::Add(dave.user_id()))
+        .successor(
+            genesis.digest(),
+            alice.user_id(),
+            GroupChange::Add(dave.user_id()),
+        )
         .unwrap()
         .sign(alice)
         .unwrap();
@@ -194,7 +203,11 @@ fn generate() -> Vectors {
         ([0x11u8; 16], plaintext("hello group", "", T0 + 1_000)),
         (
             *b"group-message-2!",
-            plaintext("zweite Nachricht: grüße", r#"{"reply_to":"11"}"#, T0 + 2_000),
+            plaintext(
+                "zweite Nachricht: grüße",
+                r#"{"reply_to":"11"}"#,
+                T0 + 2_000,
+            ),
         ),
     ];
     let mut messages = Vec::new();
@@ -245,7 +258,11 @@ fn generate() -> Vectors {
             })
             .collect(),
         states: vec![
-            state_vector("genesis: alice creates \"friends\" with bob and carol", "alice", &genesis),
+            state_vector(
+                "genesis: alice creates \"friends\" with bob and carol",
+                "alice",
+                &genesis,
+            ),
             state_vector("epoch 1: alice adds dave", "alice", &add),
         ],
         sender_key,
@@ -367,11 +384,21 @@ fn group_vectors_check_independently() {
     let people = People(
         v.identities
             .iter()
-            .map(|i| (i.name.clone(), unhex32(&i.ed25519_secret_hex), unhex(&i.user_id_hex)))
+            .map(|i| {
+                (
+                    i.name.clone(),
+                    unhex32(&i.ed25519_secret_hex),
+                    unhex(&i.user_id_hex),
+                )
+            })
             .collect(),
     );
     for (name, secret, id) in &people.0 {
-        assert_eq!(id[6..], public_of(*secret), "{name}'s user id names its key");
+        assert_eq!(
+            id[6..],
+            public_of(*secret),
+            "{name}'s user id names its key"
+        );
     }
     let [alice, bob, carol, dave] = ["alice", "bob", "carol", "dave"].map(|n| people.id(n));
 
@@ -387,7 +414,7 @@ fn group_vectors_check_independently() {
             &[0], // Create = variant 0
             "friends",
             &[alice.clone(), bob.clone(), carol.clone()],
-            &[alice.clone()],
+            std::slice::from_ref(&alice),
         ),
         state_bytes(
             1,
@@ -396,7 +423,7 @@ fn group_vectors_check_independently() {
             &add_dave,
             "friends",
             &[alice.clone(), bob.clone(), carol.clone(), dave.clone()],
-            &[alice.clone()],
+            std::slice::from_ref(&alice),
         ),
     ];
     for (s, expected) in v.states.iter().zip(expected) {
@@ -475,7 +502,10 @@ fn group_vectors_check_independently() {
         assert_eq!(message, unhex(&m.message_hex));
 
         for t in &m.transport_ids {
-            let full = kdf(b"kith-group-transport/1", &[id.clone(), people.id(&t.member)].concat());
+            let full = kdf(
+                b"kith-group-transport/1",
+                &[id.clone(), people.id(&t.member)].concat(),
+            );
             assert_eq!(hex::encode(&full[..16]), t.id_hex);
         }
     }
@@ -498,7 +528,10 @@ fn group_vectors_match_kith() {
         .collect();
     for (s, signed) in v.states.iter().zip(&states) {
         signed.verify().unwrap();
-        assert_eq!(hex::encode(codec::encode(&signed.state).unwrap()), s.state_hex);
+        assert_eq!(
+            hex::encode(codec::encode(&signed.state).unwrap()),
+            s.state_hex
+        );
         assert_eq!(hex::encode(signed.digest()), s.digest_hex);
     }
     states[0].verify_standalone(&bob).unwrap();
@@ -522,10 +555,19 @@ fn group_vectors_match_kith() {
         assert_eq!(at_dave.open(&bob, &msg).unwrap(), unhex(&m.plaintext_hex));
         let plain: Plaintext = codec::decode(&unhex(&m.plaintext_hex)).unwrap();
         assert!(matches!(plain.payload.decode().unwrap(), Payload::Text(_)));
-        let raw = Payload::GroupMessage(Box::new(msg.clone())).to_raw().unwrap();
-        assert_eq!((raw.kind, hex::encode(&raw.body)), (7, m.message_hex.clone()));
+        let raw = Payload::GroupMessage(Box::new(msg.clone()))
+            .to_raw()
+            .unwrap();
+        assert_eq!(
+            (raw.kind, hex::encode(&raw.body)),
+            (7, m.message_hex.clone())
+        );
         for t in &m.transport_ids {
-            let member = ids[v.identities.iter().position(|i| i.name == t.member).unwrap()];
+            let member = ids[v
+                .identities
+                .iter()
+                .position(|i| i.name == t.member)
+                .unwrap()];
             assert_eq!(hex::encode(transport_id(&msg.id, &member).0), t.id_hex);
         }
     }
