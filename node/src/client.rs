@@ -98,6 +98,8 @@ impl ClientError {
 /// One item of the `/v1/events` stream.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
+// Events arrive one at a time from a stream: boxing them would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum StreamEvent {
     /// Something happened on the node.
     Event(Event),

@@ -79,7 +79,8 @@ impl FromStr for GroupId {
     type Err = GroupIdError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bytes = s.as_bytes();
-        if bytes.len() != 32 {
+        // `from_str_radix` would take a sign ("+a"): only hex digits are an id.
+        if bytes.len() != 32 || !bytes.iter().all(u8::is_ascii_hexdigit) {
             return Err(GroupIdError);
         }
         let mut id = [0u8; 16];

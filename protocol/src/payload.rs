@@ -283,6 +283,11 @@ impl GroupUpdate {
         check_len("bundles", self.bundles.len(), MAX_UPDATE_BUNDLES)?;
         for b in &self.bundles {
             b.verify().map_err(PayloadError::Bundle)?;
+            if !self.state.state.is_member(&b.user) {
+                return Err(PayloadError::Group(GroupError::Invalid(
+                    "bundle of someone not in the group",
+                )));
+            }
         }
         Ok(())
     }

@@ -81,7 +81,8 @@ impl Node {
 
     /// Marks a group's received messages read (read receipts go to their senders).
     pub async fn mark_group_read(&self, group: GroupId) -> Result<usize, NodeError> {
-        self.call(|reply| Command::MarkGroupRead { group, reply }).await
+        self.call(|reply| Command::MarkGroupRead { group, reply })
+            .await
     }
 
     /// A page of a group's conversation, newest first.

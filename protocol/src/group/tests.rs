@@ -51,6 +51,7 @@ fn group_id_round_trips_as_hex() {
     assert_eq!(id.to_string().parse::<GroupId>().unwrap(), id);
     assert!("zz".repeat(16).parse::<GroupId>().is_err());
     assert!("ab".parse::<GroupId>().is_err());
+    assert!("+a".repeat(16).parse::<GroupId>().is_err());
 }
 
 #[test]

@@ -154,7 +154,11 @@ impl Messenger {
         let group = msg.group;
         match self.store.has_group_message(&group, &sender, &msg.id) {
             Ok(true) => {
-                batch.group_delivered.entry((sender, group)).or_default().push(msg.id);
+                batch
+                    .group_delivered
+                    .entry((sender, group))
+                    .or_default()
+                    .push(msg.id);
                 return;
             }
             Ok(false) => {}
@@ -167,7 +171,9 @@ impl Messenger {
             Ok(Some(r)) => {
                 // A member then, or now: messages sealed before a removal still open.
                 r.chain.head().state.is_member(&sender)
-                    || r.chain.at(msg.epoch).is_some_and(|s| s.state.is_member(&sender))
+                    || r.chain
+                        .at(msg.epoch)
+                        .is_some_and(|s| s.state.is_member(&sender))
             }
             Ok(None) => false,
             Err(e) => {
@@ -186,7 +192,9 @@ impl Messenger {
             // The state or the key may still be on the way (through another store peer).
             match self.store.hold_group_message(&sender, &msg) {
                 Ok(true) => tracing::debug!(%group, %sender, "group message held for its key"),
-                Ok(false) => tracing::warn!(%group, %sender, "too many held group messages; dropped"),
+                Ok(false) => {
+                    tracing::warn!(%group, %sender, "too many held group messages; dropped")
+                }
                 Err(e) => tracing::error!(error = %e, "cannot hold group message"),
             }
             return;
@@ -239,7 +247,11 @@ impl Messenger {
                     peer: group.to_string(),
                     message: crate::view::group_message_view(&self.user, &stored),
                 });
-                batch.group_delivered.entry((sender, group)).or_default().push(msg.id);
+                batch
+                    .group_delivered
+                    .entry((sender, group))
+                    .or_default()
+                    .push(msg.id);
             }
             Ok(false) => {}
             Err(e) => tracing::error!(error = %e, "cannot store group message"),
