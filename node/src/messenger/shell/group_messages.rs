@@ -3,7 +3,8 @@
 //! message); received, opened with the sender's key (or held until it arrives), stored and
 //! receipted; and each member's ✓, ✓✓ and blue tick folded into the slowest member's.
 
-use kith_protocol::group::{transport_id, GroupMessage, GroupReceipt, SenderKey, SenderKeyGift};
+use kith_protocol::group::{transport_id, GroupMessage, SenderKey, SenderKeyGift};
+use kith_protocol::payload::GroupReceipt;
 use kith_protocol::GroupId;
 
 use crate::messenger::*;
