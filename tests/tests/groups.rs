@@ -331,3 +331,77 @@ async fn member_killed_mid_send_loses_nothing_and_gets_nothing_twice() -> Result
     let _: UserId = t.bob.user_id();
     Ok(())
 }
+
+/// Waits until `node` has a record of `hash` complete.
+async fn wait_media_complete(node: &TestNode, hash: &kith_protocol::BlobHash) -> Result<()> {
+    let what = format!("{} has the group's media complete", node.name());
+    wait_for(TIMEOUT * 3, &what, || async {
+        let rec = node.node()?.media(hash)?;
+        Ok(rec
+            .filter(|r| r.state == kith_node::media::MediaState::Complete)
+            .map(|_| ()))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_media_reaches_online_and_offline_members() -> Result<()> {
+    init_logging();
+    let mut t = trio().await?;
+    let group = create(&t).await?;
+    // carol is away: the blob goes to her store peers.
+    t.carol.shutdown().await?;
+    let bytes: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let res = t
+        .alice
+        .api()?
+        .raw(
+            reqwest::Method::POST,
+            &format!("/v1/media?group={group}&name=trail.bin&caption=look"),
+            kith_tests::Auth::Token,
+            Some(("application/octet-stream", bytes.clone())),
+        )
+        .await?;
+    res.expect_status(201)?;
+    let hex = res
+        .body
+        .get("hash")
+        .and_then(serde_json::Value::as_str)
+        .context("hash in the answer")?;
+    let hash = kith_protocol::BlobHash::from_hex(hex).map_err(|e| anyhow::anyhow!("{e}"))?;
+    wait_media_complete(&t.bob, &hash).await?;
+    t.carol.restart().await?;
+    wait_media_complete(&t.carol, &hash).await?;
+    for n in [&t.bob, &t.carol] {
+        let msgs = group_messages(n, &group)?;
+        let m = msgs
+            .iter()
+            .find(|m| m.text == "look")
+            .with_context(|| format!("{} shows the media message", n.name()))?;
+        ensure!(
+            m.media.is_some(),
+            "{}: the message shows its media",
+            n.name()
+        );
+        let rec = n.node()?.media(&hash)?.context("media record")?;
+        let got = std::fs::read(n.node()?.media_files().path_of(&rec))?;
+        ensure!(
+            got == bytes,
+            "{}: the file arrived byte-identical",
+            n.name()
+        );
+    }
+    // Sent to the group by a non-member: refused before the upload.
+    let res = t
+        .alice
+        .api()?
+        .raw(
+            reqwest::Method::POST,
+            &format!("/v1/media?group={}&name=x.bin", "ab".repeat(16)),
+            kith_tests::Auth::Token,
+            Some(("application/octet-stream", vec![1, 2, 3])),
+        )
+        .await?;
+    res.expect_error(404, "not_found")?;
+    Ok(())
+}

@@ -45,6 +45,14 @@ impl Messenger {
                 let result = self.send_group_text(group, text, client_meta);
                 self.reply_released(reply, result);
             }
+            Command::SendGroupMedia {
+                group,
+                media,
+                reply,
+            } => {
+                let result = self.send_group_media(group, *media);
+                self.reply_released(reply, result);
+            }
             Command::MarkGroupRead { group, reply } => {
                 let result = self.mark_group_read(group);
                 self.reply_released(reply, result);
