@@ -405,3 +405,45 @@ async fn group_media_reaches_online_and_offline_members() -> Result<()> {
     res.expect_error(404, "not_found")?;
     Ok(())
 }
+
+/// Attack: a stranger (someone who has our invite, but whom we never added) creates a group
+/// with us in it, to push messages at us. We do not join, and nothing of theirs shows in a
+/// group; at most their first envelope waits as a message request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_cannot_put_you_in_a_group() -> Result<()> {
+    init_logging();
+    let mesh = Mesh::start(3, |_| {}).await?;
+    let carol = mesh.node("carol", |_| {}).await?;
+    let mallory = mesh.node("mallory", |_| {}).await?;
+    let mut probe = MailboxClient::random().await?;
+    mesh.wait_known_by(&mut probe, &[&carol, &mallory]).await?;
+    // Only mallory adds carol.
+    mallory
+        .node()?
+        .add_contact(&carol.invite().await?, Some("carol".into()))
+        .await?;
+    let view = mallory
+        .node()?
+        .create_group("spam".into(), vec![carol.user_id()])
+        .await?;
+    let group: GroupId = view.id.parse()?;
+    send(&mallory, group, "buy now").await?;
+    wait_for(
+        TIMEOUT,
+        "mallory's envelope reached carol (a request)",
+        || async { Ok((!carol.node()?.requests()?.is_empty()).then_some(())) },
+    )
+    .await?;
+    ensure!(
+        carol.node()?.groups()?.is_empty(),
+        "carol joined a stranger's group"
+    );
+    ensure!(
+        carol
+            .node()?
+            .group_conversation(&group, 0, 10, None)
+            .is_err(),
+        "a stranger's group conversation exists at carol"
+    );
+    Ok(())
+}
