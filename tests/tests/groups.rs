@@ -447,3 +447,42 @@ async fn a_stranger_cannot_put_you_in_a_group() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_member_added_again_rejoins_and_reads_only_what_follows() -> Result<()> {
+    init_logging();
+    let t = trio().await?;
+    let group = create(&t).await?;
+    let alice = t.alice.node()?;
+    alice
+        .change_group(group, GroupChange::Remove(t.carol.user_id()))
+        .await?;
+    wait_group(&t.carol, &group, "removed", |g| !g.active).await?;
+    alice
+        .change_group(group, GroupChange::Rename("without carol".into()))
+        .await?;
+    let away = send(&t.alice, group, "said while carol was out").await?;
+    wait_status(&t.alice, &group, &away, DeliveryStatus::Delivered).await?;
+    alice
+        .change_group(group, GroupChange::Add(t.carol.user_id()))
+        .await?;
+    wait_group(&t.carol, &group, "added again", |g| {
+        g.active && g.name == "without carol" && g.members.len() == 3
+    })
+    .await?;
+    send(&t.alice, group, "welcome back").await?;
+    send(&t.bob, group, "hi again").await?;
+    wait_texts(
+        &t.carol,
+        &group,
+        &["welcome back".into(), "hi again".into()],
+    )
+    .await?;
+    ensure!(
+        group_messages(&t.carol, &group)?
+            .iter()
+            .all(|m| m.text != "said while carol was out"),
+        "carol got a message from while she was out"
+    );
+    Ok(())
+}
