@@ -60,7 +60,13 @@ async fn wait_texts(node: &TestNode, group: &GroupId, texts: &[String]) -> Resul
             .all(|t| have.contains(&t.as_str()))
             .then_some(()))
     })
-    .await?;
+    .await
+    .with_context(|| {
+        let have: Vec<String> = group_messages(node, group)
+            .map(|v| v.into_iter().map(|m| m.text).collect())
+            .unwrap_or_default();
+        format!("{} has {have:?}", node.name())
+    })?;
     let got = group_messages(node, group)?;
     let mut seen = HashSet::new();
     for m in &got {
@@ -253,6 +259,7 @@ async fn offline_member_catches_up_on_messages_and_a_membership_change() -> Resu
     for text in &texts {
         ids.push(send(&t.alice, group, text).await?);
     }
+    wait_group(&dave, &group, "is added", |g| g.active).await?;
     send(&dave, group, "dave here").await?;
     // Everything reached carol's store peers (✓ for her copies).
     for id in &ids {

@@ -470,6 +470,25 @@ impl Messenger {
         self.contacts.contains_key(&sender)
     }
 
+    /// A pending request's group payload: if it shows them a member of a group with us,
+    /// they become a contact (true).
+    pub(in crate::messenger) fn admit_pending_group_member(
+        &mut self,
+        sender: UserId,
+        plaintext: &Plaintext,
+        batch: &mut BatchEffects,
+    ) -> bool {
+        let Some(bundle) = self.requests.get(&sender).map(|c| c.bundle.clone()) else {
+            return false;
+        };
+        self.admit_group_member(&bundle, plaintext, batch)
+    }
+
+    /// Whether we are an active member of `group`.
+    pub(in crate::messenger) fn is_active_group(&self, group: &GroupId) -> bool {
+        matches!(self.store.group(group), Ok(Some(r)) if r.active)
+    }
+
     /// A sender key from `sender`: its state first (it may introduce the group), then the
     /// chain, then the messages that waited for it.
     pub(in crate::messenger) fn receive_sender_key(
