@@ -349,6 +349,34 @@ async fn two_admins_changing_at_once_converge() -> Result<()> {
         Ok((ha.0 == 3 && ha == hb && hb == hc).then_some(()))
     })
     .await?;
+    // carol leaves: the others see it, and her own sends are refused from then on.
+    let left = t
+        .carol
+        .node()?
+        .change_group(group, GroupChange::Leave)
+        .await?;
+    ensure!(!left.active, "carol still active after leaving: {left:?}");
+    for n in [&t.alice, &t.bob] {
+        wait_group(n, &group, "sees carol leave", |g| g.members.len() == 2).await?;
+    }
+    let refused = t
+        .carol
+        .node()?
+        .send_group_text(group, "bye?".into(), serde_json::json!({}))
+        .await;
+    ensure!(
+        matches!(refused, Err(kith_node::handle::NodeError::NotMember(_))),
+        "{refused:?}"
+    );
+    let after = send(&t.bob, group, "just us").await?;
+    wait_texts(&t.alice, &group, &["just us".into()]).await?;
+    wait_status(&t.bob, &group, &after, DeliveryStatus::Delivered).await?;
+    ensure!(
+        group_messages(&t.carol, &group)?
+            .iter()
+            .all(|m| m.text != "just us"),
+        "carol got a message after she left"
+    );
     Ok(())
 }
 
