@@ -370,6 +370,11 @@ impl GroupChain {
         &self.states[self.states.len() - 1]
     }
 
+    /// Whether `user` is a member in any state kept (the head or its history).
+    pub fn ever_member(&self, user: &UserId) -> bool {
+        self.states.iter().any(|s| s.state.is_member(user))
+    }
+
     /// The state at `epoch`, if kept.
     pub fn at(&self, epoch: u64) -> Option<&SignedGroupState> {
         let first = self.states.first()?.epoch();

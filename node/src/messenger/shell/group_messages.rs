@@ -253,11 +253,14 @@ impl Messenger {
         }
         let allowed = match self.store.group(&group) {
             Ok(Some(r)) => {
-                // A member then, or now: messages sealed before a removal still open.
-                r.chain.head().state.is_member(&sender)
-                    || r.chain
-                        .at(msg.epoch)
-                        .is_some_and(|s| s.state.is_member(&sender))
+                let now = r.chain.head().state.is_member(&sender);
+                if !now && r.chain.ever_member(&sender) {
+                    // Removed (or gone): the epoch a message claims is the sender's word, so
+                    // nothing of theirs is taken once we applied their removal.
+                    tracing::info!(%group, %sender, "group message from a former member; dropped");
+                    return;
+                }
+                now
             }
             Ok(None) => false,
             Err(e) => {
