@@ -17,7 +17,10 @@ use crate::{
     handle::{ContactView, Event, Me, Page, PresenceView, Sent},
 };
 
+mod groups;
 mod requests;
+
+pub use groups::is_group_id;
 
 /// How long a single request may take before the client gives up (event streams excepted).
 const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
