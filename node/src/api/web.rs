@@ -99,6 +99,11 @@ const ASSETS: &[Asset] = &[
         body: include_bytes!("../../web/app.js"),
     },
     Asset {
+        path: "/groups.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../web/groups.js"),
+    },
+    Asset {
         path: "/api.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_bytes!("../../web/api.js"),
