@@ -17,6 +17,7 @@ use crate::handle::Node;
 
 pub mod error;
 mod extract;
+mod groups;
 mod guard;
 mod link;
 mod media;

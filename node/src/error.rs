@@ -32,6 +32,12 @@ pub enum NodeError {
     /// Nothing was found (e.g. no key bundle for a user in the DHT).
     #[error("not found: {0}")]
     NotFound(String),
+    /// Only a group's admins may do this.
+    #[error("only an admin of group {0} may do that")]
+    NotAdmin(String),
+    /// The local user is not (or no longer) a member of the group.
+    #[error("you are not a member of group {0}")]
+    NotMember(String),
     /// The node is shutting down or its task has stopped.
     #[error("node is not running")]
     Stopped,

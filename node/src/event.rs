@@ -43,6 +43,11 @@ pub enum Event {
         /// Fraction done, 0..1.
         progress: f64,
     },
+    /// A group was created, joined, changed or left (or we were removed).
+    Group {
+        /// The group as it is now.
+        group: crate::view::GroupView,
+    },
     /// A contact's presence changed.
     Presence {
         /// The contact.

@@ -6,7 +6,7 @@
 //! answered on a oneshot channel; reads of stored history go straight to the [`Store`], which
 //! is safe to read concurrently.
 
-use kith_protocol::UserId;
+use kith_protocol::{group::GroupChange, GroupId, UserId};
 use libp2p::Multiaddr;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -16,8 +16,8 @@ pub use crate::{
     error::NodeError,
     event::Event,
     view::{
-        BlockedView, ContactRoute, ContactView, Me, MessageView, Page, PresenceView, RequestView,
-        Sent, MAX_PAGE,
+        BlockedView, ContactRoute, ContactView, GroupView, Me, MessageInfo, MessageView, Page,
+        PresenceView, RequestView, Sent, MAX_PAGE,
     },
 };
 
@@ -86,6 +86,26 @@ pub(crate) enum Command {
     RemoveContact {
         user: UserId,
         reply: oneshot::Sender<Result<(), NodeError>>,
+    },
+    CreateGroup {
+        name: String,
+        members: Vec<UserId>,
+        reply: oneshot::Sender<Result<GroupView, NodeError>>,
+    },
+    ChangeGroup {
+        group: GroupId,
+        change: GroupChange,
+        reply: oneshot::Sender<Result<GroupView, NodeError>>,
+    },
+    SendGroupText {
+        group: GroupId,
+        text: String,
+        client_meta: serde_json::Value,
+        reply: oneshot::Sender<Result<Sent, NodeError>>,
+    },
+    MarkGroupRead {
+        group: GroupId,
+        reply: oneshot::Sender<Result<usize, NodeError>>,
     },
 }
 
@@ -464,3 +484,5 @@ impl Node {
         self.transfers.counters()
     }
 }
+
+mod groups;

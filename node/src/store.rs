@@ -44,6 +44,7 @@
 //! it instead of failing.
 
 mod contacts;
+pub(crate) mod groups;
 pub mod format;
 mod media;
 mod messages;
@@ -60,6 +61,7 @@ use crate::versioned;
 
 pub(crate) use contacts::migrate_contacts_to_bundle_v2;
 pub use contacts::Contact;
+pub use groups::{GroupRecord, GroupStoredMessage, OwnSenderKey};
 pub(crate) use media::{migrate_media_by_message, MEDIA_BY_HASH, MEDIA_RECORDS};
 pub use media::{MediaMigration, MediaWriter};
 pub(crate) use messages::migrate_message_ids_to_sender_and_id;
@@ -110,6 +112,7 @@ pub struct Store {
     session_index: sled::Tree,
     media: sled::Tree,
     media_by_hash: sled::Tree,
+    group_trees: groups::GroupTrees,
     committer: Committer,
 }
 
@@ -138,6 +141,7 @@ impl Store {
             session_index: db.open_tree("session_index")?,
             media: db.open_tree(MEDIA_RECORDS)?,
             media_by_hash: db.open_tree(MEDIA_BY_HASH)?,
+            group_trees: groups::GroupTrees::open(&db)?,
             db,
             committer,
         };

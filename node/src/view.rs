@@ -249,3 +249,48 @@ pub struct MessageInfo {
     /// Every member it was sent to, with their status.
     pub members: Vec<MemberStatusView>,
 }
+
+/// The API view of a group, given the local user and the names it gave its contacts.
+pub fn group_view(
+    record: &crate::store::GroupRecord,
+    me: &UserId,
+    name_of: impl Fn(&UserId) -> String,
+) -> GroupView {
+    let state = &record.chain.head().state;
+    GroupView {
+        id: state.group.to_string(),
+        name: state.name.clone(),
+        epoch: state.epoch,
+        members: state
+            .members
+            .iter()
+            .map(|u| MemberView {
+                user_id: u.to_string(),
+                name: if u == me { String::new() } else { name_of(u) },
+                admin: state.is_admin(u),
+            })
+            .collect(),
+        admins: state.admins.iter().map(|u| u.to_string()).collect(),
+        me_admin: state.is_admin(me),
+        active: record.active && state.is_member(me),
+    }
+}
+
+/// The API view of a group message: `from` its sender, `to` the group.
+pub fn group_message_view(me: &UserId, msg: &crate::store::GroupStoredMessage) -> MessageView {
+    let group = msg.group.to_string();
+    MessageView {
+        id: msg.id.to_string(),
+        from: if msg.outgoing { *me } else { msg.sender }.to_string(),
+        to: group.clone(),
+        text: msg.text.clone(),
+        client_meta: serde_json::from_str(&msg.client_meta)
+            .unwrap_or_else(|_| serde_json::Value::Object(Default::default())),
+        sent_at: crate::time::rfc3339(msg.sent_at_ms),
+        sent_at_ms: msg.sent_at_ms,
+        status: msg.status,
+        outgoing: msg.outgoing,
+        media: None,
+        group: Some(group),
+    }
+}

@@ -16,6 +16,7 @@
 //! - [`seal`]: end-to-end sealing with Noise (`Noise_X_25519_ChaChaPoly_BLAKE2s`) and the
 //!   symmetric chain-key sessions that follow a handshake ([`PeerSessions`]).
 //! - [`payload`]: what is inside the seal: text, media references, receipts.
+//! - [`group`]: group chats: the signed group state chain and sender keys.
 //! - [`status`]: [`DeliveryStatus`], which only moves forward.
 //! - [`presence`]: signed [`PresenceRecord`]s and a monotonic [`PresenceTable`].
 //! - [`frame`]: length-prefixed framing with a maximum frame size.
@@ -34,6 +35,7 @@ pub mod blob;
 pub mod codec;
 pub mod envelope;
 pub mod frame;
+pub mod group;
 pub mod id;
 pub mod identity;
 pub mod mailbox;
@@ -47,6 +49,7 @@ pub mod wire;
 pub use access::{MailboxAccessKey, MailboxPeer, MailboxRegistration};
 pub use blob::{BlobError, BlobHash, BlobHasher, BlobKey, BlobLayout};
 pub use envelope::{Envelope, EnvelopeDigest, EnvelopeHeader, PROTOCOL_VERSION};
+pub use group::{GroupId, GroupMessage};
 pub use id::{MessageId, UserId};
 pub use identity::{KeyBundle, LocalIdentity, PrekeyPolicy, PrekeyRing};
 pub use payload::{MediaRef, Payload, Plaintext, Receipt, ReceiptKind, Text};

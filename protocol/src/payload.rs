@@ -1,4 +1,5 @@
-//! What travels inside the seal: texts, media references, receipts and contact cards.
+//! What travels inside the seal: texts, media references, receipts, contact cards and the
+//! group payloads ([`crate::group`]).
 //!
 //! Every payload is a `(kind, bytes)` pair ([`RawPayload`]) so that a node meeting a kind it
 //! does not know yet reports [`Payload::Unknown`] instead of failing: newer nodes can add kinds.
@@ -9,6 +10,10 @@ use crate::{
     access::MailboxAccessKey,
     blob::{BlobError, BlobHash, BlobKey, BlobLayout},
     codec,
+    group::{
+        sender_key::MAX_GROUP_CIPHERTEXT, GroupError, GroupMessage, GroupReceipt, GroupUpdate,
+        SenderKeyGift, MAX_UPDATE_BUNDLES,
+    },
     identity::BundleError,
     KeyBundle, MessageId,
 };
@@ -41,6 +46,14 @@ pub mod kind {
     pub const RECEIPT: u16 = 3;
     /// [`super::ContactCard`].
     pub const CONTACT_CARD: u16 = 4;
+    /// [`crate::group::GroupUpdate`].
+    pub const GROUP_UPDATE: u16 = 5;
+    /// [`crate::group::SenderKeyGift`].
+    pub const SENDER_KEY: u16 = 6;
+    /// [`crate::group::GroupMessage`].
+    pub const GROUP_MESSAGE: u16 = 7;
+    /// [`crate::group::GroupReceipt`].
+    pub const GROUP_RECEIPT: u16 = 8;
 }
 
 /// A text message, as the design's `SendMessage` carries it.
@@ -129,6 +142,14 @@ pub enum Payload {
     Receipt(Receipt),
     /// The sender's bundle and mailbox access key.
     ContactCard(Box<ContactCard>),
+    /// A group state from its author, with members' bundles.
+    GroupUpdate(Box<GroupUpdate>),
+    /// A member's sender key for a group.
+    SenderKey(Box<SenderKeyGift>),
+    /// A message to a group, sealed once with the sender's chain.
+    GroupMessage(Box<GroupMessage>),
+    /// Delivered or read, for group messages.
+    GroupReceipt(GroupReceipt),
     /// A kind this node does not know; the message is kept but not interpreted.
     Unknown {
         /// The kind number.
@@ -178,6 +199,9 @@ pub enum PayloadError {
     /// A contact card's bundle does not verify.
     #[error("contact card bundle: {0}")]
     Bundle(BundleError),
+    /// A group state, sender key or group message is invalid.
+    #[error("group: {0}")]
+    Group(#[from] GroupError),
     /// The body is not a valid encoding of its kind.
     #[error("malformed payload: {0}")]
     Codec(#[from] codec::CodecError),
@@ -252,6 +276,44 @@ impl Receipt {
     }
 }
 
+impl GroupUpdate {
+    /// Checks the state's signature and every bundle.
+    pub fn validate(&self) -> Result<(), PayloadError> {
+        self.state.verify()?;
+        check_len("bundles", self.bundles.len(), MAX_UPDATE_BUNDLES)?;
+        for b in &self.bundles {
+            b.verify().map_err(PayloadError::Bundle)?;
+        }
+        Ok(())
+    }
+}
+
+impl SenderKeyGift {
+    /// Checks the state's signature and that both name the same group.
+    pub fn validate(&self) -> Result<(), PayloadError> {
+        self.state.verify()?;
+        if self.state.group() != self.distribution.group {
+            return Err(PayloadError::Group(GroupError::WrongGroup));
+        }
+        Ok(())
+    }
+}
+
+impl GroupReceipt {
+    /// Checks the limits.
+    pub fn validate(&self) -> Result<(), PayloadError> {
+        if self.ids.is_empty() {
+            return Err(PayloadError::EmptyReceipt);
+        }
+        check_len("receipt ids", self.ids.len(), MAX_RECEIPT_IDS)
+    }
+}
+
+fn check_group_message(m: &GroupMessage) -> Result<(), PayloadError> {
+    check_len("ciphertext", m.ciphertext.len(), MAX_GROUP_CIPHERTEXT)?;
+    check_len("signature", m.signature.len(), 64)
+}
+
 impl Payload {
     /// Validates and encodes the payload. `Unknown` cannot be encoded (there is nothing in it).
     pub fn to_raw(&self) -> Result<RawPayload, PayloadError> {
@@ -271,6 +333,22 @@ impl Payload {
             Payload::ContactCard(c) => {
                 c.validate()?;
                 (kind::CONTACT_CARD, codec::encode(c)?)
+            }
+            Payload::GroupUpdate(u) => {
+                u.validate()?;
+                (kind::GROUP_UPDATE, codec::encode(u)?)
+            }
+            Payload::SenderKey(k) => {
+                k.validate()?;
+                (kind::SENDER_KEY, codec::encode(k)?)
+            }
+            Payload::GroupMessage(m) => {
+                check_group_message(m)?;
+                (kind::GROUP_MESSAGE, codec::encode(m)?)
+            }
+            Payload::GroupReceipt(r) => {
+                r.validate()?;
+                (kind::GROUP_RECEIPT, codec::encode(r)?)
             }
             Payload::Unknown { kind } => (*kind, Vec::new()),
         };
@@ -301,6 +379,26 @@ impl RawPayload {
                 let c: ContactCard = codec::decode(&self.body)?;
                 c.validate()?;
                 Payload::ContactCard(Box::new(c))
+            }
+            kind::GROUP_UPDATE => {
+                let u: GroupUpdate = codec::decode(&self.body)?;
+                u.validate()?;
+                Payload::GroupUpdate(Box::new(u))
+            }
+            kind::SENDER_KEY => {
+                let k: SenderKeyGift = codec::decode(&self.body)?;
+                k.validate()?;
+                Payload::SenderKey(Box::new(k))
+            }
+            kind::GROUP_MESSAGE => {
+                let m: GroupMessage = codec::decode(&self.body)?;
+                check_group_message(&m)?;
+                Payload::GroupMessage(Box::new(m))
+            }
+            kind::GROUP_RECEIPT => {
+                let r: GroupReceipt = codec::decode(&self.body)?;
+                r.validate()?;
+                Payload::GroupReceipt(r)
             }
             other => Payload::Unknown { kind: other },
         })

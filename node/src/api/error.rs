@@ -112,6 +112,8 @@ pub(crate) fn node_error(err: NodeError, input: Input) -> ApiError {
         NodeError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
         NodeError::BadInvite(_) => (StatusCode::UNPROCESSABLE_ENTITY, "bad_invite"),
         NodeError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+        NodeError::NotAdmin(_) => (StatusCode::FORBIDDEN, "not_admin"),
+        NodeError::NotMember(_) => (StatusCode::FORBIDDEN, "not_member"),
         NodeError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
         NodeError::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "stopped"),
         NodeError::Storage(_) => {

@@ -106,6 +106,44 @@ impl<S: Send + Sync> FromRequestParts<S> for PeerPath {
     }
 }
 
+/// Whose conversation a path or body names: a contact's or a group's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Chat {
+    /// A one-to-one conversation.
+    User(UserId),
+    /// A group chat.
+    Group(kith_protocol::GroupId),
+}
+
+/// The `{user_id}` path segment of a conversation: a group id (32 hex digits) or a user id.
+pub(crate) struct ChatPath(pub(crate) Chat);
+
+impl<S: Send + Sync> FromRequestParts<S> for ChatPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::new(e.status(), "invalid_path", e.body_text()))?;
+        if let Ok(group) = kith_protocol::GroupId::from_str(&raw) {
+            return Ok(ChatPath(Chat::Group(group)));
+        }
+        parse_user_id(&raw).map(|u| ChatPath(Chat::User(u)))
+    }
+}
+
+/// Parses a group id from a path segment.
+pub(crate) fn parse_group_id(raw: &str) -> Result<kith_protocol::GroupId, ApiError> {
+    kith_protocol::GroupId::from_str(raw).map_err(|_| {
+        let shown: String = raw.chars().take(80).collect();
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_path",
+            format!("`{shown}` is not a group id (32 hex digits)"),
+        )
+    })
+}
+
 /// Parses a user id from a path segment.
 pub(crate) fn parse_user_id(raw: &str) -> Result<UserId, ApiError> {
     UserId::from_str(raw).map_err(|e| {

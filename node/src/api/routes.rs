@@ -11,14 +11,14 @@ use axum::{
     Json, Router,
 };
 use futures::{Stream, StreamExt};
-use kith_protocol::UserId;
+use kith_protocol::{GroupId, UserId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::{
     error::{node_error, ApiError, Input},
-    extract::{ApiJson, ApiQuery, PeerPath},
+    extract::{ApiJson, ApiQuery, Chat, ChatPath, PeerPath},
     state::ApiState,
 };
 use crate::{
@@ -41,6 +41,7 @@ pub(crate) fn routes() -> Router<ApiState> {
         .route("/v1/presence/{user_id}", get(presence))
         .route("/v1/events", get(events))
         .route("/v1/settings", put(settings))
+        .merge(super::groups::routes())
 }
 
 async fn me(State(s): State<ApiState>) -> Result<Json<Me>, ApiError> {
@@ -103,7 +104,8 @@ async fn add_contact(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SendBody {
-    to: String,
+    to: Option<String>,
+    group: Option<String>,
     text: String,
     client_meta: Option<Value>,
 }
@@ -111,7 +113,7 @@ struct SendBody {
 /// A send request, checked.
 #[derive(Debug, PartialEq)]
 pub(super) struct SendRequest {
-    pub(super) to: UserId,
+    pub(super) to: Chat,
     pub(super) text: String,
     pub(super) client_meta: Value,
 }
@@ -129,8 +131,17 @@ pub(super) fn parse_send(body: Value) -> Result<SendRequest, ApiError> {
         ));
     }
     let body: SendBody = serde_json::from_value(body).map_err(|e| ApiError::body(e.to_string()))?;
-    let to = UserId::from_str(&body.to)
-        .map_err(|e| ApiError::body(format!("`to` is not a user id: {e}")))?;
+    let to = match (body.to, body.group) {
+        (Some(to), None) => Chat::User(
+            UserId::from_str(&to)
+                .map_err(|e| ApiError::body(format!("`to` is not a user id: {e}")))?,
+        ),
+        (None, Some(group)) => Chat::Group(
+            GroupId::from_str(&group)
+                .map_err(|e| ApiError::body(format!("`group` is not a group id: {e}")))?,
+        ),
+        _ => return Err(ApiError::body("give exactly one of `to` or `group`")),
+    };
     let client_meta = match body.client_meta {
         None | Some(Value::Null) => Value::Object(serde_json::Map::new()),
         Some(meta @ Value::Object(_)) => meta,
@@ -148,9 +159,14 @@ async fn send(
     ApiJson(body): ApiJson<Value>,
 ) -> Result<(StatusCode, Json<Sent>), ApiError> {
     let req = parse_send(body)?;
-    s.node
-        .send_text(req.to, req.text, req.client_meta)
-        .await
+    match req.to {
+        Chat::User(to) => s.node.send_text(to, req.text, req.client_meta).await,
+        Chat::Group(group) => {
+            s.node
+                .send_group_text(group, req.text, req.client_meta)
+                .await
+        }
+    }
         .map(|sent| (StatusCode::CREATED, Json(sent)))
         .map_err(|e| node_error(e, Input::Body))
 }
@@ -197,13 +213,20 @@ pub(super) fn parse_page(q: PageQuery) -> Result<PageRequest, ApiError> {
 
 async fn conversation(
     State(s): State<ApiState>,
-    PeerPath(peer): PeerPath,
+    ChatPath(chat): ChatPath,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<Page>, ApiError> {
     let page = parse_page(query)?;
-    s.node
-        .conversation(&peer, page.offset, page.count, page.since_ms)
-        .map(Json)
+    match chat {
+        Chat::User(peer) => s
+            .node
+            .conversation(&peer, page.offset, page.count, page.since_ms),
+        Chat::Group(group) => {
+            s.node
+                .group_conversation(&group, page.offset, page.count, page.since_ms)
+        }
+    }
+    .map(Json)
         .map_err(|e| node_error(e, Input::Query))
 }
 
@@ -215,11 +238,12 @@ struct Marked {
 
 async fn mark_read(
     State(s): State<ApiState>,
-    PeerPath(peer): PeerPath,
+    ChatPath(chat): ChatPath,
 ) -> Result<Json<Marked>, ApiError> {
-    s.node
-        .mark_read(peer)
-        .await
+    match chat {
+        Chat::User(peer) => s.node.mark_read(peer).await,
+        Chat::Group(group) => s.node.mark_group_read(group).await,
+    }
         .map(|marked| Json(Marked { marked }))
         .map_err(|e| node_error(e, Input::Query))
 }
@@ -260,6 +284,7 @@ fn event_name(event: &Event) -> &'static str {
         Event::Status { .. } => "status",
         Event::Presence { .. } => "presence",
         Event::MediaProgress { .. } => "media_progress",
+        Event::Group { .. } => "group",
     }
 }
 

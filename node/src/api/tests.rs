@@ -146,7 +146,7 @@ fn send_defaults_meta_to_empty_object() {
     let to = user();
     let req =
         parse_send(serde_json::json!({"to": to.to_string(), "text": "hi"})).expect("valid body");
-    assert_eq!(req.to, to);
+    assert_eq!(req.to, super::extract::Chat::User(to));
     assert_eq!(req.client_meta, serde_json::json!({}));
     let req = parse_send(
         serde_json::json!({"to": to.to_string(), "text": "hi", "client_meta": {"k": 1}}),

@@ -265,6 +265,27 @@ async fn chats(State(node): State<Node>) -> Result<Json<ChatList>, ApiError> {
             presence,
         });
     }
+    for group in node.groups().map_err(|e| node_error(e, Input::Query))? {
+        let id: kith_protocol::GroupId = group
+            .id
+            .parse()
+            .map_err(|e| node_error(NodeError::InvalidInput(format!("{e}")), Input::Query))?;
+        let first = node
+            .group_conversation(&id, 0, 1, None)
+            .map_err(|e| node_error(e, Input::Query))?;
+        let unread = node
+            .group_unread(&id, UNREAD_SCAN_LIMIT)
+            .map_err(|e| node_error(e, Input::Query))?;
+        chats.push(ChatView {
+            user_id: group.id,
+            name: group.name,
+            kind: ChatKind::Group,
+            members: group.members.len(),
+            last_message: first.messages.into_iter().next(),
+            unread,
+            presence: None,
+        });
+    }
     chats.sort_by(|a, b| {
         let time = |c: &ChatView| c.last_message.as_ref().map(|m| m.sent_at_ms);
         time(b)

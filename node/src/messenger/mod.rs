@@ -73,6 +73,7 @@ mod shell;
 mod unopened;
 
 pub(crate) use self::internal::{Inputs, Internal, StoreEvent};
+pub(in crate::messenger) use self::shell::inbox::BatchEffects;
 use self::{
     contacts::bundle_record_key,
     deposits::Deposits,
@@ -172,6 +173,8 @@ pub(crate) struct Messenger {
     deposit_net: Option<DepositNet>,
     /// A deposit identity is being started.
     deposit_net_starting: bool,
+    /// Our group messages' copies still in the outbox: transport id → (group, message id).
+    group_sends: HashMap<MessageId, (kith_protocol::GroupId, MessageId)>,
 }
 
 fn store_err(e: StoreError) -> NodeError {
@@ -233,6 +236,7 @@ impl Messenger {
             choice: MailboxChoice::default(),
             deposit_net: None,
             deposit_net_starting: false,
+            group_sends: HashMap::new(),
             cfg,
             store,
         };
@@ -247,6 +251,11 @@ impl Messenger {
             m.contacts.insert(c.user, c);
         }
         for entry in m.store.outbox_all()? {
+            if entry.plaintext.payload.kind == payload::kind::GROUP_MESSAGE {
+                if let Ok(Payload::GroupMessage(g)) = entry.plaintext.payload.decode() {
+                    m.group_sends.insert(entry.id, (g.group, g.id));
+                }
+            }
             m.peer(entry.to).queue.push_back(entry.id);
             m.outbox.insert(entry);
         }
@@ -431,6 +440,10 @@ impl Messenger {
             Command::Presence { peer, reply } => {
                 let _ = reply.send(self.presence_view(&peer));
             }
+            cmd @ (Command::CreateGroup { .. }
+            | Command::ChangeGroup { .. }
+            | Command::SendGroupText { .. }
+            | Command::MarkGroupRead { .. }) => self.on_group_command(cmd),
             cmd @ (Command::AcceptRequest { .. }
             | Command::Block { .. }
             | Command::Unblock { .. }

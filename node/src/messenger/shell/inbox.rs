@@ -42,7 +42,12 @@ pub(in crate::messenger) struct BatchEffects {
     /// Messages to answer with a delivered receipt, by sender.
     delivered: HashMap<UserId, Vec<MessageId>>,
     /// Peers whose receipts settled some of our messages: their queues move on afterwards.
-    settled: HashSet<UserId>,
+    pub(in crate::messenger) settled: HashSet<UserId>,
+    /// Outbox entries queued while receiving (contact cards of group members): they leave
+    /// once durable.
+    pub(in crate::messenger) release: Vec<MessageId>,
+    /// Group messages to answer with a delivered receipt, by sender and group.
+    pub(in crate::messenger) group_delivered: HashMap<(UserId, kith_protocol::GroupId), Vec<MessageId>>,
 }
 
 impl Messenger {
@@ -104,7 +109,10 @@ impl Messenger {
                 }
             }
         }
-        let mut release = Vec::new();
+        let mut release = std::mem::take(&mut batch.release);
+        for ((sender, group), ids) in std::mem::take(&mut batch.group_delivered) {
+            release.extend(self.queue_group_receipts(sender, group, ReceiptKind::Delivered, &ids));
+        }
         for (sender, ids) in batch.delivered {
             match self.queue_receipts(sender, ReceiptKind::Delivered, &ids) {
                 Ok(r) => release.extend(r),
@@ -149,6 +157,7 @@ impl Messenger {
                         // the dropped ones are acknowledged (they learn nothing) and leave no
                         // session behind.
                         if !self.contacts.contains_key(&sender)
+                            && !self.admit_group_member(&opened.sender, &opened.plaintext, batch)
                             && !self.admit_stranger(&opened.sender)
                         {
                             return Err(Ok(()));
@@ -382,6 +391,25 @@ impl Messenger {
                 }
             }
             Ok(Payload::ContactCard(card)) => self.on_card(sender, *card),
+            Ok(Payload::GroupUpdate(update)) if contact => {
+                let update = *update;
+                if update.state.state.author == sender {
+                    self.receive_group_state(sender, update.state, update.bundles, batch);
+                } else {
+                    tracing::info!(%id, %sender, "group state relayed by someone not its author; dropped");
+                }
+            }
+            Ok(Payload::SenderKey(gift)) if contact => self.receive_sender_key(sender, *gift, batch),
+            Ok(Payload::GroupMessage(m)) if contact => self.open_group_message(sender, *m, batch),
+            Ok(Payload::GroupReceipt(r)) if contact => self.on_group_receipt(sender, r, batch),
+            Ok(
+                Payload::GroupUpdate(_)
+                | Payload::SenderKey(_)
+                | Payload::GroupMessage(_)
+                | Payload::GroupReceipt(_),
+            ) => {
+                tracing::info!(%id, %sender, "group payload from someone who is not a contact; dropped");
+            }
             Ok(Payload::Unknown { kind }) => {
                 tracing::info!(%id, %sender, kind, "payload of an unknown kind; acknowledged, not shown");
             }

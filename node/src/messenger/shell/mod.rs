@@ -5,6 +5,8 @@
 
 pub(in crate::messenger) mod access;
 mod contacts;
+mod group_messages;
+mod groups;
 pub(in crate::messenger) mod inbox;
 pub(in crate::messenger) mod mailbox;
 mod media;

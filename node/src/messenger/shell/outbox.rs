@@ -14,29 +14,7 @@ impl Messenger {
         if !self.contacts.contains_key(&to) {
             return Err(NodeError::UnknownContact(to.to_string()));
         }
-        if text.trim().is_empty() {
-            return Err(NodeError::InvalidInput("text is empty".into()));
-        }
-        if text.len() > payload::MAX_TEXT_LEN {
-            return Err(NodeError::TooLarge {
-                what: "text",
-                len: text.len(),
-                max: payload::MAX_TEXT_LEN,
-            });
-        }
-        if !client_meta.is_object() {
-            return Err(NodeError::InvalidInput(
-                "client_meta must be a JSON object".into(),
-            ));
-        }
-        let meta = client_meta.to_string();
-        if meta.len() > payload::MAX_CLIENT_META_LEN {
-            return Err(NodeError::TooLarge {
-                what: "client_meta",
-                len: meta.len(),
-                max: payload::MAX_CLIENT_META_LEN,
-            });
-        }
+        let meta = self.check_text(&text, &client_meta)?;
         let now = now_ms();
         let id = MessageId::random(&mut self.rng);
         let payload = Payload::Text(Text {
@@ -65,6 +43,38 @@ impl Messenger {
             tracked: true,
         };
         self.queue_outgoing(msg, entry)
+    }
+
+    /// Checks a text and its client metadata against the limits; the metadata as text.
+    pub(in crate::messenger) fn check_text(
+        &self,
+        text: &str,
+        client_meta: &serde_json::Value,
+    ) -> Result<String, NodeError> {
+        if text.trim().is_empty() {
+            return Err(NodeError::InvalidInput("text is empty".into()));
+        }
+        if text.len() > payload::MAX_TEXT_LEN {
+            return Err(NodeError::TooLarge {
+                what: "text",
+                len: text.len(),
+                max: payload::MAX_TEXT_LEN,
+            });
+        }
+        if !client_meta.is_object() {
+            return Err(NodeError::InvalidInput(
+                "client_meta must be a JSON object".into(),
+            ));
+        }
+        let meta = client_meta.to_string();
+        if meta.len() > payload::MAX_CLIENT_META_LEN {
+            return Err(NodeError::TooLarge {
+                what: "client_meta",
+                len: meta.len(),
+                max: payload::MAX_CLIENT_META_LEN,
+            });
+        }
+        Ok(meta)
     }
 
     /// Stores an outgoing message and its outbox entry, tells listeners, and queues it.
@@ -174,6 +184,7 @@ impl Messenger {
 
     /// Removes an outbox entry for good: its receipt came (or it was a receipt, acked).
     pub(in crate::messenger) fn settle(&mut self, id: &MessageId) {
+        self.group_sends.remove(id);
         if let Some(entry) = self.outbox.remove(id) {
             if let Err(e) = self.store.outbox_remove(&entry) {
                 tracing::error!(error = %e, "cannot remove settled outbox entry");
@@ -210,6 +221,10 @@ impl Messenger {
         id: &MessageId,
         status: DeliveryStatus,
     ) {
+        if let Some((_, message)) = self.group_sends.get(id).copied() {
+            self.set_member_status(peer, &message, status);
+            return;
+        }
         match self.store.advance_status(peer, id, status) {
             Ok(Some(msg)) => self.emit(|| Event::Status {
                 peer: msg.peer.to_string(),
