@@ -741,7 +741,7 @@ const looking = () => document.visibilityState === 'visible';
 
 /** After a reconnection or lost events: fetch the newest page and merge it in. */
 async function resync() {
-  await loadGroups();
+  await loadGroups().catch((err) => report(err, 'Loading groups'));
   await loadChats();
   await loadRequests();
   if (!state.open) return;
@@ -1115,7 +1115,7 @@ async function start() {
     $('me-id').textContent = shortId(state.me.user_id);
     $('me-id').title = state.me.user_id;
     $('me-avatar').textContent = (label || 'Y').slice(0, 1).toUpperCase();
-    await loadGroups();
+    await loadGroups().catch((err) => report(err, 'Loading groups'));
     await loadChats();
     await loadRequests();
   } catch (err) {

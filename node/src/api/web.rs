@@ -358,6 +358,7 @@ mod tests {
             assert!(html.contains(asset.path), "index.html links {}", asset.path);
         }
         assert!(html.contains("/app.js"));
+        assert!(html.contains("/groups.js"), "index.html preloads groups.js");
     }
 
     #[test]
