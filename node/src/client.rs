@@ -104,6 +104,8 @@ impl ClientError {
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 #[non_exhaustive]
+// Events arrive one at a time from a stream: boxing them would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum StreamEvent {
     /// Something happened on the node.
     Event(Event),

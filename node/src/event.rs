@@ -46,7 +46,7 @@ pub enum Event {
     /// A group was created, joined, changed or left (or we were removed).
     Group {
         /// The group as it is now.
-        group: crate::view::GroupView,
+        group: Box<crate::view::GroupView>,
     },
     /// A contact's presence changed.
     Presence {

@@ -103,6 +103,11 @@ pub(crate) enum Command {
         client_meta: serde_json::Value,
         reply: oneshot::Sender<Result<Sent, NodeError>>,
     },
+    SendGroupMedia {
+        group: GroupId,
+        media: Box<kith_protocol::payload::MediaRef>,
+        reply: oneshot::Sender<Result<Sent, NodeError>>,
+    },
     MarkGroupRead {
         group: GroupId,
         reply: oneshot::Sender<Result<usize, NodeError>>,
@@ -373,7 +378,27 @@ impl Node {
         temp: std::path::PathBuf,
         file: FileToSend,
     ) -> Result<SentFile, NodeError> {
-        let prepared = match self.check_contact(&to) {
+        let checked = self.check_contact(&to);
+        let (media, hash) = self.prepare_file(checked, temp, file).await?;
+        let sent = self.send_media(to, media).await?;
+        Ok(SentFile { sent, hash })
+    }
+
+    /// Encrypts and hashes an uploaded file into a [`kith_protocol::payload::MediaRef`] once
+    /// `checked` (whether it may be sent) is `Ok`; the temporary file is removed on failure.
+    pub(crate) async fn prepare_file(
+        &self,
+        checked: Result<(), NodeError>,
+        temp: std::path::PathBuf,
+        file: FileToSend,
+    ) -> Result<
+        (
+            kith_protocol::payload::MediaRef,
+            kith_protocol::blob::BlobHash,
+        ),
+        NodeError,
+    > {
+        let prepared = match checked {
             Ok(()) => {
                 let files = self.media_files().clone();
                 let (temp, mime) = (temp.clone(), file.mime.clone());
@@ -405,8 +430,7 @@ impl Node {
             preview: prepared.preview,
             caption: file.caption,
         };
-        let sent = self.send_media(to, media).await?;
-        Ok(SentFile { sent, hash })
+        Ok((media, hash))
     }
 
     /// The media record the local user means by a blob hash: one they sent, else a complete

@@ -44,8 +44,8 @@
 //! it instead of failing.
 
 mod contacts;
-pub(crate) mod groups;
 pub mod format;
+pub(crate) mod groups;
 mod media;
 mod messages;
 mod outbox;

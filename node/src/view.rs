@@ -276,8 +276,39 @@ pub fn group_view(
     }
 }
 
-/// The API view of a group message: `from` its sender, `to` the group.
-pub fn group_message_view(me: &UserId, msg: &crate::store::GroupStoredMessage) -> MessageView {
+/// The API view of a group message: `from` its sender, `to` the group, with the state of
+/// the media it carries (for one we sent, the first member's copy's).
+pub fn group_message_view(
+    store: &Store,
+    me: &UserId,
+    msg: &crate::store::GroupStoredMessage,
+) -> MessageView {
+    let mut view = group_message_view_bare(me, msg);
+    let Some(hash) = msg.media else {
+        return view;
+    };
+    let record = if msg.outgoing {
+        store.media_for_hash(&hash).ok().and_then(|records| {
+            records.into_iter().find(|r| {
+                r.outgoing && r.message == kith_protocol::group::transport_id(&msg.id, &r.peer)
+            })
+        })
+    } else {
+        store
+            .media(&MediaId {
+                outgoing: false,
+                peer: msg.sender,
+                message: msg.id,
+            })
+            .ok()
+            .flatten()
+    };
+    view.media = record.map(|r| Box::new(r.view()));
+    view
+}
+
+/// The API view of a group message without its media.
+pub fn group_message_view_bare(me: &UserId, msg: &crate::store::GroupStoredMessage) -> MessageView {
     let group = msg.group.to_string();
     MessageView {
         id: msg.id.to_string(),

@@ -20,7 +20,7 @@ use std::{fmt, str::FromStr};
 use rand_core::CryptoRngCore;
 use serde::{Deserialize, Serialize};
 
-use crate::{codec, payload::ReceiptKind, KeyBundle, MessageId, UserId};
+use crate::{codec, KeyBundle, MessageId, UserId};
 
 pub mod sender_key;
 pub mod state;
@@ -79,7 +79,8 @@ impl FromStr for GroupId {
     type Err = GroupIdError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bytes = s.as_bytes();
-        if bytes.len() != 32 {
+        // `from_str_radix` would take a sign ("+a"): only hex digits are an id.
+        if bytes.len() != 32 || !bytes.iter().all(u8::is_ascii_hexdigit) {
             return Err(GroupIdError);
         }
         let mut id = [0u8; 16];
@@ -177,18 +178,6 @@ pub struct SenderKeyGift {
     pub distribution: SenderKeyDistribution,
     /// The sender's newest group state.
     pub state: SignedGroupState,
-}
-
-/// Payload [`crate::payload::kind::GROUP_RECEIPT`]: delivered or read, for group messages
-/// of the receipt's recipient.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GroupReceipt {
-    /// The group.
-    pub group: GroupId,
-    /// Delivered or read.
-    pub kind: ReceiptKind,
-    /// The group messages it covers (at most [`crate::payload::MAX_RECEIPT_IDS`]).
-    pub ids: Vec<MessageId>,
 }
 
 /// The id of the envelope that carries group message `message` to `member`: each member's

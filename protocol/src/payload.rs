@@ -11,8 +11,8 @@ use crate::{
     blob::{BlobError, BlobHash, BlobKey, BlobLayout},
     codec,
     group::{
-        sender_key::MAX_GROUP_CIPHERTEXT, GroupError, GroupMessage, GroupReceipt, GroupUpdate,
-        SenderKeyGift, MAX_UPDATE_BUNDLES,
+        sender_key::MAX_GROUP_CIPHERTEXT, GroupError, GroupMessage, GroupUpdate, SenderKeyGift,
+        MAX_UPDATE_BUNDLES,
     },
     identity::BundleError,
     KeyBundle, MessageId,
@@ -52,7 +52,7 @@ pub mod kind {
     pub const SENDER_KEY: u16 = 6;
     /// [`crate::group::GroupMessage`].
     pub const GROUP_MESSAGE: u16 = 7;
-    /// [`crate::group::GroupReceipt`].
+    /// [`GroupReceipt`].
     pub const GROUP_RECEIPT: u16 = 8;
 }
 
@@ -129,6 +129,18 @@ impl ContactCard {
     pub fn validate(&self) -> Result<(), PayloadError> {
         self.bundle.verify().map_err(PayloadError::Bundle)
     }
+}
+
+/// Payload [`crate::payload::kind::GROUP_RECEIPT`]: delivered or read, for group messages
+/// of the receipt's recipient.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupReceipt {
+    /// The group.
+    pub group: crate::GroupId,
+    /// Delivered or read.
+    pub kind: ReceiptKind,
+    /// The group messages it covers (at most [`crate::payload::MAX_RECEIPT_IDS`]).
+    pub ids: Vec<MessageId>,
 }
 
 /// A decoded payload.
@@ -283,6 +295,11 @@ impl GroupUpdate {
         check_len("bundles", self.bundles.len(), MAX_UPDATE_BUNDLES)?;
         for b in &self.bundles {
             b.verify().map_err(PayloadError::Bundle)?;
+            if !self.state.state.is_member(&b.user) {
+                return Err(PayloadError::Group(GroupError::Invalid(
+                    "bundle of someone not in the group",
+                )));
+            }
         }
         Ok(())
     }

@@ -28,6 +28,7 @@
 
 mod check;
 mod cluster;
+pub mod group_run;
 mod ledger;
 mod schedule;
 

@@ -61,3 +61,18 @@ async fn acknowledged_messages_survive_kills_lost_store_peers_and_backlogs() {
     assert_eq!(totals.panics, 0, "panics (seeds {:?})", totals.failed_seeds);
     assert!(!totals.failed(), "failing seeds: {:?}", totals.failed_seeds);
 }
+
+/// issue #16's "as a user would run it": a three-user group through `kith run` processes and
+/// store peers, one member offline (and the sender killed) during a membership change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_through_processes_with_a_member_offline_during_a_change() {
+    let dir = test_bin_dir().unwrap();
+    let root = tempfile::Builder::new()
+        .prefix("kith-group-run-")
+        .tempdir()
+        .unwrap();
+    if let Err(e) = faults::group_run::three_users_and_an_offline_change(&dir, root.path()).await {
+        let kept = root.keep();
+        panic!("{e:#}\n(logs in {})", kept.display());
+    }
+}

@@ -90,7 +90,11 @@ async fn show(
         .map_err(|e| node_error(e, Input::Query))
 }
 
-async fn change(s: &ApiState, group: GroupId, change: GroupChange) -> Result<Json<GroupView>, ApiError> {
+async fn change(
+    s: &ApiState,
+    group: GroupId,
+    change: GroupChange,
+) -> Result<Json<GroupView>, ApiError> {
     s.node
         .change_group(group, change)
         .await

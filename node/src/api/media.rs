@@ -30,7 +30,7 @@ use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use super::{
     error::{node_error, ApiError, Input},
-    extract::parse_user_id,
+    extract::{parse_group_id, parse_user_id, Chat},
     link::{link_cap, LINK_LIFETIME},
     state::ApiState,
 };
@@ -125,13 +125,26 @@ async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let to_raw = q.get("to").ok_or_else(|| {
-        ApiError::query("`to` (the recipient's user id) is required in the query string")
-    })?;
-    let to = parse_user_id(to_raw).map_err(|e| ApiError::query(e.message))?;
-    s.node
-        .check_contact(&to)
-        .map_err(|e| node_error(e, Input::Query))?;
+    let to =
+        match (q.get("to"), q.get("group")) {
+            (Some(to), None) => {
+                let to = parse_user_id(to).map_err(|e| ApiError::query(e.message))?;
+                s.node
+                    .check_contact(&to)
+                    .map_err(|e| node_error(e, Input::Query))?;
+                Chat::User(to)
+            }
+            (None, Some(group)) => {
+                let group = parse_group_id(group).map_err(|e| ApiError::query(e.message))?;
+                s.node
+                    .check_group_member(&group)
+                    .map_err(|e| node_error(e, Input::Query))?;
+                Chat::Group(group)
+            }
+            _ => return Err(ApiError::query(
+                "give exactly one of `to` (a user id) or `group` (a group id) in the query string",
+            )),
+        };
     let max = s.node.max_media_bytes();
     let declared = headers
         .get(CONTENT_LENGTH)
@@ -158,11 +171,11 @@ async fn upload(
         mime,
         caption,
     };
-    let sent = s
-        .node
-        .send_file(to, temp, file)
-        .await
-        .map_err(|e| node_error(e, Input::Query))?;
+    let sent = match to {
+        Chat::User(to) => s.node.send_file(to, temp, file).await,
+        Chat::Group(group) => s.node.send_group_file(group, temp, file).await,
+    }
+    .map_err(|e| node_error(e, Input::Query))?;
     let SentFile { sent, hash } = sent;
     Ok((
         StatusCode::CREATED,

@@ -167,8 +167,8 @@ async fn send(
                 .await
         }
     }
-        .map(|sent| (StatusCode::CREATED, Json(sent)))
-        .map_err(|e| node_error(e, Input::Body))
+    .map(|sent| (StatusCode::CREATED, Json(sent)))
+    .map_err(|e| node_error(e, Input::Body))
 }
 
 /// The query of `GET /v1/conversations/{user_id}`, as text so bad values get a clear 400.
@@ -227,7 +227,7 @@ async fn conversation(
         }
     }
     .map(Json)
-        .map_err(|e| node_error(e, Input::Query))
+    .map_err(|e| node_error(e, Input::Query))
 }
 
 /// `POST /v1/conversations/{user_id}/read`.
@@ -244,8 +244,8 @@ async fn mark_read(
         Chat::User(peer) => s.node.mark_read(peer).await,
         Chat::Group(group) => s.node.mark_group_read(group).await,
     }
-        .map(|marked| Json(Marked { marked }))
-        .map_err(|e| node_error(e, Input::Query))
+    .map(|marked| Json(Marked { marked }))
+    .map_err(|e| node_error(e, Input::Query))
 }
 
 async fn presence(

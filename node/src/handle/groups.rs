@@ -79,9 +79,41 @@ impl Node {
         .await
     }
 
+    /// Sends a file to a group (prepared once; each member fetches the same blob).
+    pub async fn send_group_file(
+        &self,
+        group: GroupId,
+        temp: std::path::PathBuf,
+        file: crate::handle::FileToSend,
+    ) -> Result<crate::handle::SentFile, NodeError> {
+        let checked = self.check_group_member(&group);
+        let (media, hash) = self.prepare_file(checked, temp, file).await?;
+        let sent = self
+            .call(|reply| Command::SendGroupMedia {
+                group,
+                media: Box::new(media),
+                reply,
+            })
+            .await?;
+        Ok(crate::handle::SentFile { sent, hash })
+    }
+
+    /// Fails unless the local user is a member of `group` (checked before a large upload).
+    pub fn check_group_member(&self, group: &GroupId) -> Result<(), NodeError> {
+        let record = self
+            .store
+            .group(group)?
+            .ok_or_else(|| NodeError::NotFound(format!("no group {group}")))?;
+        if !record.active || !record.chain.head().state.is_member(&self.user) {
+            return Err(NodeError::NotMember(group.to_string()));
+        }
+        Ok(())
+    }
+
     /// Marks a group's received messages read (read receipts go to their senders).
     pub async fn mark_group_read(&self, group: GroupId) -> Result<usize, NodeError> {
-        self.call(|reply| Command::MarkGroupRead { group, reply }).await
+        self.call(|reply| Command::MarkGroupRead { group, reply })
+            .await
     }
 
     /// A page of a group's conversation, newest first.
@@ -103,7 +135,7 @@ impl Node {
         let (records, more) = self.store.group_page(group, offset, count, since_ms)?;
         let messages: Vec<MessageView> = records
             .iter()
-            .map(|m| group_message_view(&self.user, m))
+            .map(|m| group_message_view(&self.store, &self.user, m))
             .collect();
         let next_offset = more.then_some(offset + messages.len());
         Ok(Page {

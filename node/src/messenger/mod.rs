@@ -443,6 +443,7 @@ impl Messenger {
             cmd @ (Command::CreateGroup { .. }
             | Command::ChangeGroup { .. }
             | Command::SendGroupText { .. }
+            | Command::SendGroupMedia { .. }
             | Command::MarkGroupRead { .. }) => self.on_group_command(cmd),
             cmd @ (Command::AcceptRequest { .. }
             | Command::Block { .. }

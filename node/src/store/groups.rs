@@ -144,6 +144,9 @@ impl GroupStoredMessage {
     }
 }
 
+/// Each member's status of one of our group messages.
+pub type MemberStatuses = Vec<(UserId, DeliveryStatus)>;
+
 fn member_key(group: &GroupId, user: &UserId, id: &MessageId) -> Vec<u8> {
     let user = user.to_bytes();
     let mut key = Vec::with_capacity(16 + 1 + user.len() + 16);
@@ -283,8 +286,10 @@ impl Store {
         key.extend_from_slice(&self.db.generate_id()?.to_be_bytes());
         if msg.outgoing {
             for m in members {
-                t.member_status
-                    .insert(status_key(&msg.id, m), &[status_index(msg.status) as u8][..])?;
+                t.member_status.insert(
+                    status_key(&msg.id, m),
+                    &[status_index(msg.status) as u8][..],
+                )?;
             }
             t.sent.insert(msg.id.as_bytes(), key.as_slice())?;
         }
@@ -325,7 +330,11 @@ impl Store {
         let Some(old) = t.member_status.get(&skey)? else {
             return Ok(None);
         };
-        let mut old = old.first().copied().map(status_from_byte).unwrap_or(DeliveryStatus::Pending);
+        let mut old = old
+            .first()
+            .copied()
+            .map(status_from_byte)
+            .unwrap_or(DeliveryStatus::Pending);
         let from = old;
         if !old.advance(to) {
             return Ok(None);
@@ -348,7 +357,7 @@ impl Store {
     pub fn member_statuses(
         &self,
         id: &MessageId,
-    ) -> Result<Option<(GroupStoredMessage, Vec<(UserId, DeliveryStatus)>)>, StoreError> {
+    ) -> Result<Option<(GroupStoredMessage, MemberStatuses)>, StoreError> {
         let Some((_, msg)) = self.sent_group_message(id)? else {
             return Ok(None);
         };
@@ -358,7 +367,11 @@ impl Store {
             let Ok(user) = UserId::from_bytes(&k[16..]) else {
                 continue;
             };
-            let status = v.first().copied().map(status_from_byte).unwrap_or(DeliveryStatus::Pending);
+            let status = v
+                .first()
+                .copied()
+                .map(status_from_byte)
+                .unwrap_or(DeliveryStatus::Pending);
             members.push((user, status));
         }
         Ok(Some((msg, members)))
@@ -417,7 +430,9 @@ impl Store {
         for item in t.unread.scan_prefix(group.as_bytes()) {
             let (key, _) = item?;
             if let Some(bytes) = t.messages.get(&key)? {
-                if let Some(mut msg) = self.decode::<GroupStoredMessage>(&t.messages, &key, &bytes)? {
+                if let Some(mut msg) =
+                    self.decode::<GroupStoredMessage>(&t.messages, &key, &bytes)?
+                {
                     if msg.status.advance(DeliveryStatus::Read) {
                         t.messages.insert(&key, codec::encode(&msg)?)?;
                     }

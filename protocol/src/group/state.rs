@@ -319,7 +319,9 @@ impl SignedGroupState {
         if next.state.group != self.state.group {
             return Err(GroupError::WrongGroup);
         }
-        if next.state.epoch != self.state.epoch + 1 || next.state.parent != self.digest() {
+        if Some(next.state.epoch) != self.state.epoch.checked_add(1)
+            || next.state.parent != self.digest()
+        {
             return Err(GroupError::Forked(next.state.epoch));
         }
         next.verify()?;
@@ -390,7 +392,7 @@ impl GroupChain {
                 got: epoch,
             });
         }
-        if epoch == head_epoch + 1 {
+        if Some(epoch) == head_epoch.checked_add(1) {
             self.head().check_successor(&next)?;
             self.push(next);
             return Ok(Offered::Applied {

@@ -51,6 +51,7 @@ fn group_id_round_trips_as_hex() {
     assert_eq!(id.to_string().parse::<GroupId>().unwrap(), id);
     assert!("zz".repeat(16).parse::<GroupId>().is_err());
     assert!("ab".parse::<GroupId>().is_err());
+    assert!("+a".repeat(16).parse::<GroupId>().is_err());
 }
 
 #[test]
@@ -352,46 +353,4 @@ fn transport_ids_differ_per_member_and_are_stable() {
     let id = MessageId([3; 16]);
     assert_ne!(transport_id(&id, &a), transport_id(&id, &b));
     assert_eq!(transport_id(&id, &a), transport_id(&id, &a));
-}
-
-#[test]
-fn group_payloads_round_trip_and_hostile_ones_fail_typed() {
-    use crate::payload::{Payload, RawPayload};
-    let t = trio();
-    let mut rng = ChaCha20Rng::seed_from_u64(10);
-    let mut key = SenderKey::generate(t.genesis.group(), 1, &mut rng);
-    let gift = Payload::SenderKey(Box::new(SenderKeyGift {
-        distribution: key.distribution(),
-        state: t.genesis.clone(),
-    }));
-    let raw = gift.to_raw().unwrap();
-    assert_eq!(raw.decode().unwrap(), gift);
-    let msg = key
-        .seal(&t.alice.user_id(), MessageId([1; 16]), 0, b"x")
-        .unwrap();
-    let payload = Payload::GroupMessage(Box::new(msg));
-    assert_eq!(payload.to_raw().unwrap().decode().unwrap(), payload);
-    let update = Payload::GroupUpdate(Box::new(GroupUpdate {
-        state: t.genesis.clone(),
-        bundles: vec![t.bob.bundle(), t.carol.bundle()],
-    }));
-    assert_eq!(update.to_raw().unwrap().decode().unwrap(), update);
-    let mut bad = t.genesis.clone();
-    bad.signature[0] ^= 1;
-    let forged = RawPayload {
-        kind: crate::payload::kind::GROUP_UPDATE,
-        body: crate::codec::encode(&GroupUpdate {
-            state: bad,
-            bundles: vec![],
-        })
-        .unwrap(),
-    };
-    assert!(forged.decode().is_err());
-    for kind in 5..=8u16 {
-        let junk = RawPayload {
-            kind,
-            body: vec![0xff; 40],
-        };
-        assert!(junk.decode().is_err());
-    }
 }

@@ -292,3 +292,59 @@ fn malformed_bodies_rejected() {
     };
     assert!(matches!(raw.decode(), Err(PayloadError::Codec(_))));
 }
+
+#[test]
+fn group_payloads_round_trip_and_hostile_ones_fail_typed() {
+    use crate::group::*;
+    use rand_chacha::{rand_core::SeedableRng, ChaCha20Rng};
+    let (alice, bob, carol) = (
+        crate::LocalIdentity::generate(0, &mut ChaCha20Rng::seed_from_u64(1)),
+        crate::LocalIdentity::generate(0, &mut ChaCha20Rng::seed_from_u64(2)),
+        crate::LocalIdentity::generate(0, &mut ChaCha20Rng::seed_from_u64(3)),
+    );
+    let genesis = GroupState::genesis(
+        GroupId([7; 16]),
+        alice.user_id(),
+        "friends",
+        vec![bob.user_id(), carol.user_id()],
+    )
+    .unwrap()
+    .sign(&alice)
+    .unwrap();
+    let mut rng = ChaCha20Rng::seed_from_u64(10);
+    let mut key = SenderKey::generate(genesis.group(), 1, &mut rng);
+    let gift = Payload::SenderKey(Box::new(SenderKeyGift {
+        distribution: key.distribution(),
+        state: genesis.clone(),
+    }));
+    let raw = gift.to_raw().unwrap();
+    assert_eq!(raw.decode().unwrap(), gift);
+    let msg = key
+        .seal(&alice.user_id(), MessageId([1; 16]), 0, b"x")
+        .unwrap();
+    let payload = Payload::GroupMessage(Box::new(msg));
+    assert_eq!(payload.to_raw().unwrap().decode().unwrap(), payload);
+    let update = Payload::GroupUpdate(Box::new(GroupUpdate {
+        state: genesis.clone(),
+        bundles: vec![bob.bundle(), carol.bundle()],
+    }));
+    assert_eq!(update.to_raw().unwrap().decode().unwrap(), update);
+    let mut bad = genesis.clone();
+    bad.signature[0] ^= 1;
+    let forged = RawPayload {
+        kind: crate::payload::kind::GROUP_UPDATE,
+        body: crate::codec::encode(&GroupUpdate {
+            state: bad,
+            bundles: vec![],
+        })
+        .unwrap(),
+    };
+    assert!(forged.decode().is_err());
+    for kind in 5..=8u16 {
+        let junk = RawPayload {
+            kind,
+            body: vec![0xff; 40],
+        };
+        assert!(junk.decode().is_err());
+    }
+}

@@ -3,11 +3,13 @@
 //! message); received, opened with the sender's key (or held until it arrives), stored and
 //! receipted; and each member's ✓, ✓✓ and blue tick folded into the slowest member's.
 
-use kith_protocol::group::{transport_id, GroupMessage, GroupReceipt, SenderKey, SenderKeyGift};
+use kith_protocol::group::{transport_id, GroupMessage, SenderKey, SenderKeyGift};
+use kith_protocol::payload::GroupReceipt;
 use kith_protocol::GroupId;
 
 use crate::messenger::*;
 use crate::store::{GroupStoredMessage, OwnSenderKey};
+use kith_protocol::payload::MediaRef;
 
 impl Messenger {
     /// Sends a text to a group: our sender key (new, or handed to members who lack it)
@@ -19,6 +21,47 @@ impl Messenger {
         client_meta: serde_json::Value,
     ) -> Result<(Sent, Vec<MessageId>), NodeError> {
         let meta = self.check_text(&text, &client_meta)?;
+        let payload = Payload::Text(Text {
+            body: text.clone(),
+            client_meta: meta.clone(),
+        });
+        self.send_group_payload(group, payload, text, meta, None)
+    }
+
+    /// Sends a media message to a group: one blob, prepared once; each member's copy has its
+    /// own media record (each member fetches from us, or from its store peers where we upload
+    /// it while it is away).
+    pub(in crate::messenger) fn send_group_media(
+        &mut self,
+        group: GroupId,
+        media: MediaRef,
+    ) -> Result<(Sent, Vec<MessageId>), NodeError> {
+        if media.caption.len() > payload::MAX_TEXT_LEN {
+            return Err(NodeError::TooLarge {
+                what: "caption",
+                len: media.caption.len(),
+                max: payload::MAX_TEXT_LEN,
+            });
+        }
+        let caption = media.caption.clone();
+        self.send_group_payload(
+            group,
+            Payload::Media(media.clone()),
+            caption,
+            "{}".into(),
+            Some(media),
+        )
+    }
+
+    /// Seals `payload` once for `group` and queues a copy for every other member.
+    fn send_group_payload(
+        &mut self,
+        group: GroupId,
+        payload: Payload,
+        text: String,
+        meta: String,
+        media: Option<MediaRef>,
+    ) -> Result<(Sent, Vec<MessageId>), NodeError> {
         let record = match self.store.group(&group).map_err(store_err)? {
             Some(r) => r,
             None => return Err(NodeError::NotFound(format!("no group {group}"))),
@@ -59,10 +102,6 @@ impl Messenger {
             release.push(self.queue_control(*m, &gift)?);
             own.given_to.push(*m);
         }
-        let payload = Payload::Text(Text {
-            body: text.clone(),
-            client_meta: meta.clone(),
-        });
         let inner = Plaintext::new(&payload, now)
             .and_then(|p| Ok(kith_protocol::codec::encode(&p)?))
             .map_err(|e| NodeError::InvalidInput(e.to_string()))?;
@@ -90,7 +129,7 @@ impl Messenger {
             } else {
                 DeliveryStatus::Pending
             },
-            media: None,
+            media: media.as_ref().map(|m| BlobHash(m.hash)),
             counts: [members.len() as u32, 0, 0, 0],
         };
         self.store
@@ -109,13 +148,16 @@ impl Messenger {
                 tracked: true,
             };
             self.store.outbox_put(&entry).map_err(store_err)?;
+            if let Some(m) = &media {
+                self.put_group_media_record(m, entry.id, entry.to, entry.expires_at_ms)?;
+            }
             self.group_sends.insert(entry.id, (group, id));
             release.push(entry.id);
             self.outbox.insert(entry);
         }
         self.emit(|| Event::Message {
             peer: group.to_string(),
-            message: crate::view::group_message_view(&self.user, &msg),
+            message: crate::view::group_message_view(&self.store, &self.user, &msg),
         });
         Ok((
             Sent {
@@ -124,6 +166,48 @@ impl Messenger {
             },
             release,
         ))
+    }
+
+    /// The media record of our copy `copy` (of a group media message) to `member`: the blob
+    /// is served to them from here, or uploaded to their store peers while they are away.
+    fn put_group_media_record(
+        &mut self,
+        m: &MediaRef,
+        copy: MessageId,
+        member: UserId,
+        expires_at_ms: u64,
+    ) -> Result<(), NodeError> {
+        let online = self.peers.get(&member).is_some_and(|p| p.connected);
+        let stores = if online {
+            Vec::new()
+        } else {
+            self.store_set(&member)
+        };
+        let record = MediaRecord {
+            hash: BlobHash(m.hash),
+            key: m.key,
+            size: m.size,
+            chunk_size: m.chunk_size,
+            mime: m.mime.clone(),
+            name: m.name.clone(),
+            preview: m.preview.clone(),
+            message: copy,
+            peer: member,
+            outgoing: true,
+            state: if stores.is_empty() {
+                MediaState::Available
+            } else {
+                MediaState::Uploading
+            },
+            done_chunks: 0,
+            holders: stores.iter().map(|p| p.to_bytes()).collect(),
+            expires_at_ms,
+        };
+        self.transfers.put_record(&record).map_err(store_err)?;
+        if record.state == MediaState::Uploading {
+            self.transfers.start(record.id());
+        }
+        Ok(())
     }
 
     /// The id of our next sender chain in `group`: one more than any we used (the chain
@@ -154,7 +238,11 @@ impl Messenger {
         let group = msg.group;
         match self.store.has_group_message(&group, &sender, &msg.id) {
             Ok(true) => {
-                batch.group_delivered.entry((sender, group)).or_default().push(msg.id);
+                batch
+                    .group_delivered
+                    .entry((sender, group))
+                    .or_default()
+                    .push(msg.id);
                 return;
             }
             Ok(false) => {}
@@ -167,7 +255,9 @@ impl Messenger {
             Ok(Some(r)) => {
                 // A member then, or now: messages sealed before a removal still open.
                 r.chain.head().state.is_member(&sender)
-                    || r.chain.at(msg.epoch).is_some_and(|s| s.state.is_member(&sender))
+                    || r.chain
+                        .at(msg.epoch)
+                        .is_some_and(|s| s.state.is_member(&sender))
             }
             Ok(None) => false,
             Err(e) => {
@@ -186,7 +276,9 @@ impl Messenger {
             // The state or the key may still be on the way (through another store peer).
             match self.store.hold_group_message(&sender, &msg) {
                 Ok(true) => tracing::debug!(%group, %sender, "group message held for its key"),
-                Ok(false) => tracing::warn!(%group, %sender, "too many held group messages; dropped"),
+                Ok(false) => {
+                    tracing::warn!(%group, %sender, "too many held group messages; dropped")
+                }
                 Err(e) => tracing::error!(error = %e, "cannot hold group message"),
             }
             return;
@@ -209,8 +301,18 @@ impl Messenger {
                 return;
             }
         };
+        let mut media = None;
         let (text, client_meta) = match plaintext.payload.decode() {
             Ok(Payload::Text(t)) => (t.body, t.client_meta),
+            Ok(Payload::Media(m)) => {
+                if m.layout().is_err() {
+                    tracing::warn!(%group, %sender, "group media with an invalid layout; dropped");
+                    return;
+                }
+                let caption = m.caption.clone();
+                media = Some(m);
+                (caption, "{}".into())
+            }
             Ok(other) => {
                 tracing::info!(%group, %sender, ?other, "group payload not shown");
                 return;
@@ -230,20 +332,62 @@ impl Messenger {
             sent_at_ms: plaintext.sent_at_ms,
             stored_at_ms: now_ms(),
             status: DeliveryStatus::Delivered,
-            media: None,
+            media: media.as_ref().map(|m| BlobHash(m.hash)),
             counts: [0; 4],
         };
+        let mut download = None;
+        if let Some(m) = &media {
+            match self.incoming_group_media(m, msg.id, sender) {
+                Ok(d) => download = d,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot store media record");
+                    return;
+                }
+            }
+        }
         match self.store.insert_group_message(&stored, &[]) {
             Ok(true) => {
+                if let Some(media_id) = download {
+                    self.transfers.start(media_id);
+                }
                 self.emit(|| Event::Message {
                     peer: group.to_string(),
-                    message: crate::view::group_message_view(&self.user, &stored),
+                    message: crate::view::group_message_view(&self.store, &self.user, &stored),
                 });
-                batch.group_delivered.entry((sender, group)).or_default().push(msg.id);
+                batch
+                    .group_delivered
+                    .entry((sender, group))
+                    .or_default()
+                    .push(msg.id);
             }
             Ok(false) => {}
             Err(e) => tracing::error!(error = %e, "cannot store group message"),
         }
+    }
+
+    /// Writes the record of a received group media message (unless one is there from an
+    /// earlier attempt); the media id to download now, if it is to be fetched at once.
+    fn incoming_group_media(
+        &mut self,
+        m: &MediaRef,
+        id: MessageId,
+        sender: UserId,
+    ) -> Result<Option<MediaId>, StoreError> {
+        // The sender serves its own blob while online; our store peers hold it otherwise.
+        let mut holders = vec![sender.peer_id()];
+        holders.extend(self.my_stores());
+        let expires = now_ms().saturating_add(self.cfg.message_lifetime.as_millis() as u64);
+        let mut record = MediaRecord::incoming(m, id, sender, &holders, expires);
+        let media_id = record.id();
+        if self.store.media(&media_id)?.is_some() {
+            return Ok(None);
+        }
+        let auto = m.size <= self.cfg.auto_download_bytes;
+        if !auto {
+            record.state = MediaState::Waiting;
+        }
+        self.transfers.put_record(&record)?;
+        Ok(auto.then_some(media_id))
     }
 
     /// Queues delivered (or read) receipts for group messages, one per sender and group.

@@ -45,6 +45,14 @@ impl Messenger {
                 let result = self.send_group_text(group, text, client_meta);
                 self.reply_released(reply, result);
             }
+            Command::SendGroupMedia {
+                group,
+                media,
+                reply,
+            } => {
+                let result = self.send_group_media(group, *media);
+                self.reply_released(reply, result);
+            }
             Command::MarkGroupRead { group, reply } => {
                 let result = self.mark_group_read(group);
                 self.reply_released(reply, result);
@@ -64,7 +72,7 @@ impl Messenger {
 
     fn emit_group(&self, record: &GroupRecord) {
         self.emit(|| Event::Group {
-            group: self.group_view(record),
+            group: Box::new(self.group_view(record)),
         });
     }
 
@@ -163,7 +171,11 @@ impl Messenger {
             if member == self.user {
                 continue;
             }
-            let knew: &[UserId] = if before.contains(&member) { before } else { &[] };
+            let knew: &[UserId] = if before.contains(&member) {
+                before
+            } else {
+                &[]
+            };
             let bundles: Vec<KeyBundle> = after
                 .iter()
                 .filter(|u| **u != member && **u != self.user && !knew.contains(u))
@@ -300,8 +312,7 @@ impl Messenger {
             let head = record.chain.head().state.clone();
             for bundle in bundles {
                 let user = bundle.user;
-                if user == self.user || !head.is_member(&user) || self.requests.is_blocked(&user)
-                {
+                if user == self.user || !head.is_member(&user) || self.requests.is_blocked(&user) {
                     continue;
                 }
                 if self.contacts.contains_key(&user) {
@@ -331,7 +342,11 @@ impl Messenger {
                     queue.extend(held);
                 }
                 Ok(Offered::Duplicate) => {}
-                Err(GroupError::Gap { .. }) => {
+                // Early (its parent has not arrived), or on a branch we do not hold: the
+                // two look alike, so it waits and is offered again when the chain moves.
+                Err(GroupError::Gap { .. } | GroupError::Forked(_))
+                    if next.epoch() > record.chain.head().epoch() =>
+                {
                     if !record.pending.contains(&next)
                         && record.pending.len() < crate::store::groups::MAX_PENDING_STATES
                     {

@@ -47,7 +47,8 @@ pub(in crate::messenger) struct BatchEffects {
     /// once durable.
     pub(in crate::messenger) release: Vec<MessageId>,
     /// Group messages to answer with a delivered receipt, by sender and group.
-    pub(in crate::messenger) group_delivered: HashMap<(UserId, kith_protocol::GroupId), Vec<MessageId>>,
+    pub(in crate::messenger) group_delivered:
+        HashMap<(UserId, kith_protocol::GroupId), Vec<MessageId>>,
 }
 
 impl Messenger {
@@ -399,7 +400,9 @@ impl Messenger {
                     tracing::info!(%id, %sender, "group state relayed by someone not its author; dropped");
                 }
             }
-            Ok(Payload::SenderKey(gift)) if contact => self.receive_sender_key(sender, *gift, batch),
+            Ok(Payload::SenderKey(gift)) if contact => {
+                self.receive_sender_key(sender, *gift, batch)
+            }
             Ok(Payload::GroupMessage(m)) if contact => self.open_group_message(sender, *m, batch),
             Ok(Payload::GroupReceipt(r)) if contact => self.on_group_receipt(sender, r, batch),
             Ok(

@@ -90,13 +90,17 @@ impl Messenger {
         to: UserId,
         stores: &[PeerId],
     ) {
-        let Ok(Some(msg)) = self.store.message(Direction::Outgoing, &to, &id) else {
-            return;
+        // A group message's copy to `to` has its own record (keyed by the copy's id).
+        let media_id = match self.store.message(Direction::Outgoing, &to, &id) {
+            Ok(Some(msg)) if msg.media.is_some() => MediaId::of_message(&msg),
+            Ok(Some(_)) => return,
+            _ if self.group_sends.contains_key(&id) => MediaId {
+                outgoing: true,
+                peer: to,
+                message: id,
+            },
+            _ => return,
         };
-        let Some(hash) = msg.media else {
-            return;
-        };
-        let media_id = MediaId::of_message(&msg);
         match self.store.media(&media_id) {
             Ok(Some(mut rec)) if rec.outgoing && rec.holders.is_empty() => {
                 rec.state = MediaState::Uploading;
@@ -106,7 +110,7 @@ impl Messenger {
                     tracing::error!(error = %e, "cannot store media record");
                     return;
                 }
-                tracing::info!(%hash, "recipient away: uploading the media to its store peers");
+                tracing::info!(hash = %rec.hash, "recipient away: uploading the media to its store peers");
                 self.transfers.start(media_id);
             }
             Ok(_) => {}
