@@ -9,7 +9,7 @@
 //
 // alice creates a group with bob and carol from the page and writes; bob and carol see the
 // message with alice's name; both read it, so alice's ticks turn blue and its message info
-// shows each member's read. alice removes carol: carol's page says she is no longer a
+// shows each member's read. bob sends the group a picture, which both others see. alice removes carol: carol's page says she is no longer a
 // member, and alice's next message reaches bob but not carol. Then alice renames the group.
 //
 // Every wait is for a condition on the page, bounded by WAIT; nothing sleeps for a fixed
@@ -18,7 +18,7 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
-import { ARGS, WAIT, begin, env, log, openPage, row, run } from './common.mjs';
+import { ARGS, WAIT, begin, env, log, openPage, png, row, run } from './common.mjs';
 
 const URLS = {
   alice: env('KITH_ALICE_URL'),
@@ -139,6 +139,22 @@ async function main() {
     await alice.screenshot({ path: join(SHOTS, 'alice-group-info.png') });
     await alice.locator('#info-close').click();
     await alice.locator('#info-dialog').waitFor({ state: 'hidden' });
+
+    begin("bob sends the group a picture; alice and carol see it under bob's name");
+    await bob.locator('#file-input').setInputFiles({
+      name: 'crag.png',
+      mimeType: 'image/png',
+      buffer: png(160, 100),
+    });
+    await bob.locator('#attachment').waitFor();
+    await bob.locator('#text').fill('the crag');
+    await bob.locator('#send').click();
+    await bob.locator('#upload').waitFor({ state: 'hidden' });
+    for (const page of [alice, carol]) {
+      const item = page.locator('li.msg.in', { hasText: 'the crag' });
+      await item.locator('.sender', { hasText: 'bob' }).waitFor();
+      await item.locator('img.media-img[data-loaded="full"]').waitFor();
+    }
 
     begin('the group info panel lists the members; bob sees no admin buttons');
     await bob.locator('#group-info-open').click();

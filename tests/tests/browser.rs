@@ -7,7 +7,7 @@
 //!   chat.
 //! - `group.mjs` (alice, bob and carol): alice creates a group from the page, her message
 //!   shows with her name on bob's and carol's pages, turns blue when both read it and its
-//!   message info shows each member's read; alice removes carol, whose page then says she is
+//!   message info shows each member's read; a picture bob sends reaches both; alice removes carol, whose page then says she is
 //!   no longer a member and does not get alice's next message, which bob gets.
 //!
 //! Screenshots land in `target/browser/`.
