@@ -60,7 +60,13 @@ async fn wait_texts(node: &TestNode, group: &GroupId, texts: &[String]) -> Resul
             .all(|t| have.contains(&t.as_str()))
             .then_some(()))
     })
-    .await?;
+    .await
+    .with_context(|| {
+        let have: Vec<String> = group_messages(node, group)
+            .map(|v| v.into_iter().map(|m| m.text).collect())
+            .unwrap_or_default();
+        format!("{} has {have:?}", node.name())
+    })?;
     let got = group_messages(node, group)?;
     let mut seen = HashSet::new();
     for m in &got {
@@ -253,6 +259,7 @@ async fn offline_member_catches_up_on_messages_and_a_membership_change() -> Resu
     for text in &texts {
         ids.push(send(&t.alice, group, text).await?);
     }
+    wait_group(&dave, &group, "is added", |g| g.active).await?;
     send(&dave, group, "dave here").await?;
     // Everything reached carol's store peers (✓ for her copies).
     for id in &ids {
@@ -444,6 +451,45 @@ async fn a_stranger_cannot_put_you_in_a_group() -> Result<()> {
             .group_conversation(&group, 0, 10, None)
             .is_err(),
         "a stranger's group conversation exists at carol"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_member_added_again_rejoins_and_reads_only_what_follows() -> Result<()> {
+    init_logging();
+    let t = trio().await?;
+    let group = create(&t).await?;
+    let alice = t.alice.node()?;
+    alice
+        .change_group(group, GroupChange::Remove(t.carol.user_id()))
+        .await?;
+    wait_group(&t.carol, &group, "removed", |g| !g.active).await?;
+    alice
+        .change_group(group, GroupChange::Rename("without carol".into()))
+        .await?;
+    let away = send(&t.alice, group, "said while carol was out").await?;
+    wait_status(&t.alice, &group, &away, DeliveryStatus::Delivered).await?;
+    alice
+        .change_group(group, GroupChange::Add(t.carol.user_id()))
+        .await?;
+    wait_group(&t.carol, &group, "added again", |g| {
+        g.active && g.name == "without carol" && g.members.len() == 3
+    })
+    .await?;
+    send(&t.alice, group, "welcome back").await?;
+    send(&t.bob, group, "hi again").await?;
+    wait_texts(
+        &t.carol,
+        &group,
+        &["welcome back".into(), "hi again".into()],
+    )
+    .await?;
+    ensure!(
+        group_messages(&t.carol, &group)?
+            .iter()
+            .all(|m| m.text != "said while carol was out"),
+        "carol got a message from while she was out"
     );
     Ok(())
 }

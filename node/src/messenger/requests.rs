@@ -80,6 +80,11 @@ impl Requests {
     }
 
     /// Takes a pending request out (accepted, blocked, or the user wrote to them).
+    /// The pending request of `user`, if any.
+    pub(super) fn get(&self, user: &UserId) -> Option<&Contact> {
+        self.pending.get(user)
+    }
+
     pub(super) fn take(&mut self, user: &UserId) -> Option<Contact> {
         self.pending.remove(user)
     }

@@ -273,12 +273,7 @@ impl Messenger {
             None => {
                 // A group we do not know: only a valid state listing us, from a contact who
                 // made it or who is listed in it with us.
-                if state.verify_standalone(&self.user).is_err()
-                    || !self.contacts.contains_key(&sender)
-                    || !(state.state.author == sender || state.state.is_member(&sender))
-                    || !self.contacts.contains_key(&state.state.author)
-                        && state.state.author != sender
-                {
+                if !self.trusted_standalone(sender, &state) {
                     tracing::info!(%group, %sender, "group state for an unknown group refused");
                     return false;
                 }
@@ -289,6 +284,18 @@ impl Messenger {
                     joined_at_ms: now_ms(),
                 });
                 tracing::info!(%group, epoch = state.epoch(), "joined group");
+                true
+            }
+            // Removed or gone, and added again: the states between were not sent to us, so
+            // the chain starts again from the one that lists us.
+            Some(r)
+                if !r.active
+                    && state.epoch() > r.chain.head().epoch()
+                    && self.trusted_standalone(sender, &state) =>
+            {
+                r.chain = GroupChain::new(state.clone());
+                r.pending.clear();
+                tracing::info!(%group, epoch = state.epoch(), "added to the group again");
                 true
             }
             Some(r) => self.offer_state(r, state.clone()),
@@ -323,6 +330,17 @@ impl Messenger {
             }
         }
         record.active && record.chain.head().state.is_member(&self.user)
+    }
+
+    /// Whether a state we hold no predecessor for may start our chain: valid, listing us,
+    /// from a contact who made it or who is listed in it with us (then its author must be
+    /// our contact too).
+    fn trusted_standalone(&self, sender: UserId, state: &SignedGroupState) -> bool {
+        let author = state.state.author;
+        state.verify_standalone(&self.user).is_ok()
+            && self.contacts.contains_key(&sender)
+            && (author == sender || state.state.is_member(&sender))
+            && self.contacts.contains_key(&author)
     }
 
     /// Offers `state` to a group's chain, then any held states that now follow. Whether the
@@ -450,6 +468,25 @@ impl Messenger {
         }
         self.introduce(bundle.clone(), batch);
         self.contacts.contains_key(&sender)
+    }
+
+    /// A pending request's group payload: if it shows them a member of a group with us,
+    /// they become a contact (true).
+    pub(in crate::messenger) fn admit_pending_group_member(
+        &mut self,
+        sender: UserId,
+        plaintext: &Plaintext,
+        batch: &mut BatchEffects,
+    ) -> bool {
+        let Some(bundle) = self.requests.get(&sender).map(|c| c.bundle.clone()) else {
+            return false;
+        };
+        self.admit_group_member(&bundle, plaintext, batch)
+    }
+
+    /// Whether we are an active member of `group`.
+    pub(in crate::messenger) fn is_active_group(&self, group: &GroupId) -> bool {
+        matches!(self.store.group(group), Ok(Some(r)) if r.active)
     }
 
     /// A sender key from `sender`: its state first (it may introduce the group), then the

@@ -24,6 +24,14 @@ pub(in crate::messenger) fn answer_frames(outcomes: Vec<Outcome>) -> Vec<MsgFram
     answers
 }
 
+/// Whether a payload kind is one of the group payloads.
+fn is_group_kind(k: u16) -> bool {
+    matches!(
+        k,
+        kind::GROUP_UPDATE | kind::SENDER_KEY | kind::GROUP_MESSAGE | kind::GROUP_RECEIPT
+    )
+}
+
 /// What a received batch came to.
 pub(in crate::messenger) struct Received {
     /// What became of each envelope, in order.
@@ -273,7 +281,12 @@ impl Messenger {
         };
         // Only a contact hears more than the ack: a request's sender gets no receipt, no
         // dial and no fetch of their media until the user accepts them.
-        let contact = self.contacts.contains_key(&sender);
+        let mut contact = self.contacts.contains_key(&sender);
+        if !contact && self.requests.is_pending(&sender) && is_group_kind(plaintext.payload.kind) {
+            // A group member we were not introduced to yet (their contact card came first,
+            // so they are a request): their group payload may show they are one.
+            contact = self.admit_pending_group_member(sender, &plaintext, batch);
+        }
         if !contact && !self.requests.is_pending(&sender) {
             tracing::debug!(%id, %sender, "message from a blocked or removed user; dropped");
             return Ok(());
@@ -405,6 +418,20 @@ impl Messenger {
             }
             Ok(Payload::GroupMessage(m)) if contact => self.open_group_message(sender, *m, batch),
             Ok(Payload::GroupReceipt(r)) if contact => self.on_group_receipt(sender, r, batch),
+            // A group message from a pending request in a group we are in: it waits for
+            // its sender key, whose state will show whether they are a member.
+            Ok(Payload::GroupMessage(m)) if self.is_active_group(&m.group) => {
+                match self.store.hold_group_message(&sender, &m) {
+                    Ok(true) => tracing::debug!(%id, %sender, "group message from a request held"),
+                    Ok(false) => {
+                        tracing::warn!(%id, %sender, "too many held group messages; dropped")
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot hold group message");
+                        return Err(RejectReason::Busy);
+                    }
+                }
+            }
             Ok(
                 Payload::GroupUpdate(_)
                 | Payload::SenderKey(_)
