@@ -99,9 +99,6 @@ impl ClientError {
 }
 
 /// One item of the `/v1/events` stream.
-// An item lives only until the caller matches on it, one at a time: boxing the event would
-// cost an allocation per event and make callers' patterns clumsier for no memory saved.
-#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 // Events arrive one at a time from a stream: boxing them would buy nothing.
