@@ -231,6 +231,45 @@ async fn group_messages_reach_everyone_with_per_member_ticks_and_removal_stops_t
         matches!(denied, Err(kith_node::handle::NodeError::NotAdmin(_))),
         "{denied:?}"
     );
+    // The same refusals over the API, as JSON with a status and a code.
+    let bob_api = t.bob.api()?;
+    bob_api
+        .post(
+            &format!("/v1/groups/{group}/members"),
+            &serde_json::json!({"user_id": t.carol.user_id().to_string()}),
+        )
+        .await?
+        .expect_error(403, "not_admin")?;
+    t.carol
+        .api()?
+        .post(
+            "/v1/messages",
+            &serde_json::json!({"group": group.to_string(), "text": "hi"}),
+        )
+        .await?
+        .expect_error(403, "not_member")?;
+    bob_api
+        .get(&format!("/v1/groups/{}", "0".repeat(32)))
+        .await?
+        .expect_error(404, "not_found")?;
+    bob_api
+        .get("/v1/groups/not-a-group")
+        .await?
+        .expect_error(400, "invalid_path")?;
+    bob_api
+        .post(
+            "/v1/groups",
+            &serde_json::json!({"name": "x", "members": ["nobody"]}),
+        )
+        .await?
+        .expect_error(422, "invalid_input")?;
+    bob_api
+        .post(
+            "/v1/messages",
+            &serde_json::json!({"group": group.to_string(), "to": t.alice.user_id().to_string(), "text": "x"}),
+        )
+        .await?
+        .expect_error(422, "invalid_body")?;
     drop(t.mesh);
     Ok(())
 }
@@ -310,6 +349,34 @@ async fn two_admins_changing_at_once_converge() -> Result<()> {
         Ok((ha.0 == 3 && ha == hb && hb == hc).then_some(()))
     })
     .await?;
+    // carol leaves: the others see it, and her own sends are refused from then on.
+    let left = t
+        .carol
+        .node()?
+        .change_group(group, GroupChange::Leave)
+        .await?;
+    ensure!(!left.active, "carol still active after leaving: {left:?}");
+    for n in [&t.alice, &t.bob] {
+        wait_group(n, &group, "sees carol leave", |g| g.members.len() == 2).await?;
+    }
+    let refused = t
+        .carol
+        .node()?
+        .send_group_text(group, "bye?".into(), serde_json::json!({}))
+        .await;
+    ensure!(
+        matches!(refused, Err(kith_node::handle::NodeError::NotMember(_))),
+        "{refused:?}"
+    );
+    let after = send(&t.bob, group, "just us").await?;
+    wait_texts(&t.alice, &group, &["just us".into()]).await?;
+    wait_status(&t.bob, &group, &after, DeliveryStatus::Delivered).await?;
+    ensure!(
+        group_messages(&t.carol, &group)?
+            .iter()
+            .all(|m| m.text != "just us"),
+        "carol got a message after she left"
+    );
     Ok(())
 }
 

@@ -43,6 +43,9 @@ pub(crate) struct GroupTrees {
     sent: sled::Tree,
     /// group id ‖ len ‖ sender ‖ message id → [`GroupMessage`] waiting for its sender key.
     held: sled::Tree,
+    /// len ‖ sender ‖ envelope id of group message copies received (the envelope-level
+    /// dedupe of a copy that comes again, e.g. from a second store peer).
+    copies: sled::Tree,
 }
 
 impl GroupTrees {
@@ -57,6 +60,7 @@ impl GroupTrees {
             member_status: db.open_tree("group_member_status")?,
             sent: db.open_tree("group_sent")?,
             held: db.open_tree("group_held")?,
+            copies: db.open_tree("group_copies")?,
         })
     }
 }
@@ -162,6 +166,15 @@ fn sender_prefix(group: &GroupId, user: &UserId) -> Vec<u8> {
     let mut key = group.as_bytes().to_vec();
     key.push(user.len() as u8);
     key.extend_from_slice(&user);
+    key
+}
+
+fn copy_key(sender: &UserId, envelope: &MessageId) -> Vec<u8> {
+    let user = sender.to_bytes();
+    let mut key = Vec::with_capacity(1 + user.len() + 16);
+    key.push(user.len() as u8);
+    key.extend_from_slice(&user);
+    key.extend_from_slice(envelope.as_bytes());
     key
 }
 
@@ -476,6 +489,26 @@ impl Store {
             t.remove(&k)?;
         }
         Ok(out)
+    }
+
+    /// Notes that `sender`'s group message copy `envelope` was received.
+    pub fn note_group_copy(&self, sender: &UserId, envelope: &MessageId) -> Result<(), StoreError> {
+        self.group_trees
+            .copies
+            .insert(copy_key(sender, envelope), &[][..])?;
+        Ok(())
+    }
+
+    /// Whether `sender`'s group message copy `envelope` was received.
+    pub fn has_group_copy(
+        &self,
+        sender: &UserId,
+        envelope: &MessageId,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .group_trees
+            .copies
+            .contains_key(copy_key(sender, envelope))?)
     }
 
     /// The group of our sent group message `id`, if it is one.

@@ -151,8 +151,13 @@ impl Messenger {
         batch: &mut BatchEffects,
     ) -> Result<(UserId, Plaintext), Result<(), RejectReason>> {
         let id = env.id();
-        let already =
-            |store: &Store, sender: &UserId| store.has_message(Direction::Incoming, sender, &id);
+        // A group message's copy counts too: its envelope id is its transport id.
+        let already = |store: &Store, sender: &UserId| {
+            Ok::<_, StoreError>(
+                store.has_message(Direction::Incoming, sender, &id)?
+                    || store.has_group_copy(sender, &id)?,
+            )
+        };
         match &env.body {
             kith_protocol::SealedBody::Handshake(body) => {
                 match open_handshake(&self.me, &env.header, body) {
@@ -416,7 +421,12 @@ impl Messenger {
             Ok(Payload::SenderKey(gift)) if contact => {
                 self.receive_sender_key(sender, *gift, batch)
             }
-            Ok(Payload::GroupMessage(m)) if contact => self.open_group_message(sender, *m, batch),
+            Ok(Payload::GroupMessage(m)) if contact => {
+                self.open_group_message(sender, *m, batch);
+                if let Err(e) = self.store.note_group_copy(&sender, &id) {
+                    tracing::error!(error = %e, "cannot note group message copy");
+                }
+            }
             Ok(Payload::GroupReceipt(r)) if contact => self.on_group_receipt(sender, r, batch),
             // A group message from a pending request in a group we are in: it waits for
             // its sender key, whose state will show whether they are a member.
