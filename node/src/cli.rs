@@ -1,11 +1,12 @@
 //! The `kith` binary's command handlers, one file per group: [`run`] (init, token, run,
-//! open), [`demo`], [`client`] (commands through the REST API) with [`media`] (files),
-//! [`print`] (how answers are printed) and [`progress`] (progress bars).
+//! open), [`demo`], [`client`] (commands through the REST API) with [`groups`] (group chats),
+//! [`media`] (files), [`print`] (how answers are printed) and [`progress`] (progress bars).
 //!
 //! Nothing here is a library API: tests drive nodes through `kith_node` directly.
 
 pub mod client;
 pub mod demo;
+pub mod groups;
 pub mod media;
 pub mod print;
 pub mod progress;

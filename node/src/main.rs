@@ -49,6 +49,52 @@ enum MediaCommand {
     },
 }
 
+/// `kith group ...`: a `<group>` is its id (32 hex digits, `kith group list`) or its name.
+#[derive(Debug, Subcommand)]
+enum GroupCommand {
+    /// Create a group with some of your contacts (you are its admin).
+    Create {
+        /// The group's name (1 to 100 bytes).
+        name: String,
+        /// The contacts' user ids.
+        #[arg(required = true)]
+        users: Vec<String>,
+    },
+    /// List your groups (and those you left).
+    List,
+    /// Show a group's members, admins and epoch.
+    Info {
+        /// The group.
+        group: String,
+    },
+    /// Add a contact to a group (admins only).
+    Add {
+        /// The group.
+        group: String,
+        /// The contact's user id.
+        user: String,
+    },
+    /// Remove a member from a group (admins only); they cannot read what follows.
+    Remove {
+        /// The group.
+        group: String,
+        /// The member's user id.
+        user: String,
+    },
+    /// Leave a group.
+    Leave {
+        /// The group.
+        group: String,
+    },
+    /// Rename a group (admins only).
+    Rename {
+        /// The group.
+        group: String,
+        /// Its new name.
+        name: String,
+    },
+}
+
 const EXAMPLES: &str = "\
 Examples:
   kith init                          create an identity in the data directory
@@ -62,6 +108,9 @@ Examples:
   kith requests                      who wrote to you without being a contact
   kith accept <user>                 make a request's sender a contact (or: kith block <user>)
   kith history <user>                show the conversation with ticks
+  kith group create Climbing <user> <user>   a group chat with two contacts
+  kith send <group-id> 'hi all'      send to a group (ids: kith group list)
+  kith info <message-id>             who has read a group message
   kith presence <user>               online, or when last seen
 
 Two nodes on one machine:
@@ -135,13 +184,14 @@ Examples:
     },
     /// List blocked users.
     Blocked,
-    /// Send a text message to a contact.
+    /// Send a text message to a contact or a group.
     #[command(after_help = "\
 Examples:
   kith send 12D3KooW... 'see you at 8'
+  kith send 0123456789abcdef0123456789abcdef 'hi all'
   kith send 12D3KooW... 'draft' --meta '{\"client\":\"cli\"}'")]
     Send {
-        /// The contact's user id.
+        /// The contact's user id, or a group id (32 hex digits).
         user: String,
         /// The message text (not with --file).
         #[arg(required_unless_present = "file", conflicts_with = "file")]
@@ -159,12 +209,13 @@ Examples:
     /// Media files received or sent.
     #[command(subcommand)]
     Media(MediaCommand),
-    /// Show a page of the conversation with a contact, oldest first.
+    /// Show a page of the conversation with a contact or a group, oldest first.
     ///
     /// Outgoing messages show their ticks: `…` pending, `✓` sent, `✓✓` delivered,
-    /// `✓✓ read` read.
+    /// `✓✓ read` read (in a group: by every member; `kith info <id>` shows each one's).
+    /// A group's incoming messages show their sender.
     History {
-        /// The contact's user id.
+        /// The contact's user id, or a group id (32 hex digits).
         user: String,
         /// Skip this many newest messages (the previous page prints the next value).
         #[arg(long, default_value_t = 0)]
@@ -173,10 +224,27 @@ Examples:
         #[arg(long)]
         count: Option<usize>,
     },
-    /// Mark the conversation with a contact read (sends a read receipt).
+    /// Mark the conversation with a contact or a group read (sends read receipts).
     Read {
-        /// The contact's user id.
+        /// The contact's user id, or a group id.
         user: String,
+    },
+    /// Group chats: create, list, show, add and remove members, leave, rename.
+    #[command(
+        subcommand,
+        after_help = "\
+Examples:
+  kith group create Climbing 12D3KooW...bob 12D3KooW...carol
+  kith group list
+  kith group info Climbing
+  kith group remove Climbing 12D3KooW...carol
+  kith send <group-id> 'hi all'"
+    )]
+    Group(GroupCommand),
+    /// Show a sent group message's status per member (delivered, read...).
+    Info {
+        /// The message id (from `kith send` or `kith history`).
+        message: String,
     },
     /// Show whether a contact is online, or when they were last seen.
     Presence {
@@ -285,6 +353,8 @@ async fn client_command(client: &ApiClient, command: Command) -> Result<()> {
         } => client::history(client, &user, offset, count).await,
         Command::Read { user } => client::mark_read(client, &user).await,
         Command::Presence { user } => client::presence(client, &user).await,
+        Command::Group(command) => group_command(client, command).await,
+        Command::Info { message } => cli::groups::message_info(client, &message).await,
         Command::Init
         | Command::Run(_)
         | Command::Token
@@ -292,6 +362,20 @@ async fn client_command(client: &ApiClient, command: Command) -> Result<()> {
         | Command::Open { .. } => {
             anyhow::bail!("internal: command does not use the API")
         }
+    }
+}
+
+/// `kith group ...`.
+async fn group_command(client: &ApiClient, command: GroupCommand) -> Result<()> {
+    use cli::groups;
+    match command {
+        GroupCommand::Create { name, users } => groups::create(client, &name, &users).await,
+        GroupCommand::List => groups::list(client).await,
+        GroupCommand::Info { group } => groups::info(client, &group).await,
+        GroupCommand::Add { group, user } => groups::add(client, &group, &user).await,
+        GroupCommand::Remove { group, user } => groups::remove(client, &group, &user).await,
+        GroupCommand::Leave { group } => groups::leave(client, &group).await,
+        GroupCommand::Rename { group, name } => groups::rename(client, &group, &name).await,
     }
 }
 
@@ -315,6 +399,24 @@ mod tests {
     #[test]
     fn cli_definition_is_valid() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn group_commands_parse() {
+        let cli = Cli::try_parse_from(["kith", "group", "create", "Climbing", "a", "b"])
+            .expect("valid create");
+        let Command::Group(GroupCommand::Create { name, users }) = cli.command else {
+            panic!("expected group create");
+        };
+        assert_eq!((name.as_str(), users.len()), ("Climbing", 2));
+        assert!(Cli::try_parse_from(["kith", "group", "create", "Climbing"]).is_err());
+        let cli = Cli::try_parse_from(["kith", "group", "remove", "g", "u"]).expect("remove");
+        assert!(matches!(
+            cli.command,
+            Command::Group(GroupCommand::Remove { .. })
+        ));
+        let cli = Cli::try_parse_from(["kith", "info", "ab"]).expect("info");
+        assert!(matches!(cli.command, Command::Info { .. }));
     }
 
     #[test]

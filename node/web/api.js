@@ -117,14 +117,15 @@ export async function blobUrl(path) {
  * Sends a file to `to` with an optional caption (`POST /v1/media`), reporting upload
  * progress (0..1) while the browser hands the bytes to the node. XMLHttpRequest because
  * fetch() reports no upload progress.
- * @param {string} to user id
+ * @param {string} to user id, or a group id (32 hex digits: sent with `?group=`)
  * @param {File} file
  * @param {string} caption
  * @param {(fraction: number) => void} onProgress
  * @returns {Promise<{id: string, status: string}>}
  */
 export function upload(to, file, caption, onProgress) {
-  const query = new URLSearchParams({ to, name: file.name });
+  const key = /^[0-9a-f]{32}$/i.test(to) ? 'group' : 'to';
+  const query = new URLSearchParams({ [key]: to, name: file.name });
   if (caption) query.set('caption', caption);
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();

@@ -1,10 +1,23 @@
-// The Kith web app: conversation list, chat view, composer, contacts and invite.
+// The Kith web app: conversation list, chat view, composer, contacts and invite. Group chats'
+// own dialogs (new group, group info, message info) are in groups.js.
 //
 // Plain DOM, no framework: the state below is the single source of truth, events from the
 // node (/v1/events) and answers to calls update it, and small render functions redraw the
 // affected part. Text from the network only ever goes into the page as textContent.
 
 import { ApiError, blobUrl, call, followEvents, forgetToken, takeToken, upload } from './api.js';
+import {
+  canWrite,
+  groupLine,
+  groups,
+  initGroups,
+  isGroup,
+  loadGroups,
+  onGroupEvent,
+  onStatus,
+  openMessageInfo,
+  senderName,
+} from './groups.js';
 
 /** Messages per page when loading history (the Conversation API's `count`). */
 const PAGE = 40;
@@ -19,9 +32,9 @@ const state = {
   me: null,
   /** A name for this window (`#label=` in the address), e.g. in `kith demo`. */
   label: null,
-  /** user id → chat view from `GET /v1/chats`, kept current by events. */
+  /** user id (or group id) → chat view from `GET /v1/chats`, kept current by events. */
   chats: new Map(),
-  /** The user id of the open conversation, or null. */
+  /** The user id (or group id) of the open conversation, or null. */
   open: null,
   /** Messages of the open conversation, oldest first. */
   messages: [],
@@ -184,6 +197,10 @@ function explain(err, doing) {
       return `That invite is not valid: ${err.message}`;
     case 'not_found':
       return `${doing}: ${err.message}`;
+    case 'not_admin':
+      return `${doing}: only the group\u2019s admins can do that.`;
+    case 'not_member':
+      return `${doing}: you are no longer a member of this group.`;
     default:
       return `${doing}: ${err.message}`;
   }
@@ -225,11 +242,13 @@ function renderChats() {
     unreadTotal += chat.unread;
     const li = el('li', 'chat-row');
     li.dataset.peer = chat.user_id;
+    li.dataset.kind = chat.kind || 'contact';
     li.tabIndex = 0;
     li.setAttribute('role', 'button');
     if (chat.user_id === state.open) li.classList.add('active');
 
     const avatar = el('div', 'avatar', chatName(chat).slice(0, 1).toUpperCase());
+    if (chat.kind === 'group') avatar.classList.add('group');
     if (chat.presence && chat.presence.online) avatar.classList.add('online');
     li.append(avatar);
 
@@ -237,11 +256,15 @@ function renderChats() {
     const top = el('div', 'chat-top');
     top.append(el('span', 'chat-name', chatName(chat)));
     if (chat.last_message) top.append(el('span', 'chat-time', listTime(chat.last_message.sent_at_ms)));
-    const presence = el('div', 'chat-presence', presenceLine(chat.presence));
+    const group = chat.kind === 'group';
+    const presence = group
+      ? el('div', 'chat-members', `${chat.members} member${chat.members === 1 ? '' : 's'}`)
+      : el('div', 'chat-presence', presenceLine(chat.presence));
     const bottom = el('div', 'chat-bottom');
     const last = el('span', 'chat-last');
     if (chat.last_message) {
       if (chat.last_message.outgoing) last.append(tick(chat.last_message.status), ' ');
+      else if (group) last.append(`${senderName(chat.last_message.from, chat.user_id)}: `);
       last.append(snippet(chat.last_message));
     } else {
       last.append('No messages yet');
@@ -465,6 +488,11 @@ function messageItem(message) {
   const li = el('li', `msg ${message.outgoing ? 'out' : 'in'}`);
   li.dataset.id = message.id;
   const bubble = el('div', 'bubble');
+  if (message.group && !message.outgoing) {
+    const sender = el('div', 'sender', senderName(message.from, message.group));
+    sender.title = message.from;
+    bubble.append(sender);
+  }
   if (message.media) bubble.append(mediaBlock(message));
   if (message.text) bubble.append(el('div', 'text', message.text));
   const meta = el('div', 'meta');
@@ -473,6 +501,14 @@ function messageItem(message) {
   time.title = new Date(message.sent_at_ms).toLocaleString();
   meta.append(time);
   if (message.outgoing) meta.append(tick(message.status));
+  if (message.outgoing && message.group) {
+    const info = el('button', 'info-button icon-button', 'i');
+    info.type = 'button';
+    info.title = 'Message info: who has it, who read it';
+    info.setAttribute('aria-label', 'Message info');
+    info.addEventListener('click', () => openMessageInfo(message));
+    meta.append(info);
+  }
   bubble.append(meta);
   li.append(bubble);
   return li;
@@ -560,6 +596,20 @@ function renderHeader() {
   $('peer-name').textContent = name;
   $('peer-name').title = state.open;
   $('peer-avatar').textContent = name.slice(0, 1).toUpperCase();
+  const group = isGroup(state.open);
+  $('peer-avatar').classList.toggle('group', group);
+  $('group-info-open').hidden = !group;
+  const writable = canWrite(state.open);
+  $('group-gone').hidden = writable;
+  $('composer').hidden = !writable;
+  if (!writable) clearAttachment();
+  if (group) {
+    $('peer-avatar').classList.remove('online');
+    $('peer-presence').textContent = groupLine(state.open);
+    $('peer-route').textContent = '';
+    $('peer-route').title = '';
+    return;
+  }
   $('peer-avatar').classList.toggle('online', !!(chat && chat.presence && chat.presence.online));
   $('peer-presence').textContent = presenceLine(chat && chat.presence);
   const presence = chat && chat.presence;
@@ -691,6 +741,7 @@ const looking = () => document.visibilityState === 'visible';
 
 /** After a reconnection or lost events: fetch the newest page and merge it in. */
 async function resync() {
+  await loadGroups().catch((err) => report(err, 'Loading groups'));
   await loadChats();
   await loadRequests();
   if (!state.open) return;
@@ -738,6 +789,7 @@ function onEvent(type, data) {
     }
     case 'status': {
       const { peer, id, status } = data;
+      onStatus(id);
       const chat = state.chats.get(peer);
       if (chat && chat.last_message && chat.last_message.id === id) {
         chat.last_message.status = status;
@@ -773,6 +825,9 @@ function onEvent(type, data) {
       }
       break;
     }
+    case 'group':
+      onGroupEvent(data.group);
+      break;
     case 'lagged':
       resync().catch((err) => report(err, 'Catching up'));
       break;
@@ -848,8 +903,9 @@ async function submit() {
 async function sendText(peer, text) {
   $('send').disabled = true;
   try {
+    const target = isGroup(peer) ? { group: peer } : { to: peer };
     const sent = await call('POST', '/v1/messages', {
-      to: peer,
+      ...target,
       text,
       client_meta: { client: 'kith web' },
     });
@@ -867,6 +923,7 @@ async function sendText(peer, text) {
         sent_at_ms: Date.now(),
         status: sent.status,
         outgoing: true,
+        group: isGroup(peer) ? peer : undefined,
       });
     }
   } catch (err) {
@@ -1039,6 +1096,18 @@ async function start() {
   }
   state.label = label;
   wire();
+  initGroups({
+    state,
+    el,
+    shortId,
+    tick,
+    report,
+    explain,
+    openChat,
+    loadChats,
+    renderChats,
+    renderHeader,
+  });
   $('app').hidden = false;
   try {
     state.me = await call('GET', '/v1/me');
@@ -1046,6 +1115,7 @@ async function start() {
     $('me-id').textContent = shortId(state.me.user_id);
     $('me-id').title = state.me.user_id;
     $('me-avatar').textContent = (label || 'Y').slice(0, 1).toUpperCase();
+    await loadGroups().catch((err) => report(err, 'Loading groups'));
     await loadChats();
     await loadRequests();
   } catch (err) {

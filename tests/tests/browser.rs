@@ -1,12 +1,20 @@
-//! The web app in a real browser: a local mesh (three store peers, alice and bob) in this
-//! process, and `tests/browser/chat.mjs` driving the system Chromium through
-//! `playwright-core` against alice's and bob's pages: a message goes out, shows up live on
-//! the other page, is read, the sender's page turns its ticks blue, and an image bob sends
-//! appears in alice's chat. Screenshots land in `target/browser/`.
+//! The web app in a real browser: a local mesh (three store peers and the users) in this
+//! process, and a script in `tests/browser/` driving the system Chromium through
+//! `playwright-core` against the users' pages.
+//!
+//! - `chat.mjs` (alice and bob): a message goes out, shows up live on the other page, is
+//!   read, the sender's page turns its ticks blue, and an image bob sends appears in alice's
+//!   chat.
+//! - `group.mjs` (alice, bob and carol): alice creates a group from the page, her message
+//!   shows with her name on bob's and carol's pages, turns blue when both read it and its
+//!   message info shows each member's read; a picture bob sends reaches both; alice removes carol, whose page then says she is
+//!   no longer a member and does not get alice's next message, which bob gets.
+//!
+//! Screenshots land in `target/browser/`.
 //!
 //! Needs `node`, Chromium (`/usr/bin/chromium`, or `KITH_CHROMIUM`) and
 //! `tests/browser/node_modules` (`npm ci --prefix tests/browser`); `.ci/run` installs them.
-//! Without them the test fails and says what is missing, unless `KITH_SKIP_BROWSER=1`.
+//! Without them the tests fail and say what is missing, unless `KITH_SKIP_BROWSER=1`.
 
 use std::{
     path::{Path, PathBuf},
@@ -60,12 +68,24 @@ fn missing_prerequisites(root: &Path, chromium: &Path) -> Vec<String> {
     missing
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_people_chat_in_the_browser() -> Result<()> {
+/// One browser test at a time: each runs a mesh and a Chromium, and two at once on a small
+/// machine would make both slow enough to hit their waits.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Where the browser tests run: the workspace, the browser and the screenshot directory;
+/// `None` when `KITH_SKIP_BROWSER=1`.
+struct Setup {
+    root: PathBuf,
+    chromium: PathBuf,
+    shots: PathBuf,
+}
+
+/// Checks the prerequisites and makes the screenshot directory.
+fn setup() -> Result<Option<Setup>> {
     init_logging();
     if std::env::var("KITH_SKIP_BROWSER").is_ok_and(|v| v == "1") {
         eprintln!("browser test skipped: KITH_SKIP_BROWSER=1");
-        return Ok(());
+        return Ok(None);
     }
     let root = workspace_root();
     let chromium = std::env::var_os("KITH_CHROMIUM")
@@ -81,17 +101,21 @@ async fn two_people_chat_in_the_browser() -> Result<()> {
     }
     let shots = root.join("target/browser");
     std::fs::create_dir_all(&shots).with_context(|| format!("creating {}", shots.display()))?;
+    Ok(Some(Setup {
+        root,
+        chromium,
+        shots,
+    }))
+}
 
-    let dir = tempfile::Builder::new()
-        .prefix("kith-browser-")
-        .tempdir()
-        .context("creating a temporary directory")?;
-    let mesh = Mesh::start_with(
+/// Starts a mesh of three store peers and these users (every pair introduced, with names).
+async fn start_mesh(dir: &Path, users: &[&str]) -> Result<Mesh> {
+    Mesh::start_with(
         MeshConfig {
-            dir: dir.path().to_path_buf(),
+            dir: dir.to_path_buf(),
             stores: 3,
-            users: vec!["alice".into(), "bob".into()],
-            api_ports: vec![0, 0],
+            users: users.iter().map(|u| u.to_string()).collect(),
+            api_ports: vec![0; users.len()],
             heartbeat: HEARTBEAT,
         },
         MeshOptions {
@@ -102,37 +126,74 @@ async fn two_people_chat_in_the_browser() -> Result<()> {
         },
     )
     .await
-    .context("starting the mesh")?;
-    let outcome = run_script(&mesh, &root, &shots, &chromium).await;
+    .context("starting the mesh")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_people_chat_in_the_browser() -> Result<()> {
+    let Some(setup) = setup()? else {
+        return Ok(());
+    };
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::Builder::new()
+        .prefix("kith-browser-")
+        .tempdir()
+        .context("creating a temporary directory")?;
+    let mesh = start_mesh(dir.path(), &["alice", "bob"]).await?;
+    let outcome = run_script(&mesh, &setup, "chat", &["alice", "bob"]).await;
     mesh.shutdown().await;
     outcome
 }
 
-/// Runs `chat.mjs` against the mesh's alice and bob; Ok if it exits 0 in time.
-async fn run_script(mesh: &Mesh, root: &Path, shots: &Path, chromium: &Path) -> Result<()> {
-    let (Some(alice), Some(bob)) = (mesh.user("alice"), mesh.user("bob")) else {
-        bail!("the mesh lacks alice or bob");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_people_share_a_group_in_the_browser() -> Result<()> {
+    let Some(setup) = setup()? else {
+        return Ok(());
     };
-    let url =
-        |n: &kith_node::RunningNode, name| kith_node::web::url(n.api_addr, &n.token, Some(name));
-    let log_path = shots.join("chat.log");
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::Builder::new()
+        .prefix("kith-browser-group-")
+        .tempdir()
+        .context("creating a temporary directory")?;
+    let users = ["alice", "bob", "carol"];
+    let mesh = start_mesh(dir.path(), &users).await?;
+    let outcome = run_script(&mesh, &setup, "group", &users).await;
+    mesh.shutdown().await;
+    outcome
+}
+
+/// Runs `tests/browser/<script>.mjs` against the mesh's `users` (each passed as
+/// `KITH_<NAME>_URL` and `KITH_<NAME>_ID`); Ok if it exits 0 in time. Its output goes to
+/// `target/browser/<script>.log` and is shown either way.
+async fn run_script(mesh: &Mesh, setup: &Setup, script: &str, users: &[&str]) -> Result<()> {
+    let log_path = setup.shots.join(format!("{script}.log"));
     let log = std::fs::File::create(&log_path)
         .with_context(|| format!("creating {}", log_path.display()))?;
-    let mut child = Command::new("node")
-        .arg(root.join("tests/browser/chat.mjs"))
-        .current_dir(root.join("tests/browser"))
-        .env("KITH_ALICE_URL", url(alice, "alice"))
-        .env("KITH_BOB_URL", url(bob, "bob"))
-        .env("KITH_ALICE_ID", alice.user_id().to_string())
-        .env("KITH_BOB_ID", bob.user_id().to_string())
-        .env("KITH_SCREENSHOTS", shots)
-        .env("KITH_CHROMIUM", chromium)
+    let mut command = Command::new("node");
+    command
+        .arg(setup.root.join(format!("tests/browser/{script}.mjs")))
+        .current_dir(setup.root.join("tests/browser"));
+    for name in users {
+        let Some(node) = mesh.user(name) else {
+            bail!("the mesh lacks {name}");
+        };
+        let upper = name.to_uppercase();
+        command
+            .env(
+                format!("KITH_{upper}_URL"),
+                kith_node::web::url(node.api_addr, &node.token, Some(name)),
+            )
+            .env(format!("KITH_{upper}_ID"), node.user_id().to_string());
+    }
+    let mut child = command
+        .env("KITH_SCREENSHOTS", &setup.shots)
+        .env("KITH_CHROMIUM", &setup.chromium)
         .env("KITH_MAX_MEDIA", MAX_MEDIA.to_string())
         .stdin(Stdio::null())
         .stdout(log.try_clone().context("sharing the log file")?)
         .stderr(log)
         .spawn()
-        .context("starting `node tests/browser/chat.mjs`")?;
+        .with_context(|| format!("starting `node tests/browser/{script}.mjs`"))?;
 
     let deadline = tokio::time::Instant::now() + SCRIPT_TIMEOUT;
     let status = loop {
@@ -153,7 +214,9 @@ async fn run_script(mesh: &Mesh, root: &Path, shots: &Path, chromium: &Path) -> 
             eprintln!("{output}");
             Ok(())
         }
-        Some(s) => bail!("the browser script failed ({s}):\n{output}"),
-        None => bail!("the browser script did not finish within {SCRIPT_TIMEOUT:?}:\n{output}"),
+        Some(s) => bail!("the browser script {script}.mjs failed ({s}):\n{output}"),
+        None => bail!(
+            "the browser script {script}.mjs did not finish within {SCRIPT_TIMEOUT:?}:\n{output}"
+        ),
     }
 }

@@ -99,6 +99,11 @@ const ASSETS: &[Asset] = &[
         body: include_bytes!("../../web/app.js"),
     },
     Asset {
+        path: "/groups.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../web/groups.js"),
+    },
+    Asset {
         path: "/api.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_bytes!("../../web/api.js"),
@@ -353,6 +358,7 @@ mod tests {
             assert!(html.contains(asset.path), "index.html links {}", asset.path);
         }
         assert!(html.contains("/app.js"));
+        assert!(html.contains("/groups.js"), "index.html preloads groups.js");
     }
 
     #[test]

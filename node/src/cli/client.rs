@@ -1,10 +1,12 @@
 //! The commands that talk to a running node through its REST API (`kith invite`, `contacts`,
-//! `send`, `history`, `read`, `presence`) and print its answers with [`super::print`].
+//! `send`, `history`, `read`, `presence`; groups are in [`super::groups`]) and print its answers with [`super::print`].
 
 use anyhow::{bail, Context, Result};
-use kith_node::client::ApiClient;
+use kith_node::client::{is_group_id, ApiClient};
 
-use super::print::{contact_line, history_line, status_word, time_of};
+use super::print::{
+    contact_line, group_history_line, history_line, sender_name, status_word, time_of,
+};
 
 /// `kith invite`.
 pub async fn invite(client: &ApiClient) -> Result<()> {
@@ -89,7 +91,7 @@ pub async fn blocked(client: &ApiClient) -> Result<()> {
     Ok(())
 }
 
-/// `kith send <user> <text>`.
+/// `kith send <user|group> <text>`.
 pub async fn send_text(
     client: &ApiClient,
     user: &str,
@@ -108,7 +110,11 @@ pub async fn send_text(
             Some(value)
         }
     };
-    let sent = client.send_text(user, &text, meta.as_ref()).await?;
+    let sent = if is_group_id(user) {
+        client.send_group_text(user, &text, meta.as_ref()).await?
+    } else {
+        client.send_text(user, &text, meta.as_ref()).await?
+    };
     println!("{} {}", sent.id, status_word(sent.status));
     Ok(())
 }
@@ -125,7 +131,8 @@ pub async fn send_file(
     Ok(())
 }
 
-/// `kith history <user>`: a page, oldest first, and how to get the older one.
+/// `kith history <user|group>`: a page, oldest first, and how to get the older one; a
+/// group's incoming messages show their sender.
 pub async fn history(
     client: &ApiClient,
     user: &str,
@@ -136,8 +143,18 @@ pub async fn history(
     if page.messages.is_empty() {
         println!("no messages");
     }
-    for message in page.messages.iter().rev() {
-        println!("{}", history_line(message));
+    if is_group_id(user) {
+        let names = super::groups::names(client, user).await?;
+        for message in page.messages.iter().rev() {
+            println!(
+                "{}",
+                group_history_line(message, &sender_name(&message.from, &names))
+            );
+        }
+    } else {
+        for message in page.messages.iter().rev() {
+            println!("{}", history_line(message));
+        }
     }
     if let Some(next) = page.next_offset {
         let count = count.map(|c| format!(" --count {c}")).unwrap_or_default();
@@ -146,7 +163,7 @@ pub async fn history(
     Ok(())
 }
 
-/// `kith read <user>`.
+/// `kith read <user|group>`.
 pub async fn mark_read(client: &ApiClient, user: &str) -> Result<()> {
     let marked = client.mark_read(user).await?;
     println!(

@@ -35,7 +35,7 @@ fn mime_of(path: &Path) -> &'static str {
     }
 }
 
-/// `kith send <user> --file <path>`: streams the file to the API with a progress bar.
+/// `kith send <user|group> --file <path>`: streams the file to the API with a progress bar.
 pub async fn send_file(
     client: &ApiClient,
     user: &str,
@@ -59,15 +59,16 @@ pub async fn send_file(
             counted.inc(c.len() as u64);
         }
     });
-    let sent = client
-        .send_media(
-            user,
-            &name,
-            mime_of(path),
-            caption,
-            reqwest::Body::wrap_stream(stream),
-        )
-        .await;
+    let body = reqwest::Body::wrap_stream(stream);
+    let sent = if kith_node::client::is_group_id(user) {
+        client
+            .send_group_media(user, &name, mime_of(path), caption, body)
+            .await
+    } else {
+        client
+            .send_media(user, &name, mime_of(path), caption, body)
+            .await
+    };
     bar.finish_and_clear();
     Ok(sent?)
 }
