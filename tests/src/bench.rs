@@ -8,7 +8,7 @@
 //! One module per scenario, each opening with what it measures and its baseline:
 //! [`direct`], [`offline`], [`store`], [`presence`] and [`idle`] run in `all`; [`media`]
 //! (writes several times the file size to disk), [`faults`] (runs alone), [`mesh`] and [`nat`]
-//! (the NAT lab, as root) only when named. `store`, `presence`, `idle`, `media` and `faults` run `kith-bootstrap` and
+//! (the NAT lab, as root) and [`group`] (a 256-member group in the simulation) only when named. `store`, `presence`, `idle`, `media` and `faults` run `kith-bootstrap` and
 //! `kith` from the directory of this binary (or `--bin-dir`): build them in the same profile
 //! first.
 //!
@@ -21,6 +21,7 @@ pub mod direct;
 pub mod ejabberd;
 pub mod faults;
 mod fixture;
+pub mod group;
 pub mod idle;
 pub mod media;
 pub mod mesh;
@@ -67,6 +68,7 @@ async fn run_scenario(scenario: ScenarioArg, cli: &Cli) -> Result<Value> {
         ScenarioArg::Media => media::run(cli).await,
         ScenarioArg::Mesh => mesh::run(&cli.mesh_sizes, cli.mesh_stores, cli.mesh_messages).await,
         ScenarioArg::Nat => nat::run(cli).await,
+        ScenarioArg::Group => group::run(cli).await,
         ScenarioArg::All | ScenarioArg::Faults => {
             anyhow::bail!("{} is not a single scenario", scenario.name())
         }

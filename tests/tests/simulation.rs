@@ -4,11 +4,15 @@
 //! delivered at its sender. Only outcomes are asserted; the figures the harness measures are
 //! printed for whoever reads the log.
 //!
+//! A 16-member group (the `kith-bench group` scenario, small): every member holds every
+//! group message, and every one-to-one message of the baseline, exactly once.
+//!
 //! The harness is `kith_tests::sim`; the largest mesh one machine holds is a benchmark
 //! (`kith-bench`), not a test.
 
 use anyhow::Result;
 use kith_tests::{
+    bench::group::GroupBenchConfig,
     init_logging,
     sim::{self, SendPattern, SimConfig, SimTransport},
 };
@@ -91,6 +95,32 @@ async fn hot_spot_under_churn_delivers_everything_once() -> Result<()> {
         ..small(12, 14)
     })
     .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixteen_member_group_holds_every_message_exactly_once() -> Result<()> {
+    // The creator knows every member; members know only the creator until the group
+    // introduces them. Three measured rounds after the warm-up; no timing is asserted.
+    init_logging();
+    let run = kith_tests::bench::group::run_group(&GroupBenchConfig {
+        members: 16,
+        stores: 3,
+        messages: 3,
+        parallel_starts: 8,
+        timeout: std::time::Duration::from_secs(120),
+        idle_window: std::time::Duration::ZERO,
+        progress: false,
+        ..GroupBenchConfig::default()
+    })
+    .await?;
+    println!("{}", serde_json::Value::Object(run.figures.clone()));
+    anyhow::ensure!(
+        run.missing == 0 && run.duplicates == 0,
+        "{} missing, {} duplicated",
+        run.missing,
+        run.duplicates
+    );
+    Ok(())
 }
 
 /// The benchmark, not a test: the largest mesh one machine holds. Run it in release with the

@@ -59,6 +59,19 @@ pub struct Cli {
     /// `mesh`: messages each sender sends.
     #[arg(long, default_value_t = 3)]
     pub mesh_messages: usize,
+    /// `group`: group sizes (members, the sender included), separated by commas.
+    #[arg(long, value_delimiter = ',', default_values_t = [256])]
+    pub group_sizes: Vec<usize>,
+    /// `group`: measured rounds (one group message and one batch of one-to-one messages
+    /// each).
+    #[arg(long, default_value_t = 10)]
+    pub group_messages: usize,
+    /// `group`: store peers of the simulated mesh.
+    #[arg(long, default_value_t = 5)]
+    pub group_stores: usize,
+    /// `group`: longest any one wait (a setup step, a message) may take, seconds.
+    #[arg(long, default_value_t = 600)]
+    pub group_timeout_s: u64,
     /// Where `kith` and `kith-bootstrap` are (default: this binary's directory).
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,
@@ -125,6 +138,9 @@ pub enum ScenarioArg {
     Mesh,
     /// The NAT lab (root): hole punching N times (--nat-rounds) beside the relayed path.
     Nat,
+    /// A 256-member group in the simulation (--group-sizes) against one-to-one messages:
+    /// time until every member holds a message, the sender's bytes and CPU.
+    Group,
 }
 
 impl ScenarioArg {
@@ -150,6 +166,7 @@ impl ScenarioArg {
             ScenarioArg::Faults => "faults",
             ScenarioArg::Mesh => "mesh",
             ScenarioArg::Nat => "nat",
+            ScenarioArg::Group => "group",
         }
     }
 }
@@ -211,6 +228,9 @@ mod tests {
         assert_eq!(cli.scenarios(), [ScenarioArg::Direct, ScenarioArg::Offline]);
         assert_eq!(cli.json.as_deref(), Some(std::path::Path::new("f.json")));
         assert_eq!(cli.messages, 2000);
+        let cli = parse(&["group", "--group-sizes", "256,1024"]);
+        assert_eq!(cli.group_sizes, [256, 1024]);
+        assert_eq!(cli.scenarios(), [ScenarioArg::Group]);
         let cli = parse(&["--mesh-sizes", "10,20", "mesh"]);
         assert_eq!(cli.mesh_sizes, [10, 20]);
         assert_eq!(cli.scenarios(), [ScenarioArg::Mesh]);

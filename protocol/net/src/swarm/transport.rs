@@ -10,6 +10,9 @@
 //! - a mesh can cut the links between two sets of peers ([`Links::cut`]): open connections
 //!   between them fail at once and new ones are refused after the handshake (when both
 //!   peer ids are known), until [`Links::heal`].
+//!
+//! And [`Links`] counts the bytes its peers' streams carry ([`Links::bytes`]), so that a
+//! simulation can tell what one peer sent by giving that peer links of its own.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -22,10 +25,10 @@ use std::{
     task::{Context, Poll},
 };
 
-use futures::FutureExt;
+use futures::{AsyncRead, AsyncWrite, FutureExt};
 use libp2p::{
     core::{
-        muxing::{StreamMuxer, StreamMuxerBox, StreamMuxerEvent},
+        muxing::{StreamMuxer, StreamMuxerBox, StreamMuxerEvent, SubstreamBox},
         transport::{
             memory::MemoryTransport, Boxed, DialOpts, ListenerId, TransportError, TransportEvent,
         },
@@ -68,7 +71,15 @@ pub fn memory_any_port() -> Multiaddr {
 /// The links of one in-process mesh, shared by all its peers: which pairs are cut now, and
 /// the open connections to close when a cut comes.
 #[derive(Clone, Default)]
-pub struct Links(Arc<Mutex<LinkState>>);
+pub struct Links(Arc<Mutex<LinkState>>, Arc<ByteCounts>);
+
+/// Bytes written and read on the streams of every connection admitted by one [`Links`]
+/// (application bytes: inside Noise and Yamux, whose framing is not counted).
+#[derive(Default)]
+struct ByteCounts {
+    written: AtomicU64,
+    read: AtomicU64,
+}
 
 impl std::fmt::Debug for Links {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -124,6 +135,16 @@ impl Links {
         let mut s = self.lock();
         s.side_a.clear();
         s.side_b.clear();
+    }
+
+    /// Bytes (written, read) so far by the local ends of the connections these links
+    /// admitted, on their streams (protocol negotiation included; Noise and Yamux framing
+    /// not). Peers that share links share the count.
+    pub fn bytes(&self) -> (u64, u64) {
+        (
+            self.1.written.load(Ordering::Relaxed),
+            self.1.read.load(Ordering::Relaxed),
+        )
     }
 
     /// Connections open now between a peer of side A and one of side B of the cut (0 while
@@ -187,7 +208,7 @@ impl Drop for CutMuxer {
 }
 
 impl StreamMuxer for CutMuxer {
-    type Substream = <StreamMuxerBox as StreamMuxer>::Substream;
+    type Substream = SubstreamBox;
     type Error = io::Error;
 
     fn poll_inbound(
@@ -195,7 +216,10 @@ impl StreamMuxer for CutMuxer {
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::Substream, Self::Error>> {
         self.check(cx)?;
-        Pin::new(&mut self.inner).poll_inbound(cx)
+        let counts = self.links.1.clone();
+        Pin::new(&mut self.inner)
+            .poll_inbound(cx)
+            .map_ok(|s| SubstreamBox::new(Counted { inner: s, counts }))
     }
 
     fn poll_outbound(
@@ -203,7 +227,10 @@ impl StreamMuxer for CutMuxer {
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::Substream, Self::Error>> {
         self.check(cx)?;
-        Pin::new(&mut self.inner).poll_outbound(cx)
+        let counts = self.links.1.clone();
+        Pin::new(&mut self.inner)
+            .poll_outbound(cx)
+            .map_ok(|s| SubstreamBox::new(Counted { inner: s, counts }))
     }
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -216,6 +243,48 @@ impl StreamMuxer for CutMuxer {
     ) -> Poll<Result<StreamMuxerEvent, Self::Error>> {
         self.check(cx)?;
         Pin::new(&mut self.inner).poll(cx)
+    }
+}
+
+/// A stream that adds what passes through it to its links' [`ByteCounts`].
+struct Counted {
+    inner: SubstreamBox,
+    counts: Arc<ByteCounts>,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            self.counts.read.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            self.counts.written.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_close(cx)
     }
 }
 
