@@ -19,6 +19,7 @@ pub mod error;
 mod extract;
 mod groups;
 mod guard;
+mod history;
 mod link;
 mod media;
 mod requests;
@@ -34,6 +35,7 @@ fn build(node: Node, token: String, port: Option<u16>, shutdown: CancellationTok
     let routes = routes::routes()
         .merge(media::routes())
         .merge(requests::routes())
+        .merge(history::routes())
         .with_state(state::ApiState {
             node: node.clone(),
             link_key: Arc::new(link::link_key(&token)),

@@ -41,8 +41,11 @@ pub const DEFAULT_MIN_BACKOFF: Duration = Duration::from_millis(250);
 /// Default longest redial delay.
 pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(60);
 
-/// Default most concurrent inbound message streams.
-pub const DEFAULT_MAX_INBOUND_STREAMS: usize = 256;
+/// Default most concurrent inbound message streams: a link from every other member of the
+/// largest group (each member holds one open while it delivers), plus room for the rest.
+/// At 256 a creator of a 256-member group refused its members' links, and their receipts
+/// waited on redial backoff.
+pub const DEFAULT_MAX_INBOUND_STREAMS: usize = kith_protocol::group::MAX_GROUP_MEMBERS + 64;
 
 /// Default number of store peers holding each mailbox (R).
 pub const DEFAULT_REPLICATION: usize = 3;

@@ -112,6 +112,11 @@ pub(crate) enum Command {
         group: GroupId,
         reply: oneshot::Sender<Result<usize, NodeError>>,
     },
+    DeleteMessage {
+        chat: ChatId,
+        id: kith_protocol::MessageId,
+        reply: oneshot::Sender<Result<(), NodeError>>,
+    },
 }
 
 /// What [`Node::send_file`] answers: the message and the blob it carries.
@@ -510,3 +515,6 @@ impl Node {
 }
 
 mod groups;
+mod history;
+
+pub use history::{ChatId, MAX_QUERY_LEN};

@@ -29,6 +29,9 @@
 //! - `media_by_hash`: blob hash ‖ [`MediaId`] key → (), to find the records naming a hash.
 //! - `media` (before media records were bound to their message): blob hash → [`MediaRecord`];
 //!   [`migrate_media_by_message`] moves it into the two trees above.
+//! - `search_index`: word ‖ 0 ‖ tree ‖ message key → () (see [`search`]).
+//! - `cards_owed`: group members owed our contact card (see [`cards`]).
+//! - `handled_envelopes`: envelopes opened that left no message record (see [`handled`]).
 //! - the default tree: `kith_format_version` (see [`format`]); `quarantine`: values that did
 //!   not decode, set aside (see [`crate::versioned`]).
 //!
@@ -43,13 +46,17 @@
 //! not decode is quarantined where it is read: a page, the contact list or the outbox skips
 //! it instead of failing.
 
+mod cards;
 mod contacts;
+mod delete;
 pub mod format;
 pub(crate) mod groups;
+mod handled;
 mod media;
 mod messages;
 mod outbox;
 mod requests;
+mod search;
 mod sessions;
 
 use std::path::Path;
@@ -69,6 +76,7 @@ pub(crate) use messages::migrate_message_ids_to_sender_and_id;
 use messages::{conv_key, id_key};
 pub use messages::{Direction, StoredMessage};
 pub use outbox::OutboxEntry;
+pub use search::SearchHit;
 
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +121,9 @@ pub struct Store {
     media: sled::Tree,
     media_by_hash: sled::Tree,
     group_trees: groups::GroupTrees,
+    handled: handled::HandledEnvelopes,
+    cards_owed: sled::Tree,
+    search_index: sled::Tree,
     committer: Committer,
 }
 
@@ -142,6 +153,9 @@ impl Store {
             media: db.open_tree(MEDIA_RECORDS)?,
             media_by_hash: db.open_tree(MEDIA_BY_HASH)?,
             group_trees: groups::GroupTrees::open(&db)?,
+            handled: handled::HandledEnvelopes::open(&db, crate::time::now_ms())?,
+            cards_owed: db.open_tree("cards_owed")?,
+            search_index: db.open_tree("search_index")?,
             db,
             committer,
         };
@@ -153,6 +167,7 @@ impl Store {
                 tracing::warn!(repaired, "message index repaired after an unclean stop");
             }
         }
+        store.build_search_index()?;
         Ok(store)
     }
 

@@ -440,6 +440,7 @@ impl Messenger {
             Command::Presence { peer, reply } => {
                 let _ = reply.send(self.presence_view(&peer));
             }
+            Command::DeleteMessage { chat, id, reply } => self.delete_for_me(chat, id, reply),
             cmd @ (Command::CreateGroup { .. }
             | Command::ChangeGroup { .. }
             | Command::SendGroupText { .. }
@@ -449,21 +450,7 @@ impl Messenger {
             | Command::Block { .. }
             | Command::Unblock { .. }
             | Command::RemoveContact { .. }) => self.on_request_command(cmd),
-            Command::SetSharePresence { share, reply } => {
-                self.share_presence = share;
-                // Kept across restarts: a user who hid their last seen stays hidden.
-                if let Err(e) = self
-                    .store
-                    .set_meta_u64(SHARE_LAST_SEEN_KEY, u64::from(share))
-                {
-                    let _ = reply.send(Err(store_err(e)));
-                    return;
-                }
-                // A change contacts must hear now, not at their next refresh.
-                self.beats_since_contacts = CONTACT_REFRESH_INTERVALS;
-                self.on_heartbeat();
-                self.reply_after_commit(reply, (), Vec::new());
-            }
+            Command::SetSharePresence { share, reply } => self.set_share_presence(share, reply),
         }
     }
 
@@ -541,6 +528,7 @@ impl Messenger {
                 for id in release {
                     if let Some(entry) = self.outbox.get(&id) {
                         let to = entry.to;
+                        self.push_owed_card(to);
                         self.peer(to).queue.push_back(id);
                         users.insert(to);
                     }

@@ -43,9 +43,6 @@ pub(crate) struct GroupTrees {
     sent: sled::Tree,
     /// group id ‖ len ‖ sender ‖ message id → [`GroupMessage`] waiting for its sender key.
     held: sled::Tree,
-    /// len ‖ sender ‖ envelope id of group message copies received (the envelope-level
-    /// dedupe of a copy that comes again, e.g. from a second store peer).
-    copies: sled::Tree,
 }
 
 impl GroupTrees {
@@ -60,7 +57,6 @@ impl GroupTrees {
             member_status: db.open_tree("group_member_status")?,
             sent: db.open_tree("group_sent")?,
             held: db.open_tree("group_held")?,
-            copies: db.open_tree("group_copies")?,
         })
     }
 }
@@ -166,15 +162,6 @@ fn sender_prefix(group: &GroupId, user: &UserId) -> Vec<u8> {
     let mut key = group.as_bytes().to_vec();
     key.push(user.len() as u8);
     key.extend_from_slice(&user);
-    key
-}
-
-fn copy_key(sender: &UserId, envelope: &MessageId) -> Vec<u8> {
-    let user = sender.to_bytes();
-    let mut key = Vec::with_capacity(1 + user.len() + 16);
-    key.push(user.len() as u8);
-    key.extend_from_slice(&user);
-    key.extend_from_slice(envelope.as_bytes());
     key
 }
 
@@ -306,12 +293,25 @@ impl Store {
             }
             t.sent.insert(msg.id.as_bytes(), key.as_slice())?;
         }
+        self.index_group_message(&key, &msg.text)?;
         t.messages.insert(key.as_slice(), codec::encode(msg)?)?;
         if !msg.outgoing && msg.status < DeliveryStatus::Read {
             t.unread.insert(key.as_slice(), &[][..])?;
         }
         t.ids.insert(id_key, key)?;
         Ok(true)
+    }
+
+    /// Drops what a deleted group message (at `key`) leaves: its unread mark and search
+    /// entries.
+    pub(super) fn forget_group_message(&self, key: &[u8], text: &str) -> Result<(), StoreError> {
+        self.group_trees.unread.remove(key)?;
+        self.unindex_group_message(key, text)
+    }
+
+    /// The `group_messages` tree (for the search index).
+    pub(super) fn group_messages_tree(&self) -> &sled::Tree {
+        &self.group_trees.messages
     }
 
     fn sent_group_message(
@@ -489,26 +489,6 @@ impl Store {
             t.remove(&k)?;
         }
         Ok(out)
-    }
-
-    /// Notes that `sender`'s group message copy `envelope` was received.
-    pub fn note_group_copy(&self, sender: &UserId, envelope: &MessageId) -> Result<(), StoreError> {
-        self.group_trees
-            .copies
-            .insert(copy_key(sender, envelope), &[][..])?;
-        Ok(())
-    }
-
-    /// Whether `sender`'s group message copy `envelope` was received.
-    pub fn has_group_copy(
-        &self,
-        sender: &UserId,
-        envelope: &MessageId,
-    ) -> Result<bool, StoreError> {
-        Ok(self
-            .group_trees
-            .copies
-            .contains_key(copy_key(sender, envelope))?)
     }
 
     /// The group of our sent group message `id`, if it is one.

@@ -119,10 +119,11 @@ impl Store {
         // No sled transaction: in sled 0.34 one transaction anywhere in the process turns
         // every later read of every database into a shared lock that deadlocks against a
         // database being dropped (seen with several nodes in one test process). Instead the
-        // writes go in an order whose every prefix is safe — the message, its unread mark,
-        // then its index entry — and what a crash can leave behind (a message without its
+        // writes go in an order whose every prefix is safe — the search entries, the message, its
+        // unread mark, then its index entry — and what a crash can leave behind (a message without its
         // index entry, which would be stored again on redelivery) is repaired when the store
         // opens after an unclean stop ([`Store::repair_message_index`]).
+        self.index_message(&key, &msg.text)?;
         self.messages.insert(key.as_slice(), value.as_slice())?;
         if unread {
             self.unread.insert(key.as_slice(), &[][..])?;

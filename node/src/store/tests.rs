@@ -201,3 +201,41 @@ async fn unread_counts_received_unread_messages_up_to_the_limit() {
     assert_eq!(store.unread_count(&bob, 1000).unwrap(), 0);
     assert_eq!(store.unread_count(&carol, 1000).unwrap(), 1);
 }
+
+#[tokio::test]
+async fn a_deleted_message_stays_deleted_and_out_of_search() {
+    let (_dir, store) = open();
+    let peer = user();
+    let mut m = message(peer, 1);
+    m.text = "meet at the harbour".into();
+    assert!(store.insert_message(&m).unwrap());
+    let (hits, _) = store.search("harb", 0, 10).unwrap();
+    assert_eq!(hits.len(), 1);
+    assert!(store.delete_message(&peer, &m.id).unwrap());
+    assert!(
+        !store.delete_message(&peer, &m.id).unwrap(),
+        "nothing left to delete"
+    );
+    assert!(store.search("harbour", 0, 10).unwrap().0.is_empty());
+    assert!(store.page(&peer, 0, 10, None).unwrap().0.is_empty());
+    // A copy that comes again is still a duplicate: the id entry is a tombstone.
+    assert!(
+        !store.insert_message(&m).unwrap(),
+        "deleted message stored again"
+    );
+}
+
+#[tokio::test]
+async fn messages_stored_before_the_index_are_indexed_when_the_store_opens() {
+    let (_dir, store) = open();
+    let mut m = message(user(), 2);
+    m.text = "old news".into();
+    store.insert_message(&m).unwrap();
+    // As a store written before the index existed: no entries, no mark.
+    store.search_index.clear().unwrap();
+    store.meta.remove("search_index").unwrap();
+    assert!(store.search("news", 0, 10).unwrap().0.is_empty());
+    // What `Store::open` runs.
+    store.build_search_index().unwrap();
+    assert_eq!(store.search("news", 0, 10).unwrap().0.len(), 1);
+}

@@ -151,11 +151,12 @@ impl Messenger {
         batch: &mut BatchEffects,
     ) -> Result<(UserId, Plaintext), Result<(), RejectReason>> {
         let id = env.id();
-        // A group message's copy counts too: its envelope id is its transport id.
+        // An envelope that left no message record (a receipt, a card, a group payload)
+        // counts too once it was handled: its copy can no longer be opened.
         let already = |store: &Store, sender: &UserId| {
             Ok::<_, StoreError>(
                 store.has_message(Direction::Incoming, sender, &id)?
-                    || store.has_group_copy(sender, &id)?,
+                    || store.was_handled(sender, &id)?,
             )
         };
         match &env.body {
@@ -319,6 +320,7 @@ impl Messenger {
             tracing::info!(%id, %sender, "request already holds its most messages; dropped");
             return Ok(());
         }
+        let kind = plaintext.payload.kind;
         match plaintext.payload.decode() {
             Ok(Payload::Text(t)) => {
                 let msg = StoredMessage {
@@ -421,12 +423,7 @@ impl Messenger {
             Ok(Payload::SenderKey(gift)) if contact => {
                 self.receive_sender_key(sender, *gift, batch)
             }
-            Ok(Payload::GroupMessage(m)) if contact => {
-                self.open_group_message(sender, *m, batch);
-                if let Err(e) = self.store.note_group_copy(&sender, &id) {
-                    tracing::error!(error = %e, "cannot note group message copy");
-                }
-            }
+            Ok(Payload::GroupMessage(m)) if contact => self.open_group_message(sender, *m, batch),
             Ok(Payload::GroupReceipt(r)) if contact => self.on_group_receipt(sender, r, batch),
             // A group message from a pending request in a group we are in: it waits for
             // its sender key, whose state will show whether they are a member.
@@ -456,6 +453,13 @@ impl Messenger {
             Err(e) => {
                 tracing::warn!(%id, %sender, error = %e, "invalid payload; dropped");
                 return Err(RejectReason::Invalid);
+            }
+        }
+        // Handled: a second copy of it is acknowledged, not refused (see `store::handled`).
+        if kind != payload::kind::TEXT && kind != payload::kind::MEDIA {
+            let expires = env.header.expires_at_ms;
+            if let Err(e) = self.store.note_handled_envelope(&sender, &id, expires, now) {
+                tracing::error!(error = %e, "cannot note handled envelope");
             }
         }
         Ok(())

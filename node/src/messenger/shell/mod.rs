@@ -7,6 +7,7 @@ pub(in crate::messenger) mod access;
 mod contacts;
 mod group_messages;
 mod groups;
+mod history;
 pub(in crate::messenger) mod inbox;
 pub(in crate::messenger) mod mailbox;
 mod media;

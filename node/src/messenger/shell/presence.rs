@@ -5,6 +5,26 @@ use crate::messenger::presence::*;
 use crate::messenger::*;
 
 impl Messenger {
+    /// Shows or hides our last seen, kept across restarts (a user who hid it stays hidden),
+    /// and tells contacts now rather than at their next refresh.
+    pub(in crate::messenger) fn set_share_presence(
+        &mut self,
+        share: bool,
+        reply: tokio::sync::oneshot::Sender<Result<(), NodeError>>,
+    ) {
+        self.share_presence = share;
+        if let Err(e) = self
+            .store
+            .set_meta_u64(SHARE_LAST_SEEN_KEY, u64::from(share))
+        {
+            let _ = reply.send(Err(store_err(e)));
+            return;
+        }
+        self.beats_since_contacts = CONTACT_REFRESH_INTERVALS;
+        self.on_heartbeat();
+        self.reply_after_commit(reply, (), Vec::new());
+    }
+
     pub(in crate::messenger) fn presence_view(
         &self,
         peer: &UserId,
