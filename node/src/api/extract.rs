@@ -155,3 +155,14 @@ pub(crate) fn parse_user_id(raw: &str) -> Result<UserId, ApiError> {
         )
     })
 }
+
+/// Parses a message id (32 hex digits) from a path segment.
+pub(crate) fn parse_message_id(raw: &str) -> Result<kith_protocol::MessageId, ApiError> {
+    kith_protocol::MessageId::from_str(raw).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_path",
+            "a message id is 32 hex digits",
+        )
+    })
+}

@@ -9,12 +9,12 @@ use axum::{
     routing::{delete, get, post},
     Json, Router,
 };
-use kith_protocol::{group::GroupChange, GroupId, MessageId, UserId};
+use kith_protocol::{group::GroupChange, GroupId, UserId};
 use serde::{Deserialize, Serialize};
 
 use super::{
     error::{node_error, ApiError, Input},
-    extract::{parse_group_id, parse_user_id, ApiJson},
+    extract::{parse_group_id, parse_message_id, parse_user_id, ApiJson},
     state::ApiState,
 };
 use crate::{
@@ -156,13 +156,7 @@ async fn info(
     State(s): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Json<MessageInfo>, ApiError> {
-    let id = MessageId::from_str(&id).map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_path",
-            "a message id is 32 hex digits",
-        )
-    })?;
+    let id = parse_message_id(&id)?;
     s.node
         .message_info(&id)
         .map(Json)

@@ -9,12 +9,12 @@ use axum::{
     routing::{delete, get},
     Json, Router,
 };
-use kith_protocol::{GroupId, MessageId};
+use kith_protocol::GroupId;
 use serde::Deserialize;
 
 use super::{
     error::{node_error, ApiError, Input},
-    extract::{parse_user_id, ApiQuery},
+    extract::{parse_message_id, parse_user_id, ApiQuery},
     routes::{parse_page, PageQuery},
     state::ApiState,
 };
@@ -62,13 +62,7 @@ async fn remove(
         Ok(group) => ChatId::Group(group),
         Err(_) => ChatId::User(parse_user_id(&chat)?),
     };
-    let id = MessageId::from_str(&id).map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_path",
-            "a message id is 32 hex digits",
-        )
-    })?;
+    let id = parse_message_id(&id)?;
     s.node
         .delete_message(chat, id)
         .await
