@@ -27,6 +27,7 @@
 //! - `media_records`: [`MediaId`] key (direction ‖ len(peer) ‖ peer ‖ message id) →
 //!   [`MediaRecord`]: one record per message that carried media (the file lives under `media/`).
 //! - `media_by_hash`: blob hash ‖ [`MediaId`] key → (), to find the records naming a hash.
+//! - `peer_info`: user id bytes → [`PeerInfo`] (profile, verification, key-change links).
 //! - `media` (before media records were bound to their message): blob hash → [`MediaRecord`];
 //!   [`migrate_media_by_message`] moves it into the two trees above.
 //! - the default tree: `kith_format_version` (see [`format`]); `quarantine`: values that did
@@ -49,6 +50,7 @@ pub(crate) mod groups;
 mod media;
 mod messages;
 mod outbox;
+mod peer_info;
 mod requests;
 mod sessions;
 
@@ -69,6 +71,7 @@ pub(crate) use messages::migrate_message_ids_to_sender_and_id;
 use messages::{conv_key, id_key};
 pub use messages::{Direction, StoredMessage};
 pub use outbox::OutboxEntry;
+pub use peer_info::PeerInfo;
 
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +116,7 @@ pub struct Store {
     media: sled::Tree,
     media_by_hash: sled::Tree,
     group_trees: groups::GroupTrees,
+    peer_info: sled::Tree,
     committer: Committer,
 }
 
@@ -142,6 +146,7 @@ impl Store {
             media: db.open_tree(MEDIA_RECORDS)?,
             media_by_hash: db.open_tree(MEDIA_BY_HASH)?,
             group_trees: groups::GroupTrees::open(&db)?,
+            peer_info: db.open_tree(peer_info::PEER_INFO)?,
             db,
             committer,
         };

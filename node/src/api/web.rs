@@ -319,7 +319,7 @@ const QR_MIN_SIDE: u32 = 256;
 
 /// `text` as an SVG QR code (low error correction: the code is shown on a screen, so size
 /// matters more than damage tolerance, and invites are long).
-fn qr_svg(text: &str) -> Result<String, qrcode::types::QrError> {
+pub(crate) fn qr_svg(text: &str) -> Result<String, qrcode::types::QrError> {
     let code = qrcode::QrCode::with_error_correction_level(text, qrcode::EcLevel::L)?;
     Ok(code
         .render::<qrcode::render::svg::Color>()

@@ -15,3 +15,4 @@ mod peers;
 mod presence;
 mod requests;
 mod sessions;
+mod settings;
