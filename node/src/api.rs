@@ -24,6 +24,7 @@ mod link;
 mod media;
 mod requests;
 mod routes;
+mod settings;
 mod state;
 pub mod web;
 
@@ -36,6 +37,7 @@ fn build(node: Node, token: String, port: Option<u16>, shutdown: CancellationTok
         .merge(media::routes())
         .merge(requests::routes())
         .merge(history::routes())
+        .merge(settings::routes())
         .with_state(state::ApiState {
             node: node.clone(),
             link_key: Arc::new(link::link_key(&token)),

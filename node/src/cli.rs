@@ -11,3 +11,4 @@ pub mod media;
 pub mod print;
 pub mod progress;
 pub mod run;
+pub mod settings;

@@ -19,6 +19,7 @@ use crate::{
 
 mod groups;
 mod requests;
+mod settings;
 
 pub use groups::is_group_id;
 

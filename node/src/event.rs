@@ -48,6 +48,12 @@ pub enum Event {
         /// The group as it is now.
         group: Box<crate::view::GroupView>,
     },
+    /// What is known about a contact changed: their profile name or read-receipt choice,
+    /// the verified mark, or their key (a new user id replaced an old one).
+    Contact {
+        /// The contact as it is now.
+        contact: Box<crate::view::ContactView>,
+    },
     /// A contact's presence changed.
     Presence {
         /// The contact.

@@ -17,7 +17,7 @@ pub use crate::{
     event::Event,
     view::{
         BlockedView, ContactRoute, ContactView, GroupView, Me, MessageInfo, MessageView, Page,
-        PresenceView, RequestView, Sent, MAX_PAGE,
+        PresenceView, RequestView, SafetyNumberView, Sent, MAX_PAGE,
     },
 };
 
@@ -67,9 +67,17 @@ pub(crate) enum Command {
         peer: UserId,
         reply: oneshot::Sender<Result<PresenceView, NodeError>>,
     },
-    SetSharePresence {
-        share: bool,
-        reply: oneshot::Sender<Result<(), NodeError>>,
+    Settings {
+        reply: oneshot::Sender<Result<crate::settings::Settings, NodeError>>,
+    },
+    SetSettings {
+        change: crate::settings::SettingsChange,
+        reply: oneshot::Sender<Result<crate::settings::Settings, NodeError>>,
+    },
+    SetVerified {
+        user: UserId,
+        verified: bool,
+        reply: oneshot::Sender<Result<ContactView, NodeError>>,
     },
     AcceptRequest {
         user: UserId,
@@ -208,7 +216,7 @@ impl Node {
             .store
             .contacts()?
             .into_iter()
-            .map(|c| ContactView::from(&c))
+            .map(|c| crate::view::contact_view(&self.store, &c))
             .collect())
     }
 
@@ -336,12 +344,6 @@ impl Node {
     /// A contact's presence, and the route messages to it take now.
     pub async fn presence(&self, peer: UserId) -> Result<PresenceView, NodeError> {
         self.call(|reply| Command::Presence { peer, reply }).await
-    }
-
-    /// Whether the local user shares last seen / online.
-    pub async fn set_share_presence(&self, share: bool) -> Result<(), NodeError> {
-        self.call(|reply| Command::SetSharePresence { share, reply })
-            .await
     }
 
     /// Subscribes to events (new messages, status changes, presence).
@@ -518,3 +520,4 @@ mod groups;
 mod history;
 
 pub use history::{ChatId, MAX_QUERY_LEN};
+mod settings;

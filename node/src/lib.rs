@@ -12,6 +12,8 @@
 //! - [`messenger`]: the task that owns sessions, the outbox and statuses; seals and opens.
 //! - [`handle`]: [`Node`], the cloneable handle everything else uses; its views, events and
 //!   errors are in [`view`], [`event`] and [`error`], below the store and the messenger.
+//! - [`settings`]: the user's settings (profile name, privacy, auto-download) and what
+//!   each means.
 //! - [`invite`]: invite strings (user id, addresses, key bundle).
 //! - [`api`]: the REST API (axum) and its error mapping.
 //! - [`web`] (in [`api`]): the web app (embedded assets) and the calls only it needs.
@@ -34,6 +36,7 @@ pub mod messenger;
 pub mod net;
 pub mod private_file;
 pub mod run;
+pub mod settings;
 pub mod store;
 pub mod time;
 pub mod transfer;

@@ -251,6 +251,24 @@ Examples:
         /// The contact's user id.
         user: String,
     },
+    /// Show your settings, or change the ones given.
+    #[command(after_help = "\
+Examples:
+  kith settings
+  kith settings --profile-name Ann --last-seen contacts --read-receipts off")]
+    Settings(cli::settings::SettingsArgs),
+    /// Show the safety number of your conversation with a contact (compare it with theirs),
+    /// and mark it verified.
+    Verify {
+        /// The contact's user id.
+        user: String,
+        /// Mark it verified (after comparing).
+        #[arg(long, conflicts_with = "unmark")]
+        mark: bool,
+        /// Clear the verified mark.
+        #[arg(long)]
+        unmark: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -353,6 +371,11 @@ async fn client_command(client: &ApiClient, command: Command) -> Result<()> {
         } => client::history(client, &user, offset, count).await,
         Command::Read { user } => client::mark_read(client, &user).await,
         Command::Presence { user } => client::presence(client, &user).await,
+        Command::Settings(args) => cli::settings::settings(client, args).await,
+        Command::Verify { user, mark, unmark } => {
+            let change = (mark || unmark).then_some(mark);
+            cli::settings::verify(client, &user, change).await
+        }
         Command::Group(command) => group_command(client, command).await,
         Command::Info { message } => cli::groups::message_info(client, &message).await,
         Command::Init

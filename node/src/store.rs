@@ -27,6 +27,7 @@
 //! - `media_records`: [`MediaId`] key (direction ‖ len(peer) ‖ peer ‖ message id) →
 //!   [`MediaRecord`]: one record per message that carried media (the file lives under `media/`).
 //! - `media_by_hash`: blob hash ‖ [`MediaId`] key → (), to find the records naming a hash.
+//! - `peer_info`: user id bytes → [`PeerInfo`] (profile, verification, key-change links).
 //! - `media` (before media records were bound to their message): blob hash → [`MediaRecord`];
 //!   [`migrate_media_by_message`] moves it into the two trees above.
 //! - `search_index`: word ‖ 0 ‖ tree ‖ message key → () (see [`search`]).
@@ -55,6 +56,7 @@ mod handled;
 mod media;
 mod messages;
 mod outbox;
+mod peer_info;
 mod requests;
 mod search;
 mod sessions;
@@ -76,6 +78,7 @@ pub(crate) use messages::migrate_message_ids_to_sender_and_id;
 use messages::{conv_key, id_key};
 pub use messages::{Direction, StoredMessage};
 pub use outbox::OutboxEntry;
+pub use peer_info::PeerInfo;
 pub use search::SearchHit;
 
 /// Why a storage operation failed.
@@ -124,6 +127,7 @@ pub struct Store {
     handled: handled::HandledEnvelopes,
     cards_owed: sled::Tree,
     search_index: sled::Tree,
+    peer_info: sled::Tree,
     committer: Committer,
 }
 
@@ -156,6 +160,7 @@ impl Store {
             handled: handled::HandledEnvelopes::open(&db, crate::time::now_ms())?,
             cards_owed: db.open_tree("cards_owed")?,
             search_index: db.open_tree("search_index")?,
+            peer_info: db.open_tree(peer_info::PEER_INFO)?,
             db,
             committer,
         };

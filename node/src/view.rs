@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     media::MediaId,
-    store::{Contact, Store, StoredMessage},
+    store::{Contact, PeerInfo, Store, StoredMessage},
 };
 
 /// Largest page of history one call returns.
@@ -35,6 +35,49 @@ pub struct ContactView {
     pub name: String,
     /// Known addresses.
     pub addrs: Vec<String>,
+    /// The name the contact gave themselves (their profile; empty until it comes).
+    #[serde(default)]
+    pub profile_name: String,
+    /// What an app shows: `name` when the local user gave one, else `profile_name`.
+    #[serde(default)]
+    pub display_name: String,
+    /// Whether the local user marked this contact's safety number verified.
+    #[serde(default)]
+    pub verified: bool,
+    /// Whether the contact sends read receipts (their profile says; with it off neither
+    /// side sees blue ticks).
+    #[serde(default = "yes")]
+    pub read_receipts: bool,
+    /// The old user id of the same person, whom this contact replaced (their key changed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
+    /// The new user id that replaced this contact (their key changed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced_by: Option<String>,
+    /// When the key change was noticed, unix ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_changed_at_ms: Option<u64>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A conversation's safety number (`GET /v1/contacts/{user}/safety-number`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SafetyNumberView {
+    /// The contact.
+    pub user_id: String,
+    /// The 60 digits.
+    pub digits: String,
+    /// The same as shown: 12 groups of 5 digits.
+    pub groups: Vec<String>,
+    /// What its QR code carries (`kith-safety:0:` and the digits).
+    pub qr_payload: String,
+    /// Whether the local user marked it verified.
+    pub verified: bool,
+    /// The contact as it is now.
+    pub contact: ContactView,
 }
 
 /// A pending message request, as `GET /v1/requests` shows it.
@@ -144,14 +187,37 @@ impl From<kith_net::Route> for ContactRoute {
     }
 }
 
-impl From<&Contact> for ContactView {
-    fn from(c: &Contact) -> Self {
+impl ContactView {
+    /// The view of a contact and what else is known about them.
+    pub fn new(c: &Contact, info: &PeerInfo) -> Self {
+        let display_name = if c.name.is_empty() {
+            info.profile_name.clone()
+        } else {
+            c.name.clone()
+        };
         ContactView {
             user_id: c.user.to_string(),
             name: c.name.clone(),
             addrs: c.multiaddrs().iter().map(|a| a.to_string()).collect(),
+            profile_name: info.profile_name.clone(),
+            display_name,
+            verified: info.verified_at_ms.is_some(),
+            read_receipts: info.read_receipts,
+            replaces: info.replaces.map(|u| u.to_string()),
+            replaced_by: info.replaced_by.map(|u| u.to_string()),
+            key_changed_at_ms: info.key_changed_at_ms,
         }
     }
+}
+
+/// The view of a contact, with what the store knows about them (the defaults if that cannot
+/// be read: a view never fails for it).
+pub fn contact_view(store: &Store, c: &Contact) -> ContactView {
+    let info = store.peer_info(&c.user).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot read peer info");
+        PeerInfo::default()
+    });
+    ContactView::new(c, &info)
 }
 
 /// The API view of a stored message, given the local user (without its media: see

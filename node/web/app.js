@@ -18,6 +18,13 @@ import {
   openMessageInfo,
   senderName,
 } from './groups.js';
+import {
+  initSettings,
+  loadSettings,
+  notify,
+  onContactEvent,
+  renderContactNotes,
+} from './settings.js';
 
 /** Messages per page when loading history (the Conversation API's `count`). */
 const PAGE = 40;
@@ -599,6 +606,7 @@ function renderHeader() {
   const group = isGroup(state.open);
   $('peer-avatar').classList.toggle('group', group);
   $('group-info-open').hidden = !group;
+  renderContactNotes();
   const writable = canWrite(state.open);
   $('group-gone').hidden = writable;
   $('composer').hidden = !writable;
@@ -784,6 +792,9 @@ function onEvent(type, data) {
         appendMessage(message);
         if (!message.outgoing && looking()) markRead(peer);
       }
+      if (!message.outgoing && !(isOpen && looking())) {
+        notify(chatName(chat), message.media ? message.media.name : message.text);
+      }
       renderChats();
       break;
     }
@@ -827,6 +838,9 @@ function onEvent(type, data) {
     }
     case 'group':
       onGroupEvent(data.group);
+      break;
+    case 'contact':
+      onContactEvent(data.contact);
       break;
     case 'lagged':
       resync().catch((err) => report(err, 'Catching up'));
@@ -1108,6 +1122,7 @@ async function start() {
     renderChats,
     renderHeader,
   });
+  initSettings({ state, report, shortId, renderChats, renderHeader });
   $('app').hidden = false;
   try {
     state.me = await call('GET', '/v1/me');
@@ -1116,6 +1131,7 @@ async function start() {
     $('me-id').title = state.me.user_id;
     $('me-avatar').textContent = (label || 'Y').slice(0, 1).toUpperCase();
     await loadGroups().catch((err) => report(err, 'Loading groups'));
+    await loadSettings().catch((err) => report(err, 'Loading settings'));
     await loadChats();
     await loadRequests();
   } catch (err) {

@@ -17,6 +17,7 @@
 //!   symmetric chain-key sessions that follow a handshake ([`PeerSessions`]).
 //! - [`payload`]: what is inside the seal: text, media references, receipts.
 //! - [`group`]: group chats: the signed group state chain and sender keys.
+//! - [`safety`]: the [`SafetyNumber`] two users compare to verify each other's identity key.
 //! - [`status`]: [`DeliveryStatus`], which only moves forward.
 //! - [`presence`]: signed [`PresenceRecord`]s and a monotonic [`PresenceTable`].
 //! - [`frame`]: length-prefixed framing with a maximum frame size.
@@ -42,6 +43,7 @@ pub mod mailbox;
 pub mod media;
 pub mod payload;
 pub mod presence;
+pub mod safety;
 pub mod seal;
 pub mod status;
 pub mod wire;
@@ -54,5 +56,6 @@ pub use id::{MessageId, UserId};
 pub use identity::{KeyBundle, LocalIdentity, PrekeyPolicy, PrekeyRing};
 pub use payload::{MediaRef, Payload, Plaintext, Receipt, ReceiptKind, Text};
 pub use presence::{PresenceRecord, PresenceTable, Visibility};
+pub use safety::SafetyNumber;
 pub use seal::{OpenError, PeerSessions, SealError, SealedBody, SessionPolicy};
 pub use status::DeliveryStatus;

@@ -1,5 +1,5 @@
-//! What travels inside the seal: texts, media references, receipts, contact cards and the
-//! group payloads ([`crate::group`]).
+//! What travels inside the seal: texts, media references, receipts, contact cards, profiles
+//! and the group payloads ([`crate::group`]).
 //!
 //! Every payload is a `(kind, bytes)` pair ([`RawPayload`]) so that a node meeting a kind it
 //! does not know yet reports [`Payload::Unknown`] instead of failing: newer nodes can add kinds.
@@ -36,6 +36,10 @@ pub const MAX_MEDIA_NAME_LEN: usize = 255;
 /// Largest inline preview (thumbnail) in a media reference, in bytes.
 pub const MAX_PREVIEW_LEN: usize = 8 * 1024;
 
+/// Longest profile name, in bytes (WhatsApp allows 25 characters; 100 bytes holds that in
+/// any script).
+pub const MAX_PROFILE_NAME_LEN: usize = 100;
+
 /// Payload kind numbers as they appear on the wire.
 pub mod kind {
     /// [`super::Text`].
@@ -54,6 +58,8 @@ pub mod kind {
     pub const GROUP_MESSAGE: u16 = 7;
     /// [`GroupReceipt`].
     pub const GROUP_RECEIPT: u16 = 8;
+    /// [`super::Profile`].
+    pub const PROFILE: u16 = 9;
 }
 
 /// A text message, as the design's `SendMessage` carries it.
@@ -131,6 +137,26 @@ impl ContactCard {
     }
 }
 
+/// What a user tells their contacts about themselves, inside the end-to-end channel: the
+/// name they gave themselves and their read-receipt choice. Sent when someone becomes a
+/// contact and to every contact whenever it changes; the newest (by the plaintext's
+/// `sent_at_ms`) wins. A node that does not know the kind acknowledges it and shows nothing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    /// The sender's profile name (may be empty), at most [`MAX_PROFILE_NAME_LEN`] bytes.
+    pub name: String,
+    /// Whether the sender sends read receipts. Mutual: with it off, they send none and show
+    /// none, so the receiver sends them none either.
+    pub read_receipts: bool,
+}
+
+impl Profile {
+    /// Checks the limits.
+    pub fn validate(&self) -> Result<(), PayloadError> {
+        check_len("profile name", self.name.len(), MAX_PROFILE_NAME_LEN)
+    }
+}
+
 /// Payload [`crate::payload::kind::GROUP_RECEIPT`]: delivered or read, for group messages
 /// of the receipt's recipient.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,6 +188,8 @@ pub enum Payload {
     GroupMessage(Box<GroupMessage>),
     /// Delivered or read, for group messages.
     GroupReceipt(GroupReceipt),
+    /// The sender's profile name and read-receipt choice.
+    Profile(Profile),
     /// A kind this node does not know; the message is kept but not interpreted.
     Unknown {
         /// The kind number.
@@ -367,6 +395,10 @@ impl Payload {
                 r.validate()?;
                 (kind::GROUP_RECEIPT, codec::encode(r)?)
             }
+            Payload::Profile(p) => {
+                p.validate()?;
+                (kind::PROFILE, codec::encode(p)?)
+            }
             Payload::Unknown { kind } => (*kind, Vec::new()),
         };
         Ok(RawPayload { kind, body })
@@ -416,6 +448,11 @@ impl RawPayload {
                 let r: GroupReceipt = codec::decode(&self.body)?;
                 r.validate()?;
                 Payload::GroupReceipt(r)
+            }
+            kind::PROFILE => {
+                let p: Profile = codec::decode(&self.body)?;
+                p.validate()?;
+                Payload::Profile(p)
             }
             other => Payload::Unknown { kind: other },
         })

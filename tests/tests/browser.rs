@@ -162,6 +162,24 @@ async fn three_people_share_a_group_in_the_browser() -> Result<()> {
     outcome
 }
 
+/// Settings and verification (tests/browser/settings.mjs): read receipts off on one side
+/// leave no blue ticks on either page; both pages show the same safety number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_and_verification_in_the_browser() -> Result<()> {
+    let Some(setup) = setup()? else {
+        return Ok(());
+    };
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::Builder::new()
+        .prefix("kith-browser-settings-")
+        .tempdir()
+        .context("creating a temporary directory")?;
+    let mesh = start_mesh(dir.path(), &["alice", "bob"]).await?;
+    let outcome = run_script(&mesh, &setup, "settings", &["alice", "bob"]).await;
+    mesh.shutdown().await;
+    outcome
+}
+
 /// Runs `tests/browser/<script>.mjs` against the mesh's `users` (each passed as
 /// `KITH_<NAME>_URL` and `KITH_<NAME>_ID`); Ok if it exits 0 in time. Its output goes to
 /// `target/browser/<script>.log` and is shown either way.

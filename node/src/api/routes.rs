@@ -7,7 +7,7 @@ use axum::{
     extract::State,
     http::StatusCode,
     response::sse::{Event as SseEvent, KeepAlive, Sse},
-    routing::{get, post, put},
+    routing::{get, post},
     Json, Router,
 };
 use futures::{Stream, StreamExt};
@@ -40,7 +40,6 @@ pub(crate) fn routes() -> Router<ApiState> {
         .route("/v1/conversations/{user_id}/read", post(mark_read))
         .route("/v1/presence/{user_id}", get(presence))
         .route("/v1/events", get(events))
-        .route("/v1/settings", put(settings))
         .merge(super::groups::routes())
 }
 
@@ -259,24 +258,6 @@ async fn presence(
         .map_err(|e| node_error(e, Input::Query))
 }
 
-/// `PUT /v1/settings`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Settings {
-    share_last_seen: bool,
-}
-
-async fn settings(
-    State(s): State<ApiState>,
-    ApiJson(body): ApiJson<Settings>,
-) -> Result<StatusCode, ApiError> {
-    s.node
-        .set_share_presence(body.share_last_seen)
-        .await
-        .map(|()| StatusCode::NO_CONTENT)
-        .map_err(|e| node_error(e, Input::Body))
-}
-
 /// The SSE `event:` name of an event: its JSON `type`.
 fn event_name(event: &Event) -> &'static str {
     match event {
@@ -285,6 +266,7 @@ fn event_name(event: &Event) -> &'static str {
         Event::Presence { .. } => "presence",
         Event::MediaProgress { .. } => "media_progress",
         Event::Group { .. } => "group",
+        Event::Contact { .. } => "contact",
     }
 }
 

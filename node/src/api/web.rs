@@ -104,6 +104,11 @@ const ASSETS: &[Asset] = &[
         body: include_bytes!("../../web/groups.js"),
     },
     Asset {
+        path: "/settings.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../web/settings.js"),
+    },
+    Asset {
         path: "/api.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_bytes!("../../web/api.js"),
@@ -205,7 +210,8 @@ fn host_header(headers: &HeaderMap) -> Option<&str> {
 pub struct ChatView {
     /// The contact's user id, or the group's id (32 hex digits) for a group.
     pub user_id: String,
-    /// The name the local user gave them (may be empty), or the group's name.
+    /// The name to show: the one the local user gave them, else their profile name (may
+    /// be empty); or the group's name.
     pub name: String,
     /// `contact` or `group`.
     #[serde(default)]
@@ -219,6 +225,9 @@ pub struct ChatView {
     pub unread: usize,
     /// The contact's presence, as the local user may see it (absent if it could not be asked).
     pub presence: Option<PresenceView>,
+    /// The contact itself (profile name, verified mark, key change); absent for a group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<Box<crate::view::ContactView>>,
 }
 
 /// Whose conversation a chat row is.
@@ -256,13 +265,14 @@ async fn chats(State(node): State<Node>) -> Result<Json<ChatList>, ApiError> {
             .map_err(|e| node_error(e, Input::Query))?;
         let presence = node.presence(peer).await.ok();
         chats.push(ChatView {
-            user_id: contact.user_id,
-            name: contact.name,
+            user_id: contact.user_id.clone(),
+            name: contact.display_name.clone(),
             kind: ChatKind::Contact,
             members: 0,
             last_message: first.messages.into_iter().next(),
             unread,
             presence,
+            contact: Some(Box::new(contact)),
         });
     }
     for group in node.groups().map_err(|e| node_error(e, Input::Query))? {
@@ -284,6 +294,7 @@ async fn chats(State(node): State<Node>) -> Result<Json<ChatList>, ApiError> {
             last_message: first.messages.into_iter().next(),
             unread,
             presence: None,
+            contact: None,
         });
     }
     chats.sort_by(|a, b| {
@@ -319,7 +330,7 @@ const QR_MIN_SIDE: u32 = 256;
 
 /// `text` as an SVG QR code (low error correction: the code is shown on a screen, so size
 /// matters more than damage tolerance, and invites are long).
-fn qr_svg(text: &str) -> Result<String, qrcode::types::QrError> {
+pub(crate) fn qr_svg(text: &str) -> Result<String, qrcode::types::QrError> {
     let code = qrcode::QrCode::with_error_correction_level(text, qrcode::EcLevel::L)?;
     Ok(code
         .render::<qrcode::render::svg::Color>()

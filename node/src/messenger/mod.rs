@@ -81,7 +81,7 @@ use self::{
     mailbox_choice::MailboxChoice,
     outbox::Outbox,
     peers::{PeerState, DIAL_TIMEOUT, MAX_KNOWN_STORES},
-    presence::{CONTACT_REFRESH_INTERVALS, ONLINE_GRACE_REFRESHES, SHARE_LAST_SEEN_KEY},
+    presence::{CONTACT_REFRESH_INTERVALS, ONLINE_GRACE_REFRESHES},
     requests::Requests,
     sessions::Sessions,
     shell::{access::DepositNet, mailbox::StoreState},
@@ -141,7 +141,8 @@ pub(crate) struct Messenger {
     /// Unsettled outgoing entries, and which wait for their delivered receipt.
     outbox: Outbox,
     peers: HashMap<UserId, PeerState>,
-    share_presence: bool,
+    /// The user's settings in effect (loaded from `meta`, written by `shell/settings`).
+    settings: crate::settings::Settings,
     presence_seq: u64,
     /// Heartbeats since contacts last heard a record from us (see
     /// [`CONTACT_REFRESH_INTERVALS`]).
@@ -217,7 +218,7 @@ impl Messenger {
             sessions: Sessions::default(),
             outbox: Outbox::default(),
             peers: HashMap::new(),
-            share_presence: cfg.share_last_seen,
+            settings: crate::settings::Settings::defaults(&cfg),
             presence_seq: now_ms(),
             beats_since_contacts: CONTACT_REFRESH_INTERVALS,
             policy: SessionPolicy::default(),
@@ -241,10 +242,7 @@ impl Messenger {
             store,
         };
         m.init_access()?;
-        // Sharing needs both the configuration and the user's stored choice to allow it.
-        if m.store.meta_u64(SHARE_LAST_SEEN_KEY)? == Some(0) {
-            m.share_presence = false;
-        }
+        m.load_settings()?;
         for c in m.store.contacts()? {
             m.peers
                 .insert(c.user, PeerState::new(m.cfg.min_backoff, m.cfg.max_backoff));
@@ -450,7 +448,9 @@ impl Messenger {
             | Command::Block { .. }
             | Command::Unblock { .. }
             | Command::RemoveContact { .. }) => self.on_request_command(cmd),
-            Command::SetSharePresence { share, reply } => self.set_share_presence(share, reply),
+            cmd @ (Command::Settings { .. }
+            | Command::SetSettings { .. }
+            | Command::SetVerified { .. }) => self.on_settings_command(cmd),
         }
     }
 

@@ -113,7 +113,7 @@ fn a_contact_card_round_trips_and_a_forged_one_is_refused() {
 
 #[test]
 fn unknown_kind_is_reported_not_failed() {
-    for k in [0u16, 9, 99, u16::MAX] {
+    for k in [0u16, kind::PROFILE + 1, 99, u16::MAX] {
         let raw = RawPayload {
             kind: k,
             body: vec![1, 2, 3],
@@ -347,4 +347,25 @@ fn group_payloads_round_trip_and_hostile_ones_fail_typed() {
         };
         assert!(junk.decode().is_err());
     }
+}
+
+#[test]
+fn profile_round_trips_and_is_bounded() {
+    let p = Payload::Profile(Profile {
+        name: "Ann".into(),
+        read_receipts: false,
+    });
+    assert_eq!(round_trip(&p), p);
+    assert_eq!(p.to_raw().unwrap().kind, kind::PROFILE);
+    let long = Payload::Profile(Profile {
+        name: "x".repeat(MAX_PROFILE_NAME_LEN + 1),
+        read_receipts: true,
+    });
+    assert!(matches!(long.to_raw(), Err(PayloadError::TooLong { .. })));
+    // Over the limit is refused on decoding too.
+    let raw = RawPayload {
+        kind: kind::PROFILE,
+        body: codec::encode(&("x".repeat(MAX_PROFILE_NAME_LEN + 1), true)).unwrap(),
+    };
+    assert!(matches!(raw.decode(), Err(PayloadError::TooLong { .. })));
 }

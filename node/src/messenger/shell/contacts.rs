@@ -62,9 +62,10 @@ impl Messenger {
             .get(&user)
             .cloned()
             .or_else(|| self.requests.take(&user));
+        let given = name.clone().filter(|n| !n.is_empty());
         let contact = merged_contact(old.as_ref(), bundle, addrs, name, now_ms());
         self.store.put_contact(&contact).map_err(store_err)?;
-        let view = ContactView::from(&contact);
+        let view = crate::view::contact_view(&self.store, &contact);
         self.contacts.insert(user, contact);
         if was_contact {
             // A fresh invite of a contact means "reach them now".
@@ -72,6 +73,9 @@ impl Messenger {
             return Ok((view, Vec::new()));
         }
         let release = self.became_contact(user);
+        if let Some(name) = given {
+            self.note_key_change(user, &name);
+        }
         Ok((view, release))
     }
 

@@ -385,7 +385,7 @@ impl Messenger {
         if self.store.media(&media_id)?.is_some() {
             return Ok(None);
         }
-        let auto = m.size <= self.cfg.auto_download_bytes;
+        let auto = self.auto_downloads(&sender, m.size);
         if !auto {
             record.state = MediaState::Waiting;
         }

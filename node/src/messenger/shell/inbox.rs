@@ -200,7 +200,10 @@ impl Messenger {
                                 tracing::debug!(%id, %sender, "replayed receipt applied again");
                             }
                             Err(OpenError::Replayed)
-                                if opened.plaintext.payload.kind == kind::CONTACT_CARD =>
+                                if matches!(
+                                    opened.plaintext.payload.kind,
+                                    kind::CONTACT_CARD | kind::PROFILE
+                                ) =>
                             {
                                 return Err(Ok(()));
                             }
@@ -337,10 +340,7 @@ impl Messenger {
                 self.store_received(&msg, batch)?;
             }
             Ok(Payload::Receipt(r)) => {
-                let to = match r.kind {
-                    ReceiptKind::Delivered => DeliveryStatus::Delivered,
-                    ReceiptKind::Read => DeliveryStatus::Read,
-                };
+                let to = self.receipt_status(r.kind);
                 for mid in r.ids {
                     // Only the conversation's peer may tick our messages to them: both the
                     // outbox entry and the stored message are looked up as ours to the
@@ -397,7 +397,7 @@ impl Messenger {
                 // Auto-download only from contacts and up to the size limit; the rest waits
                 // for the user (or, for a request, for them to be accepted).
                 let mut record = record;
-                let auto = contact && m.size <= self.cfg.auto_download_bytes;
+                let auto = contact && self.auto_downloads(&sender, m.size);
                 if !auto {
                     record.state = MediaState::Waiting;
                 }
@@ -412,6 +412,7 @@ impl Messenger {
                 }
             }
             Ok(Payload::ContactCard(card)) => self.on_card(sender, *card),
+            Ok(Payload::Profile(p)) => self.on_profile(sender, p, plaintext.sent_at_ms),
             Ok(Payload::GroupUpdate(update)) if contact => {
                 let update = *update;
                 if update.state.state.author == sender {

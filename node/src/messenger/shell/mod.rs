@@ -16,3 +16,4 @@ mod peers;
 mod presence;
 mod requests;
 mod sessions;
+mod settings;

@@ -109,9 +109,13 @@ impl Messenger {
             return Err(NodeError::UnknownContact(peer.to_string()));
         }
         let ids = self.store.mark_read(&peer).map_err(store_err)?;
-        let receipts = self
-            .queue_receipts(peer, ReceiptKind::Read, &ids)
-            .map_err(store_err)?;
+        // Read receipts are mutual: none goes out when either side turned them off.
+        let receipts = if self.sends_read_receipts(&peer) {
+            self.queue_receipts(peer, ReceiptKind::Read, &ids)
+                .map_err(store_err)?
+        } else {
+            Vec::new()
+        };
         Ok((ids.len(), receipts))
     }
 

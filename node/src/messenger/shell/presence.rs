@@ -5,26 +5,6 @@ use crate::messenger::presence::*;
 use crate::messenger::*;
 
 impl Messenger {
-    /// Shows or hides our last seen, kept across restarts (a user who hid it stays hidden),
-    /// and tells contacts now rather than at their next refresh.
-    pub(in crate::messenger) fn set_share_presence(
-        &mut self,
-        share: bool,
-        reply: tokio::sync::oneshot::Sender<Result<(), NodeError>>,
-    ) {
-        self.share_presence = share;
-        if let Err(e) = self
-            .store
-            .set_meta_u64(SHARE_LAST_SEEN_KEY, u64::from(share))
-        {
-            let _ = reply.send(Err(store_err(e)));
-            return;
-        }
-        self.beats_since_contacts = CONTACT_REFRESH_INTERVALS;
-        self.on_heartbeat();
-        self.reply_after_commit(reply, (), Vec::new());
-    }
-
     pub(in crate::messenger) fn presence_view(
         &self,
         peer: &UserId,
@@ -34,7 +14,7 @@ impl Messenger {
         }
         let now = now_ms();
         let mut view = match self.peers.get(peer) {
-            Some(state) => state.seen.view(self.share_presence, now),
+            Some(state) => state.seen.view(self.settings.last_seen.shares(), now),
             None => Seen::default().view(false, now),
         };
         view.route = self.net.route(&peer.peer_id()).into();
@@ -67,13 +47,9 @@ impl Messenger {
 
     pub(in crate::messenger) fn presence_record(&mut self) -> PresenceRecord {
         self.presence_seq = self.presence_seq.max(now_ms()).saturating_add(1);
-        // Store peers show it only to those holding our access key (our contacts); direct
-        // links carry it only to contacts.
-        let visibility = if self.share_presence {
-            Visibility::Contacts
-        } else {
-            Visibility::Nobody
-        };
+        // Direct links carry it only to contacts; store peers show it to anyone who asks
+        // (`everyone`), to holders of our access key (`contacts`) or to nobody.
+        let visibility = self.settings.last_seen.visibility();
         PresenceRecord::sign(&self.me, self.presence_seq, now_ms(), true, visibility)
     }
 
@@ -121,7 +97,7 @@ impl Messenger {
             }
         }
         // Last seen of contacts we cannot hear directly comes from their store peers.
-        if self.share_presence {
+        if self.settings.last_seen.shares() {
             let offline: Vec<UserId> = self
                 .contacts
                 .keys()

@@ -95,7 +95,7 @@ impl Messenger {
         };
         self.store.put_contact(&contact).map_err(store_err)?;
         self.store.remove_request(&user).map_err(store_err)?;
-        let view = ContactView::from(&contact);
+        let view = crate::view::contact_view(&self.store, &contact);
         self.contacts.insert(user, contact);
         let release = self.became_contact(user);
         Ok((view, release))
@@ -145,6 +145,7 @@ impl Messenger {
         // mailbox when it moves, from now on; the card leaves after the receipts.
         let mut release = release;
         release.extend(self.queue_card(user));
+        release.extend(self.queue_profile_if_set(user));
         release
     }
 
@@ -175,7 +176,7 @@ impl Messenger {
             if rec.outgoing
                 || rec.peer != user
                 || rec.state != MediaState::Waiting
-                || rec.size > self.cfg.auto_download_bytes
+                || !self.auto_downloads(&user, rec.size)
             {
                 continue;
             }
