@@ -21,6 +21,7 @@ mod groups;
 mod guard;
 mod link;
 mod media;
+pub mod openapi;
 mod requests;
 mod routes;
 mod state;
