@@ -35,6 +35,7 @@ fn build(node: Node, token: String, port: Option<u16>, shutdown: CancellationTok
     let routes = routes::routes()
         .merge(media::routes())
         .merge(requests::routes())
+        .merge(openapi::routes())
         .with_state(state::ApiState {
             node: node.clone(),
             link_key: Arc::new(link::link_key(&token)),

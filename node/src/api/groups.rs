@@ -54,7 +54,7 @@ fn body_user(raw: &str) -> Result<UserId, ApiError> {
 }
 
 /// Creates a group with some contacts; the local user is its admin.
-#[utoipa::path(post, path = "/v1/groups", tag = "groups", request_body = CreateBody,
+#[utoipa::path(post, path = "/v1/groups", operation_id = "create_group", tag = "groups", request_body = CreateBody,
     responses(
         (status = 201, description = "The new group", body = GroupView),
         (status = 404, description = "`unknown_contact`: a member is not a contact", body = ErrorBody),
@@ -85,7 +85,7 @@ pub(super) struct GroupList {
 }
 
 /// The local user's groups (and those it left).
-#[utoipa::path(get, path = "/v1/groups", tag = "groups",
+#[utoipa::path(get, path = "/v1/groups", operation_id = "list_groups", tag = "groups",
     responses((status = 200, description = "Every group", body = GroupList)))]
 pub(super) async fn list(State(s): State<ApiState>) -> Result<Json<GroupList>, ApiError> {
     s.node
@@ -95,7 +95,7 @@ pub(super) async fn list(State(s): State<ApiState>) -> Result<Json<GroupList>, A
 }
 
 /// A group: name, epoch, members and admins.
-#[utoipa::path(get, path = "/v1/groups/{id}", tag = "groups", params(("id" = String, Path, description = "The group id (32 hex digits)")),
+#[utoipa::path(get, path = "/v1/groups/{id}", operation_id = "get_group", tag = "groups", params(("id" = String, Path, description = "The group id (32 hex digits)")),
     responses(
         (status = 200, description = "The group", body = GroupView),
         (status = 400, description = "`invalid_path`: not a group id", body = ErrorBody),
@@ -133,7 +133,7 @@ pub(super) struct RenameBody {
 }
 
 /// Renames a group (admins only).
-#[utoipa::path(patch, path = "/v1/groups/{id}", tag = "groups", params(("id" = String, Path, description = "The group id (32 hex digits)")),
+#[utoipa::path(patch, path = "/v1/groups/{id}", operation_id = "rename_group", tag = "groups", params(("id" = String, Path, description = "The group id (32 hex digits)")),
     request_body = RenameBody,
     responses(
         (status = 200, description = "The group as it is now", body = GroupView),
@@ -160,7 +160,7 @@ pub(super) struct AddBody {
 }
 
 /// Adds a contact to a group (admins only).
-#[utoipa::path(post, path = "/v1/groups/{id}/members", tag = "groups", params(("id" = String, Path, description = "The group id (32 hex digits)")),
+#[utoipa::path(post, path = "/v1/groups/{id}/members", operation_id = "add_member", tag = "groups", params(("id" = String, Path, description = "The group id (32 hex digits)")),
     request_body = AddBody,
     responses(
         (status = 200, description = "The group as it is now", body = GroupView),
@@ -181,7 +181,7 @@ pub(super) async fn add(
 }
 
 /// Removes a member (admins only); they cannot read what follows.
-#[utoipa::path(delete, path = "/v1/groups/{id}/members/{user_id}", tag = "groups",
+#[utoipa::path(delete, path = "/v1/groups/{id}/members/{user_id}", operation_id = "remove_member", tag = "groups",
     params(("id" = String, Path, description = "The group id (32 hex digits)"), ("user_id" = String, Path, description = "The member's user id")),
     responses(
         (status = 200, description = "The group as it is now", body = GroupView),
@@ -201,7 +201,7 @@ pub(super) async fn remove(
 }
 
 /// Leaves a group.
-#[utoipa::path(post, path = "/v1/groups/{id}/leave", tag = "groups", params(("id" = String, Path, description = "The group id (32 hex digits)")),
+#[utoipa::path(post, path = "/v1/groups/{id}/leave", operation_id = "leave_group", tag = "groups", params(("id" = String, Path, description = "The group id (32 hex digits)")),
     responses(
         (status = 200, description = "The group as it is now (`active` false)", body = GroupView),
         (status = 400, description = "`invalid_path`: not a group id", body = ErrorBody),
@@ -218,7 +218,7 @@ pub(super) async fn leave(
 }
 
 /// A sent group message's status per member (the message's own is the slowest member's).
-#[utoipa::path(get, path = "/v1/messages/{id}/info", tag = "groups",
+#[utoipa::path(get, path = "/v1/messages/{id}/info", operation_id = "message_info", tag = "groups",
     params(("id" = String, Path, description = "The message id (32 hex digits)")),
     responses(
         (status = 200, description = "Each member's status", body = MessageInfo),

@@ -61,7 +61,7 @@ pub(super) fn routes() -> Router<ApiState> {
 /// `POST /v1/media/{hash}/download` (`?of={id}` for one message's): fetch media that waits
 /// for the user (over the auto-download size) or failed (no holder served it in time).
 /// Answers the media's view; one already complete or downloading is left as it is.
-#[utoipa::path(post, path = "/v1/media/{hash}/download", tag = "media", params(("hash" = String, Path, description = "The media hash (64 hex digits)"), ("of" = Option<String>, Query, description = "One message's media record (its media view's `id`), when several messages named this hash")),
+#[utoipa::path(post, path = "/v1/media/{hash}/download", operation_id = "fetch_media", tag = "media", params(("hash" = String, Path, description = "The media hash (64 hex digits)"), ("of" = Option<String>, Query, description = "One message's media record (its media view's `id`), when several messages named this hash")),
     responses(
         (status = 200, description = "The media, downloading (or as it was)", body = MediaView),
         (status = 400, description = "`invalid_path`: not a media hash; `invalid_query`: a bad `of`", body = ErrorBody),
@@ -94,7 +94,7 @@ pub(super) struct MediaLink {
 
 /// `POST /v1/media/{hash}/link`: a URL for this media (and its preview) that works without
 /// the token for [`LINK_LIFETIME`] — what a `<video>` element needs to stream with Range.
-#[utoipa::path(post, path = "/v1/media/{hash}/link", tag = "media", params(("hash" = String, Path, description = "The media hash (64 hex digits)"), ("of" = Option<String>, Query, description = "One message's media record (its media view's `id`), when several messages named this hash")),
+#[utoipa::path(post, path = "/v1/media/{hash}/link", operation_id = "media_link", tag = "media", params(("hash" = String, Path, description = "The media hash (64 hex digits)"), ("of" = Option<String>, Query, description = "One message's media record (its media view's `id`), when several messages named this hash")),
     responses((status = 200, description = "Links valid for an hour", body = MediaLink), (status = 400, description = "`invalid_path`: not a media hash; `invalid_query`: a bad `of`", body = ErrorBody),
         (status = 404, description = "`not_found`: no such media on this node", body = ErrorBody)))]
 pub(super) async fn link(
@@ -161,7 +161,7 @@ pub(super) struct Uploaded {
 }
 
 /// `POST /v1/media?to=<user>&name=<file name>&caption=<text>`, body: the raw file.
-#[utoipa::path(post, path = "/v1/media", tag = "media",
+#[utoipa::path(post, path = "/v1/media", operation_id = "upload_media", tag = "media",
     params(
         ("to" = Option<String>, Query, description = "A contact's user id (or `group`)"),
         ("group" = Option<String>, Query, description = "A group id (or `to`)"),
@@ -354,7 +354,7 @@ fn parse_range(value: &str, size: u64) -> Result<Option<(u64, u64)>, ()> {
 }
 
 /// `GET /v1/media/{hash}`: the decrypted file.
-#[utoipa::path(get, path = "/v1/media/{hash}", tag = "media",
+#[utoipa::path(get, path = "/v1/media/{hash}", operation_id = "download_media", tag = "media",
     params(("hash" = String, Path, description = "The media hash (64 hex digits)"), ("of" = Option<String>, Query, description = "One message's media record (its media view's `id`), when several messages named this hash"), ("exp" = Option<u64>, Query, description = "A media link's expiry (unix ms), in place of the token"),
         ("cap" = Option<String>, Query, description = "A media link's capability (hex), in place of the token"),
         ("Range" = Option<String>, Header, description = "One `bytes=` range; a download in \
@@ -500,7 +500,7 @@ pub(super) async fn download(
 }
 
 /// `GET /v1/media/{hash}/preview`: the thumbnail (JPEG).
-#[utoipa::path(get, path = "/v1/media/{hash}/preview", tag = "media", params(("hash" = String, Path, description = "The media hash (64 hex digits)"), ("of" = Option<String>, Query, description = "One message's media record (its media view's `id`), when several messages named this hash"), ("exp" = Option<u64>, Query, description = "A media link's expiry (unix ms), in place of the token"),
+#[utoipa::path(get, path = "/v1/media/{hash}/preview", operation_id = "media_preview", tag = "media", params(("hash" = String, Path, description = "The media hash (64 hex digits)"), ("of" = Option<String>, Query, description = "One message's media record (its media view's `id`), when several messages named this hash"), ("exp" = Option<u64>, Query, description = "A media link's expiry (unix ms), in place of the token"),
         ("cap" = Option<String>, Query, description = "A media link's capability (hex), in place of the token")),
     responses(
         (status = 200, description = "The thumbnail", body = FileBytes, content_type = "image/jpeg"),

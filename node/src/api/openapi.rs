@@ -8,6 +8,7 @@
 
 use std::sync::LazyLock;
 
+use axum::{http::header::CONTENT_TYPE, response::IntoResponse, routing::get, Router};
 use utoipa::{
     openapi::{
         header::HeaderBuilder,
@@ -53,7 +54,7 @@ JSON `type` (`EventFrame`).";
         routes::presence,
         routes::events,
         routes::settings,
-        routes::openapi,
+        serve,
         groups::list,
         groups::create,
         groups::show,
@@ -110,6 +111,19 @@ pub fn json() -> &'static str {
         Err(e) => format!("{{\"error\":\"{e}\"}}\n"),
     });
     &JSON
+}
+
+/// `GET /v1/openapi.json` (guarded by the caller, like every `/v1` route).
+pub(crate) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new().route("/v1/openapi.json", get(serve))
+}
+
+/// This API's OpenAPI 3 document (the same as `docs/api/openapi.json`).
+#[utoipa::path(get, path = "/v1/openapi.json", operation_id = "get_openapi", tag = "docs",
+    responses((status = 200, description = "The OpenAPI document", content_type = "application/json",
+        body = Object)))]
+async fn serve() -> impl IntoResponse {
+    ([(CONTENT_TYPE, "application/json")], json())
 }
 
 /// Adds what every operation shares: the bearer-token scheme, the guard's and the node's

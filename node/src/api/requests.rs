@@ -38,7 +38,7 @@ pub(super) struct RequestList {
 
 /// Message requests: people who wrote without being a contact (their messages:
 /// `GET /v1/conversations/{user_id}`). Nothing is sent to them until accepted.
-#[utoipa::path(get, path = "/v1/requests", tag = "requests",
+#[utoipa::path(get, path = "/v1/requests", operation_id = "list_requests", tag = "requests",
     responses((status = 200, description = "The pending requests", body = RequestList)))]
 pub(super) async fn requests(State(s): State<ApiState>) -> Result<Json<RequestList>, ApiError> {
     s.node
@@ -48,7 +48,7 @@ pub(super) async fn requests(State(s): State<ApiState>) -> Result<Json<RequestLi
 }
 
 /// Accepts a request: its sender becomes a contact.
-#[utoipa::path(post, path = "/v1/requests/{user_id}/accept", tag = "requests", params(("user_id" = String, Path, description = "Their user id")),
+#[utoipa::path(post, path = "/v1/requests/{user_id}/accept", operation_id = "accept_request", tag = "requests", params(("user_id" = String, Path, description = "Their user id")),
     responses(
         (status = 200, description = "The new contact", body = ContactView),
         (status = 400, description = "`invalid_path`: not a user id", body = ErrorBody),
@@ -66,7 +66,7 @@ pub(super) async fn accept(
 }
 
 /// Blocks a user (a request or a contact): what they send is dropped; they are not told.
-#[utoipa::path(post, path = "/v1/requests/{user_id}/block", tag = "requests", params(("user_id" = String, Path, description = "Their user id")),
+#[utoipa::path(post, path = "/v1/requests/{user_id}/block", operation_id = "block_user", tag = "requests", params(("user_id" = String, Path, description = "Their user id")),
     responses((status = 204, description = "Blocked"), (status = 400, description = "`invalid_path`: not a user id", body = ErrorBody)))]
 pub(super) async fn block(
     State(s): State<ApiState>,
@@ -80,7 +80,7 @@ pub(super) async fn block(
 }
 
 /// Removes a contact (their history stays; what was still to be sent to them is dropped).
-#[utoipa::path(delete, path = "/v1/contacts/{user_id}", tag = "contacts", params(("user_id" = String, Path, description = "Their user id")),
+#[utoipa::path(delete, path = "/v1/contacts/{user_id}", operation_id = "remove_contact", tag = "contacts", params(("user_id" = String, Path, description = "Their user id")),
     responses(
         (status = 204, description = "Removed"),
         (status = 400, description = "`invalid_path`: not a user id", body = ErrorBody),
@@ -105,7 +105,7 @@ pub(super) struct BlockedList {
 }
 
 /// The blocked users.
-#[utoipa::path(get, path = "/v1/blocked", tag = "requests",
+#[utoipa::path(get, path = "/v1/blocked", operation_id = "list_blocked", tag = "requests",
     responses((status = 200, description = "The blocked users", body = BlockedList)))]
 pub(super) async fn blocked(State(s): State<ApiState>) -> Result<Json<BlockedList>, ApiError> {
     s.node
@@ -115,7 +115,7 @@ pub(super) async fn blocked(State(s): State<ApiState>) -> Result<Json<BlockedLis
 }
 
 /// Unblocks a user.
-#[utoipa::path(delete, path = "/v1/blocked/{user_id}", tag = "requests", params(("user_id" = String, Path, description = "Their user id")),
+#[utoipa::path(delete, path = "/v1/blocked/{user_id}", operation_id = "unblock_user", tag = "requests", params(("user_id" = String, Path, description = "Their user id")),
     responses(
         (status = 204, description = "Unblocked"),
         (status = 400, description = "`invalid_path`: not a user id", body = ErrorBody),

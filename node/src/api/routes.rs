@@ -5,7 +5,7 @@ use std::{convert::Infallible, str::FromStr};
 
 use axum::{
     extract::State,
-    http::{header::CONTENT_TYPE, StatusCode},
+    http::StatusCode,
     response::sse::{Event as SseEvent, KeepAlive, Sse},
     routing::{get, post, put},
     Json, Router,
@@ -42,12 +42,11 @@ pub(crate) fn routes() -> Router<ApiState> {
         .route("/v1/presence/{user_id}", get(presence))
         .route("/v1/events", get(events))
         .route("/v1/settings", put(settings))
-        .route("/v1/openapi.json", get(openapi))
         .merge(super::groups::routes())
 }
 
 /// The local user: user id, listen addresses and invite.
-#[utoipa::path(get, path = "/v1/me", tag = "me",
+#[utoipa::path(get, path = "/v1/me", operation_id = "get_me", tag = "me",
     responses((status = 200, description = "The local user", body = Me)))]
 pub(super) async fn me(State(s): State<ApiState>) -> Result<Json<Me>, ApiError> {
     s.node
@@ -65,7 +64,7 @@ pub(super) struct ContactList {
 }
 
 /// The contacts.
-#[utoipa::path(get, path = "/v1/contacts", tag = "contacts",
+#[utoipa::path(get, path = "/v1/contacts", operation_id = "list_contacts", tag = "contacts",
     responses((status = 200, description = "Every contact", body = ContactList)))]
 pub(super) async fn contacts(State(s): State<ApiState>) -> Result<Json<ContactList>, ApiError> {
     s.node
@@ -87,7 +86,7 @@ pub(super) struct AddContact {
 }
 
 /// Adds a contact from their invite, or by user id alone.
-#[utoipa::path(post, path = "/v1/contacts", tag = "contacts", request_body = AddContact,
+#[utoipa::path(post, path = "/v1/contacts", operation_id = "add_contact", tag = "contacts", request_body = AddContact,
     responses(
         (status = 201, description = "The new contact", body = ContactView),
         (status = 422, description = "`bad_invite`: the invite does not parse or verify; \
@@ -179,7 +178,7 @@ pub(super) fn parse_send(body: Value) -> Result<SendRequest, ApiError> {
 }
 
 /// Sends a text to a contact or a group; answers once the message is durably stored.
-#[utoipa::path(post, path = "/v1/messages", tag = "messages", request_body = SendBody,
+#[utoipa::path(post, path = "/v1/messages", operation_id = "send_message", tag = "messages", request_body = SendBody,
     responses(
         (status = 201, description = "Stored and queued; `status` is `pending`", body = Sent),
         (status = 403, description = "`not_member`: the local user is not in the group; \
@@ -254,7 +253,7 @@ pub(super) fn parse_page(q: PageQuery) -> Result<PageRequest, ApiError> {
 }
 
 /// A page of the conversation with a contact or a group, newest first.
-#[utoipa::path(get, path = "/v1/conversations/{user_id}", tag = "messages",
+#[utoipa::path(get, path = "/v1/conversations/{user_id}", operation_id = "get_conversation", tag = "messages",
     params(("user_id" = String, Path, description = "A user id, or a group id (32 hex digits)"),
         PageQuery),
     responses(
@@ -292,7 +291,7 @@ pub(super) struct Marked {
 }
 
 /// Marks a conversation read (and sends read receipts).
-#[utoipa::path(post, path = "/v1/conversations/{user_id}/read", tag = "messages",
+#[utoipa::path(post, path = "/v1/conversations/{user_id}/read", operation_id = "mark_read", tag = "messages",
     params(("user_id" = String, Path, description = "A user id, or a group id (32 hex digits)")),
     responses(
         (status = 200, description = "How many were marked", body = Marked),
@@ -313,7 +312,7 @@ pub(super) async fn mark_read(
 }
 
 /// A contact's presence, as the local user may see it.
-#[utoipa::path(get, path = "/v1/presence/{user_id}", tag = "presence",
+#[utoipa::path(get, path = "/v1/presence/{user_id}", operation_id = "get_presence", tag = "presence",
     params(("user_id" = String, Path, description = "The contact's user id")),
     responses(
         (status = 200, description = "Online, or when last seen", body = PresenceView),
@@ -340,7 +339,7 @@ pub(super) struct Settings {
 }
 
 /// Changes the local user's settings.
-#[utoipa::path(put, path = "/v1/settings", tag = "me", request_body = Settings,
+#[utoipa::path(put, path = "/v1/settings", operation_id = "update_settings", tag = "me", request_body = Settings,
     responses((status = 204, description = "Changed")))]
 pub(super) async fn settings(
     State(s): State<ApiState>,
@@ -359,7 +358,7 @@ pub(super) async fn settings(
 #[serde(untagged)]
 pub(super) enum EventFrame {
     /// Something that happened in the node.
-    Event(Event),
+    Event(Box<Event>),
     /// This subscriber fell behind.
     Lagged(Lagged),
 }
@@ -380,11 +379,13 @@ impl EventFrame {
     /// The SSE `event:` name of a frame: its JSON `type`.
     pub(super) fn name(&self) -> &'static str {
         match self {
-            EventFrame::Event(Event::Message { .. }) => "message",
-            EventFrame::Event(Event::Status { .. }) => "status",
-            EventFrame::Event(Event::Presence { .. }) => "presence",
-            EventFrame::Event(Event::MediaProgress { .. }) => "media_progress",
-            EventFrame::Event(Event::Group { .. }) => "group",
+            EventFrame::Event(event) => match **event {
+                Event::Message { .. } => "message",
+                Event::Status { .. } => "status",
+                Event::Presence { .. } => "presence",
+                Event::MediaProgress { .. } => "media_progress",
+                Event::Group { .. } => "group",
+            },
             EventFrame::Lagged(_) => "lagged",
         }
     }
@@ -399,7 +400,7 @@ impl EventFrame {
 }
 
 /// The live event stream (Server-Sent Events) until the node stops.
-#[utoipa::path(get, path = "/v1/events", tag = "events",
+#[utoipa::path(get, path = "/v1/events", operation_id = "events", tag = "events",
     responses((status = 200, description = "An SSE stream. Each frame's `event:` is the \
         `type` of its JSON `data`: `message`, `status`, `presence`, `media_progress`, `group` \
         (an `Event`), or `lagged` when this subscriber fell behind; comments keep it alive.",
@@ -410,7 +411,7 @@ pub(super) async fn events(
     let receiver = s.node.subscribe();
     let stream = futures::stream::unfold(receiver, |mut receiver| async move {
         let frame = match receiver.recv().await {
-            Ok(event) => EventFrame::Event(event).sse(),
+            Ok(event) => EventFrame::Event(Box::new(event)).sse(),
             Err(RecvError::Lagged(missed)) => EventFrame::Lagged(Lagged::Lagged { missed }).sse(),
             Err(RecvError::Closed) => return None,
         };
@@ -418,12 +419,4 @@ pub(super) async fn events(
     })
     .take_until(s.shutdown.cancelled_owned());
     Sse::new(stream).keep_alive(KeepAlive::default())
-}
-
-/// This API's OpenAPI 3 document (the same as `docs/api/openapi.json`).
-#[utoipa::path(get, path = "/v1/openapi.json", tag = "docs",
-    responses((status = 200, description = "The OpenAPI document", content_type = "application/json",
-        body = Object)))]
-pub(super) async fn openapi() -> impl axum::response::IntoResponse {
-    ([(CONTENT_TYPE, "application/json")], super::openapi::json())
 }

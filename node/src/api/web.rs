@@ -240,7 +240,7 @@ pub struct ChatList {
 }
 
 /// `GET /v1/chats`: the conversation list the page's sidebar shows, in one call.
-#[utoipa::path(get, path = "/v1/chats", tag = "app",
+#[utoipa::path(get, path = "/v1/chats", operation_id = "list_chats", tag = "app",
     responses((status = 200, description = "Every conversation, the most recent first", body = ChatList)))]
 pub(super) async fn chats(State(node): State<Node>) -> Result<Json<ChatList>, ApiError> {
     let contacts = node.contacts().map_err(|e| node_error(e, Input::Query))?;
@@ -299,7 +299,7 @@ pub(super) async fn chats(State(node): State<Node>) -> Result<Json<ChatList>, Ap
 
 /// `GET /v1/me/qr.svg`: the local user's invite as a QR code, for a phone or another
 /// machine's camera.
-#[utoipa::path(get, path = "/v1/me/qr.svg", tag = "app",
+#[utoipa::path(get, path = "/v1/me/qr.svg", operation_id = "invite_qr", tag = "app",
     responses(
         (status = 200, description = "The invite as an SVG QR code", body = String, content_type = "image/svg+xml"),
         (status = 422, description = "`too_large`: the invite does not fit in a QR code", body = crate::api::ErrorBody),

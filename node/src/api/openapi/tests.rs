@@ -78,6 +78,7 @@ fn every_registered_route_is_documented() {
         include_str!("../requests.rs"),
         include_str!("../media.rs"),
         include_str!("../web.rs"),
+        include_str!("../openapi.rs"),
     ];
     let routes: BTreeSet<_> = sources.iter().flat_map(|s| registered(s)).collect();
     assert!(
@@ -175,5 +176,17 @@ fn delivery_status_schema_matches_the_wire() {
         let schema = serde_json::to_value(crate::view::StatusSchema::from(status)).unwrap();
         assert_eq!(wire, schema);
         assert!(words.as_array().unwrap().contains(&wire), "{wire} missing");
+    }
+}
+
+#[test]
+fn operation_ids_are_unique() {
+    let doc = doc();
+    let mut ids = BTreeSet::new();
+    for item in doc["paths"].as_object().expect("paths").values() {
+        for op in item.as_object().expect("path item").values() {
+            let id = op["operationId"].as_str().expect("an operation id");
+            assert!(ids.insert(id.to_string()), "{id} twice");
+        }
     }
 }
