@@ -22,6 +22,7 @@ mod guard;
 mod history;
 mod link;
 mod media;
+pub mod openapi;
 mod requests;
 mod routes;
 mod settings;
@@ -38,6 +39,7 @@ fn build(node: Node, token: String, port: Option<u16>, shutdown: CancellationTok
         .merge(requests::routes())
         .merge(history::routes())
         .merge(settings::routes())
+        .merge(openapi::routes())
         .with_state(state::ApiState {
             node: node.clone(),
             link_key: Arc::new(link::link_key(&token)),

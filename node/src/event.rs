@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::view::{MessageView, PresenceView};
 
 /// Something that happened, pushed to `/v1/events` subscribers.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     /// A message was stored (received, or accepted for sending).
@@ -28,6 +28,7 @@ pub enum Event {
         /// The message id.
         id: String,
         /// Its new status.
+        #[schema(value_type = crate::view::StatusSchema)]
         status: DeliveryStatus,
     },
     /// A media upload or download moved on.

@@ -5,296 +5,25 @@
 
 mod cli;
 
-use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
+use std::{io::IsTerminal, process::ExitCode};
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser};
 use kith_node::{client::ApiClient, Config};
 
-use cli::run::{RunArgs, RunFlags};
-
-/// Kith: a peer-to-peer messenger. Your node delivers messages straight to your contacts'
-/// nodes; there is no server.
-#[derive(Parser, Debug)]
-#[command(name = "kith", version, about, long_about = None, after_help = EXAMPLES)]
-struct Cli {
-    /// Where this node keeps its identity, API token and messages.
-    #[arg(long, env = "KITH_DATA_DIR", global = true, default_value_os_t = Config::default_data_dir())]
-    data_dir: PathBuf,
-
-    /// The node's REST API: the address `kith run` serves on and other commands talk to.
-    #[arg(long, env = "KITH_API", global = true, default_value = kith_node::config::DEFAULT_API)]
-    api: String,
-
-    #[command(subcommand)]
-    command: Command,
-}
-
-/// `kith media ...`.
-#[derive(Debug, Subcommand)]
-enum MediaCommand {
-    /// Save a received (or sent) file, decrypted, to a path; shows progress.
-    Get {
-        /// The media hash (from `kith history` or `kith send --file`).
-        hash: String,
-        /// Where to write it.
-        #[arg(short, long, value_name = "PATH")]
-        output: PathBuf,
-    },
-    /// Fetch a received file that waits for you (larger than the auto-download size), or
-    /// try a failed download again.
-    Fetch {
-        /// The media hash (from `kith history`).
-        hash: String,
-    },
-}
-
-/// `kith group ...`: a `<group>` is its id (32 hex digits, `kith group list`) or its name.
-#[derive(Debug, Subcommand)]
-enum GroupCommand {
-    /// Create a group with some of your contacts (you are its admin).
-    Create {
-        /// The group's name (1 to 100 bytes).
-        name: String,
-        /// The contacts' user ids.
-        #[arg(required = true)]
-        users: Vec<String>,
-    },
-    /// List your groups (and those you left).
-    List,
-    /// Show a group's members, admins and epoch.
-    Info {
-        /// The group.
-        group: String,
-    },
-    /// Add a contact to a group (admins only).
-    Add {
-        /// The group.
-        group: String,
-        /// The contact's user id.
-        user: String,
-    },
-    /// Remove a member from a group (admins only); they cannot read what follows.
-    Remove {
-        /// The group.
-        group: String,
-        /// The member's user id.
-        user: String,
-    },
-    /// Leave a group.
-    Leave {
-        /// The group.
-        group: String,
-    },
-    /// Rename a group (admins only).
-    Rename {
-        /// The group.
-        group: String,
-        /// Its new name.
-        name: String,
-    },
-}
-
-const EXAMPLES: &str = "\
-Examples:
-  kith init                          create an identity in the data directory
-  kith run --mdns                    run the node (keep it running in its own terminal)
-  kith open                          open the chat in your browser
-  kith invite                        print your invite; give it to a friend
-  kith contacts add <invite> --name Ana
-  kith send <user> 'hello'           send a message
-  kith send <user> --file clip.mp4   send an image or video (with a progress bar)
-  kith media get <hash> -o clip.mp4  save a received file
-  kith requests                      who wrote to you without being a contact
-  kith accept <user>                 make a request's sender a contact (or: kith block <user>)
-  kith history <user>                show the conversation with ticks
-  kith group create Climbing <user> <user>   a group chat with two contacts
-  kith send <group-id> 'hi all'      send to a group (ids: kith group list)
-  kith info <message-id>             who has read a group message
-  kith presence <user>               online, or when last seen
-
-Two nodes on one machine:
-  kith --data-dir /tmp/a init && kith --data-dir /tmp/a --api 127.0.0.1:7001 run
-  kith --data-dir /tmp/b init && kith --data-dir /tmp/b --api 127.0.0.1:7002 run";
-
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Create this node's identity and API token in the data directory (once).
-    Init,
-    /// Run the node in the foreground until Ctrl-C or SIGTERM.
-    #[command(after_help = "\
-Examples:
-  kith run
-  kith run --listen /ip4/0.0.0.0/tcp/4001 --bootstrap /ip4/203.0.113.5/tcp/4001/p2p/12D3KooW...
-  KITH_BOOTSTRAP=/ip4/203.0.113.5/tcp/4001/p2p/12D3KooW...,/ip4/198.51.100.7/tcp/4001/p2p/12D3KooW... kith run
-  RUST_LOG=kith_node=debug kith run")]
-    Run(RunArgs),
-    /// Print the API token (send it as `Authorization: Bearer <token>`).
-    Token,
-    /// Open the web app of the running node in a browser: prints its address, which hands the
-    /// API token to the page once, and starts `xdg-open` (or `open`) on it if there is one.
-    #[command(after_help = "\
-Examples:
-  kith open
-  kith open --print              # only print the address
-  kith --api 127.0.0.1:7802 --data-dir /tmp/bob open")]
-    Open {
-        /// Only print the address; do not start a browser.
-        #[arg(long)]
-        print: bool,
-    },
-    /// Run a local demo mesh in this one process: three store peers and two users, alice and
-    /// bob, on 127.0.0.1, introduced to each other, with a first message sent. Prints each
-    /// user's API address and token; Ctrl-C stops everything.
-    #[command(after_help = "\
-Examples:
-  kith demo
-  kith demo --port 0            # any free API ports
-  kith demo --dir /tmp/kith-demo  # keep the demo's data after it stops")]
-    Demo {
-        /// Keep the demo's data in this directory (default: a temporary one, removed at exit).
-        #[arg(long)]
-        dir: Option<PathBuf>,
-        /// API port of alice; bob gets the next one. 0 picks free ports.
-        #[arg(long, default_value_t = 7878)]
-        port: u16,
-    },
-    /// Print your invite: one string a contact adds with `kith contacts add`.
-    Invite,
-    /// Add, list or remove contacts.
-    #[command(subcommand)]
-    Contacts(ContactsCommand),
-    /// List message requests: people who wrote to you without being a contact. Nothing is
-    /// sent to them (no receipt, no dial) until you `kith accept` them.
-    Requests,
-    /// Accept a message request: its sender becomes a contact.
-    Accept {
-        /// The sender's user id (from `kith requests`).
-        user: String,
-    },
-    /// Block a user (a request or a contact): what they send is dropped, and they are not told.
-    Block {
-        /// Their user id.
-        user: String,
-    },
-    /// Unblock a user.
-    Unblock {
-        /// Their user id.
-        user: String,
-    },
-    /// List blocked users.
-    Blocked,
-    /// Send a text message to a contact or a group.
-    #[command(after_help = "\
-Examples:
-  kith send 12D3KooW... 'see you at 8'
-  kith send 0123456789abcdef0123456789abcdef 'hi all'
-  kith send 12D3KooW... 'draft' --meta '{\"client\":\"cli\"}'")]
-    Send {
-        /// The contact's user id, or a group id (32 hex digits).
-        user: String,
-        /// The message text (not with --file).
-        #[arg(required_unless_present = "file", conflicts_with = "file")]
-        text: Option<String>,
-        /// Client metadata stored with the message: a JSON object.
-        #[arg(long, value_name = "JSON")]
-        meta: Option<String>,
-        /// Send this file (image, video, anything) instead of a text; shows progress.
-        #[arg(long, value_name = "PATH")]
-        file: Option<PathBuf>,
-        /// A caption for the file.
-        #[arg(long, requires = "file")]
-        caption: Option<String>,
-    },
-    /// Media files received or sent.
-    #[command(subcommand)]
-    Media(MediaCommand),
-    /// Show a page of the conversation with a contact or a group, oldest first.
-    ///
-    /// Outgoing messages show their ticks: `…` pending, `✓` sent, `✓✓` delivered,
-    /// `✓✓ read` read (in a group: by every member; `kith info <id>` shows each one's).
-    /// A group's incoming messages show their sender.
-    History {
-        /// The contact's user id, or a group id (32 hex digits).
-        user: String,
-        /// Skip this many newest messages (the previous page prints the next value).
-        #[arg(long, default_value_t = 0)]
-        offset: usize,
-        /// How many messages to show, 1 to 200 [default: 50].
-        #[arg(long)]
-        count: Option<usize>,
-    },
-    /// Mark the conversation with a contact or a group read (sends read receipts).
-    Read {
-        /// The contact's user id, or a group id.
-        user: String,
-    },
-    /// Group chats: create, list, show, add and remove members, leave, rename.
-    #[command(
-        subcommand,
-        after_help = "\
-Examples:
-  kith group create Climbing 12D3KooW...bob 12D3KooW...carol
-  kith group list
-  kith group info Climbing
-  kith group remove Climbing 12D3KooW...carol
-  kith send <group-id> 'hi all'"
-    )]
-    Group(GroupCommand),
-    /// Show a sent group message's status per member (delivered, read...).
-    Info {
-        /// The message id (from `kith send` or `kith history`).
-        message: String,
-    },
-    /// Show whether a contact is online, or when they were last seen.
-    Presence {
-        /// The contact's user id.
-        user: String,
-    },
-    /// Show your settings, or change the ones given.
-    #[command(after_help = "\
-Examples:
-  kith settings
-  kith settings --profile-name Ann --last-seen contacts --read-receipts off")]
-    Settings(cli::settings::SettingsArgs),
-    /// Show the safety number of your conversation with a contact (compare it with theirs),
-    /// and mark it verified.
-    Verify {
-        /// The contact's user id.
-        user: String,
-        /// Mark it verified (after comparing).
-        #[arg(long, conflicts_with = "unmark")]
-        mark: bool,
-        /// Clear the verified mark.
-        #[arg(long)]
-        unmark: bool,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-enum ContactsCommand {
-    /// Add a contact from their invite (`kith invite` on their machine prints it).
-    Add {
-        /// The invite string.
-        invite: String,
-        /// A name to show for them.
-        #[arg(long)]
-        name: Option<String>,
-    },
-    /// List your contacts.
-    List,
-    /// Remove a contact (their history stays; what was still to be sent to them is dropped).
-    Remove {
-        /// Their user id.
-        user: String,
-    },
-}
+use cli::{
+    args::{Cli, Command, ContactsCommand, GroupCommand, MediaCommand},
+    out::{self, outln},
+    run::RunFlags,
+};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match dispatch(cli).await {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`kith history … | head`): what it wanted, it has.
+        Err(err) if out::is_closed(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("kith: error: {err:#}");
             ExitCode::FAILURE
@@ -315,10 +44,18 @@ async fn dispatch(cli: Cli) -> Result<()> {
             })?;
             cli::run::run(config).await
         }
-        Command::Token => {
-            println!("{}", cli::run::token(&data_dir)?);
-            Ok(())
+        Command::Token => outln!("{}", cli::run::token(&data_dir)?),
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "kith", &mut script);
+            out::bytes(&script)
         }
+        Command::Man => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut page)?;
+            out::bytes(&page)
+        }
+        Command::Openapi => out::bytes(kith_node::api::openapi::json().as_bytes()),
         Command::Demo { dir, port } => {
             init_tracing("warn");
             cli::demo::demo(dir, port).await
@@ -336,19 +73,22 @@ async fn dispatch(cli: Cli) -> Result<()> {
 async fn client_command(client: &ApiClient, command: Command) -> Result<()> {
     use cli::client;
     match command {
-        Command::Invite => client::invite(client).await,
+        Command::Invite { output } => client::invite(client, output).await,
+        Command::Me { output } => client::me(client, output).await,
         Command::Contacts(ContactsCommand::Add { invite, name }) => {
             client::add_contact(client, &invite, name.as_deref()).await
         }
-        Command::Contacts(ContactsCommand::List) => client::list_contacts(client).await,
+        Command::Contacts(ContactsCommand::List { output }) => {
+            client::list_contacts(client, output).await
+        }
         Command::Contacts(ContactsCommand::Remove { user }) => {
             client::remove_contact(client, &user).await
         }
-        Command::Requests => client::requests(client).await,
+        Command::Requests { output } => client::requests(client, output).await,
         Command::Accept { user } => client::accept(client, &user).await,
         Command::Block { user } => client::block(client, &user).await,
         Command::Unblock { user } => client::unblock(client, &user).await,
-        Command::Blocked => client::blocked(client).await,
+        Command::Blocked { output } => client::blocked(client, output).await,
         Command::Send {
             user,
             file: Some(path),
@@ -368,21 +108,27 @@ async fn client_command(client: &ApiClient, command: Command) -> Result<()> {
             user,
             offset,
             count,
-        } => client::history(client, &user, offset, count).await,
+            output,
+        } => client::history(client, &user, (offset, count), output).await,
         Command::Read { user } => client::mark_read(client, &user).await,
-        Command::Presence { user } => client::presence(client, &user).await,
+        Command::Presence { user, output } => client::presence(client, &user, output).await,
         Command::Settings(args) => cli::settings::settings(client, args).await,
         Command::Verify { user, mark, unmark } => {
             let change = (mark || unmark).then_some(mark);
             cli::settings::verify(client, &user, change).await
         }
         Command::Group(command) => group_command(client, command).await,
-        Command::Info { message } => cli::groups::message_info(client, &message).await,
+        Command::Info { message, output } => {
+            cli::groups::message_info(client, &message, output).await
+        }
         Command::Init
         | Command::Run(_)
         | Command::Token
         | Command::Demo { .. }
-        | Command::Open { .. } => {
+        | Command::Open { .. }
+        | Command::Completions { .. }
+        | Command::Man
+        | Command::Openapi => {
             anyhow::bail!("internal: command does not use the API")
         }
     }
@@ -393,8 +139,8 @@ async fn group_command(client: &ApiClient, command: GroupCommand) -> Result<()> 
     use cli::groups;
     match command {
         GroupCommand::Create { name, users } => groups::create(client, &name, &users).await,
-        GroupCommand::List => groups::list(client).await,
-        GroupCommand::Info { group } => groups::info(client, &group).await,
+        GroupCommand::List { output } => groups::list(client, output).await,
+        GroupCommand::Info { group, output } => groups::info(client, &group, output).await,
         GroupCommand::Add { group, user } => groups::add(client, &group, &user).await,
         GroupCommand::Remove { group, user } => groups::remove(client, &group, &user).await,
         GroupCommand::Leave { group } => groups::leave(client, &group).await,
@@ -417,7 +163,6 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn cli_definition_is_valid() {
@@ -440,6 +185,35 @@ mod tests {
         ));
         let cli = Cli::try_parse_from(["kith", "info", "ab"]).expect("info");
         assert!(matches!(cli.command, Command::Info { .. }));
+    }
+
+    #[test]
+    fn read_commands_take_json_and_tools_parse() {
+        let reads: [&[&str]; 10] = [
+            &["kith", "me", "--json"],
+            &["kith", "invite", "--json"],
+            &["kith", "contacts", "list", "--json"],
+            &["kith", "requests", "--json"],
+            &["kith", "blocked", "--json"],
+            &["kith", "history", "u", "--json", "--count", "5"],
+            &["kith", "presence", "u", "--json"],
+            &["kith", "group", "list", "--json"],
+            &["kith", "group", "info", "g", "--json"],
+            &["kith", "info", "m", "--json"],
+        ];
+        for args in reads {
+            Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        }
+        assert!(Cli::try_parse_from(["kith", "send", "u", "hi", "--json"]).is_err());
+        for shell in ["bash", "zsh", "fish"] {
+            let cli = Cli::try_parse_from(["kith", "completions", shell]).expect(shell);
+            assert!(matches!(cli.command, Command::Completions { .. }));
+        }
+        assert!(Cli::try_parse_from(["kith", "completions", "tcsh"]).is_err());
+        assert!(matches!(
+            Cli::try_parse_from(["kith", "man"]).expect("man").command,
+            Command::Man
+        ));
     }
 
     #[test]

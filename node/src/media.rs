@@ -87,7 +87,7 @@ pub fn carried_mime(declared: Option<&str>) -> String {
 }
 
 /// Where a blob is in its life on this node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MediaState {
     /// Ours, being uploaded to the recipient's store peers.
@@ -302,7 +302,7 @@ impl MediaRecord {
 }
 
 /// A blob as the API shows it inside a conversation entry.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MediaView {
     /// File name.
     pub name: String,

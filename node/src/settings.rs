@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::{error::NodeError, Config};
 
 /// Who sees the local user's online state and last seen.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LastSeen {
     /// Anyone who asks (store peers serve it without the mailbox access key).
@@ -42,7 +42,7 @@ impl LastSeen {
 }
 
 /// The settings in effect.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Settings {
     /// The name contacts see for the user (unless they named them), sent inside the
     /// end-to-end channel; may be empty.
@@ -89,7 +89,7 @@ impl Settings {
 }
 
 /// A change to the settings (`PUT /v1/settings`): only the fields given change.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SettingsChange {
     /// See [`Settings::profile_name`].

@@ -6,6 +6,7 @@
 
 use kith_protocol::{DeliveryStatus, UserId};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::{
     media::MediaId,
@@ -15,8 +16,35 @@ use crate::{
 /// Largest page of history one call returns.
 pub const MAX_PAGE: usize = 200;
 
+/// The OpenAPI schema of [`DeliveryStatus`] (the protocol crate knows nothing of OpenAPI):
+/// where a message is, pending → sent (✓) → delivered (✓✓) → read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[schema(as = DeliveryStatus)]
+pub enum StatusSchema {
+    /// Accepted by the local node, not yet held by anyone else.
+    Pending,
+    /// Durably held by the recipient's node or by enough of its store peers.
+    Sent,
+    /// The recipient's node stored it.
+    Delivered,
+    /// The recipient read it.
+    Read,
+}
+
+impl From<DeliveryStatus> for StatusSchema {
+    fn from(s: DeliveryStatus) -> Self {
+        match s {
+            DeliveryStatus::Pending => StatusSchema::Pending,
+            DeliveryStatus::Sent => StatusSchema::Sent,
+            DeliveryStatus::Delivered => StatusSchema::Delivered,
+            DeliveryStatus::Read => StatusSchema::Read,
+        }
+    }
+}
+
 /// The local user, as `GET /v1/me` shows it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct Me {
     /// This node's user id.
     pub user_id: String,
@@ -27,7 +55,7 @@ pub struct Me {
 }
 
 /// A contact.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct ContactView {
     /// The contact's user id.
     pub user_id: String,
@@ -64,7 +92,7 @@ fn yes() -> bool {
 }
 
 /// A conversation's safety number (`GET /v1/contacts/{user}/safety-number`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct SafetyNumberView {
     /// The contact.
     pub user_id: String,
@@ -81,7 +109,7 @@ pub struct SafetyNumberView {
 }
 
 /// A pending message request, as `GET /v1/requests` shows it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct RequestView {
     /// The sender's user id (their messages: `GET /v1/conversations/{user_id}`).
     pub user_id: String,
@@ -92,7 +120,7 @@ pub struct RequestView {
 }
 
 /// A blocked user, as `GET /v1/blocked` shows them.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct BlockedView {
     /// Their user id.
     pub user_id: String,
@@ -101,7 +129,7 @@ pub struct BlockedView {
 }
 
 /// One message of a conversation, as the API shows it.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct MessageView {
     /// Message id (32 hex digits).
     pub id: String,
@@ -112,6 +140,7 @@ pub struct MessageView {
     /// The text.
     pub text: String,
     /// The sender's client metadata (a JSON object).
+    #[schema(value_type = Object)]
     pub client_meta: serde_json::Value,
     /// When the sender composed it (RFC 3339, UTC).
     pub sent_at: String,
@@ -119,6 +148,7 @@ pub struct MessageView {
     pub sent_at_ms: u64,
     /// For messages we sent: pending / sent / delivered / read. For messages we received:
     /// delivered, or read once the local user read them.
+    #[schema(value_type = StatusSchema)]
     pub status: DeliveryStatus,
     /// Whether the local user sent it.
     pub outgoing: bool,
@@ -132,7 +162,7 @@ pub struct MessageView {
 }
 
 /// A page of a conversation, newest first.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct Page {
     /// The messages, newest first.
     pub messages: Vec<MessageView>,
@@ -141,16 +171,17 @@ pub struct Page {
 }
 
 /// What the API answers to a send.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct Sent {
     /// The new message's id.
     pub id: String,
     /// Its status (pending until a peer holds it).
+    #[schema(value_type = StatusSchema)]
     pub status: DeliveryStatus,
 }
 
 /// A contact's presence, as the local user may see it.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct PresenceView {
     /// Online now.
     pub online: bool,
@@ -165,7 +196,7 @@ pub struct PresenceView {
 }
 
 /// How messages to a contact travel now.
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ContactRoute {
     /// A direct connection to the contact's node is open.
@@ -262,7 +293,7 @@ pub fn message_view(store: &Store, me: &UserId, msg: &StoredMessage) -> MessageV
 }
 
 /// A member of a group, as the API shows it.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct MemberView {
     /// The member's user id.
     pub user_id: String,
@@ -273,7 +304,7 @@ pub struct MemberView {
 }
 
 /// A group chat, as `GET /v1/groups/{id}` shows it.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct GroupView {
     /// The group id (32 hex digits); also its conversation's key.
     pub id: String,
@@ -292,25 +323,27 @@ pub struct GroupView {
 }
 
 /// One member's status of a group message we sent, as `GET /v1/messages/{id}/info` shows it.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct MemberStatusView {
     /// The member.
     pub user_id: String,
     /// Their contact name (may be empty).
     pub name: String,
     /// pending / sent / delivered / read for this member.
+    #[schema(value_type = StatusSchema)]
     pub status: DeliveryStatus,
 }
 
 /// `GET /v1/messages/{id}/info`: a sent group message's status per member (WhatsApp's
 /// "message info"); the message's own status is the slowest member's.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct MessageInfo {
     /// The message id.
     pub id: String,
     /// The group it was sent to.
     pub group: String,
     /// The slowest member's status.
+    #[schema(value_type = StatusSchema)]
     pub status: DeliveryStatus,
     /// Every member it was sent to, with their status.
     pub members: Vec<MemberStatusView>,

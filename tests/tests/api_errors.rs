@@ -25,7 +25,26 @@ fn offline_contact_invite() -> Result<(UserId, String)> {
     Ok((id.user_id(), Invite::new(id.bundle(), &[]).encode()?))
 }
 
+/// The error codes the API reference (`docs/api/openapi.json`) documents.
+fn documented_codes() -> Vec<String> {
+    let doc: serde_json::Value =
+        serde_json::from_str(kith_node::api::openapi::json()).unwrap_or_default();
+    doc["components"]["schemas"]["ErrorCode"]["enum"]
+        .as_array()
+        .map(|codes| {
+            codes
+                .iter()
+                .filter_map(|c| c.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn check(case: &str, res: &ApiResponse, status: u16, code: &str) -> Result<()> {
+    ensure!(
+        documented_codes().iter().any(|c| c == code),
+        "{case}: `{code}` is not in the API reference's ErrorCode"
+    );
     ensure!(
         res.status != 500,
         "{case}: a client mistake answered 500: {}",
@@ -33,6 +52,27 @@ fn check(case: &str, res: &ApiResponse, status: u16, code: &str) -> Result<()> {
     );
     res.expect_error(status, code)
         .with_context(|| format!("case: {case}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_document_is_served_behind_the_token() -> Result<()> {
+    init_logging();
+    let node = TestNode::start("openapi").await?;
+    let api = node.api()?;
+    let res = api
+        .raw(Method::GET, "/v1/openapi.json", Auth::None, None)
+        .await?;
+    check("openapi without token", &res, 401, "unauthorized")?;
+    let res = api.get("/v1/openapi.json").await?;
+    res.expect_status(200)?;
+    let served = res.body;
+    let built: serde_json::Value = serde_json::from_str(kith_node::api::openapi::json())?;
+    ensure!(
+        served == built,
+        "the served document is not the generated one"
+    );
+    ensure!(served["paths"]["/v1/events"].is_object());
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,7 +16,7 @@ use axum::{
 use kith_protocol::UserId;
 use serde::de::DeserializeOwned;
 
-use super::error::{code_for, ApiError};
+use super::error::{code_for, ApiError, ErrorCode};
 
 /// Largest JSON request body, in bytes: a message text plus its metadata fits many times over,
 /// and a client cannot make the node buffer more than this per request.
@@ -26,18 +26,20 @@ pub const BODY_LIMIT: usize = 256 * 1024;
 pub(crate) fn json_rejection(rejection: JsonRejection) -> ApiError {
     match rejection {
         JsonRejection::JsonDataError(e) => ApiError::body(e.body_text()),
-        JsonRejection::JsonSyntaxError(e) => {
-            ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", e.body_text())
-        }
+        JsonRejection::JsonSyntaxError(e) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::MalformedJson,
+            e.body_text(),
+        ),
         JsonRejection::MissingJsonContentType(_) => ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "expected `Content-Type: application/json`",
         ),
         JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
+                ErrorCode::TooLarge,
                 format!("request body is over the {BODY_LIMIT}-byte limit"),
             )
         }
@@ -96,9 +98,9 @@ impl<S: Send + Sync> FromRequestParts<S> for PeerPath {
             .map_err(|e| {
                 let status = e.status();
                 let code = if status.is_client_error() {
-                    "invalid_path"
+                    ErrorCode::InvalidPath
                 } else {
-                    "internal"
+                    ErrorCode::Internal
                 };
                 ApiError::new(status, code, e.body_text())
             })?;
@@ -124,7 +126,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ChatPath {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let Path(raw) = Path::<String>::from_request_parts(parts, state)
             .await
-            .map_err(|e| ApiError::new(e.status(), "invalid_path", e.body_text()))?;
+            .map_err(|e| ApiError::new(e.status(), ErrorCode::InvalidPath, e.body_text()))?;
         if let Ok(group) = kith_protocol::GroupId::from_str(&raw) {
             return Ok(ChatPath(Chat::Group(group)));
         }
@@ -138,7 +140,7 @@ pub(crate) fn parse_group_id(raw: &str) -> Result<kith_protocol::GroupId, ApiErr
         let shown: String = raw.chars().take(80).collect();
         ApiError::new(
             StatusCode::BAD_REQUEST,
-            "invalid_path",
+            ErrorCode::InvalidPath,
             format!("`{shown}` is not a group id (32 hex digits)"),
         )
     })
@@ -150,7 +152,7 @@ pub(crate) fn parse_user_id(raw: &str) -> Result<UserId, ApiError> {
         let shown: String = raw.chars().take(80).collect();
         ApiError::new(
             StatusCode::BAD_REQUEST,
-            "invalid_path",
+            ErrorCode::InvalidPath,
             format!("`{shown}` is not a user id: {e}"),
         )
     })
@@ -161,7 +163,7 @@ pub(crate) fn parse_message_id(raw: &str) -> Result<kith_protocol::MessageId, Ap
     kith_protocol::MessageId::from_str(raw).map_err(|_| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
-            "invalid_path",
+            ErrorCode::InvalidPath,
             "a message id is 32 hex digits",
         )
     })

@@ -18,7 +18,7 @@ use axum::{
 };
 
 use super::{
-    error::{json_errors, method_not_allowed, not_found, ApiError},
+    error::{json_errors, method_not_allowed, not_found, ApiError, ErrorCode},
     extract::BODY_LIMIT,
     link::{self, constant_time_eq},
 };
@@ -65,7 +65,7 @@ pub(crate) async fn guard(State(guard): State<Guard>, req: Request, next: Next) 
         if !allowed {
             return ApiError::new(
                 StatusCode::FORBIDDEN,
-                "forbidden_origin",
+                ErrorCode::ForbiddenOrigin,
                 "requests from web pages on other origins are refused; \
                  only http://127.0.0.1:<port> and http://localhost:<port> of this API may call it",
             )

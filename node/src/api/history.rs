@@ -13,7 +13,7 @@ use kith_protocol::GroupId;
 use serde::Deserialize;
 
 use super::{
-    error::{node_error, ApiError, Input},
+    error::{node_error, ApiError, ErrorBody, Input},
     extract::{parse_message_id, parse_user_id, ApiQuery},
     routes::{parse_page, PageQuery},
     state::ApiState,
@@ -28,14 +28,25 @@ pub(crate) fn routes() -> Router<ApiState> {
 }
 
 /// The query of `GET /v1/search`: `q` and the paging of a conversation.
-#[derive(Debug, Default, Deserialize)]
-struct SearchQuery {
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct SearchQuery {
+    /// The words to find (each must begin a word of the message; at most 256 bytes).
     q: Option<String>,
+    /// How many results to skip (default 0).
     offset: Option<String>,
+    /// At most this many results (default 50, at most 500).
     count: Option<String>,
 }
 
-async fn search(
+/// Messages of every conversation (one-to-one and group) whose text or caption holds every
+/// word of `q` (the last may be half typed), newest first, paged like a conversation.
+#[utoipa::path(get, path = "/v1/search", operation_id = "search", tag = "messages", params(SearchQuery),
+    responses((status = 200, description = "The matching messages", body = Page),
+        (status = 400, description = "`invalid_query`: `q` missing or empty, or a bad offset or \
+            count", body = ErrorBody),
+        (status = 413, description = "`too_large`: `q` longer than 256 bytes", body = ErrorBody)))]
+pub(super) async fn search(
     State(s): State<ApiState>,
     ApiQuery(query): ApiQuery<SearchQuery>,
 ) -> Result<Json<Page>, ApiError> {
@@ -54,7 +65,14 @@ async fn search(
         .map_err(|e| node_error(e, Input::Query))
 }
 
-async fn remove(
+/// Deletes a message from this node only ("delete for me"); nothing is sent to anyone.
+#[utoipa::path(delete, path = "/v1/conversations/{chat}/messages/{id}", operation_id = "delete_message", tag = "messages",
+    params(("chat" = String, Path, description = "A contact's user id or a group id"),
+        ("id" = String, Path, description = "The message id (32 hex digits)")),
+    responses((status = 204, description = "Deleted"),
+        (status = 400, description = "`invalid_path`: not a user, group or message id", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such message in that conversation", body = ErrorBody)))]
+pub(super) async fn remove(
     State(s): State<ApiState>,
     Path((chat, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {

@@ -26,17 +26,20 @@ use axum::{
 };
 use futures::StreamExt;
 use kith_protocol::blob::BlobHash;
+use serde::Serialize;
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+use utoipa::ToSchema;
 
 use super::{
-    error::{node_error, ApiError, Input},
+    error::{node_error, ApiError, ErrorBody, ErrorCode, Input},
     extract::{parse_group_id, parse_user_id, Chat},
     link::{link_cap, LINK_LIFETIME},
     state::ApiState,
 };
 use crate::{
     handle::{FileToSend, SentFile},
-    media::{carried_mime, sanitize_name, MediaId, MediaState, INLINE_TYPES},
+    media::{carried_mime, sanitize_name, MediaId, MediaState, MediaView, INLINE_TYPES},
+    view::StatusSchema,
 };
 
 /// How often a ranged read waiting for a download in progress looks at its progress again.
@@ -58,11 +61,19 @@ pub(super) fn routes() -> Router<ApiState> {
 /// `POST /v1/media/{hash}/download` (`?of={id}` for one message's): fetch media that waits
 /// for the user (over the auto-download size) or failed (no holder served it in time).
 /// Answers the media's view; one already complete or downloading is left as it is.
-async fn fetch(
+#[utoipa::path(post, path = "/v1/media/{hash}/download", operation_id = "fetch_media", tag = "media", params(("hash" = String, Path, description = "The media hash (64 hex digits)"), ("of" = Option<String>, Query, description = "One message's media record (its media view's `id`), when several messages named this hash")),
+    responses(
+        (status = 200, description = "The media, downloading (or as it was)", body = MediaView),
+        (status = 400, description = "`invalid_path`: not a media hash; `invalid_query`: a bad `of`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such media on this node", body = ErrorBody),
+        (status = 422, description = "`invalid_input`: media the local user sent, or from \
+            someone who is not a contact", body = ErrorBody),
+    ))]
+pub(super) async fn fetch(
     State(s): State<ApiState>,
     Path(raw): Path<String>,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<crate::media::MediaView>, ApiError> {
+) -> Result<Json<MediaView>, ApiError> {
     let (_, rec) = lookup(&s, &raw, &q)?;
     s.node
         .fetch_media(&rec.id())
@@ -70,13 +81,27 @@ async fn fetch(
         .map_err(|e| node_error(e, Input::Query))
 }
 
+/// `POST /v1/media/{hash}/link`'s answer.
+#[derive(Serialize, ToSchema)]
+pub(super) struct MediaLink {
+    /// `GET` this for the file, without the token, until `expires_at_ms`.
+    url: String,
+    /// The same for its preview.
+    preview_url: String,
+    /// When both stop working, unix ms.
+    expires_at_ms: u64,
+}
+
 /// `POST /v1/media/{hash}/link`: a URL for this media (and its preview) that works without
 /// the token for [`LINK_LIFETIME`] — what a `<video>` element needs to stream with Range.
-async fn link(
+#[utoipa::path(post, path = "/v1/media/{hash}/link", operation_id = "media_link", tag = "media", params(("hash" = String, Path, description = "The media hash (64 hex digits)"), ("of" = Option<String>, Query, description = "One message's media record (its media view's `id`), when several messages named this hash")),
+    responses((status = 200, description = "Links valid for an hour", body = MediaLink), (status = 400, description = "`invalid_path`: not a media hash; `invalid_query`: a bad `of`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such media on this node", body = ErrorBody)))]
+pub(super) async fn link(
     State(s): State<ApiState>,
     Path(raw): Path<String>,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Response, ApiError> {
+) -> Result<Json<MediaLink>, ApiError> {
     let (hash, rec) = lookup(&s, &raw, &q)?;
     let of = match q.contains_key("of") {
         true => format!("&of={}", rec.id().to_hex()),
@@ -93,18 +118,17 @@ async fn link(
         "{preview}?exp={exp}&cap={}{of}",
         hex::encode(link_cap(&s.link_key, &preview, exp))
     );
-    Ok(Json(serde_json::json!({
-        "url": url,
-        "preview_url": preview_url,
-        "expires_at_ms": exp,
+    Ok(Json(MediaLink {
+        url,
+        preview_url,
+        expires_at_ms: exp,
     }))
-    .into_response())
 }
 
 fn too_large(max: u64) -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
-        "too_large",
+        ErrorCode::TooLarge,
         format!("media files may be at most {max} bytes"),
     )
 }
@@ -113,18 +137,56 @@ fn io_error(e: impl std::fmt::Display) -> ApiError {
     tracing::error!(error = %e, "media file I/O failed");
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
-        "storage",
+        ErrorCode::Storage,
         format!("media storage failed: {e}"),
     )
 }
 
+/// A file's raw bytes, as the API reference names them (`type: string, format: binary`).
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)] // Only named in the document: bodies are streamed, never held whole.
+pub(super) struct FileBytes(Vec<u8>);
+
+/// `POST /v1/media`'s answer.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Uploaded {
+    /// The new message's id.
+    id: String,
+    /// Its status (pending until a peer holds it).
+    #[schema(value_type = StatusSchema)]
+    status: kith_protocol::DeliveryStatus,
+    /// The media hash: `GET /v1/media/{hash}`.
+    hash: String,
+}
+
 /// `POST /v1/media?to=<user>&name=<file name>&caption=<text>`, body: the raw file.
-async fn upload(
+#[utoipa::path(post, path = "/v1/media", operation_id = "upload_media", tag = "media",
+    params(
+        ("to" = Option<String>, Query, description = "A contact's user id (or `group`)"),
+        ("group" = Option<String>, Query, description = "A group id (or `to`)"),
+        ("name" = Option<String>, Query, description = "The file name shown (default `file`)"),
+        ("caption" = Option<String>, Query, description = "A caption, the message's text"),
+    ),
+    request_body(content = FileBytes, content_type = "application/octet-stream",
+        description = "The raw file; its `Content-Type` is carried (images and videos get a \
+            preview)"),
+    responses(
+        (status = 201, description = "Stored and being sent", body = Uploaded),
+        (status = 400, description = "`invalid_query`: neither or both of `to` and `group`, \
+            or a bad id; `body_error`: the upload was cut", body = ErrorBody),
+        (status = 403, description = "`not_member`: the local user is not in the group; \
+            `forbidden_origin`", body = ErrorBody),
+        (status = 404, description = "`unknown_contact`: `to` is neither a contact nor a \
+            request; `not_found`: no such group", body = ErrorBody),
+        (status = 413, description = "`too_large`: over the node's media size limit", body = ErrorBody),
+    ))]
+pub(super) async fn upload(
     State(s): State<ApiState>,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Response, ApiError> {
+) -> Result<(StatusCode, Json<Uploaded>), ApiError> {
     let to =
         match (q.get("to"), q.get("group")) {
             (Some(to), None) => {
@@ -179,13 +241,12 @@ async fn upload(
     let SentFile { sent, hash } = sent;
     Ok((
         StatusCode::CREATED,
-        Json(serde_json::json!({
-            "id": sent.id,
-            "status": sent.status,
-            "hash": hash.to_hex(),
-        })),
-    )
-        .into_response())
+        Json(Uploaded {
+            id: sent.id,
+            status: sent.status,
+            hash: hash.to_hex(),
+        }),
+    ))
 }
 
 /// Streams a request body into `path`, refusing past `max` bytes; syncs it. Returns its size.
@@ -197,7 +258,7 @@ async fn write_body(path: &std::path::Path, body: Body, max: u64) -> Result<u64,
         let chunk = chunk.map_err(|e| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "body_error",
+                ErrorCode::BodyError,
                 format!("the upload was cut: {e}"),
             )
         })?;
@@ -216,7 +277,7 @@ fn parse_hash(raw: &str) -> Result<BlobHash, ApiError> {
         let shown: String = raw.chars().take(80).collect();
         ApiError::new(
             StatusCode::BAD_REQUEST,
-            "invalid_path",
+            ErrorCode::InvalidPath,
             format!("`{shown}` is not a media hash (64 hex digits)"),
         )
     })
@@ -253,7 +314,7 @@ fn lookup(
 fn not_found(hash: &BlobHash) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
-        "not_found",
+        ErrorCode::NotFound,
         format!("no media {hash} on this node"),
     )
 }
@@ -293,7 +354,25 @@ fn parse_range(value: &str, size: u64) -> Result<Option<(u64, u64)>, ()> {
 }
 
 /// `GET /v1/media/{hash}`: the decrypted file.
-async fn download(
+#[utoipa::path(get, path = "/v1/media/{hash}", operation_id = "download_media", tag = "media",
+    params(("hash" = String, Path, description = "The media hash (64 hex digits)"), ("of" = Option<String>, Query, description = "One message's media record (its media view's `id`), when several messages named this hash"), ("exp" = Option<u64>, Query, description = "A media link's expiry (unix ms), in place of the token"),
+        ("cap" = Option<String>, Query, description = "A media link's capability (hex), in place of the token"),
+        ("Range" = Option<String>, Header, description = "One `bytes=` range; a download in \
+            progress serves what is verified"),
+    ),
+    responses(
+        (status = 200, description = "The file, with its own `Content-Type`", body = FileBytes,
+            content_type = "application/octet-stream"),
+        (status = 206, description = "The asked range", body = FileBytes,
+            content_type = "application/octet-stream"),
+        (status = 400, description = "`invalid_path`: not a media hash; `invalid_query`: a bad `of`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such media on this node", body = ErrorBody),
+        (status = 409, description = "`media_incomplete`: not on disk as far as asked yet", body = ErrorBody),
+        (status = 410, description = "`media_failed`: the download failed; \
+            `POST /v1/media/{hash}/download` tries again", body = ErrorBody),
+        (status = 416, description = "`range_not_satisfiable`: the range is outside the file", body = ErrorBody),
+    ))]
+pub(super) async fn download(
     State(s): State<ApiState>,
     Path(raw): Path<String>,
     Query(q): Query<HashMap<String, String>>,
@@ -306,7 +385,7 @@ async fn download(
         Some(v) => parse_range(v, size).map_err(|()| {
             ApiError::new(
                 StatusCode::RANGE_NOT_SATISFIABLE,
-                "range_not_satisfiable",
+                ErrorCode::RangeNotSatisfiable,
                 format!("the file has {size} bytes"),
             )
         })?,
@@ -328,9 +407,9 @@ async fn download(
         }
         if rec.state != MediaState::Downloading || tokio::time::Instant::now() >= deadline {
             let (status, code) = if rec.state == MediaState::Failed {
-                (StatusCode::GONE, "media_failed")
+                (StatusCode::GONE, ErrorCode::MediaFailed)
             } else {
-                (StatusCode::CONFLICT, "media_incomplete")
+                (StatusCode::CONFLICT, ErrorCode::MediaIncomplete)
             };
             return Err(ApiError::new(
                 status,
@@ -421,7 +500,15 @@ async fn download(
 }
 
 /// `GET /v1/media/{hash}/preview`: the thumbnail (JPEG).
-async fn preview(
+#[utoipa::path(get, path = "/v1/media/{hash}/preview", operation_id = "media_preview", tag = "media", params(("hash" = String, Path, description = "The media hash (64 hex digits)"), ("of" = Option<String>, Query, description = "One message's media record (its media view's `id`), when several messages named this hash"), ("exp" = Option<u64>, Query, description = "A media link's expiry (unix ms), in place of the token"),
+        ("cap" = Option<String>, Query, description = "A media link's capability (hex), in place of the token")),
+    responses(
+        (status = 200, description = "The thumbnail", body = FileBytes, content_type = "image/jpeg"),
+        (status = 400, description = "`invalid_path`: not a media hash; `invalid_query`: a bad `of`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such media; `no_preview`: it has no \
+            preview", body = ErrorBody),
+    ))]
+pub(super) async fn preview(
     State(s): State<ApiState>,
     Path(raw): Path<String>,
     Query(q): Query<HashMap<String, String>>,
@@ -430,7 +517,7 @@ async fn preview(
     if rec.preview.is_empty() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            "no_preview",
+            ErrorCode::NoPreview,
             "this media has no preview",
         ));
     }

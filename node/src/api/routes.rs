@@ -15,9 +15,10 @@ use kith_protocol::{GroupId, UserId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
+use utoipa::{IntoParams, ToSchema};
 
 use super::{
-    error::{node_error, ApiError, Input},
+    error::{node_error, ApiError, ErrorBody, Input},
     extract::{ApiJson, ApiQuery, Chat, ChatPath, PeerPath},
     state::ApiState,
 };
@@ -43,7 +44,10 @@ pub(crate) fn routes() -> Router<ApiState> {
         .merge(super::groups::routes())
 }
 
-async fn me(State(s): State<ApiState>) -> Result<Json<Me>, ApiError> {
+/// The local user: user id, listen addresses and invite.
+#[utoipa::path(get, path = "/v1/me", operation_id = "get_me", tag = "me",
+    responses((status = 200, description = "The local user", body = Me)))]
+pub(super) async fn me(State(s): State<ApiState>) -> Result<Json<Me>, ApiError> {
     s.node
         .me()
         .await
@@ -52,30 +56,43 @@ async fn me(State(s): State<ApiState>) -> Result<Json<Me>, ApiError> {
 }
 
 /// `GET /v1/contacts`.
-#[derive(Serialize)]
-struct ContactList {
+#[derive(Serialize, ToSchema)]
+pub(super) struct ContactList {
+    /// Every contact.
     contacts: Vec<ContactView>,
 }
 
-async fn contacts(State(s): State<ApiState>) -> Result<Json<ContactList>, ApiError> {
+/// The contacts.
+#[utoipa::path(get, path = "/v1/contacts", operation_id = "list_contacts", tag = "contacts",
+    responses((status = 200, description = "Every contact", body = ContactList)))]
+pub(super) async fn contacts(State(s): State<ApiState>) -> Result<Json<ContactList>, ApiError> {
     s.node
         .contacts()
         .map(|contacts| Json(ContactList { contacts }))
         .map_err(|e| node_error(e, Input::Query))
 }
 
-/// `POST /v1/contacts`.
-#[derive(Deserialize)]
+/// `POST /v1/contacts`: exactly one of `invite` or `user_id`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AddContact {
+pub(super) struct AddContact {
     /// An invite string (user id, addresses and key bundle)...
     invite: Option<String>,
     /// ...or a user id alone, whose key bundle is then looked up in the DHT.
     user_id: Option<String>,
+    /// The name to show for them.
     name: Option<String>,
 }
 
-async fn add_contact(
+/// Adds a contact from their invite, or by user id alone.
+#[utoipa::path(post, path = "/v1/contacts", operation_id = "add_contact", tag = "contacts", request_body = AddContact,
+    responses(
+        (status = 201, description = "The new contact", body = ContactView),
+        (status = 422, description = "`bad_invite`: the invite does not parse or verify; \
+            `invalid_input`: neither or both of `invite` and `user_id`, or a bad user id; \
+            `invalid_body`: wrong fields or types", body = ErrorBody),
+    ))]
+pub(super) async fn add_contact(
     State(s): State<ApiState>,
     ApiJson(body): ApiJson<AddContact>,
 ) -> Result<(StatusCode, Json<ContactView>), ApiError> {
@@ -99,13 +116,19 @@ async fn add_contact(
         .map_err(|e| node_error(e, Input::Body))
 }
 
-/// `POST /v1/messages` as the client sends it; there is deliberately no `from`.
-#[derive(Deserialize)]
+/// `POST /v1/messages` as the client sends it: exactly one of `to` or `group`; there is
+/// deliberately no `from`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SendBody {
+pub(super) struct SendBody {
+    /// The contact's user id.
     to: Option<String>,
+    /// Or a group id (32 hex digits).
     group: Option<String>,
+    /// The text (not empty).
     text: String,
+    /// Metadata stored and delivered with the message: a JSON object.
+    #[schema(value_type = Option<Object>)]
     client_meta: Option<Value>,
 }
 
@@ -153,7 +176,19 @@ pub(super) fn parse_send(body: Value) -> Result<SendRequest, ApiError> {
     })
 }
 
-async fn send(
+/// Sends a text to a contact or a group; answers once the message is durably stored.
+#[utoipa::path(post, path = "/v1/messages", operation_id = "send_message", tag = "messages", request_body = SendBody,
+    responses(
+        (status = 201, description = "Stored and queued; `status` is `pending`", body = Sent),
+        (status = 403, description = "`not_member`: the local user is not in the group; \
+            `forbidden_origin`", body = ErrorBody),
+        (status = 404, description = "`unknown_contact`: `to` is not a contact; \
+            `not_found`: no such group", body = ErrorBody),
+        (status = 422, description = "`invalid_body`: `from` given, neither or both of `to` \
+            and `group`, a bad id or a `client_meta` that is not an object; `invalid_input`: \
+            an empty text", body = ErrorBody),
+    ))]
+pub(super) async fn send(
     State(s): State<ApiState>,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<(StatusCode, Json<Sent>), ApiError> {
@@ -171,10 +206,16 @@ async fn send(
 }
 
 /// The query of `GET /v1/conversations/{user_id}`, as text so bad values get a clear 400.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct PageQuery {
+    /// Skip this many newest messages (default 0; a page's `next_offset`).
+    #[param(value_type = Option<u64>)]
     pub(super) offset: Option<String>,
+    /// How many messages, at most 200 (default 50).
+    #[param(value_type = Option<u64>)]
     pub(super) count: Option<String>,
+    /// Only messages sent at or after this time: RFC 3339 or unix milliseconds.
     pub(super) since: Option<String>,
 }
 
@@ -210,7 +251,19 @@ pub(super) fn parse_page(q: PageQuery) -> Result<PageRequest, ApiError> {
     })
 }
 
-async fn conversation(
+/// A page of the conversation with a contact or a group, newest first.
+#[utoipa::path(get, path = "/v1/conversations/{user_id}", operation_id = "get_conversation", tag = "messages",
+    params(("user_id" = String, Path, description = "A user id, or a group id (32 hex digits)"),
+        PageQuery),
+    responses(
+        (status = 200, description = "A page, newest first", body = Page),
+        (status = 400, description = "`invalid_path`: not a user or group id; \
+            `invalid_query`: a bad `offset`, `count` or `since`; `invalid_input`: a `count` \
+            outside 1..=200", body = ErrorBody),
+        (status = 404, description = "`unknown_contact`: neither a contact nor a request; \
+            `not_found`: no such group", body = ErrorBody),
+    ))]
+pub(super) async fn conversation(
     State(s): State<ApiState>,
     ChatPath(chat): ChatPath,
     ApiQuery(query): ApiQuery<PageQuery>,
@@ -230,12 +283,22 @@ async fn conversation(
 }
 
 /// `POST /v1/conversations/{user_id}/read`.
-#[derive(Serialize)]
-struct Marked {
+#[derive(Serialize, ToSchema)]
+pub(super) struct Marked {
+    /// How many messages were newly marked read.
     marked: usize,
 }
 
-async fn mark_read(
+/// Marks a conversation read (and sends read receipts).
+#[utoipa::path(post, path = "/v1/conversations/{user_id}/read", operation_id = "mark_read", tag = "messages",
+    params(("user_id" = String, Path, description = "A user id, or a group id (32 hex digits)")),
+    responses(
+        (status = 200, description = "How many were marked", body = Marked),
+        (status = 400, description = "`invalid_path`: not a user or group id", body = ErrorBody),
+        (status = 404, description = "`unknown_contact`: neither a contact nor a request; \
+            `not_found`: no such group", body = ErrorBody),
+    ))]
+pub(super) async fn mark_read(
     State(s): State<ApiState>,
     ChatPath(chat): ChatPath,
 ) -> Result<Json<Marked>, ApiError> {
@@ -247,7 +310,15 @@ async fn mark_read(
     .map_err(|e| node_error(e, Input::Query))
 }
 
-async fn presence(
+/// A contact's presence, as the local user may see it.
+#[utoipa::path(get, path = "/v1/presence/{user_id}", operation_id = "get_presence", tag = "presence",
+    params(("user_id" = String, Path, description = "The contact's user id")),
+    responses(
+        (status = 200, description = "Online, or when last seen", body = PresenceView),
+        (status = 400, description = "`invalid_path`: not a user id", body = ErrorBody),
+        (status = 404, description = "`unknown_contact`: not a contact", body = ErrorBody),
+    ))]
+pub(super) async fn presence(
     State(s): State<ApiState>,
     PeerPath(peer): PeerPath,
 ) -> Result<Json<PresenceView>, ApiError> {
@@ -258,40 +329,68 @@ async fn presence(
         .map_err(|e| node_error(e, Input::Query))
 }
 
-/// The SSE `event:` name of an event: its JSON `type`.
-fn event_name(event: &Event) -> &'static str {
-    match event {
-        Event::Message { .. } => "message",
-        Event::Status { .. } => "status",
-        Event::Presence { .. } => "presence",
-        Event::MediaProgress { .. } => "media_progress",
-        Event::Group { .. } => "group",
-        Event::Contact { .. } => "contact",
+/// What one `/v1/events` frame carries: a node event, or word that this subscriber missed
+/// some. Its `type` is also the frame's SSE `event:` name.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub(super) enum EventFrame {
+    /// Something that happened in the node.
+    Event(Box<Event>),
+    /// This subscriber fell behind.
+    Lagged(Lagged),
+}
+
+/// The frame sent when a subscriber fell behind: events were dropped for it, so what it
+/// shows should be read again.
+#[derive(Serialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub(super) enum Lagged {
+    /// `{"type":"lagged","missed":N}`.
+    Lagged {
+        /// How many events were dropped.
+        missed: u64,
+    },
+}
+
+impl EventFrame {
+    /// The SSE `event:` name of a frame: its JSON `type`.
+    pub(super) fn name(&self) -> &'static str {
+        match self {
+            EventFrame::Event(event) => match **event {
+                Event::Message { .. } => "message",
+                Event::Status { .. } => "status",
+                Event::Presence { .. } => "presence",
+                Event::MediaProgress { .. } => "media_progress",
+                Event::Group { .. } => "group",
+                Event::Contact { .. } => "contact",
+            },
+            EventFrame::Lagged(_) => "lagged",
+        }
+    }
+
+    /// The frame as SSE: `event: <type>` and its JSON as `data`.
+    fn sse(&self) -> SseEvent {
+        match serde_json::to_string(self) {
+            Ok(data) => SseEvent::default().event(self.name()).data(data),
+            Err(e) => SseEvent::default().comment(format!("event not encodable: {e}")),
+        }
     }
 }
 
-/// One node event as an SSE frame.
-fn sse_event(event: &Event) -> SseEvent {
-    match serde_json::to_string(event) {
-        Ok(data) => SseEvent::default().event(event_name(event)).data(data),
-        Err(e) => SseEvent::default().comment(format!("event not encodable: {e}")),
-    }
-}
-
-/// The frame sent when this subscriber fell behind and `missed` events were dropped for it.
-fn lagged_event(missed: u64) -> SseEvent {
-    let data = serde_json::json!({ "type": "lagged", "missed": missed });
-    SseEvent::default().event("lagged").data(data.to_string())
-}
-
-async fn events(
+/// The live event stream (Server-Sent Events) until the node stops.
+#[utoipa::path(get, path = "/v1/events", operation_id = "events", tag = "events",
+    responses((status = 200, description = "An SSE stream. Each frame's `event:` is the \
+        `type` of its JSON `data`: `message`, `status`, `presence`, `media_progress`, `group` \
+        (an `Event`), or `lagged` when this subscriber fell behind; comments keep it alive.",
+        content_type = "text/event-stream", body = EventFrame)))]
+pub(super) async fn events(
     State(s): State<ApiState>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let receiver = s.node.subscribe();
     let stream = futures::stream::unfold(receiver, |mut receiver| async move {
         let frame = match receiver.recv().await {
-            Ok(event) => sse_event(&event),
-            Err(RecvError::Lagged(missed)) => lagged_event(missed),
+            Ok(event) => EventFrame::Event(Box::new(event)).sse(),
+            Err(RecvError::Lagged(missed)) => EventFrame::Lagged(Lagged::Lagged { missed }).sse(),
             Err(RecvError::Closed) => return None,
         };
         Some((Ok(frame), receiver))

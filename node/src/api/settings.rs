@@ -14,7 +14,7 @@ use axum::{
 };
 
 use super::{
-    error::{node_error, ApiError, Input},
+    error::{node_error, ApiError, ErrorBody, ErrorCode, Input},
     extract::{ApiJson, PeerPath},
     state::ApiState,
 };
@@ -38,8 +38,10 @@ pub(crate) fn routes() -> Router<ApiState> {
         )
 }
 
-/// `GET /v1/settings`.
-async fn settings(State(s): State<ApiState>) -> Result<Json<Settings>, ApiError> {
+/// The local user's settings.
+#[utoipa::path(get, path = "/v1/settings", operation_id = "get_settings", tag = "me",
+    responses((status = 200, description = "The settings", body = Settings)))]
+pub(super) async fn settings(State(s): State<ApiState>) -> Result<Json<Settings>, ApiError> {
     s.node
         .settings()
         .await
@@ -47,8 +49,11 @@ async fn settings(State(s): State<ApiState>) -> Result<Json<Settings>, ApiError>
         .map_err(|e| node_error(e, Input::Query))
 }
 
-/// `PUT /v1/settings`: the fields given change; `204` once durable.
-async fn change(
+/// Changes the settings given (the others stay); answered once durable.
+#[utoipa::path(put, path = "/v1/settings", operation_id = "update_settings", tag = "me", request_body = SettingsChange,
+    responses((status = 204, description = "Changed"),
+        (status = 422, description = "`invalid_input`: a value out of range; `invalid_body`", body = ErrorBody)))]
+pub(super) async fn change(
     State(s): State<ApiState>,
     ApiJson(body): ApiJson<SettingsChange>,
 ) -> Result<StatusCode, ApiError> {
@@ -59,8 +64,13 @@ async fn change(
         .map_err(|e| node_error(e, Input::Body))
 }
 
-/// `GET /v1/contacts/{user}/safety-number`.
-async fn safety_number(
+/// The safety number of the conversation with a contact: 60 digits in 12 groups, the same
+/// on both sides, and its QR payload.
+#[utoipa::path(get, path = "/v1/contacts/{user_id}/safety-number", operation_id = "get_safety_number", tag = "contacts", params(("user_id" = String, Path, description = "The contact's user id")),
+    responses((status = 200, description = "The safety number", body = SafetyNumberView),
+        (status = 400, description = "`invalid_path`: not a user id", body = ErrorBody),
+        (status = 404, description = "`unknown_contact`: not a contact", body = ErrorBody)))]
+pub(super) async fn safety_number(
     State(s): State<ApiState>,
     PeerPath(user): PeerPath,
 ) -> Result<Json<SafetyNumberView>, ApiError> {
@@ -70,8 +80,12 @@ async fn safety_number(
         .map_err(|e| node_error(e, Input::Query))
 }
 
-/// `GET /v1/contacts/{user}/safety-number/qr.svg`: its QR payload as an SVG QR code.
-async fn safety_qr(
+/// The safety number's QR payload as an SVG QR code (to scan from the contact's screen).
+#[utoipa::path(get, path = "/v1/contacts/{user_id}/safety-number/qr.svg", operation_id = "get_safety_number_qr", tag = "contacts", params(("user_id" = String, Path, description = "The contact's user id")),
+    responses((status = 200, description = "An SVG image", content_type = "image/svg+xml", body = String),
+        (status = 400, description = "`invalid_path`: not a user id", body = ErrorBody),
+        (status = 404, description = "`unknown_contact`: not a contact", body = ErrorBody)))]
+pub(super) async fn safety_qr(
     State(s): State<ApiState>,
     PeerPath(user): PeerPath,
 ) -> Result<Response, ApiError> {
@@ -82,7 +96,7 @@ async fn safety_qr(
     let svg = super::web::qr_svg(&number.qr_payload).map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            ErrorCode::Internal,
             format!("cannot draw the QR code: {e}"),
         )
     })?;
@@ -94,8 +108,12 @@ async fn safety_qr(
     Ok(response)
 }
 
-/// `POST /v1/contacts/{user}/verify`: marks the contact verified.
-async fn verify(
+/// Marks the contact verified (after comparing safety numbers).
+#[utoipa::path(post, path = "/v1/contacts/{user_id}/verify", operation_id = "verify_contact", tag = "contacts", params(("user_id" = String, Path, description = "The contact's user id")),
+    responses((status = 200, description = "The contact", body = ContactView),
+        (status = 400, description = "`invalid_path`: not a user id", body = ErrorBody),
+        (status = 404, description = "`unknown_contact`: not a contact", body = ErrorBody)))]
+pub(super) async fn verify(
     State(s): State<ApiState>,
     PeerPath(user): PeerPath,
 ) -> Result<Json<ContactView>, ApiError> {
@@ -106,8 +124,12 @@ async fn verify(
         .map_err(|e| node_error(e, Input::Query))
 }
 
-/// `DELETE /v1/contacts/{user}/verify`: clears the mark.
-async fn unverify(
+/// Clears the verified mark.
+#[utoipa::path(delete, path = "/v1/contacts/{user_id}/verify", operation_id = "unverify_contact", tag = "contacts", params(("user_id" = String, Path, description = "The contact's user id")),
+    responses((status = 200, description = "The contact", body = ContactView),
+        (status = 400, description = "`invalid_path`: not a user id", body = ErrorBody),
+        (status = 404, description = "`unknown_contact`: not a contact", body = ErrorBody)))]
+pub(super) async fn unverify(
     State(s): State<ApiState>,
     PeerPath(user): PeerPath,
 ) -> Result<Json<ContactView>, ApiError> {

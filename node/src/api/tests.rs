@@ -353,3 +353,21 @@ async fn edge_errors_answer_in_json() {
 
     task.abort();
 }
+
+#[test]
+fn sse_frame_names_are_their_json_types() {
+    let frames = [
+        EventFrame::Lagged(Lagged::Lagged { missed: 3 }),
+        EventFrame::Event(Box::new(crate::event::Event::Status {
+            peer: "p".into(),
+            id: "i".into(),
+            status: kith_protocol::DeliveryStatus::Read,
+        })),
+    ];
+    for frame in frames {
+        let json = serde_json::to_value(&frame).unwrap();
+        assert_eq!(json["type"], frame.name());
+    }
+    let lagged = serde_json::to_value(EventFrame::Lagged(Lagged::Lagged { missed: 3 })).unwrap();
+    assert_eq!(lagged, serde_json::json!({"type": "lagged", "missed": 3}));
+}

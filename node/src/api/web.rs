@@ -38,7 +38,7 @@ use axum::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    api::error::{node_error, ApiError, Input},
+    api::error::{node_error, ApiError, ErrorCode, Input},
     handle::{MessageView, Node, NodeError, PresenceView},
 };
 
@@ -195,7 +195,7 @@ async fn loopback_host(State(port): State<Option<u16>>, req: Request, next: Next
     }
     ApiError::new(
         StatusCode::FORBIDDEN,
-        "forbidden_host",
+        ErrorCode::ForbiddenHost,
         "the web app is served only at http://127.0.0.1:<port>/ (or localhost) of this node",
     )
     .into_response()
@@ -206,7 +206,7 @@ fn host_header(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// One conversation of `GET /v1/chats`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChatView {
     /// The contact's user id, or the group's id (32 hex digits) for a group.
     pub user_id: String,
@@ -231,7 +231,7 @@ pub struct ChatView {
 }
 
 /// Whose conversation a chat row is.
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ChatKind {
     /// A one-to-one conversation with a contact.
@@ -242,14 +242,16 @@ pub enum ChatKind {
 }
 
 /// `GET /v1/chats`: every contact's conversation, the most recently active first.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChatList {
     /// The conversations.
     pub chats: Vec<ChatView>,
 }
 
 /// `GET /v1/chats`: the conversation list the page's sidebar shows, in one call.
-async fn chats(State(node): State<Node>) -> Result<Json<ChatList>, ApiError> {
+#[utoipa::path(get, path = "/v1/chats", operation_id = "list_chats", tag = "app",
+    responses((status = 200, description = "Every conversation, the most recent first", body = ChatList)))]
+pub(super) async fn chats(State(node): State<Node>) -> Result<Json<ChatList>, ApiError> {
     let contacts = node.contacts().map_err(|e| node_error(e, Input::Query))?;
     let mut chats = Vec::with_capacity(contacts.len());
     for contact in contacts {
@@ -308,12 +310,17 @@ async fn chats(State(node): State<Node>) -> Result<Json<ChatList>, ApiError> {
 
 /// `GET /v1/me/qr.svg`: the local user's invite as a QR code, for a phone or another
 /// machine's camera.
-async fn invite_qr(State(node): State<Node>) -> Result<Response, ApiError> {
+#[utoipa::path(get, path = "/v1/me/qr.svg", operation_id = "invite_qr", tag = "app",
+    responses(
+        (status = 200, description = "The invite as an SVG QR code", body = String, content_type = "image/svg+xml"),
+        (status = 422, description = "`too_large`: the invite does not fit in a QR code", body = crate::api::ErrorBody),
+    ))]
+pub(super) async fn invite_qr(State(node): State<Node>) -> Result<Response, ApiError> {
     let me = node.me().await.map_err(|e| node_error(e, Input::Query))?;
     let svg = qr_svg(&me.invite).map_err(|e| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "too_large",
+            ErrorCode::TooLarge,
             format!("the invite does not fit in a QR code ({e}); share it as text"),
         )
     })?;

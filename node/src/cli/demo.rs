@@ -5,6 +5,8 @@ use std::{path::PathBuf, time::Duration};
 
 use anyhow::{bail, Context, Result};
 
+use super::out::sayln;
+
 /// How often the demo's users send presence heartbeats.
 const DEMO_HEARTBEAT: Duration = Duration::from_secs(5);
 
@@ -23,7 +25,7 @@ pub async fn demo(dir: Option<PathBuf>, port: u16) -> Result<()> {
     } else {
         vec![port, port.saturating_add(1)]
     };
-    println!("kith demo: starting 3 store peers and 2 users (alice, bob) on 127.0.0.1 ...");
+    sayln!("kith demo: starting 3 store peers and 2 users (alice, bob) on 127.0.0.1 ...");
     let mesh = kith_node::mesh::Mesh::start(kith_node::mesh::MeshConfig {
         dir: dir.clone(),
         stores: 3,
@@ -47,33 +49,33 @@ pub async fn demo(dir: Option<PathBuf>, port: u16) -> Result<()> {
         .context("sending the first message")?;
     for s in &mesh.stores {
         if let Some(addr) = s.listen_addrs.first() {
-            println!("store peer   {addr}");
+            sayln!("store peer   {addr}");
         }
     }
     for (name, n) in &mesh.users {
-        println!();
-        println!("{name:<6} user  {}", n.user_id());
-        println!("       api   http://{}", n.api_addr);
-        println!("       token {}", n.token);
-        println!(
+        sayln!();
+        sayln!("{name:<6} user  {}", n.user_id());
+        sayln!("       api   http://{}", n.api_addr);
+        sayln!("       token {}", n.token);
+        sayln!(
             "       web   {}",
             kith_node::web::url(n.api_addr, &n.token, Some(name))
         );
     }
-    println!();
-    println!("Open alice's and bob's web addresses in two browser windows side by side and chat.");
+    sayln!();
+    sayln!("Open alice's and bob's web addresses in two browser windows side by side and chat.");
     let (a, b) = (alice.api_addr, bob.user_id());
-    println!();
-    println!("Try, in another terminal:");
-    println!(
+    sayln!();
+    sayln!("Try, in another terminal:");
+    sayln!(
         "  curl -s -H 'Authorization: Bearer {}' 'http://{a}/v1/conversations/{b}?count=10'",
         alice.token
     );
-    println!(
+    sayln!(
         "  kith --api {a} --data-dir {} history {b}",
         dir.join("alice").display()
     );
-    println!("Ctrl-C stops the demo.");
+    sayln!("Ctrl-C stops the demo.");
     super::run::shutdown_signal().await?;
     eprintln!("kith demo: stopping");
     mesh.shutdown().await;

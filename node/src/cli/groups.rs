@@ -6,7 +6,11 @@ use std::collections::HashMap;
 use anyhow::{bail, Result};
 use kith_node::client::{is_group_id, ApiClient};
 
-use super::print::{group_info_lines, group_line, message_info_lines};
+use super::{
+    args::Output,
+    out::{self, outln},
+    print::{group_info_lines, group_line, message_info_lines},
+};
 
 /// The names a group's senders show with: the group's members' names, then the contacts'
 /// (which also covers members who have since left). Ours stays empty.
@@ -48,29 +52,34 @@ async fn resolve(client: &ApiClient, group: &str) -> Result<String> {
 /// `kith group create <name> <user>...`.
 pub async fn create(client: &ApiClient, name: &str, members: &[String]) -> Result<()> {
     let group = client.create_group(name, members).await?;
-    println!("created {}", group_line(&group));
-    Ok(())
+    outln!("created {}", group_line(&group))
 }
 
 /// `kith group list`.
-pub async fn list(client: &ApiClient) -> Result<()> {
+pub async fn list(client: &ApiClient, output: Output) -> Result<()> {
     let groups = client.groups().await?;
+    if output.json {
+        return out::json(&serde_json::json!({ "groups": groups }));
+    }
     if groups.is_empty() {
-        println!("no groups yet; create one with `kith group create <name> <user>...`");
+        outln!("no groups yet; create one with `kith group create <name> <user>...`")?;
     }
     for group in groups {
-        println!("{}", group_line(&group));
+        outln!("{}", group_line(&group))?;
     }
     Ok(())
 }
 
 /// `kith group info <group>`: members, admins and epoch.
-pub async fn info(client: &ApiClient, group: &str) -> Result<()> {
+pub async fn info(client: &ApiClient, group: &str, output: Output) -> Result<()> {
     let id = resolve(client, group).await?;
     let group = client.group(&id).await?;
+    if output.json {
+        return out::json(&group);
+    }
     let me = client.me().await?;
     for line in group_info_lines(&group, &me.user_id) {
-        println!("{line}");
+        outln!("{line}")?;
     }
     Ok(())
 }
@@ -79,39 +88,38 @@ pub async fn info(client: &ApiClient, group: &str) -> Result<()> {
 pub async fn add(client: &ApiClient, group: &str, user: &str) -> Result<()> {
     let id = resolve(client, group).await?;
     let group = client.add_member(&id, user).await?;
-    println!("added {user} to {}", group_line(&group));
-    Ok(())
+    outln!("added {user} to {}", group_line(&group))
 }
 
 /// `kith group remove <group> <user>`.
 pub async fn remove(client: &ApiClient, group: &str, user: &str) -> Result<()> {
     let id = resolve(client, group).await?;
     let group = client.remove_member(&id, user).await?;
-    println!("removed {user} from {}", group_line(&group));
-    Ok(())
+    outln!("removed {user} from {}", group_line(&group))
 }
 
 /// `kith group leave <group>`.
 pub async fn leave(client: &ApiClient, group: &str) -> Result<()> {
     let id = resolve(client, group).await?;
     let group = client.leave_group(&id).await?;
-    println!("left {}", group_line(&group));
-    Ok(())
+    outln!("left {}", group_line(&group))
 }
 
 /// `kith group rename <group> <name>`.
 pub async fn rename(client: &ApiClient, group: &str, name: &str) -> Result<()> {
     let id = resolve(client, group).await?;
     let group = client.rename_group(&id, name).await?;
-    println!("renamed {}", group_line(&group));
-    Ok(())
+    outln!("renamed {}", group_line(&group))
 }
 
 /// `kith info <message>`: a sent group message's status per member.
-pub async fn message_info(client: &ApiClient, id: &str) -> Result<()> {
+pub async fn message_info(client: &ApiClient, id: &str, output: Output) -> Result<()> {
     let info = client.message_info(id).await?;
+    if output.json {
+        return out::json(&info);
+    }
     for line in message_info_lines(&info) {
-        println!("{line}");
+        outln!("{line}")?;
     }
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use kith_node::client::ApiClient;
 
-use super::progress::progress_bar;
+use super::{out::outln, progress::progress_bar};
 
 /// The MIME type of a file by its extension (the node carries anything else as
 /// `application/octet-stream`).
@@ -76,14 +76,13 @@ pub async fn send_file(
 /// `kith media fetch <hash>`.
 pub async fn fetch_media(client: &ApiClient, hash: &str) -> Result<()> {
     let view = client.fetch_media(hash).await?;
-    println!(
+    outln!(
         "{} ({} bytes): {:?}, {:.0}%",
         view.name,
         view.size,
         view.state,
         view.progress * 100.0
-    );
-    Ok(())
+    )
 }
 
 /// `kith media get <hash> -o <path>`: streams the decrypted file to `output` (through a
@@ -111,6 +110,5 @@ pub async fn get_media(client: &ApiClient, hash: &str, output: &Path) -> Result<
         .await
         .with_context(|| format!("renaming to {}", output.display()))?;
     bar.finish_and_clear();
-    println!("{}", output.display());
-    Ok(())
+    outln!("{}", output.display())
 }

@@ -1,10 +1,11 @@
 //! How the client commands print what the API answers: one line per contact, message or
-//! status, group or member, stable enough for scripts. Pure functions; nothing here talks to the node.
+//! status, group or member, for people (scripts use `--json`). Times show in the zone they are
+//! given — the local one, `chrono::Local`, from the commands — so tests pin it. Pure
+//! functions; nothing here talks to the node.
 
-use std::{
-    collections::HashMap,
-    time::{Duration, UNIX_EPOCH},
-};
+use std::{collections::HashMap, fmt::Display};
+
+use chrono::TimeZone;
 
 use kith_node::{
     handle::MessageView,
@@ -21,9 +22,19 @@ pub fn contact_line(user_id: &str, name: &str) -> String {
     }
 }
 
-/// A unix-millisecond time as RFC 3339 to the second (UTC).
-pub fn time_of(ms: u64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+/// A unix-millisecond time in `zone`, to the second (`2024-05-01 14:03:07`); the bare number
+/// if it is beyond what a calendar shows.
+pub fn time_of<Tz: TimeZone>(ms: u64, zone: &Tz) -> String
+where
+    Tz::Offset: Display,
+{
+    let local = i64::try_from(ms)
+        .ok()
+        .and_then(|ms| zone.timestamp_millis_opt(ms).single());
+    match local {
+        Some(time) => time.format("%Y-%m-%d %H:%M:%S").to_string(),
+        None => format!("{ms} (unix ms)"),
+    }
 }
 
 /// The word `kith send` prints for a status.
@@ -46,20 +57,29 @@ pub fn tick(status: DeliveryStatus) -> &'static str {
     }
 }
 
-/// `time  →  text  tick` for outgoing, `time  ←  text` for incoming; continuation lines of a
-/// multi-line text are indented under the first.
-pub fn history_line(message: &MessageView) -> String {
-    line_with_sender(message, None)
+/// `time  →  text  tick` for outgoing, `time  ←  text` for incoming, the time in `zone`;
+/// continuation lines of a multi-line text are indented under the first.
+pub fn history_line<Tz: TimeZone>(message: &MessageView, zone: &Tz) -> String
+where
+    Tz::Offset: Display,
+{
+    line_with_sender(message, None, zone)
 }
 
 /// A line of a group's history: like [`history_line`], with the sender before an incoming
 /// message's text (`time  ←  ana: text`).
-pub fn group_history_line(message: &MessageView, sender: &str) -> String {
-    line_with_sender(message, Some(sender))
+pub fn group_history_line<Tz: TimeZone>(message: &MessageView, sender: &str, zone: &Tz) -> String
+where
+    Tz::Offset: Display,
+{
+    line_with_sender(message, Some(sender), zone)
 }
 
-fn line_with_sender(message: &MessageView, sender: Option<&str>) -> String {
-    let time = time_of(message.sent_at_ms);
+fn line_with_sender<Tz: TimeZone>(message: &MessageView, sender: Option<&str>, zone: &Tz) -> String
+where
+    Tz::Offset: Display,
+{
+    let time = time_of(message.sent_at_ms, zone);
     let arrow = if message.outgoing { "→" } else { "←" };
     let prefix = match sender {
         Some(name) if !message.outgoing => format!("{name}: "),
@@ -161,6 +181,7 @@ pub fn message_info_lines(info: &MessageInfo) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::{FixedOffset, Utc};
     use kith_node::view::{MemberStatusView, MemberView};
 
     #[test]
@@ -179,14 +200,23 @@ mod tests {
             group: None,
         };
         assert_eq!(
-            history_line(&message),
-            "1970-01-01T00:00:01Z  →  hi  ✓✓ read"
+            history_line(&message, &Utc),
+            "1970-01-01 00:00:01  →  hi  ✓✓ read"
         );
         let incoming = MessageView {
             outgoing: false,
             ..message
         };
-        assert_eq!(history_line(&incoming), "1970-01-01T00:00:01Z  ←  hi");
+        assert_eq!(history_line(&incoming, &Utc), "1970-01-01 00:00:01  ←  hi");
+    }
+
+    #[test]
+    fn times_show_in_the_zone_given() {
+        let cest = FixedOffset::east_opt(2 * 3600).expect("a valid offset");
+        assert_eq!(time_of(1_000, &cest), "1970-01-01 02:00:01");
+        let pst = FixedOffset::west_opt(8 * 3600).expect("a valid offset");
+        assert_eq!(time_of(1_000, &pst), "1969-12-31 16:00:01");
+        assert_eq!(time_of(u64::MAX, &Utc), "18446744073709551615 (unix ms)");
     }
 
     fn message(outgoing: bool, text: &str) -> MessageView {
@@ -229,12 +259,12 @@ mod tests {
     #[test]
     fn group_history_lines_name_the_sender_of_incoming_messages() {
         assert_eq!(
-            group_history_line(&message(false, "hi\nall"), "Ana"),
-            "1970-01-01T00:00:01Z  ←  Ana: hi\n                              all"
+            group_history_line(&message(false, "hi\nall"), "Ana", &Utc),
+            "1970-01-01 00:00:01  ←  Ana: hi\n                             all"
         );
         assert_eq!(
-            group_history_line(&message(true, "hi"), "me"),
-            "1970-01-01T00:00:01Z  →  hi  ✓✓"
+            group_history_line(&message(true, "hi"), "me", &Utc),
+            "1970-01-01 00:00:01  →  hi  ✓✓"
         );
     }
 

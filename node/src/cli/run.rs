@@ -13,6 +13,8 @@ use clap::Args;
 use kith_node::{client::ApiClient, config::Traversal, Config};
 use libp2p::Multiaddr;
 
+use super::out::{outln, sayln};
+
 /// The flags of `kith run`.
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -83,11 +85,10 @@ pub struct RunArgs {
 pub fn init(data_dir: &Path) -> Result<()> {
     let info = kith_node::run::init(data_dir)
         .with_context(|| format!("creating an identity in {}", data_dir.display()))?;
-    println!("kith: user {}", info.user_id);
-    println!("kith: data in {}", data_dir.display());
-    println!("kith: API token in {}", info.token_path.display());
-    println!("kith: start the node with `kith run`; `kith token` prints the token");
-    Ok(())
+    outln!("kith: user {}", info.user_id)?;
+    outln!("kith: data in {}", data_dir.display())?;
+    outln!("kith: API token in {}", info.token_path.display())?;
+    outln!("kith: start the node with `kith run`; `kith token` prints the token")
 }
 
 /// The API token of the node in `data_dir` (`kith token`, and every client command).
@@ -171,15 +172,15 @@ pub async fn run(config: Config) -> Result<()> {
     let running = kith_node::run::start(config)
         .await
         .context("starting the node")?;
-    println!("kith: user {}", running.node.user_id());
-    println!("kith: api http://{}", running.api_addr);
-    println!(
+    sayln!("kith: user {}", running.node.user_id());
+    sayln!("kith: api http://{}", running.api_addr);
+    sayln!(
         "kith: web {}",
         kith_node::web::url(running.api_addr, &running.token, None)
     );
     // `start` returns once every listener is bound, so the addresses are known.
     for addr in running.node.listen_addrs() {
-        println!("kith: listening on {addr}");
+        sayln!("kith: listening on {addr}");
     }
 
     shutdown_signal().await?;
@@ -206,7 +207,7 @@ pub async fn open(data_dir: &Path, api: &str, print_only: bool) -> Result<()> {
     if !running {
         eprintln!("kith: no node answers at {api} yet; start it with `kith run` (the page waits)");
     }
-    println!("{url}");
+    outln!("{url}")?;
     if !print_only && !start_browser(&url) {
         eprintln!("kith: no xdg-open or open found; open the address above in your browser");
     }
