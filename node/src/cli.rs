@@ -6,6 +6,7 @@
 //! Nothing here is a library API: tests drive nodes through `kith_node` directly.
 
 pub mod args;
+pub mod backup;
 pub mod client;
 pub mod demo;
 pub mod groups;

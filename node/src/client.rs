@@ -17,6 +17,7 @@ use crate::{
     handle::{ContactView, Event, Me, Page, PresenceView, Sent},
 };
 
+mod backup;
 mod groups;
 mod requests;
 mod settings;

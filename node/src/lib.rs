@@ -23,6 +23,7 @@
 //!   `kith demo` and the simulation harness.
 
 pub mod api;
+pub mod backup;
 pub mod client;
 pub mod config;
 pub mod error;

@@ -12,7 +12,7 @@ use clap::{CommandFactory, Parser};
 use kith_node::{client::ApiClient, Config};
 
 use cli::{
-    args::{Cli, Command, ContactsCommand, GroupCommand, MediaCommand},
+    args::{BackupCommand, Cli, Command, ContactsCommand, GroupCommand, MediaCommand},
     out::{self, outln},
     run::RunFlags,
 };
@@ -56,6 +56,14 @@ async fn dispatch(cli: Cli) -> Result<()> {
             out::bytes(&page)
         }
         Command::Openapi => out::bytes(kith_node::api::openapi::json().as_bytes()),
+        Command::Backup(BackupCommand::Create { file, media }) => {
+            init_tracing("warn");
+            cli::backup::create(&data_dir, &cli.api, &file, media).await
+        }
+        Command::Backup(BackupCommand::Restore { file }) => {
+            init_tracing("warn");
+            cli::backup::restore(&data_dir, &file).await
+        }
         Command::Demo { dir, port } => {
             init_tracing("warn");
             cli::demo::demo(dir, port).await
@@ -128,7 +136,8 @@ async fn client_command(client: &ApiClient, command: Command) -> Result<()> {
         | Command::Open { .. }
         | Command::Completions { .. }
         | Command::Man
-        | Command::Openapi => {
+        | Command::Openapi
+        | Command::Backup(_) => {
             anyhow::bail!("internal: command does not use the API")
         }
     }

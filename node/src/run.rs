@@ -32,8 +32,7 @@ use crate::{
 /// Name of the API token file in the data directory.
 pub const TOKEN_FILE: &str = "api-token";
 
-/// Name of the sled database directory in the data directory.
-pub const DB_DIR: &str = "db";
+pub use crate::store::DB_DIR;
 
 pub use crate::media::MEDIA_DIR;
 

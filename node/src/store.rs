@@ -81,6 +81,9 @@ pub use outbox::OutboxEntry;
 pub use peer_info::PeerInfo;
 pub use search::SearchHit;
 
+/// Name of the sled database directory in the data directory.
+pub const DB_DIR: &str = "db";
+
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -111,6 +114,8 @@ pub enum StoreError {
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
+    /// The database's directory.
+    path: std::path::PathBuf,
     meta: sled::Tree,
     contacts: sled::Tree,
     requests: sled::Tree,
@@ -162,6 +167,7 @@ impl Store {
             search_index: db.open_tree("search_index")?,
             peer_info: db.open_tree(peer_info::PEER_INFO)?,
             db,
+            path: dir.to_path_buf(),
             committer,
         };
         // Set while open, cleared by a clean stop: found set, the last run stopped in the
@@ -174,6 +180,11 @@ impl Store {
         }
         store.build_search_index()?;
         Ok(store)
+    }
+
+    /// The database itself (for a backup's dump) and its directory.
+    pub fn db_and_path(&self) -> (&sled::Db, &Path) {
+        (&self.db, &self.path)
     }
 
     /// Resolves once every write made before the call is durable (group commit).

@@ -31,6 +31,7 @@
 //! The construction is written down exactly in `protocol/README.md`.
 
 pub mod access;
+pub mod backup;
 pub mod batch;
 pub mod blob;
 pub mod codec;

@@ -1,5 +1,6 @@
-//! `GET /v1/search` and `DELETE /v1/conversations/{chat}/messages/{id}` (delete for me):
-//! each turns a request into one [`crate::Node`] call.
+//! `GET /v1/search`, `DELETE /v1/conversations/{chat}/messages/{id}` (delete for me) and
+//! `GET /v1/backup` (the node's data for `kith backup create`): each turns a request into
+//! one [`crate::Node`] call.
 
 use std::str::FromStr;
 
@@ -25,6 +26,47 @@ pub(crate) fn routes() -> Router<ApiState> {
     Router::new()
         .route("/v1/search", get(search))
         .route("/v1/conversations/{chat}/messages/{id}", delete(remove))
+        .route("/v1/backup", get(backup))
+}
+
+/// The query of `GET /v1/backup`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct BackupQuery {
+    /// Include the media files (`true`; default `false`).
+    media: Option<bool>,
+}
+
+/// Everything the node holds, unencrypted, for `kith backup create` to seal under the user's
+/// passphrase on this machine: every tree of its database and, with `media=true`, its media
+/// files (format: `kith_node::backup::BackupContents`, bincode). Guarded by the token like
+/// every call; it never leaves loopback.
+#[utoipa::path(get, path = "/v1/backup", operation_id = "backup", tag = "me", params(BackupQuery),
+    responses((status = 200, description = "The node's data", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 400, description = "`invalid_query`: `media` is not true or false", body = ErrorBody)))]
+pub(super) async fn backup(
+    State(s): State<ApiState>,
+    ApiQuery(query): ApiQuery<BackupQuery>,
+) -> Result<impl axum::response::IntoResponse, ApiError> {
+    let bytes = s
+        .node
+        .backup_contents(query.media.unwrap_or(false))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "backup dump failed");
+            ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                super::error::ErrorCode::Storage,
+                format!("cannot dump the node's data: {e}"),
+            )
+        })?;
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "application/octet-stream"),
+            (axum::http::header::CACHE_CONTROL, "no-store"),
+        ],
+        bytes,
+    ))
 }
 
 /// The query of `GET /v1/search`: `q` and the paging of a conversation.

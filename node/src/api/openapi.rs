@@ -61,6 +61,7 @@ JSON `type` (`EventFrame`).";
         settings::unverify,
         history::search,
         history::remove,
+        history::backup,
         serve,
         groups::list,
         groups::create,

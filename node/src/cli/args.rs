@@ -34,6 +34,24 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// `kith backup ...`.
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Write an encrypted backup of this node (running or stopped) to a new file.
+    Create {
+        /// The file to write (must not exist).
+        file: PathBuf,
+        /// Include the media files (photos, videos) too.
+        #[arg(long)]
+        media: bool,
+    },
+    /// Bring a node back from a backup into an empty data directory (`--data-dir`).
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+    },
+}
+
 /// `kith media ...`.
 #[derive(Debug, Subcommand)]
 pub enum MediaCommand {
@@ -311,6 +329,19 @@ Examples:
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Back up this node (identity, contacts, sessions, history; media with --media) to
+    /// an encrypted file, or restore one into an empty data directory.
+    #[command(
+        subcommand,
+        after_help = "\
+The passphrase comes from KITH_BACKUP_PASSPHRASE, or is asked on the terminal.
+
+Examples:
+  kith backup create ~/kith.backup
+  kith backup create --media ~/kith-with-media.backup
+  kith --data-dir ~/.local/share/kith-new backup restore ~/kith.backup"
+    )]
+    Backup(BackupCommand),
     /// Print kith's manual page (roff), e.g. `kith man | man -l -`.
     Man,
     /// Print the node API's OpenAPI document (docs/api/openapi.json; a running node serves it

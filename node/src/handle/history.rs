@@ -51,6 +51,26 @@ impl Node {
         })
     }
 
+    /// Everything this node holds, encoded for a backup ([`crate::backup`]): every tree of
+    /// its database and, if `media`, its media files. Runs on a blocking thread.
+    pub async fn backup_contents(
+        &self,
+        media: bool,
+    ) -> Result<Vec<u8>, crate::backup::BackupError> {
+        let store = self.store.clone();
+        let user = self.user.to_string();
+        let dump = tokio::task::spawn_blocking(move || {
+            let (db, path) = store.db_and_path();
+            let data_dir = path.parent().unwrap_or(path);
+            crate::backup::contents(db, user, data_dir, media, crate::time::now_ms())
+                .and_then(|c| crate::backup::encode(&c))
+        });
+        dump.await.map_err(|e| crate::backup::BackupError::Io {
+            path: "(dump task)".into(),
+            source: std::io::Error::other(e),
+        })?
+    }
+
     /// Deletes the message `id` of `chat` from this node only ("delete for me").
     pub async fn delete_message(&self, chat: ChatId, id: MessageId) -> Result<(), NodeError> {
         self.call(|reply| Command::DeleteMessage { chat, id, reply })
