@@ -390,9 +390,16 @@ mod tests {
         }
         assert!(html.contains("/app.js"));
         // app.js imports the others: preloading them saves a round trip per module
-        for asset in ASSETS.iter().filter(|a| a.path.ends_with(".js") && a.path != "/app.js") {
+        for asset in ASSETS
+            .iter()
+            .filter(|a| a.path.ends_with(".js") && a.path != "/app.js")
+        {
             let preload = format!("<link rel=\"modulepreload\" href=\"{}\">", asset.path);
-            assert!(html.contains(&preload), "index.html preloads {}", asset.path);
+            assert!(
+                html.contains(&preload),
+                "index.html preloads {}",
+                asset.path
+            );
         }
     }
 
