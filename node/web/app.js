@@ -673,6 +673,7 @@ async function openChat(peer, { focus = true } = {}) {
 
 /** Closes the conversation: the back button of the one-pane layout. */
 function closeChat() {
+  const peer = state.open;
   state.generation++;
   state.open = null;
   state.messages = [];
@@ -682,8 +683,11 @@ function closeChat() {
   $('chat-empty').hidden = false;
   $('app').dataset.pane = 'list';
   renderChats();
-  const row = document.querySelector('.chat-row.active, .search-row.active');
-  if (row) row.focus();
+  // back where the user came from: the search result, else the conversation's row
+  const from =
+    document.querySelector('.sidebar.searching .search-row.active') ||
+    (peer && document.querySelector(`.chat-row[data-peer="${CSS.escape(peer)}"]`));
+  if (from) from.focus();
 }
 
 /** Loads older pages until the message pane can scroll (or history ends). */
