@@ -1,5 +1,8 @@
 // The Kith web app: conversation list, chat view, composer, contacts and invite. Group chats'
-// own dialogs (new group, group info, message info) are in groups.js.
+// own dialogs (new group, group info, message info) are in groups.js; settings and
+// verification in settings.js; search and jump-to-message in search.js; the message menu
+// (delete for me) in actions.js; notifications and screen reader announcements in notify.js;
+// drag-and-drop and paste of files in drop.js.
 //
 // Plain DOM, no framework: the state below is the single source of truth, events from the
 // node (/v1/events) and answers to calls update it, and small render functions redraw the
@@ -18,13 +21,11 @@ import {
   openMessageInfo,
   senderName,
 } from './groups.js';
-import {
-  initSettings,
-  loadSettings,
-  notify,
-  onContactEvent,
-  renderContactNotes,
-} from './settings.js';
+import { initSettings, loadSettings, onContactEvent, renderContactNotes } from './settings.js';
+import { initSearch } from './search.js';
+import { actionButton, initActions } from './actions.js';
+import { initNotify, onIncoming, updateAsk } from './notify.js';
+import { initDrop } from './drop.js';
 
 /** Messages per page when loading history (the Conversation API's `count`). */
 const PAGE = 40;
@@ -57,6 +58,8 @@ const state = {
   live: false,
   /** The message pane was at its bottom when last scrolled: keep it there as media loads. */
   stick: true,
+  /** The message a search result jumped to, shown highlighted. */
+  highlight: null,
 };
 
 /** `GET /v1/requests`: strangers who wrote first, with their first message when known. */
@@ -494,7 +497,9 @@ async function openViewer(message) {
 function messageItem(message) {
   const li = el('li', `msg ${message.outgoing ? 'out' : 'in'}`);
   li.dataset.id = message.id;
+  if (message.id === state.highlight) li.classList.add('highlight');
   const bubble = el('div', 'bubble');
+  bubble.append(actionButton());
   if (message.group && !message.outgoing) {
     const sender = el('div', 'sender', senderName(message.from, message.group));
     sender.title = message.from;
@@ -628,13 +633,16 @@ function renderHeader() {
 const historyPath = (peer, offset, count) =>
   `/v1/conversations/${encodeURIComponent(peer)}?offset=${offset}&count=${count}`;
 
-async function openChat(peer) {
+/** Opens a conversation; `focus: false` leaves the focus where it is (a search result). */
+async function openChat(peer, { focus = true } = {}) {
   const generation = ++state.generation;
   state.open = peer;
   state.messages = [];
   state.hasMore = false;
   state.loadingOlder = false;
+  state.highlight = null;
   clearAttachment();
+  $('app').dataset.pane = 'chat'; // the one-pane layout (narrow screens) shows it alone
   $('chat-empty').hidden = true;
   $('chat-open').hidden = false;
   $('message-list').replaceChildren();
@@ -659,8 +667,27 @@ async function openChat(peer) {
     }
     return;
   }
-  $('text').focus();
+  if (focus && !$('composer').hidden) $('text').focus();
   markRead(peer);
+}
+
+/** Closes the conversation: the back button of the one-pane layout. */
+function closeChat() {
+  const peer = state.open;
+  state.generation++;
+  state.open = null;
+  state.messages = [];
+  state.highlight = null;
+  clearAttachment();
+  $('chat-open').hidden = true;
+  $('chat-empty').hidden = false;
+  $('app').dataset.pane = 'list';
+  renderChats();
+  // back where the user came from: the search result, else the conversation's row
+  const from =
+    document.querySelector('.sidebar.searching .search-row.active') ||
+    (peer && document.querySelector(`.chat-row[data-peer="${CSS.escape(peer)}"]`));
+  if (from) from.focus();
 }
 
 /** Loads older pages until the message pane can scroll (or history ends). */
@@ -675,8 +702,26 @@ async function fillScreen(generation) {
   }
 }
 
-/** Fetches the page before the oldest message held. Returns whether it added any. */
-async function loadOlder() {
+/** The page of older messages on its way, if any, and the chat switch it belongs to. */
+let olderCall = null;
+let olderFor = -1;
+
+/**
+ * Fetches the page before the oldest message held (or waits for the one on its way).
+ * Returns whether it added any.
+ */
+function loadOlder() {
+  if (!olderCall || olderFor !== state.generation) {
+    const pending = fetchOlder().finally(() => {
+      if (olderCall === pending) olderCall = null;
+    });
+    olderCall = pending;
+    olderFor = state.generation;
+  }
+  return olderCall;
+}
+
+async function fetchOlder() {
   if (state.loadingOlder || !state.hasMore || !state.open) return false;
   const generation = state.generation;
   const peer = state.open;
@@ -792,9 +837,7 @@ function onEvent(type, data) {
         appendMessage(message);
         if (!message.outgoing && looking()) markRead(peer);
       }
-      if (!message.outgoing && !(isOpen && looking())) {
-        notify(chatName(chat), message.media ? message.media.name : message.text);
-      }
+      if (!message.outgoing) onIncoming(peer, chat, message);
       renderChats();
       break;
     }
@@ -1088,6 +1131,7 @@ function wire() {
   });
   $('file-input').addEventListener('change', (e) => chooseFile(e.target.files[0]));
   $('attachment-remove').addEventListener('click', clearAttachment);
+  $('back').addEventListener('click', closeChat);
   $('messages').addEventListener('scroll', () => {
     state.stick = nearBottom();
     if ($('messages').scrollTop < LOAD_OLDER_AT) loadOlder();
@@ -1123,6 +1167,26 @@ async function start() {
     renderHeader,
   });
   initSettings({ state, report, shortId, renderChats, renderHeader });
+  const ctx = {
+    state,
+    el,
+    shortId,
+    chatName,
+    snippet,
+    listTime,
+    senderName,
+    openChat,
+    loadOlder,
+    loadChats,
+    renderMessages,
+    chooseFile,
+    report,
+    showBanner,
+  };
+  initSearch(ctx);
+  initActions(ctx);
+  initNotify(ctx);
+  initDrop(ctx);
   $('app').hidden = false;
   try {
     state.me = await call('GET', '/v1/me');
@@ -1132,6 +1196,7 @@ async function start() {
     $('me-avatar').textContent = (label || 'Y').slice(0, 1).toUpperCase();
     await loadGroups().catch((err) => report(err, 'Loading groups'));
     await loadSettings().catch((err) => report(err, 'Loading settings'));
+    updateAsk();
     await loadChats();
     await loadRequests();
   } catch (err) {

@@ -1,8 +1,8 @@
 // Settings and contact verification in the web app: the Settings dialog (profile name, last
 // seen, read receipts, media auto-download, notifications), the verification panel of a
 // contact (the safety number in 12 groups of 5 digits and as a QR code, "Mark verified"), the
-// notice in a conversation whose contact's key changed, and browser notifications when the
-// user keeps them on.
+// notice in a conversation whose contact's key changed. Notifications themselves are shown by
+// notify.js, which reads `settings.notifications`.
 //
 // app.js owns the page's state and hands this module what it needs through initSettings();
 // events of type "contact" from /v1/events come here through onContactEvent(). As in app.js,
@@ -89,17 +89,6 @@ async function saveSettings(event) {
     $('settings-error').hidden = false;
   } finally {
     $('settings-save').disabled = false;
-  }
-}
-
-/** Shows a browser notification for an incoming message, when the user wants them. */
-export function notify(title, body) {
-  if (!settings || !settings.notifications) return;
-  if (!('Notification' in window) || Notification.permission !== 'granted') return;
-  try {
-    new Notification(title, { body });
-  } catch {
-    // some browsers allow notifications only from a service worker: nothing to show then
   }
 }
 

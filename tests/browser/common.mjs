@@ -1,6 +1,8 @@
 // What the browser scripts share (group.mjs uses it; chat.mjs predates it): settings from
 // the environment tests/tests/browser.rs sets, Chromium's flags, step logging, pages.
 
+import { readFileSync } from 'node:fs';
+import { extname, join } from 'node:path';
 import { deflateSync } from 'node:zlib';
 
 /** Longest wait for any one condition, in ms. */
@@ -39,9 +41,35 @@ export function begin(name) {
 /** The step running now. */
 export const currentStep = () => step;
 
+const TYPES = { '.js': 'text/javascript', '.css': 'text/css', '.html': 'text/html', '.svg': 'image/svg+xml' };
+
+/**
+ * With `KITH_WEB_DIR` (e.g. `node/web`) set, the page's own files come from that directory
+ * instead of the node, so a script can run against a running `kith demo` while the web app
+ * is edited, without rebuilding the node. The API still comes from the node.
+ */
+async function serveWebDir(context) {
+  const dir = process.env.KITH_WEB_DIR;
+  if (!dir) return;
+  await context.route(
+    (url) => !url.pathname.startsWith('/v1/'),
+    (route) => {
+      const path = new URL(route.request().url()).pathname;
+      const file = join(dir, path === '/' ? 'index.html' : path.slice(1));
+      try {
+        const body = readFileSync(file);
+        return route.fulfill({ body, contentType: TYPES[extname(file)] ?? 'application/octet-stream' });
+      } catch {
+        return route.continue();
+      }
+    },
+  );
+}
+
 /** Opens one user's page in its own browser context, noting any uncaught page error. */
-export async function openPage(browser, who, url, problems) {
-  const context = await browser.newContext({ viewport: { width: 1100, height: 720 } });
+export async function openPage(browser, who, url, problems, options = {}) {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 720 }, ...options });
+  await serveWebDir(context);
   const page = await context.newPage();
   page.setDefaultTimeout(WAIT);
   page.on('pageerror', (e) => problems.push(`${who}: uncaught ${e.message}`));

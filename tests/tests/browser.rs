@@ -10,7 +10,15 @@
 //!   message info shows each member's read; a picture bob sends reaches both; alice removes carol, whose page then says she is
 //!   no longer a member and does not get alice's next message, which bob gets.
 //!
-//! Screenshots land in `target/browser/`.
+//! - `settings.mjs` (alice and bob): read receipts off leave no blue ticks; both pages show
+//!   the same safety number.
+//! - `history.mjs` (alice and bob): the unread count in the title and a notification while the
+//!   tab is hidden; a picture dropped on the conversation is sent, a text file is refused; the
+//!   dark theme; search and jump to an older message; delete for me, still gone after a
+//!   reload; one pane at a time at 600 px.
+//!
+//! Screenshots land in `target/browser/`. With `KITH_DOC_SCREENSHOTS=1`, `history.mjs` also
+//! writes `docs/screenshots/light.png` and `dark.png`.
 //!
 //! Needs `node`, Chromium (`/usr/bin/chromium`, or `KITH_CHROMIUM`) and
 //! `tests/browser/node_modules` (`npm ci --prefix tests/browser`); `.ci/run` installs them.
@@ -176,6 +184,24 @@ async fn settings_and_verification_in_the_browser() -> Result<()> {
         .context("creating a temporary directory")?;
     let mesh = start_mesh(dir.path(), &["alice", "bob"]).await?;
     let outcome = run_script(&mesh, &setup, "settings", &["alice", "bob"]).await;
+    mesh.shutdown().await;
+    outcome
+}
+
+/// Search, delete for me, notifications, themes, the narrow layout and drag-and-drop
+/// (tests/browser/history.mjs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_delete_and_layout_in_the_browser() -> Result<()> {
+    let Some(setup) = setup()? else {
+        return Ok(());
+    };
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::Builder::new()
+        .prefix("kith-browser-history-")
+        .tempdir()
+        .context("creating a temporary directory")?;
+    let mesh = start_mesh(dir.path(), &["alice", "bob"]).await?;
+    let outcome = run_script(&mesh, &setup, "history", &["alice", "bob"]).await;
     mesh.shutdown().await;
     outcome
 }

@@ -109,6 +109,26 @@ const ASSETS: &[Asset] = &[
         body: include_bytes!("../../web/settings.js"),
     },
     Asset {
+        path: "/search.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../web/search.js"),
+    },
+    Asset {
+        path: "/actions.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../web/actions.js"),
+    },
+    Asset {
+        path: "/notify.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../web/notify.js"),
+    },
+    Asset {
+        path: "/drop.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../web/drop.js"),
+    },
+    Asset {
         path: "/api.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_bytes!("../../web/api.js"),
@@ -376,7 +396,18 @@ mod tests {
             assert!(html.contains(asset.path), "index.html links {}", asset.path);
         }
         assert!(html.contains("/app.js"));
-        assert!(html.contains("/groups.js"), "index.html preloads groups.js");
+        // app.js imports the others: preloading them saves a round trip per module
+        for asset in ASSETS
+            .iter()
+            .filter(|a| a.path.ends_with(".js") && a.path != "/app.js")
+        {
+            let preload = format!("<link rel=\"modulepreload\" href=\"{}\">", asset.path);
+            assert!(
+                html.contains(&preload),
+                "index.html preloads {}",
+                asset.path
+            );
+        }
     }
 
     #[test]

@@ -1,0 +1,84 @@
+// Files dragged onto the conversation or pasted into the page go to the composer, like one
+// chosen with the paperclip (app.js's chooseFile; Send then uploads it through /v1/media).
+// Only photos and videos can be sent yet: any other file gets a message saying so.
+//
+// app.js hands this module what it needs through initDrop().
+
+const $ = (id) => document.getElementById(id);
+
+/** What app.js lends this module (see initDrop). */
+let ui = null;
+
+const sendable = (file) => file.type.startsWith('image/') || file.type.startsWith('video/');
+
+/** Whether a drag carries files (not text or a link dragged from the page). */
+const hasFiles = (e) => !!e.dataTransfer && [...e.dataTransfer.types].includes('Files');
+
+/** Whether the composer can take a file now: a conversation is open and may be written to. */
+const open = () => !!ui.state.open && !$('composer').hidden;
+
+/** Wires drag-and-drop on the conversation and paste. `ctx`: state, chooseFile, showBanner. */
+export function initDrop(ctx) {
+  ui = ctx;
+  const zone = $('chat');
+  let depth = 0; // dragenter and dragleave come for every child crossed
+  zone.addEventListener('dragenter', (e) => {
+    if (!hasFiles(e)) return;
+    e.preventDefault();
+    depth++;
+    $('drop-hint').hidden = !open();
+  });
+  zone.addEventListener('dragover', (e) => {
+    if (!hasFiles(e)) return;
+    e.preventDefault();
+    e.dataTransfer.dropEffect = open() ? 'copy' : 'none';
+  });
+  zone.addEventListener('dragleave', (e) => {
+    if (!hasFiles(e)) return;
+    depth = Math.max(0, depth - 1);
+    if (depth === 0) $('drop-hint').hidden = true;
+  });
+  zone.addEventListener('drop', (e) => {
+    if (!hasFiles(e)) return;
+    e.preventDefault();
+    depth = 0;
+    $('drop-hint').hidden = true;
+    take([...e.dataTransfer.files]);
+  });
+  // A file dropped beside the conversation must not make the browser leave the app for it.
+  window.addEventListener('dragover', (e) => {
+    if (hasFiles(e)) e.preventDefault();
+  });
+  window.addEventListener('drop', (e) => {
+    if (hasFiles(e)) e.preventDefault();
+  });
+  document.addEventListener('paste', (e) => {
+    const files = [...((e.clipboardData && e.clipboardData.files) || [])];
+    if (files.length === 0 || !open()) return;
+    // pasting into a dialog or the search box is theirs
+    if (e.target instanceof Element && e.target.closest('dialog, #search')) return;
+    e.preventDefault();
+    take(files);
+  });
+}
+
+/** Puts the first photo or video of `files` in the composer; says why the others are not. */
+function take(files) {
+  if (files.length === 0) return;
+  if (!open()) {
+    ui.showBanner('Open a conversation first, then drop the file on it.', { kind: 'info' });
+    return;
+  }
+  const media = files.filter(sendable);
+  const others = files.filter((f) => !sendable(f));
+  if (media.length > 0) ui.chooseFile(media[0]);
+  const notes = [];
+  if (others.length > 0) {
+    const names = others.map((f) => f.name || 'that file').join(', ');
+    notes.push(`Only images and videos can be sent yet: ${names} cannot.`);
+  }
+  if (media.length > 1) {
+    notes.push(`One file at a time: ${media[0].name} is ready to send, drop the others after it.`);
+  }
+  if (notes.length > 0) ui.showBanner(notes.join(' '), { kind: media.length > 0 ? 'info' : 'error' });
+}
