@@ -4,11 +4,8 @@
 
 use axum::{
     extract::State,
-    http::{
-        header::{CACHE_CONTROL, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS},
-        HeaderValue, StatusCode,
-    },
-    response::{IntoResponse, Response},
+    http::StatusCode,
+    response::Response,
     routing::{get, post},
     Json, Router,
 };
@@ -100,12 +97,7 @@ pub(super) async fn safety_qr(
             format!("cannot draw the QR code: {e}"),
         )
     })?;
-    let mut response = svg.into_response();
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("image/svg+xml"));
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    Ok(response)
+    Ok(super::web::svg_response(svg))
 }
 
 /// Marks the contact verified (after comparing safety numbers).

@@ -344,12 +344,17 @@ pub(super) async fn invite_qr(State(node): State<Node>) -> Result<Response, ApiE
             format!("the invite does not fit in a QR code ({e}); share it as text"),
         )
     })?;
+    Ok(svg_response(svg))
+}
+
+/// An SVG image as an answer: never cached (it carries keys or invites), never sniffed.
+pub(crate) fn svg_response(svg: String) -> Response {
     let mut response = svg.into_response();
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("image/svg+xml"));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    Ok(response)
+    response
 }
 
 /// Smallest side of the invite's QR code, in SVG pixels: readable by a phone's camera.
