@@ -1,6 +1,7 @@
 // Files dragged onto the conversation or pasted into the page go to the composer, like one
 // chosen with the paperclip (app.js's chooseFile; Send then uploads it through /v1/media).
-// Only photos and videos can be sent yet: any other file gets a message saying so.
+// Photos and videos show inline; any other file travels as a document (its name and size
+// shown, downloaded on click).
 //
 // app.js hands this module what it needs through initDrop().
 
@@ -8,8 +9,6 @@ const $ = (id) => document.getElementById(id);
 
 /** What app.js lends this module (see initDrop). */
 let ui = null;
-
-const sendable = (file) => file.type.startsWith('image/') || file.type.startsWith('video/');
 
 /** Whether a drag carries files (not text or a link dragged from the page). */
 const hasFiles = (e) => !!e.dataTransfer && [...e.dataTransfer.types].includes('Files');
@@ -62,23 +61,17 @@ export function initDrop(ctx) {
   });
 }
 
-/** Puts the first photo or video of `files` in the composer; says why the others are not. */
+/** Puts the first of `files` in the composer; says that the others wait their turn. */
 function take(files) {
   if (files.length === 0) return;
   if (!open()) {
     ui.showBanner('Open a conversation first, then drop the file on it.', { kind: 'info' });
     return;
   }
-  const media = files.filter(sendable);
-  const others = files.filter((f) => !sendable(f));
-  if (media.length > 0) ui.chooseFile(media[0]);
-  const notes = [];
-  if (others.length > 0) {
-    const names = others.map((f) => f.name || 'that file').join(', ');
-    notes.push(`Only images and videos can be sent yet: ${names} cannot.`);
+  ui.chooseFile(files[0]);
+  if (files.length > 1) {
+    ui.showBanner(`One file at a time: ${files[0].name} is ready to send, drop the others after it.`, {
+      kind: 'info',
+    });
   }
-  if (media.length > 1) {
-    notes.push(`One file at a time: ${media[0].name} is ready to send, drop the others after it.`);
-  }
-  if (notes.length > 0) ui.showBanner(notes.join(' '), { kind: media.length > 0 ? 'info' : 'error' });
 }
