@@ -1,12 +1,14 @@
 // What can be done to one message: a small menu, opened from the button on a message (shown
 // on hover and focus), a right click, or a long press (a touch screen's context menu). Its
-// one action for now is "Delete for me" (`DELETE /v1/conversations/{chat}/messages/{id}`),
-// confirmed in a dialog: the message leaves this node and this page, the others keep theirs.
+// actions: "Reply" (a quote above the composer, see reply.js) and "Delete for me" (`DELETE
+// /v1/conversations/{chat}/messages/{id}`), confirmed in a dialog: the message leaves this
+// node and this page, the others keep theirs.
 //
 // app.js owns the page's state and hands this module what it needs through initActions();
 // it puts a button made by actionButton() on every message.
 
 import { ApiError, call } from './api.js';
+import { startReply } from './reply.js';
 import { chatOf, forgetResult } from './search.js';
 
 const $ = (id) => document.getElementById(id);
@@ -40,6 +42,10 @@ export function initActions(ctx) {
     openMenu(item, e.clientX, e.clientY, item.querySelector('.msg-more'));
   });
   $('msg-delete').addEventListener('click', askDelete);
+  $('msg-reply').addEventListener('click', () => {
+    closeMenu(false);
+    if (target) startReply(target);
+  });
   $('msg-menu').addEventListener('keydown', (e) => {
     if (e.key === 'Escape') closeMenu(true);
   });
@@ -77,7 +83,7 @@ function openMenu(item, x, y, focusBack) {
   const h = menu.offsetHeight;
   menu.style.left = `${Math.max(4, Math.min(x - w, window.innerWidth - w - 4))}px`;
   menu.style.top = `${Math.max(4, Math.min(y + 4, window.innerHeight - h - 4))}px`;
-  $('msg-delete').focus();
+  $('msg-reply').focus();
 }
 
 function closeMenu(giveBackFocus) {

@@ -26,6 +26,7 @@ import { initSearch } from './search.js';
 import { actionButton, initActions } from './actions.js';
 import { initNotify, onIncoming, updateAsk } from './notify.js';
 import { initDrop } from './drop.js';
+import { cancelReply, initReply, quoteBlock, takeReplyMeta } from './reply.js';
 
 /** Messages per page when loading history (the Conversation API's `count`). */
 const PAGE = 40;
@@ -506,6 +507,8 @@ function messageItem(message) {
     bubble.append(sender);
   }
   if (message.media) bubble.append(mediaBlock(message));
+  const quote = quoteBlock(message);
+  if (quote) bubble.append(quote);
   if (message.text) bubble.append(el('div', 'text', message.text));
   const meta = el('div', 'meta');
   const time = el('time', '', clock(message.sent_at_ms));
@@ -642,6 +645,7 @@ async function openChat(peer, { focus = true } = {}) {
   state.loadingOlder = false;
   state.highlight = null;
   clearAttachment();
+  cancelReply();
   $('app').dataset.pane = 'chat'; // the one-pane layout (narrow screens) shows it alone
   $('chat-empty').hidden = true;
   $('chat-open').hidden = false;
@@ -961,10 +965,11 @@ async function sendText(peer, text) {
   $('send').disabled = true;
   try {
     const target = isGroup(peer) ? { group: peer } : { to: peer };
+    const clientMeta = { client: 'kith web', ...takeReplyMeta() };
     const sent = await call('POST', '/v1/messages', {
       ...target,
       text,
-      client_meta: { client: 'kith web' },
+      client_meta: clientMeta,
     });
     $('text').value = '';
     autoGrow();
@@ -976,7 +981,7 @@ async function sendText(peer, text) {
         from: me,
         to: peer,
         text,
-        client_meta: {},
+        client_meta: clientMeta,
         sent_at_ms: Date.now(),
         status: sent.status,
         outgoing: true,
@@ -1185,6 +1190,7 @@ async function start() {
   };
   initSearch(ctx);
   initActions(ctx);
+  initReply(ctx);
   initNotify(ctx);
   initDrop(ctx);
   $('app').hidden = false;

@@ -6,6 +6,8 @@
 //   and the live region announces them; opening the conversation clears the count;
 // - alice drops a picture on the conversation (a synthetic drop event carrying a File) and
 //   sends it; a dropped text file goes as a document, which bob downloads on click;
+// - alice replies to bob's message with a quote (it travels in the end-to-end client
+//   metadata); bob sees it and a click on it highlights his own message;
 // - the page follows the system's dark theme (emulated), checked on a computed colour;
 // - after more than a page of bob's messages, alice searches a word of an older message of
 //   hers: the result shows the word marked, and a click opens the conversation at that
@@ -201,6 +203,23 @@ async function main() {
     const answer = 'Only from far away: it hid behind its mother the whole time';
     await send(bob, answer);
     await alice.locator('li.msg.in', { hasText: answer }).waitFor();
+
+    begin('alice replies to it with a quote; bob sees the quote and it takes him to his message');
+    const answered = alice.locator('li.msg.in', { hasText: answer });
+    await answered.locator('.bubble').click({ button: 'right' });
+    await alice.locator('#msg-reply').click();
+    await alice.locator('#reply-bar:not([hidden])', { hasText: 'Only from far away' }).waitFor();
+    const reply = 'Shy little thing';
+    await send(alice, reply);
+    await alice.locator('#reply-bar').waitFor({ state: 'hidden' });
+    const quoted = bob.locator('li.msg.in', { hasText: reply }).locator('.quote');
+    await quoted.waitFor();
+    const quoteText = await quoted.textContent();
+    if (!quoteText.includes('You') || !quoteText.includes('Only from far away')) {
+      throw new Error(`bob's quote reads ${JSON.stringify(quoteText)}`);
+    }
+    await quoted.click();
+    await bob.locator('li.msg.out.highlight', { hasText: answer }).waitFor();
 
     begin('the page follows the system theme: light, then dark');
     await alice.emulateMedia({ colorScheme: 'light' });

@@ -129,6 +129,11 @@ const ASSETS: &[Asset] = &[
         body: include_bytes!("../../web/drop.js"),
     },
     Asset {
+        path: "/reply.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../web/reply.js"),
+    },
+    Asset {
         path: "/api.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_bytes!("../../web/api.js"),
