@@ -55,6 +55,13 @@ pub enum Event {
         /// The contact as it is now.
         contact: Box<crate::view::ContactView>,
     },
+    /// A contact is typing (or stopped): ephemeral, shown for a few seconds, never stored.
+    Typing {
+        /// The contact.
+        peer: String,
+        /// `true` while they type.
+        typing: bool,
+    },
     /// A contact's presence changed.
     Presence {
         /// The contact.

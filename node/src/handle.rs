@@ -67,6 +67,11 @@ pub(crate) enum Command {
         peer: UserId,
         reply: oneshot::Sender<Result<PresenceView, NodeError>>,
     },
+    Typing {
+        peer: UserId,
+        typing: bool,
+        reply: oneshot::Sender<Result<bool, NodeError>>,
+    },
     Settings {
         reply: oneshot::Sender<Result<crate::settings::Settings, NodeError>>,
     },

@@ -27,6 +27,7 @@ import { actionButton, initActions } from './actions.js';
 import { initNotify, onIncoming, updateAsk } from './notify.js';
 import { initDrop } from './drop.js';
 import { cancelReply, initReply, quoteBlock, takeReplyMeta } from './reply.js';
+import { initTyping, isTyping, onTyping, stoppedTyping } from './typing.js';
 
 /** Messages per page when loading history (the Conversation API's `count`). */
 const PAGE = 40;
@@ -627,7 +628,9 @@ function renderHeader() {
     return;
   }
   $('peer-avatar').classList.toggle('online', !!(chat && chat.presence && chat.presence.online));
-  $('peer-presence').textContent = presenceLine(chat && chat.presence);
+  $('peer-presence').textContent = isTyping(state.open)
+    ? 'typing…'
+    : presenceLine(chat && chat.presence);
   const presence = chat && chat.presence;
   $('peer-route').textContent = routeLine(presence);
   $('peer-route').title = (presence && ROUTE_TITLES[presence.route]) || '';
@@ -841,10 +844,16 @@ function onEvent(type, data) {
         appendMessage(message);
         if (!message.outgoing && looking()) markRead(peer);
       }
-      if (!message.outgoing) onIncoming(peer, chat, message);
+      if (!message.outgoing) {
+        onIncoming(peer, chat, message);
+        stoppedTyping(peer);
+      }
       renderChats();
       break;
     }
+    case 'typing':
+      onTyping(data);
+      break;
     case 'status': {
       const { peer, id, status } = data;
       onStatus(id);
@@ -1184,6 +1193,8 @@ async function start() {
     loadOlder,
     loadChats,
     renderMessages,
+    renderHeader,
+    isGroup,
     chooseFile,
     report,
     showBanner,
@@ -1191,6 +1202,7 @@ async function start() {
   initSearch(ctx);
   initActions(ctx);
   initReply(ctx);
+  initTyping(ctx);
   initNotify(ctx);
   initDrop(ctx);
   $('app').hidden = false;

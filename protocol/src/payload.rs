@@ -60,6 +60,8 @@ pub mod kind {
     pub const GROUP_RECEIPT: u16 = 8;
     /// [`super::Profile`].
     pub const PROFILE: u16 = 9;
+    /// [`super::Typing`].
+    pub const TYPING: u16 = 10;
 }
 
 /// A text message, as the design's `SendMessage` carries it.
@@ -150,6 +152,15 @@ pub struct Profile {
     pub read_receipts: bool,
 }
 
+/// "Typing…": ephemeral. Sent only over a direct link that is up (never deposited with a
+/// store peer, never resent), never stored or receipted by the receiver, which shows it for
+/// a few seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Typing {
+    /// `true` while the sender types, `false` when they stopped without sending.
+    pub typing: bool,
+}
+
 impl Profile {
     /// Checks the limits.
     pub fn validate(&self) -> Result<(), PayloadError> {
@@ -190,6 +201,8 @@ pub enum Payload {
     GroupReceipt(GroupReceipt),
     /// The sender's profile name and read-receipt choice.
     Profile(Profile),
+    /// The sender is typing (ephemeral).
+    Typing(Typing),
     /// A kind this node does not know; the message is kept but not interpreted.
     Unknown {
         /// The kind number.
@@ -399,6 +412,7 @@ impl Payload {
                 p.validate()?;
                 (kind::PROFILE, codec::encode(p)?)
             }
+            Payload::Typing(t) => (kind::TYPING, codec::encode(t)?),
             Payload::Unknown { kind } => (*kind, Vec::new()),
         };
         Ok(RawPayload { kind, body })
@@ -454,6 +468,7 @@ impl RawPayload {
                 p.validate()?;
                 Payload::Profile(p)
             }
+            kind::TYPING => Payload::Typing(codec::decode(&self.body)?),
             other => Payload::Unknown { kind: other },
         })
     }

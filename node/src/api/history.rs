@@ -7,7 +7,7 @@ use std::str::FromStr;
 use axum::{
     extract::{Path, State},
     http::StatusCode,
-    routing::{delete, get},
+    routing::{delete, get, post},
     Json, Router,
 };
 use kith_protocol::GroupId;
@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use super::{
     error::{node_error, ApiError, ErrorBody, Input},
-    extract::{parse_message_id, parse_user_id, ApiQuery},
+    extract::{parse_message_id, parse_user_id, ApiJson, ApiQuery, PeerPath},
     routes::{parse_page, PageQuery},
     state::ApiState,
 };
@@ -27,6 +27,41 @@ pub(crate) fn routes() -> Router<ApiState> {
         .route("/v1/search", get(search))
         .route("/v1/conversations/{chat}/messages/{id}", delete(remove))
         .route("/v1/backup", get(backup))
+        .route("/v1/conversations/{user_id}/typing", post(typing))
+}
+
+/// `POST /v1/conversations/{user}/typing`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TypingBody {
+    /// `true` while the user types, `false` when they stopped without sending.
+    typing: bool,
+}
+
+/// What `POST /v1/conversations/{user}/typing` answers.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(super) struct TypingSent {
+    /// Whether it left: only over a direct link that is up (never through store peers).
+    sent: bool,
+}
+
+/// Tells a contact the user is typing: ephemeral, sent only over a direct link that is up,
+/// never queued, deposited or stored; the contact's page shows "typing…" for a few seconds.
+#[utoipa::path(post, path = "/v1/conversations/{user_id}/typing", operation_id = "typing", tag = "messages",
+    params(("user_id" = String, Path, description = "The contact's user id")), request_body = TypingBody,
+    responses((status = 200, description = "Whether it left", body = TypingSent),
+        (status = 400, description = "`invalid_path`: not a user id", body = ErrorBody),
+        (status = 404, description = "`unknown_contact`: not a contact", body = ErrorBody)))]
+pub(super) async fn typing(
+    State(s): State<ApiState>,
+    PeerPath(peer): PeerPath,
+    ApiJson(body): ApiJson<TypingBody>,
+) -> Result<Json<TypingSent>, ApiError> {
+    s.node
+        .typing(peer, body.typing)
+        .await
+        .map(|sent| Json(TypingSent { sent }))
+        .map_err(|e| node_error(e, Input::Body))
 }
 
 /// The query of `GET /v1/backup`.

@@ -62,6 +62,7 @@ JSON `type` (`EventFrame`).";
         history::search,
         history::remove,
         history::backup,
+        history::typing,
         serve,
         groups::list,
         groups::create,

@@ -363,6 +363,7 @@ impl EventFrame {
                 Event::MediaProgress { .. } => "media_progress",
                 Event::Group { .. } => "group",
                 Event::Contact { .. } => "contact",
+                Event::Typing { .. } => "typing",
             },
             EventFrame::Lagged(_) => "lagged",
         }

@@ -134,6 +134,11 @@ const ASSETS: &[Asset] = &[
         body: include_bytes!("../../web/reply.js"),
     },
     Asset {
+        path: "/typing.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../web/typing.js"),
+    },
+    Asset {
         path: "/api.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_bytes!("../../web/api.js"),

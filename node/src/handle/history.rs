@@ -71,6 +71,17 @@ impl Node {
         })?
     }
 
+    /// Tells `peer` that the local user is typing (or stopped): sent only over a direct link
+    /// that is up, never queued, deposited or stored. `Ok(true)` when it left.
+    pub async fn typing(&self, peer: UserId, typing: bool) -> Result<bool, NodeError> {
+        self.call(|reply| Command::Typing {
+            peer,
+            typing,
+            reply,
+        })
+        .await
+    }
+
     /// Deletes the message `id` of `chat` from this node only ("delete for me").
     pub async fn delete_message(&self, chat: ChatId, id: MessageId) -> Result<(), NodeError> {
         self.call(|reply| Command::DeleteMessage { chat, id, reply })

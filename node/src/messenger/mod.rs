@@ -439,6 +439,13 @@ impl Messenger {
                 let _ = reply.send(self.presence_view(&peer));
             }
             Command::DeleteMessage { chat, id, reply } => self.delete_for_me(chat, id, reply),
+            Command::Typing {
+                peer,
+                typing,
+                reply,
+            } => {
+                let _ = reply.send(self.send_typing(peer, typing));
+            }
             cmd @ (Command::CreateGroup { .. }
             | Command::ChangeGroup { .. }
             | Command::SendGroupText { .. }

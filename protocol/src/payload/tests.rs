@@ -113,7 +113,7 @@ fn a_contact_card_round_trips_and_a_forged_one_is_refused() {
 
 #[test]
 fn unknown_kind_is_reported_not_failed() {
-    for k in [0u16, kind::PROFILE + 1, 99, u16::MAX] {
+    for k in [0u16, kind::TYPING + 1, 99, u16::MAX] {
         let raw = RawPayload {
             kind: k,
             body: vec![1, 2, 3],

@@ -413,6 +413,15 @@ impl Messenger {
             }
             Ok(Payload::ContactCard(card)) => self.on_card(sender, *card),
             Ok(Payload::Profile(p)) => self.on_profile(sender, p, plaintext.sent_at_ms),
+            // Ephemeral: shown, never stored or receipted; a request's sender shows nothing.
+            Ok(Payload::Typing(t)) => {
+                if contact {
+                    self.emit(|| Event::Typing {
+                        peer: sender.to_string(),
+                        typing: t.typing,
+                    });
+                }
+            }
             Ok(Payload::GroupUpdate(update)) if contact => {
                 let update = *update;
                 if update.state.state.author == sender {
