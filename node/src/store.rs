@@ -31,7 +31,6 @@
 //! - `media` (before media records were bound to their message): blob hash → [`MediaRecord`];
 //!   [`migrate_media_by_message`] moves it into the two trees above.
 //! - `search_index`: word ‖ 0 ‖ tree ‖ message key → () (see [`search`]).
-//! - `cards_owed`: group members owed our contact card (see [`cards`]).
 //! - `handled_envelopes`: envelopes opened that left no message record (see [`handled`]).
 //! - the default tree: `kith_format_version` (see [`format`]); `quarantine`: values that did
 //!   not decode, set aside (see [`crate::versioned`]).
@@ -47,7 +46,6 @@
 //! not decode is quarantined where it is read: a page, the contact list or the outbox skips
 //! it instead of failing.
 
-mod cards;
 mod contacts;
 mod delete;
 pub mod format;
@@ -130,7 +128,6 @@ pub struct Store {
     media_by_hash: sled::Tree,
     group_trees: groups::GroupTrees,
     handled: handled::HandledEnvelopes,
-    cards_owed: sled::Tree,
     search_index: sled::Tree,
     peer_info: sled::Tree,
     committer: Committer,
@@ -163,7 +160,6 @@ impl Store {
             media_by_hash: db.open_tree(MEDIA_BY_HASH)?,
             group_trees: groups::GroupTrees::open(&db)?,
             handled: handled::HandledEnvelopes::open(&db, crate::time::now_ms())?,
-            cards_owed: db.open_tree("cards_owed")?,
             search_index: db.open_tree("search_index")?,
             peer_info: db.open_tree(peer_info::PEER_INFO)?,
             db,

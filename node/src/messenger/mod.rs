@@ -535,7 +535,6 @@ impl Messenger {
                 for id in release {
                     if let Some(entry) = self.outbox.get(&id) {
                         let to = entry.to;
-                        self.push_owed_card(to);
                         self.peer(to).queue.push_back(id);
                         users.insert(to);
                     }

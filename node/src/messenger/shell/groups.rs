@@ -12,7 +12,6 @@ use kith_protocol::group::{
 };
 use kith_protocol::GroupId;
 
-use crate::messenger::contacts::merged_contact;
 use crate::messenger::*;
 use crate::store::GroupRecord;
 use crate::view::GroupView;
@@ -412,49 +411,12 @@ impl Messenger {
             return;
         }
         let user = bundle.user;
-        if self.contacts.contains_key(&user) || self.requests.is_blocked(&user) {
-            return;
-        }
-        if self.requests.is_pending(&user) {
-            // Their messages wait as a request: accepting owes them receipts (and our card)
-            // at once.
-            match self.add_contact_bundle(bundle, Vec::new(), Some(String::new())) {
-                Ok((_, release)) => {
-                    tracing::info!(%user, "group member (a request) became a contact");
-                    batch.release.extend(release);
-                }
-                Err(e) => tracing::warn!(%user, error = %e, "cannot add group member"),
+        match self.add_contact_bundle(bundle, Vec::new(), Some(String::new())) {
+            Ok((_, release)) => {
+                tracing::info!(%user, "group member became a contact");
+                batch.release.extend(release);
             }
-            return;
-        }
-        // No dial and no card now: N members would make N² of each as a group forms. The
-        // card goes with the first thing we send them (see `store::cards`).
-        let contact = merged_contact(None, bundle, Vec::new(), Some(String::new()), now_ms());
-        if let Err(e) = self
-            .store
-            .put_contact(&contact)
-            .and_then(|()| self.store.owe_card(&user))
-        {
-            tracing::warn!(%user, error = %e, "cannot add group member");
-            return;
-        }
-        self.contacts.insert(user, contact);
-        tracing::info!(%user, "group member became a contact");
-    }
-
-    /// Queues our contact card to leave next if `to` was owed it (a member met in a group,
-    /// before the first thing we send them).
-    pub(in crate::messenger) fn push_owed_card(&mut self, to: UserId) {
-        let card = match self.store.take_card_owed(&to) {
-            Ok(true) => self.queue_card(to),
-            Ok(false) => None,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read owed cards");
-                None
-            }
-        };
-        if let Some(card) = card {
-            self.peer(to).queue.push_back(card);
+            Err(e) => tracing::warn!(%user, error = %e, "cannot add group member"),
         }
     }
 
